@@ -1,0 +1,106 @@
+"""Threading layer, compile options and environment variables.
+
+Imported by every CPU kernel module *before* its first parallel launch.
+
+Threading layer: Numba's default ``workqueue`` layer aborts the process when two Python
+threads run a parallel kernel at once, and GNU OpenMP kills forked children (Dask's
+process workers, ``multiprocessing`` with ``fork``). TBB is safe for both, so we select
+it. The ``tbb`` wheel installs ``libtbb.so.12`` into ``<prefix>/lib``, which the dynamic
+loader does not search, so we preload it (RTLD_GLOBAL) before Numba looks for it.
+If TBB cannot be loaded we fall back to ``workqueue`` (fork-safe) and serialise parallel
+kernel launches with a lock (see :data:`KERNEL_LOCK`), so concurrent threads stay safe.
+
+Environment variables
+---------------------
+NUMBANORM_THREADING_LAYER
+    Force a Numba threading layer (``tbb``, ``omp``, ``workqueue``). An explicit
+    ``NUMBA_THREADING_LAYER`` is respected too.
+NUMBANORM_SERIAL_THRESHOLD
+    Element count below which the serial kernel twin is used (default 32768).
+"""
+import contextlib
+import ctypes
+import glob
+import os
+import sys
+import threading
+
+import numba
+
+#: fastmath flags for every CPU kernel: lets LLVM vectorise reductions while keeping
+#: NaN/inf semantics (no 'nnan'/'ninf').
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+#: below this many elements a call uses the serial kernel twin (a parallel launch costs µs).
+SERIAL_THRESHOLD = int(os.environ.get("NUMBANORM_SERIAL_THRESHOLD", 32768))
+
+#: number of fixed partial-sum chunks used by deterministic parallel reductions.
+#: Independent of the thread count, so results are bitwise reproducible.
+REDUCE_CHUNKS = 64
+
+
+def _preload_tbb():
+    """Make libtbb.so.12 loadable for Numba's tbbpool extension. Returns True on success."""
+    names = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
+    candidates = []
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix)):
+        for sub in ("lib", "Library/bin", "Lib"):
+            for name in names:
+                candidates.append(os.path.join(prefix, sub, name))
+    try:  # wherever pip put the tbb distribution (user installs, --target, ...)
+        from importlib import metadata
+
+        for f in metadata.files("tbb") or ():
+            if os.path.basename(str(f)) in names:
+                candidates.append(str(f.locate()))
+    except Exception:  # tbb not installed as a distribution
+        pass
+    for path in candidates + list(names):  # bare names: the system loader's own search
+        try:
+            ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _choose_layer():
+    wanted = os.environ.get("NUMBANORM_THREADING_LAYER") or os.environ.get("NUMBA_THREADING_LAYER")
+    if wanted:
+        if wanted == "tbb":
+            _preload_tbb()
+        return wanted
+    if _preload_tbb():
+        try:
+            from numba.np.ufunc import tbbpool  # noqa: F401  (checks the library really loads)
+
+            return "tbb"
+        except ImportError:
+            pass
+    return "workqueue"
+
+
+_LAYER = _choose_layer()
+numba.config.THREADING_LAYER = _LAYER
+
+#: serialises parallel launches when the layer is not thread-safe (workqueue fallback).
+KERNEL_LOCK = threading.Lock() if _LAYER == "workqueue" else contextlib.nullcontext()
+
+
+def threading_layer():
+    """Name of the Numba threading layer numbanorm runs its CPU kernels on.
+
+    Returns the layer actually in use once a parallel kernel has run, else the one
+    selected (``"tbb"`` when TBB is loadable, otherwise ``"workqueue"`` with launches
+    serialised by a lock).
+
+    Examples
+    --------
+    >>> import numbanorm
+    >>> numbanorm.threading_layer() in ("tbb", "omp", "workqueue")
+    True
+    """
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return _LAYER

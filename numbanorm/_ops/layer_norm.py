@@ -1,0 +1,169 @@
+"""Layer normalization (Ba, Kiros & Hinton 2016), forward and backward.
+
+Semantics follow ``torch.nn.functional.layer_norm``: statistics over the trailing
+``normalized_shape`` dims, biased variance, ``eps`` inside the square root.
+Canonical view: rows ``(M, N)``, M = prod(leading dims), N = prod(normalized_shape).
+"""
+from .. import _dispatch, _validate
+from ._common import Output, canonical, prod, stat_result
+
+_OP = "layer_norm"
+
+
+def _stat_shape(x_shape, k):
+    return tuple(x_shape[: len(x_shape) - k]) + (1,) * k
+
+
+def _saved_stat(fn, arg, dev, value, x_shape, k, m, ctype):
+    """Saved mean/rstd: shaped like the leading dims, with or without trailing 1s."""
+    value = dev.asarray(value)
+    lead = tuple(x_shape[: len(x_shape) - k])
+    if tuple(value.shape) not in (lead, lead + (1,) * k):
+        raise ValueError(
+            f"{fn}(): argument '{arg}' must have shape {lead + (1,) * k} (as returned with "
+            f"return_stats=True) or {lead}, got shape {tuple(value.shape)}"
+        )
+    if value.dtype.kind != "f":
+        raise TypeError(f"{fn}(): argument '{arg}' must be a floating array, got dtype {value.dtype}")
+    return dev.contiguous(value, ctype).reshape(m)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, return_stats=False):
+    r"""Layer normalization over the trailing ``normalized_shape`` dimensions.
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot w + b
+
+    with mean and biased variance over the last ``len(normalized_shape)`` dims.
+
+    Parameters
+    ----------
+    x : array_like
+        Input; NumPy (CPU kernels) or GPU array (CUDA kernels) or Dask array.
+    normalized_shape : int or tuple of int
+        The trailing dims of ``x`` to normalize over.
+    weight, bias : array of shape ``normalized_shape``, optional
+        Elementwise affine parameters.
+    eps : float
+        Added to the variance, >= 0.
+    out : array, optional
+        Receives the result (may be ``x``).
+    return_stats : bool
+        Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped
+        ``x.shape[:-k] + (1,) * k``, for :func:`layer_norm_backward`.
+
+    Returns
+    -------
+    y : array like ``x`` (float16 → float16, integers → float64)
+    mean, rstd : arrays, only with ``return_stats=True``
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])
+    >>> numbanorm.layer_norm(x, 3).round(4)
+    array([[-1.2247,  0.    ,  1.2247],
+           [ 0.    ,  0.    ,  0.    ]])
+    """
+    fn = _OP
+    dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.layer_norm(x, normalized_shape, weight, bias, eps, out=out, return_stats=return_stats)
+    xa = dev.asarray(x)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
+    eps = _validate.eps(fn, eps)
+    return_stats = _validate.flag(fn, return_stats, "return_stats")
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
+    w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
+    b = _validate.param(fn, "bias", dev, bias, nshape, ctype)
+    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype)
+    mean = dev.empty(m, ctype)
+    rstd = dev.empty(m, ctype)
+    if m and n:
+        w = dev.xp.ones(n, ctype) if w is None else w
+        b = dev.xp.zeros(n, ctype) if b is None else b
+        dev.kernels(_OP).forward(canonical(dev, xa, (m, n), ctype), w, b, eps, res.buf, mean, rstd)
+    y = res.result()
+    if not return_stats:
+        return y
+    sshape = _stat_shape(xa.shape, len(nshape))
+    return y, stat_result(dev, mean, sshape), stat_result(dev, rstd, sshape)
+
+
+def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5, mean=None, rstd=None):
+    r"""Gradients of :func:`layer_norm` with respect to ``x``, ``weight`` and ``bias``.
+
+    With :math:`\hat x = (x - \mu)\,r` and :math:`g = w \cdot dy` per row of N elements:
+
+    .. math:: dx = r \left(g - \overline{g} - \hat x\,\overline{g \hat x}\right),\quad
+              dw = \sum_{rows} dy\,\hat x,\quad db = \sum_{rows} dy
+
+    Parameters
+    ----------
+    grad_out : array, shape of ``x``
+        Gradient of the loss with respect to the output.
+    x, normalized_shape, weight, eps
+        As given to :func:`layer_norm`.
+    mean, rstd : arrays, optional
+        Saved statistics from ``layer_norm(..., return_stats=True)``; recomputed when
+        omitted (give both or neither).
+
+    Returns
+    -------
+    grad_x : array like ``x``
+    grad_weight : array of shape ``normalized_shape``, or None when ``weight`` is None
+    grad_bias : array of shape ``normalized_shape``
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[1.0, 2.0, 4.0]])
+    >>> gx, gw, gb = numbanorm.layer_norm_backward(np.ones_like(x), x, 3)
+    >>> bool(np.abs(gx).max() < 1e-12), gb
+    (True, array([1., 1., 1.]))
+    """
+    fn = _OP + "_backward"
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.layer_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd)
+    xa = dev.asarray(x)
+    ga = dev.asarray(grad_out)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    _validate.float_dtypes(fn, "grad_out", ga.dtype)
+    if tuple(ga.shape) != tuple(xa.shape):
+        raise ValueError(
+            f"{fn}(): argument 'grad_out' must have the shape of x {tuple(xa.shape)}, got shape {tuple(ga.shape)}"
+        )
+    nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
+    eps = _validate.eps(fn, eps)
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
+    w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
+    if (mean is None) != (rstd is None):
+        raise ValueError(f"{fn}(): arguments 'mean' and 'rstd' must be given together, got only one")
+    if mean is not None:
+        mean = _saved_stat(fn, "mean", dev, mean, xa.shape, len(nshape), m, ctype)
+        rstd = _saved_stat(fn, "rstd", dev, rstd, xa.shape, len(nshape), m, ctype)
+
+    kern = dev.kernels(_OP)
+    grad_x = dev.empty((m, n), ctype)
+    grad_w = dev.zeros(n, ctype)
+    grad_b = dev.zeros(n, ctype)
+    if m and n:
+        x2 = canonical(dev, xa, (m, n), ctype)
+        if mean is None:
+            mean = dev.empty(m, ctype)
+            rstd = dev.empty(m, ctype)
+            kern.stats(x2, eps, mean, rstd)
+        wk = dev.xp.ones(n, ctype) if w is None else w
+        kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, mean, rstd, grad_x, grad_w, grad_b)
+    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
+    grad_w = None if w is None else stat_result(dev, grad_w, nshape, rtype)
+    return grad_x, grad_w, stat_result(dev, grad_b, nshape, rtype)

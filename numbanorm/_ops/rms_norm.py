@@ -1,0 +1,140 @@
+"""Root-mean-square normalization (Zhang & Sennrich 2019), forward and backward.
+
+Semantics follow ``torch.nn.functional.rms_norm``: ``eps=None`` is the machine epsilon
+of the compute dtype (float32 for float16 input). Canonical view: rows ``(M, N)``.
+"""
+import numpy as np
+
+from .. import _dispatch, _validate
+from ._common import Output, canonical, prod, stat_result
+from .layer_norm import _saved_stat, _stat_shape
+
+_OP = "rms_norm"
+
+
+def _eps(fn, eps, ctype):
+    return float(np.finfo(ctype).eps) if eps is None else _validate.eps(fn, eps)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False):
+    r"""Root-mean-square normalization over the trailing ``normalized_shape`` dimensions.
+
+    .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot w
+
+    Parameters
+    ----------
+    x : array_like
+        Input; NumPy (CPU kernels), GPU array (CUDA kernels) or Dask array.
+    normalized_shape : int or tuple of int
+        The trailing dims of ``x`` to normalize over.
+    weight : array of shape ``normalized_shape``, optional
+        Elementwise scale.
+    eps : float or None
+        Added to the mean square; None = ``np.finfo(compute dtype).eps`` (torch).
+    out : array, optional
+        Receives the result (may be ``x``).
+    return_stats : bool
+        Also return ``rstd = 1/sqrt(E[x²] + eps)`` shaped ``x.shape[:-k] + (1,) * k``.
+
+    Returns
+    -------
+    y : array like ``x``
+    rstd : array, only with ``return_stats=True``
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> numbanorm.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4)
+    array([[0.8485, 1.1314]])
+    """
+    fn = _OP
+    dev = _dispatch.device_of(fn, x=x, weight=weight, out=out)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.rms_norm(x, normalized_shape, weight, eps, out=out, return_stats=return_stats)
+    xa = dev.asarray(x)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
+    eps = _eps(fn, eps, ctype)
+    return_stats = _validate.flag(fn, return_stats, "return_stats")
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
+    w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
+    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype)
+    rstd = dev.empty(m, ctype)
+    if m and n:
+        w = dev.xp.ones(n, ctype) if w is None else w
+        dev.kernels(_OP).forward(canonical(dev, xa, (m, n), ctype), w, eps, res.buf, rstd)
+    y = res.result()
+    if not return_stats:
+        return y
+    return y, stat_result(dev, rstd, _stat_shape(xa.shape, len(nshape)))
+
+
+def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, rstd=None):
+    r"""Gradients of :func:`rms_norm` with respect to ``x`` and ``weight``.
+
+    With :math:`r = 1/\sqrt{\overline{x^2} + \epsilon}`, :math:`\hat x = x r`,
+    :math:`g = w \cdot dy` per row:
+
+    .. math:: dx = r \left(g - \hat x\,\overline{g \hat x}\right),\quad
+              dw = \sum_{rows} dy\,\hat x
+
+    Parameters
+    ----------
+    grad_out : array, shape of ``x``
+    x, normalized_shape, weight, eps
+        As given to :func:`rms_norm`.
+    rstd : array, optional
+        Saved from ``rms_norm(..., return_stats=True)``; recomputed when omitted.
+
+    Returns
+    -------
+    grad_x : array like ``x``
+    grad_weight : array of shape ``normalized_shape``, or None when ``weight`` is None
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[3.0, 4.0]])
+    >>> gx, gw = numbanorm.rms_norm_backward(np.array([[1.0, 0.0]]), x, 2, eps=0.0)
+    >>> gx.round(4), gw
+    (array([[ 0.181 , -0.1358]]), None)
+    """
+    fn = _OP + "_backward"
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, rstd=rstd)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.rms_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, rstd=rstd)
+    xa = dev.asarray(x)
+    ga = dev.asarray(grad_out)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    _validate.float_dtypes(fn, "grad_out", ga.dtype)
+    if tuple(ga.shape) != tuple(xa.shape):
+        raise ValueError(
+            f"{fn}(): argument 'grad_out' must have the shape of x {tuple(xa.shape)}, got shape {tuple(ga.shape)}"
+        )
+    nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
+    eps = _eps(fn, eps, ctype)
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
+    w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
+    if rstd is not None:
+        rstd = _saved_stat(fn, "rstd", dev, rstd, xa.shape, len(nshape), m, ctype)
+
+    kern = dev.kernels(_OP)
+    grad_x = dev.empty((m, n), ctype)
+    grad_w = dev.zeros(n, ctype)
+    if m and n:
+        x2 = canonical(dev, xa, (m, n), ctype)
+        if rstd is None:
+            rstd = dev.empty(m, ctype)
+            kern.stats(x2, eps, rstd)
+        wk = dev.xp.ones(n, ctype) if w is None else w
+        kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, rstd, grad_x, grad_w)
+    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
+    return grad_x, None if w is None else stat_result(dev, grad_w, nshape, rtype)

@@ -1,0 +1,170 @@
+"""Argument checks shared by every public function, and their messages.
+
+Every message names the function, the argument, what was expected and what was given:
+``layer_norm(): argument 'eps' must be a finite number >= 0, got -1.0``.
+Checks run before any kernel, so a call that raises changes nothing.
+"""
+import math
+import numbers
+import operator
+
+import numpy as np
+
+F16 = np.dtype(np.float16)
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+
+
+def _type_error(fn, arg, expected, got):
+    return TypeError(f"{fn}(): argument '{arg}' must be {expected}, got {got}")
+
+
+def _value_error(fn, arg, expected, got):
+    return ValueError(f"{fn}(): argument '{arg}' must be {expected}, got {got}")
+
+
+def describe(a):
+    """Short description of a value for error messages."""
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return f"{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
+    return f"{type(a).__name__} {a!r}"
+
+
+def float_dtypes(fn, arg, dtype):
+    """(compute dtype, result dtype) for an input dtype (API.md dtype rules).
+
+    float32 → float32; float64 → float64; float16 → computed in float32, returned as
+    float16; bool and integers → float64. Everything else is a ``TypeError``.
+    """
+    dtype = np.dtype(dtype)
+    if dtype == F32 or dtype == F64:
+        return dtype, dtype
+    if dtype == F16:
+        return F32, F16
+    if dtype.kind in "biu":
+        return F64, F64
+    raise _type_error(
+        fn, arg, "a real array of float16/32/64, integer or bool dtype", f"dtype {dtype}"
+    )
+
+
+def eps(fn, value, arg="eps"):
+    """A finite real number >= 0, as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _type_error(fn, arg, "a finite real number >= 0", describe(value))
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise _value_error(fn, arg, "a finite real number >= 0", value)
+    return value
+
+
+def real(fn, value, arg, finite=True):
+    """Any real number (finite unless ``finite=False``), as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _type_error(fn, arg, "a real number", describe(value))
+    value = float(value)
+    if finite and not math.isfinite(value):
+        raise _value_error(fn, arg, "a finite real number", value)
+    return value
+
+
+def positive_int(fn, value, arg):
+    """An integer >= 1 (sizes, group counts)."""
+    if isinstance(value, bool):
+        raise _type_error(fn, arg, "an integer >= 1", describe(value))
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise _type_error(fn, arg, "an integer >= 1", describe(value)) from None
+    if value < 1:
+        raise _value_error(fn, arg, "an integer >= 1", value)
+    return value
+
+
+def flag(fn, value, arg):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise _type_error(fn, arg, "True or False", describe(value))
+
+
+def choice(fn, value, arg, options):
+    if not isinstance(value, str) or value not in options:
+        raise _value_error(fn, arg, "one of " + ", ".join(repr(o) for o in options), repr(value))
+    return value
+
+
+def normalized_shape(fn, x_shape, value):
+    """torch semantics: an int or a sequence of ints equal to the trailing dims of x."""
+    if isinstance(value, (bool, np.bool_)):
+        raise _type_error(fn, "normalized_shape", "an int or a tuple of ints", describe(value))
+    try:
+        shape = (operator.index(value),)
+    except TypeError:
+        try:
+            shape = tuple(operator.index(d) for d in value)
+        except TypeError:
+            raise _type_error(
+                fn, "normalized_shape", "an int or a tuple of ints", describe(value)
+            ) from None
+    k = len(shape)
+    if k == 0 or k > len(x_shape) or tuple(x_shape[len(x_shape) - k:]) != shape:
+        raise _value_error(
+            fn,
+            "normalized_shape",
+            f"the trailing dimensions of x (x has shape {tuple(x_shape)})",
+            shape,
+        )
+    return shape
+
+
+def channel_axis(fn, value, ndim):
+    """Normalise a channel axis for an (N, C, *spatial) or channels-last input of ndim >= 2."""
+    if ndim < 2:
+        raise _value_error(fn, "x", "an array with at least 2 dimensions (N, C, ...)", f"{ndim}-D")
+    if isinstance(value, bool):
+        raise _type_error(fn, "channel_axis", "an integer", describe(value))
+    try:
+        ax = operator.index(value)
+    except TypeError:
+        raise _type_error(fn, "channel_axis", "an integer", describe(value)) from None
+    if not -ndim <= ax < ndim:
+        raise _value_error(fn, "channel_axis", f"an axis of the {ndim}-D input", value)
+    ax %= ndim
+    if ax == 0:
+        raise _value_error(
+            fn, "channel_axis", "a non-batch axis (1 = channels-first, -1 = channels-last)", value
+        )
+    return ax
+
+
+def param(fn, arg, dev, value, shape, dtype):
+    """An affine parameter / statistic of exactly ``shape``, as a contiguous ``dtype`` array.
+
+    Returns None for None. Small arrays: converting them is cheap. A 1-element ``shape``
+    also accepts a 0-d scalar array.
+    """
+    if value is None:
+        return None
+    value = dev.asarray(value)
+    if value.dtype.kind not in "fiub":
+        raise _type_error(fn, arg, "a real array", f"dtype {value.dtype}")
+    if tuple(value.shape) != tuple(shape):
+        raise _value_error(fn, arg, f"an array of shape {tuple(shape)}", f"shape {tuple(value.shape)}")
+    return dev.contiguous(value, dtype).reshape(-1)
+
+
+def out(fn, dev, value, shape, dtype, arg="out"):
+    """Check an ``out=`` array: right device (done by dispatch), shape and castable dtype."""
+    if value is None:
+        return None
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise _type_error(fn, arg, "an array", describe(value))
+    if tuple(value.shape) != tuple(shape):
+        raise _value_error(fn, arg, f"an array of shape {tuple(shape)}", f"shape {tuple(value.shape)}")
+    if not np.can_cast(dtype, value.dtype, casting="same_kind"):
+        raise _type_error(
+            fn, arg, f"an array whose dtype {dtype} results can be cast to", f"dtype {value.dtype}"
+        )
+    if hasattr(value, "flags") and not value.flags.writeable:
+        raise _value_error(fn, arg, "a writeable array", "a read-only array")
+    return value
