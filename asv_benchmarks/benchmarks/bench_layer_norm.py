@@ -1,0 +1,28 @@
+"""asv: layer_norm forward and backward, CPU (and GPU when present) against the baselines."""
+from numbanorm._bench import layer_norm as cases
+
+from .common import DTYPES, IMPLS, ROWS_SHAPES, pick
+
+
+class LayerNormForward:
+    params = [ROWS_SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.fn = pick(cases.forward, shape, dtype, impl)
+        self.fn()  # compile / warm up outside the timing
+
+    def time_layer_norm_forward(self, shape, dtype, impl):
+        self.fn()
+
+
+class LayerNormBackward:
+    params = [ROWS_SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.fn = pick(cases.backward, shape, dtype, impl)
+        self.fn()
+
+    def time_layer_norm_backward(self, shape, dtype, impl):
+        self.fn()

@@ -1,0 +1,47 @@
+"""Shared helpers for the asv benchmarks.
+
+Every ``bench_<op>.py`` benchmarks one normalization with the parameters
+``(shape, dtype, impl)``; ``impl`` is one of :data:`IMPLS`:
+
+* ``numbanorm``: the CPU kernels on NumPy input (``out=`` preallocated where the op has it);
+* ``numbanorm_gpu``: the CUDA kernels on device arrays (skipped without a real GPU);
+* ``copyto``: ``np.copyto`` of the input — this machine's memory-bandwidth limit;
+* ``numpy``: a plain NumPy implementation;
+* ``torch``: PyTorch's CPU kernels (skipped when PyTorch is absent).
+
+The setups come from ``numbanorm._bench.<op>`` (the ``numbanorm bench`` cases), so the
+command line and asv time the same calls. Shape lists are append-only: asv keys results
+by parameter values, and removing one orphans its history.
+"""
+import os
+
+import numpy as np
+
+#: CI's smoke run sets NUMBANORM_BENCH_SMOKE=1: every parameter list keeps its first entry only.
+SMOKE = os.environ.get("NUMBANORM_BENCH_SMOKE") == "1"
+
+
+def shapes(*values):
+    """A benchmark's shape list (append-only); only the first one in smoke runs."""
+    return list(values[:1]) if SMOKE else list(values)
+
+
+IMPLS = ["numbanorm", "numbanorm_gpu", "copyto", "numpy", "torch"]
+
+ROWS_SHAPES = shapes((32, 768), (4096, 1024), (8192, 4096))  # append-only
+DTYPES = ["float32", "float64"][: 1 if SMOKE else 2]
+
+
+def pick(setup, shape, dtype, impl):
+    """Return the zero-argument callable for ``impl`` or raise NotImplementedError (asv skips).
+
+    ``setup`` is a ``numbanorm._bench.<op>`` setup function returning (x, {impl: fn});
+    it includes ``numbanorm_gpu`` (device arrays, synchronised) only when a GPU is present.
+    """
+    x, fns = setup(shape, dtype)
+    if impl == "copyto":
+        dst = np.empty_like(x)
+        return lambda: np.copyto(dst, x)
+    if impl not in fns:
+        raise NotImplementedError(f"{impl} not available")
+    return fns[impl]

@@ -1,0 +1,166 @@
+"""``numbanorm bench``: time every normalization against NumPy, PyTorch and copy bandwidth.
+
+Each ``numbanorm/_bench/<op>.py`` defines ``CASES``: a list of
+``(label, shape, dtype, setup)`` where ``setup(shape, dtype)`` returns
+``(x, {"numbanorm": fn, "numpy": fn, "torch": fn})`` — zero-argument callables
+(``"torch"`` only when PyTorch is installed; ``"numbanorm_gpu"`` — device arrays,
+wrapped with :func:`gpu_timed` — only when :func:`gpu_available`). The runner adds the ``np.copyto`` baseline
+of ``x`` (the memory-bandwidth limit: read + write of the input), times every callable as
+the minimum of several interleaved repeats (this machine is noisy), and reports times,
+GB/s (2 × x.nbytes / time) and ratios to copyto and to PyTorch.
+The asv benchmarks in ``asv_benchmarks/`` reuse these setups.
+"""
+import importlib
+import pkgutil
+import time
+
+import numpy as np
+
+
+def torch_or_none():
+    """PyTorch when installed (baseline only), else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def gpu_available():
+    """True when a real CUDA GPU is usable (the simulator is no benchmark target)."""
+    import os
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return False
+    try:
+        from numba import cuda
+
+        return cuda.is_available()
+    except Exception:
+        return False
+
+
+def gpu_timed(fn):
+    """Wrap a GPU call so its time includes the kernels (synchronise after the call)."""
+    from numba import cuda
+
+    def run():
+        fn()
+        cuda.synchronize()
+
+    return run
+
+
+def to_gpu(*arrays):
+    """Numba device copies of NumPy arrays (None stays None)."""
+    from numba import cuda
+
+    return tuple(None if a is None else cuda.to_device(a) for a in arrays)
+
+
+def make_array(shape, dtype, seed=0, offset=0.0):
+    """Deterministic standard-normal test data (plus ``offset``)."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape, dtype=np.float64) + offset).astype(dtype)
+
+
+def op_modules():
+    """Names of the ``_bench/<op>`` modules, sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def all_cases(ops=None):
+    for name in op_modules():
+        if ops and not any(name.startswith(o) or o in name for o in ops):
+            continue
+        mod = importlib.import_module(f"{__name__}.{name}")
+        for case in mod.CASES:
+            yield name, case
+
+
+def time_interleaved(fns, repeat=7, number=1, warmup=1):
+    """Minimum time (s) per call of each callable, repeats interleaved across callables."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            best[k] = min(best[k], (time.perf_counter() - t0) / number)
+    return best
+
+
+def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch")):
+    """Run the cases; returns a list of row dicts (one per case)."""
+    rows = []
+    for op, (label, shape, dtype, setup) in all_cases(ops):
+        x, fns = setup(shape, dtype)
+        fns = {k: v for k, v in fns.items() if k in impls}
+        dst = np.empty_like(x)
+        fns = {"copyto": lambda: np.copyto(dst, x), **fns}
+        nbytes = 2 * x.nbytes
+        number = max(1, int(2e6 // max(x.size, 1))) if x.size < 2e6 else 1
+        rep = repeat or (3 if quick else 7)
+        times = time_interleaved(fns, repeat=rep, number=number)
+        row = {"op": op, "case": label, "shape": tuple(shape), "dtype": str(np.dtype(dtype))}
+        for k, t in times.items():
+            row[k] = t
+        row["gbps"] = nbytes / times["numbanorm"] / 1e9
+        row["x_copyto"] = times["numbanorm"] / times["copyto"]
+        row["torch_speedup"] = times["torch"] / times["numbanorm"] if "torch" in times else None
+        rows.append(row)
+        del x, fns, dst
+    return rows
+
+
+def _fmt_t(t):
+    if t is None:
+        return "-"
+    return f"{t * 1e3:.3f} ms" if t >= 1e-4 else f"{t * 1e6:.1f} µs"
+
+
+def table(rows, markdown=False):
+    """The benchmark table as text (``markdown=True``: a GitHub table for the README)."""
+    head = ["op", "case", "shape", "dtype", "numbanorm", "GB/s", "× copyto", "copyto", "numpy", "torch", "torch / numbanorm"]
+    lines = []
+    for r in rows:
+        lines.append([
+            r["op"], r["case"], "×".join(map(str, r["shape"])), r["dtype"], _fmt_t(r["numbanorm"]),
+            f"{r['gbps']:.1f}", f"{r['x_copyto']:.2f}", _fmt_t(r["copyto"]), _fmt_t(r.get("numpy")),
+            _fmt_t(r.get("torch")), "-" if r["torch_speedup"] is None else f"{r['torch_speedup']:.1f}×",
+        ])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(c) + " |" for c in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in lines])
+
+
+def plot(rows, path):
+    """Bar chart of the ratio to np.copyto per case (lower is better; 1 = bandwidth limit)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['op']}\n{r['case']} {'×'.join(map(str, r['shape']))} {r['dtype']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows) + 2), 5))
+    xs = np.arange(len(rows))
+    width = 0.4
+    ax.bar(xs - width / 2, [r["x_copyto"] for r in rows], width, label="numbanorm")
+    tor = [r["torch"] / r["copyto"] if r.get("torch") else 0 for r in rows]
+    if any(tor):
+        ax.bar(xs + width / 2, tor, width, label="PyTorch CPU")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="np.copyto (bandwidth limit)")
+    ax.set_xticks(xs, labels, rotation=90, fontsize=7)
+    ax.set_ylabel("time / np.copyto time (lower is better)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
