@@ -31,6 +31,10 @@ import numba
 #: NaN/inf semantics (no 'nnan'/'ninf').
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
+#: options for every CPU kernel: NumPy's error model (1/0 -> inf, never ZeroDivisionError,
+#: and no division checks in the vectorised loops), on-disk cache.
+JIT_OPTIONS = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
+
 #: below this many elements a call uses the serial kernel twin (a parallel launch costs µs).
 SERIAL_THRESHOLD = int(os.environ.get("NUMBANORM_SERIAL_THRESHOLD", 32768))
 

@@ -8,10 +8,10 @@ large common offset keeps its precision.
 import numpy as np
 from numba import njit
 
-from .._config import FASTMATH
+from .._config import JIT_OPTIONS
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@njit(inline="always", **JIT_OPTIONS)
 def row_mean_var(x, i):
     """(mean, biased variance) of row ``i`` of ``x``, as float64."""
     n = x.shape[1]
@@ -26,7 +26,7 @@ def row_mean_var(x, i):
     return mu, ss / n
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@njit(inline="always", **JIT_OPTIONS)
 def row_mean_square(x, i):
     """Mean of the squares of row ``i`` of ``x``, as float64."""
     n = x.shape[1]
@@ -38,7 +38,7 @@ def row_mean_square(x, i):
 
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(**JIT_OPTIONS)
 def sum_chunks(part, out):
     """out[j] = Σ_c part[c, j], summed in chunk order (deterministic)."""
     nchunks, n = part.shape

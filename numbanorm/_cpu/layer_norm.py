@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _config
-from .._config import FASTMATH, REDUCE_CHUNKS
+from .._config import REDUCE_CHUNKS
 from ._stats import row_mean_var, sum_chunks
 
 
@@ -22,12 +22,12 @@ def _forward(x, weight, bias, eps, out, mean, rstd):
     m, n = x.shape
     for i in prange(m):
         mu, var = row_mean_var(x, i)
+        r = 1.0 / np.sqrt(var + eps)
         mean[i] = mu
-        rstd[i] = 1.0 / np.sqrt(var + eps)
-        mu_t = mean[i]  # in the data dtype: the write pass stays in float32 for float32 data
-        r_t = rstd[i]
+        rstd[i] = r
+        # x - mean in float64: float32 data with a large offset keeps its few significant bits
         for j in range(n):
-            out[i, j] = (x[i, j] - mu_t) * r_t * weight[j] + bias[j]
+            out[i, j] = (x[i, j] - mu) * r * weight[j] + bias[j]
 
 
 def _stats(x, eps, mean, rstd):
@@ -65,7 +65,7 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, part_w, part_b):
                 grad_x[i, j] = r * (grad_out[i, j] * weight[j] - a - xhat * b)
 
 
-_opts = dict(fastmath=FASTMATH, cache=True)
+_opts = _config.JIT_OPTIONS
 _forward_par = njit(parallel=True, **_opts)(_forward)
 _forward_ser = njit(**_opts)(_forward)
 _stats_par = njit(parallel=True, **_opts)(_stats)

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _config
-from .._config import FASTMATH, REDUCE_CHUNKS
+from .._config import REDUCE_CHUNKS
 from ._stats import row_mean_square, sum_chunks
 
 
@@ -51,7 +51,7 @@ def _backward(grad_out, x, weight, rstd, grad_x, part_w):
                 grad_x[i, j] = r * (grad_out[i, j] * weight[j] - xhat * b)
 
 
-_opts = dict(fastmath=FASTMATH, cache=True)
+_opts = _config.JIT_OPTIONS
 _forward_par = njit(parallel=True, **_opts)(_forward)
 _forward_ser = njit(**_opts)(_forward)
 _stats_par = njit(parallel=True, **_opts)(_stats)
