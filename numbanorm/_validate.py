@@ -165,6 +165,16 @@ def out(fn, dev, value, shape, dtype, arg="out"):
         raise _type_error(
             fn, arg, f"an array whose dtype {dtype} results can be cast to", f"dtype {value.dtype}"
         )
-    if hasattr(value, "flags") and not value.flags.writeable:
+    if not _writeable(value):
         raise _value_error(fn, arg, "a writeable array", "a read-only array")
     return value
+
+
+def _writeable(a):
+    """NumPy/CuPy ``flags.writeable``; Numba device arrays' ``flags`` is a dict (no such key)."""
+    flags = getattr(a, "flags", None)
+    if flags is None:
+        return True
+    if isinstance(flags, dict):
+        return flags.get("WRITEABLE", True)
+    return getattr(flags, "writeable", True)
