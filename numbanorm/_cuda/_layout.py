@@ -1,0 +1,419 @@
+"""Device-array helpers and launch configuration for the CUDA kernels.
+
+The dispatch layer's :class:`numbanorm._dispatch.CudaDevice` calls these (it uses this
+module as its ``xp``), and every ``numbanorm/_cuda/<op>.py`` launcher takes its launch
+configuration from here.
+
+Arrays
+------
+``as_device_array(a)``
+    Numba device array → itself; CuPy or any ``__cuda_array_interface__`` object →
+    zero-copy Numba view (``numba.cuda.as_cuda_array``); NumPy / array-likes → copied to
+    the device *keeping their strides* (a non-contiguous or negative-stride NumPy view
+    becomes the same view of a device copy of its memory extent, so forced-GPU tests
+    exercise the strided kernels). Under the CUDA simulator the same rules give
+    ``FakeCUDAArray`` objects (a ``__cuda_array_interface__`` object becomes a zero-copy
+    view of the memory it describes). Host arrays of dtypes a kernel cannot take
+    (object, strings, datetimes) are returned unchanged for the caller's dtype check.
+``empty(shape, dtype)``, ``zeros(shape, dtype)``, ``ones(shape, dtype)``
+    new C-contiguous device arrays (filled by a kernel, no host transfer).
+``is_c_contiguous(a)``
+``ascontiguous(a, dtype)``
+    ``a`` itself when already C-contiguous of ``dtype``, else a C-contiguous copy made by
+    a gather kernel (any ndim, any strides, negative and zero strides included).
+``copyto(dst, src)``
+    elementwise ``dst[...] = src`` with dtype cast, same shape, arbitrary strides on both
+    sides (a kernel; dims that are contiguous in both are merged first).
+
+Launch configuration
+--------------------
+Settings (module-level, see :func:`set_launch` / :func:`launch_settings`):
+
+``threads_per_block``
+    block size of every kernel (multiple of 32, 32..1024; default 256, 64 in the
+    simulator).
+``max_blocks``
+    cap on the grid of grid-stride kernels (default 4096; 4 in the simulator, so grid-
+    stride loops really loop).
+``warp_row_max``
+    row kernels use one warp per row up to this row length, one block per row above
+    (default 1024).
+``partial_blocks``
+    target number of blocks of the per-block partial-sum kernels of deterministic column
+    reductions (default 512, 4 in the simulator). Fixed numbers (not the SM count), so a
+    result does not depend on which GPU computed it.
+
+Tests lower them, e.g. ``with launch_settings(threads_per_block=64, max_blocks=3,
+warp_row_max=32): ...`` (``set_threads_per_block(64)`` for the common case).
+Launch geometry helpers (cached per size and settings): :func:`launch_1d`,
+:func:`launch_rows`, :func:`launch_partials`.
+"""
+import contextlib
+import ctypes
+import functools
+import math
+import operator
+
+import numpy as np
+from numba import cuda
+from numba.cuda.core import config as _cuda_config
+
+SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
+
+if SIMULATOR:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
+else:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
+
+# --------------------------------------------------------------------------- settings
+
+_DEFAULTS = {
+    "threads_per_block": 64 if SIMULATOR else 256,
+    "max_blocks": 4 if SIMULATOR else 4096,
+    "warp_row_max": 1024,
+    "partial_blocks": 4 if SIMULATOR else 512,
+}
+_settings = dict(_DEFAULTS)
+
+
+def settings():
+    """The current launch settings (a copy)."""
+    return dict(_settings)
+
+
+def _check_setting(name, value):
+    if name not in _DEFAULTS:
+        raise TypeError(f"set_launch(): unknown setting {name!r}; expected one of {', '.join(_DEFAULTS)}")
+    if value is None:
+        return _DEFAULTS[name]
+    value = operator.index(value)
+    if name == "threads_per_block" and not (32 <= value <= 1024 and value % 32 == 0):
+        raise ValueError(f"set_launch(): 'threads_per_block' must be a multiple of 32 in 32..1024, got {value}")
+    if name in ("max_blocks", "partial_blocks") and value < 1:
+        raise ValueError(f"set_launch(): {name!r} must be >= 1, got {value}")
+    if name == "warp_row_max" and value < 0:
+        raise ValueError(f"set_launch(): 'warp_row_max' must be >= 0, got {value}")
+    return value
+
+
+def set_launch(**kwargs):
+    """Change launch settings (None restores a default); returns the previous settings."""
+    new = {k: _check_setting(k, v) for k, v in kwargs.items()}
+    old = settings()
+    _settings.update(new)
+    return old
+
+
+def set_threads_per_block(n=None):
+    """Set the block size of every kernel (None: the default). Returns the previous one."""
+    return set_launch(threads_per_block=n)["threads_per_block"]
+
+
+@contextlib.contextmanager
+def launch_settings(**kwargs):
+    """Temporarily change launch settings (tests: small blocks so several blocks run)."""
+    old = set_launch(**kwargs)
+    try:
+        yield settings()
+    finally:
+        _settings.clear()
+        _settings.update(old)
+
+
+def threads_per_block():
+    return _settings["threads_per_block"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_1d(n, tpb, max_blocks):
+    return max(1, min(max_blocks, -(-n // tpb))), tpb
+
+
+def launch_1d(n):
+    """(blocks, threads) for a grid-stride kernel over ``n`` items."""
+    s = _settings
+    return _launch_1d(n, s["threads_per_block"], s["max_blocks"])
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_rows(m, n, tpb, max_blocks, warp_row_max):
+    if n <= warp_row_max:
+        rows_per_block = tpb // 32
+        return True, max(1, min(max_blocks, -(-m // rows_per_block))), tpb
+    threads = min(tpb, 32 * -(-n // 32))
+    return False, max(1, min(max_blocks, m)), threads
+
+
+def launch_rows(m, n):
+    """Geometry of a rows ``(m, n)`` kernel: ``(warp_per_row, blocks, threads)``.
+
+    ``warp_per_row=True``: each warp owns a row (``threads // 32`` rows per block, rows
+    ``blockIdx.x * rpb + warp`` grid-strided by ``gridDim.x * rpb``). ``False``: each
+    block owns a row (rows ``blockIdx.x`` grid-strided by ``gridDim.x``), its threads
+    striding over the row.
+    """
+    s = _settings
+    return _launch_rows(m, n, s["threads_per_block"], s["max_blocks"], s["warp_row_max"])
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_partials(m, n, tpb, partial_blocks):
+    threads = min(tpb, 32 * -(-n // 32))
+    col_blocks = -(-n // threads)
+    chunks = max(1, min(m, -(-partial_blocks // col_blocks)))
+    return (col_blocks, chunks), threads, chunks
+
+
+def launch_partials(m, n):
+    """Geometry of a column-partials kernel over rows ``(m, n)``.
+
+    Returns ``(grid, threads, chunks)``: ``grid = (column_blocks, chunks)``; thread ``t``
+    of block ``(bx, c)`` owns column ``bx * threads + t`` and rows
+    ``c * m // chunks .. (c + 1) * m // chunks`` and writes ``part[c, column]``; then
+    ``_reduce.sum_partials(part, out)`` sums the ``chunks`` rows in order. ``chunks``
+    depends only on the shape and the settings, so results are reproducible.
+    """
+    s = _settings
+    return _launch_partials(m, n, s["threads_per_block"], s["partial_blocks"])
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@cuda.jit
+def _fill(a, value):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = value
+
+
+_COPY_TEMPLATE = '''
+def _copy{nd}(dst, src):
+    {shape} = dst.shape
+    size = {size}
+    for k in range(cuda.grid(1), size, cuda.gridsize(1)):
+        r = k
+{unravel}
+        dst[{idx}] = src[{idx}]
+'''
+
+
+def _make_copy_kernel(nd):
+    """Gather/scatter kernel for ``nd``-D arrays: flat index → (i0, ..., i{nd-1}) in C order."""
+    names = [f"n{d}" for d in range(nd)]
+    idx = [f"i{d}" for d in range(nd)]
+    lines = []
+    for d in range(nd - 1, 0, -1):
+        lines.append(f"        i{d} = r % n{d}")
+        lines.append(f"        r = r // n{d}")
+    lines.append("        i0 = r")
+    src = _COPY_TEMPLATE.format(
+        nd=nd,
+        shape=", ".join(names) + ("," if nd == 1 else ""),
+        size=" * ".join(names),
+        unravel="\n".join(lines),
+        idx=", ".join(idx),
+    )
+    namespace = {"cuda": cuda}
+    exec(compile(src, f"<numbanorm._cuda._layout copy kernel {nd}-D>", "exec"), namespace)
+    fn = namespace[f"_copy{nd}"]
+    fn.__module__ = __name__
+    return cuda.jit(fn)
+
+
+_COPY_KERNELS = {}
+
+
+def copy_kernel(nd):
+    """The (cached) ``nd``-D strided copy kernel ``k(dst, src)``."""
+    k = _COPY_KERNELS.get(nd)
+    if k is None:
+        k = _COPY_KERNELS[nd] = _make_copy_kernel(nd)
+    return k
+
+
+for _nd in (1, 2, 3):
+    copy_kernel(_nd)
+
+
+def _sig_pairs():
+    pairs = [
+        ("float32", "float32"), ("float64", "float64"), ("float32", "float16"),
+        ("float16", "float32"), ("float32", "float64"), ("float64", "float32"),
+        ("float64", "int64"), ("float64", "int32"), ("float64", "uint8"), ("float64", "bool"),
+        ("complex128", "float64"),
+    ]
+    sigs = []
+    for nd in (1, 2, 3):
+        a = "[" + ", ".join([":"] * nd) + "]"
+        for dst, src in pairs:
+            sigs.append((copy_kernel(nd), f"void({dst}{a}, {src}{a})"))
+    sigs.append((copy_kernel(1), "void(float32[::1], float32[::1])"))
+    sigs.append((copy_kernel(1), "void(float64[::1], float16[::1])"))
+    return sigs
+
+
+PTX_SIGNATURES = [
+    (_fill, "void(float32[::1], float64)"),
+    (_fill, "void(float64[::1], float64)"),
+] + _sig_pairs()
+
+
+# --------------------------------------------------------------------------- arrays
+
+#: host dtype kinds that can be moved to the device
+_MOVABLE_KINDS = "biufc"
+
+
+def is_device_array(a):
+    """True for Numba device arrays (``FakeCUDAArray`` under the simulator)."""
+    return isinstance(a, _DeviceArray)
+
+
+def _c_strides(shape, itemsize):
+    strides = []
+    s = itemsize
+    for n in reversed(shape):
+        strides.append(s)
+        s *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+def _extent(shape, strides, itemsize):
+    """Byte range [lo, hi) relative to element 0 that a (non-empty) strided array touches."""
+    lo = sum(min(0, (n - 1) * s) for n, s in zip(shape, strides))
+    hi = sum(max(0, (n - 1) * s) for n, s in zip(shape, strides)) + itemsize
+    return lo, hi
+
+
+def _wrap_strided(raw, lo, shape, strides, dtype):
+    """A device view of ``shape``/``strides`` whose element 0 is byte ``-lo`` of ``raw``."""
+    if SIMULATOR:
+        return _DeviceArray(np.ndarray(shape, dtype, buffer=raw._ary, offset=-lo, strides=strides))
+    gpu = raw.gpu_data.view(-lo) if lo else raw.gpu_data
+    return _DeviceArray(shape, strides, dtype, stream=raw.stream, gpu_data=gpu)
+
+
+def _host_to_device(h):
+    if h.dtype.kind not in _MOVABLE_KINDS:
+        return h  # the public function's dtype check reports it
+    if h.size == 0 or h.flags.c_contiguous or h.flags.f_contiguous or h.ndim == 0:
+        if h.size == 0:
+            return empty(h.shape, h.dtype)
+        return cuda.to_device(h)
+    lo, hi = _extent(h.shape, h.strides, h.itemsize)
+    if hi - lo > 4 * h.nbytes + 4096:  # a sparse view: copy its elements only
+        return cuda.to_device(np.ascontiguousarray(h))
+    ptr = h.__array_interface__["data"][0]
+    raw_host = np.frombuffer((ctypes.c_char * (hi - lo)).from_address(ptr + lo), dtype=np.uint8)
+    raw = cuda.to_device(raw_host.copy())
+    return _wrap_strided(raw, lo, h.shape, h.strides, h.dtype)
+
+
+def _sim_from_cai(obj):
+    """Simulator: zero-copy view of the (host) memory a __cuda_array_interface__ describes."""
+    desc = obj.__cuda_array_interface__
+    if desc.get("mask") is not None:
+        raise NotImplementedError("masked __cuda_array_interface__ arrays are not supported")
+    shape = tuple(int(n) for n in desc["shape"])
+    dtype = np.dtype(desc["typestr"])
+    strides = desc.get("strides")
+    strides = _c_strides(shape, dtype.itemsize) if strides is None else tuple(int(s) for s in strides)
+    if math.prod(shape) == 0:
+        return empty(shape, dtype)
+    ptr, readonly = desc["data"]
+    lo, hi = _extent(shape, strides, dtype.itemsize)
+    buf = (ctypes.c_char * (hi - lo)).from_address(ptr + lo)
+    buf._numbanorm_owner = obj  # keep the memory's owner alive as long as the view
+    host = np.ndarray(shape, dtype, buffer=buf, offset=-lo, strides=strides)
+    if readonly:
+        host.flags.writeable = False
+    return _DeviceArray(host)
+
+
+def as_device_array(a):
+    """``a`` as a Numba device array (zero-copy for device data; see the module docstring)."""
+    if isinstance(a, _DeviceArray):
+        return a
+    if hasattr(a, "__cuda_array_interface__"):
+        if SIMULATOR:
+            return _sim_from_cai(a)
+        return cuda.as_cuda_array(a)
+    return _host_to_device(np.asarray(a))
+
+
+def empty(shape, dtype):
+    """New uninitialised C-contiguous device array."""
+    return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+
+def _filled(shape, dtype, value):
+    a = empty(shape, dtype)
+    if a.size:
+        flat = a.reshape(a.size)
+        blocks, tpb = launch_1d(a.size)
+        _fill[blocks, tpb](flat, value)
+    return a
+
+
+def zeros(shape, dtype):
+    """New C-contiguous device array of zeros."""
+    return _filled(shape, dtype, 0.0)
+
+
+def ones(shape, dtype):
+    """New C-contiguous device array of ones."""
+    return _filled(shape, dtype, 1.0)
+
+
+def is_c_contiguous(a):
+    return as_device_array(a).is_c_contiguous()
+
+
+def _view(a, shape, strides):
+    """Device view of ``a``'s memory (element 0 fixed) with another shape and strides."""
+    if SIMULATOR:
+        return _DeviceArray(np.lib.stride_tricks.as_strided(a._ary, shape, strides))
+    return _DeviceArray(shape, strides, a.dtype, stream=a.stream, gpu_data=a.gpu_data)
+
+
+def _coalesce(shape, s1, s2):
+    """Drop size-1 dims and merge dims that are contiguous in both stride sets."""
+    dims = [(n, a, b) for n, a, b in zip(shape, s1, s2) if n != 1]
+    if not dims:
+        return (1,), (0,), (0,)
+    out = [dims[-1]]
+    for n, a, b in reversed(dims[:-1]):
+        nn, aa, bb = out[-1]
+        if a == aa * nn and b == bb * nn:
+            out[-1] = (n * nn, aa, bb)
+        else:
+            out.append((n, a, b))
+    out.reverse()
+    return tuple(d[0] for d in out), tuple(d[1] for d in out), tuple(d[2] for d in out)
+
+
+def copyto(dst, src):
+    """``dst[...] = src`` (same shape, dtype cast, any strides) with a device kernel."""
+    dst = as_device_array(dst)
+    src = as_device_array(src)
+    if tuple(dst.shape) != tuple(src.shape):
+        raise ValueError(f"copyto(): shapes differ: dst {tuple(dst.shape)}, src {tuple(src.shape)}")
+    size = math.prod(dst.shape)
+    if size == 0:
+        return
+    shape, sd, ss = _coalesce(tuple(dst.shape), tuple(dst.strides), tuple(src.strides))
+    d = _view(dst, shape, sd)
+    s = _view(src, shape, ss)
+    blocks, tpb = launch_1d(size)
+    copy_kernel(len(shape))[blocks, tpb](d, s)
+
+
+def ascontiguous(a, dtype):
+    """``a`` when C-contiguous of ``dtype``, else a C-contiguous ``dtype`` copy (kernel)."""
+    a = as_device_array(a)
+    dtype = np.dtype(dtype)
+    if a.dtype == dtype and a.is_c_contiguous():
+        return a
+    out = empty(a.shape, dtype)
+    copyto(out, a)
+    return out
