@@ -71,3 +71,125 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, eps=None):
     grad_x = rstd * (gw_in - xhat * (gw_in * xhat).sum(axis=axes, keepdims=True) / n)
     lead = tuple(range(x.ndim - len(axes)))
     return grad_x, None if weight is None else (g * xhat).sum(axis=lead)
+
+
+# --- batch_norm / instance_norm / group_norm ------------------------------------------------
+# Channels moved to axis 1 with np.moveaxis (the twins may transpose; the kernels never do).
+# Running statistics are updated in place in the given NumPy arrays, as the public functions do.
+
+
+def _to_cf(a, channel_axis):
+    return None if a is None else np.moveaxis(_f64(a), channel_axis, 1)
+
+
+def _from_cf(a, channel_axis):
+    return np.moveaxis(a, 1, channel_axis)
+
+
+def _chan(v, ndim):
+    """A per-channel vector shaped to broadcast against (N, C, *spatial)."""
+    return _f64(v).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _running_factor(momentum, num_batches_tracked):
+    return 1.0 / (int(np.asarray(num_batches_tracked or 0).reshape(-1)[0]) + 1) if momentum is None else momentum
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5, *, channel_axis=1, num_batches_tracked=None, unbiased_running_var=True):
+    x = _to_cf(x, channel_axis)
+    axes = (0,) + tuple(range(2, x.ndim))
+    if training:
+        mean = x.mean(axis=axes)
+        var = ((x - _chan(mean, x.ndim)) ** 2).mean(axis=axes)
+        if running_mean is not None and x.size:
+            n = x.size // x.shape[1]
+            f = _running_factor(momentum, num_batches_tracked)
+            batch_var = var * n / (n - 1) if unbiased_running_var else var
+            running_mean[...] = (1 - f) * _f64(running_mean) + f * mean
+            running_var[...] = (1 - f) * _f64(running_var) + f * batch_var
+    else:
+        mean, var = _f64(running_mean), _f64(running_var)
+    y = (x - _chan(mean, x.ndim)) / np.sqrt(_chan(var, x.ndim) + eps)
+    if weight is not None:
+        y = y * _chan(weight, x.ndim)
+    if bias is not None:
+        y = y + _chan(bias, x.ndim)
+    return _from_cf(y, channel_axis)
+
+
+def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean=None, running_var=None,
+                        eps=1e-5, channel_axis=1):
+    x, g = _to_cf(x, channel_axis), _to_cf(grad_out, channel_axis)
+    axes = (0,) + tuple(range(2, x.ndim))
+    n = x.size // x.shape[1]
+    if training:
+        mean = x.mean(axis=axes, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    else:
+        mean, var = _chan(running_mean, x.ndim), _chan(running_var, x.ndim)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    w = np.ones(x.shape[1]) if weight is None else _f64(weight)
+    if training:
+        grad_x = _chan(w, x.ndim) * rstd * (g - g.sum(axis=axes, keepdims=True) / n
+                                            - xhat * (g * xhat).sum(axis=axes, keepdims=True) / n)
+    else:
+        grad_x = _chan(w, x.ndim) * rstd * g
+    grad_w = None if weight is None else (g * xhat).sum(axis=axes)
+    return _from_cf(grad_x, channel_axis), grad_w, g.sum(axis=axes)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=1):
+    x = _to_cf(x, channel_axis)
+    n, c = x.shape[:2]
+    xg = x.reshape(n, num_groups, -1)
+    mean = xg.mean(axis=2, keepdims=True)
+    var = ((xg - mean) ** 2).mean(axis=2, keepdims=True)
+    y = ((xg - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    if weight is not None:
+        y = y * _chan(weight, x.ndim)
+    if bias is not None:
+        y = y + _chan(bias, x.ndim)
+    return _from_cf(y, channel_axis)
+
+
+def group_norm_backward(grad_out, x, num_groups, weight=None, eps=1e-5, *, channel_axis=1):
+    x, g = _to_cf(x, channel_axis), _to_cf(grad_out, channel_axis)
+    n, c = x.shape[:2]
+    w = np.ones(c) if weight is None else _f64(weight)
+    xg = x.reshape(n, num_groups, -1)
+    m = xg.shape[2]
+    mean = xg.mean(axis=2, keepdims=True)
+    rstd = 1.0 / np.sqrt(((xg - mean) ** 2).mean(axis=2, keepdims=True) + eps)
+    xhat = (xg - mean) * rstd
+    gw = (g * _chan(w, x.ndim)).reshape(n, num_groups, -1)
+    grad_x = rstd * (gw - gw.sum(axis=2, keepdims=True) / m - xhat * (gw * xhat).sum(axis=2, keepdims=True) / m)
+    axes = (0,) + tuple(range(2, x.ndim))
+    grad_w = None if weight is None else (g * xhat.reshape(x.shape)).sum(axis=axes)
+    return _from_cf(grad_x.reshape(x.shape), channel_axis), grad_w, g.sum(axis=axes)
+
+
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5, *, channel_axis=1, num_batches_tracked=None,
+                  unbiased_running_var=True):
+    xc = _to_cf(x, channel_axis)
+    if not use_input_stats:
+        return batch_norm(x, running_mean, running_var, weight, bias, False, eps=eps, channel_axis=channel_axis)
+    n, c = xc.shape[:2]
+    if running_mean is not None and xc.size:
+        flat = xc.reshape(n, c, -1)
+        s = flat.shape[2]
+        mean = flat.mean(axis=2)
+        var = ((flat - mean[:, :, None]) ** 2).mean(axis=2)
+        if unbiased_running_var:
+            var = var * s / (s - 1)
+        f = _running_factor(momentum, num_batches_tracked)
+        running_mean[...] = (1 - f) * _f64(running_mean) + f * mean.mean(axis=0)
+        running_var[...] = (1 - f) * _f64(running_var) + f * var.mean(axis=0)
+    return group_norm(x, c, weight, bias, eps, channel_axis=channel_axis)
+
+
+def instance_norm_backward(grad_out, x, weight=None, eps=1e-5, *, channel_axis=1):
+    c = np.shape(x)[channel_axis]
+    return group_norm_backward(grad_out, x, c, weight, eps, channel_axis=channel_axis)

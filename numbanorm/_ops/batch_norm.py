@@ -1,0 +1,388 @@
+"""Batch normalization (Ioffe & Szegedy 2015), forward and backward.
+
+Semantics follow ``torch.nn.functional.batch_norm`` (and ``torch.nn.BatchNorm{1,2,3}d`` for
+the running statistics). Statistics are per channel over every other axis.
+Canonical view: channels ``(1, O, C, I)`` with O = prod(dims before the channel axis),
+I = prod(dims after it): NCHW gives O = N, I = H·W; channels-last (``channel_axis=-1``) gives
+O = N·H·W, I = 1. Both are plain reshapes, never transposed copies.
+
+The helpers for running statistics here are shared with :mod:`.instance_norm`.
+"""
+import operator
+
+import numpy as np
+
+from .. import _dispatch, _validate
+from ._common import Output, canonical, prod, stat_result
+
+_OP = "batch_norm"
+F64 = _validate.F64
+
+
+def channel_view(shape, ax):
+    """(O, C, I): the dims before the channel axis, the channels, the dims after it."""
+    return prod(shape[:ax]), shape[ax], prod(shape[ax + 1:])
+
+
+def check_grad(fn, ga, xa):
+    """grad_out: a real array of x's shape."""
+    _validate.float_dtypes(fn, "grad_out", ga.dtype)
+    if tuple(ga.shape) != tuple(xa.shape):
+        raise ValueError(
+            f"{fn}(): argument 'grad_out' must have the shape of x {tuple(xa.shape)}, "
+            f"got shape {tuple(ga.shape)}"
+        )
+
+
+def momentum_arg(fn, value):
+    """None (cumulative average) or a finite real number."""
+    return None if value is None else _validate.real(fn, value, "momentum")
+
+
+def running_stats(fn, dev, running_mean, running_var, c, update):
+    """Validate running statistics: both or neither, shape (C,), floating dtype.
+
+    With ``update=True`` (training) they must be writeable arrays, because they are updated
+    in place. Returns the pair as arrays of the device (the caller's own arrays, not copies)
+    or ``(None, None)``.
+    """
+    if (running_mean is None) != (running_var is None):
+        given = "running_mean" if running_var is None else "running_var"
+        raise ValueError(
+            f"{fn}(): arguments 'running_mean' and 'running_var' must be given together, "
+            f"got only '{given}'"
+        )
+    if running_mean is None:
+        return None, None
+    arrays = []
+    for name, value in (("running_mean", running_mean), ("running_var", running_var)):
+        if update and not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            raise TypeError(
+                f"{fn}(): argument '{name}' must be an array (it is updated in place when "
+                f"training), got {_validate.describe(value)}"
+            )
+        a = dev.asarray(value)
+        if a.dtype.kind != "f":
+            raise TypeError(f"{fn}(): argument '{name}' must be a floating array, got dtype {a.dtype}")
+        if tuple(a.shape) != (c,):
+            raise ValueError(
+                f"{fn}(): argument '{name}' must be an array of shape ({c},) (one value per "
+                f"channel), got shape {tuple(a.shape)}"
+            )
+        if update and hasattr(a, "flags") and not a.flags.writeable:
+            raise ValueError(f"{fn}(): argument '{name}' must be a writeable array, got a read-only array")
+        arrays.append(a)
+    return tuple(arrays)
+
+
+def batches_tracked(fn, value):
+    """``num_batches_tracked``: None (= 0), an int >= 0, or a 1-element integer array.
+
+    Returns (count, array or None): the array is incremented in place after a training step.
+    """
+    if value is None:
+        return 0, None
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        if np.dtype(value.dtype).kind not in "iu" or prod(value.shape) != 1:
+            raise TypeError(
+                f"{fn}(): argument 'num_batches_tracked' must be an int or a 1-element integer "
+                f"array, got {_validate.describe(value)}"
+            )
+        if hasattr(value, "flags") and not value.flags.writeable:
+            raise ValueError(
+                f"{fn}(): argument 'num_batches_tracked' must be a writeable array, got a read-only array"
+            )
+        host = value.copy_to_host() if hasattr(value, "copy_to_host") else np.asarray(value)
+        count = int(host.reshape(-1)[0])
+        arr = value
+    else:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{fn}(): argument 'num_batches_tracked' must be an int, got {value!r}")
+        try:
+            count = operator.index(value)
+        except TypeError:
+            raise TypeError(
+                f"{fn}(): argument 'num_batches_tracked' must be an int or a 1-element integer "
+                f"array, got {_validate.describe(value)}"
+            ) from None
+        arr = None
+    if count < 0:
+        raise ValueError(f"{fn}(): argument 'num_batches_tracked' must be >= 0, got {count}")
+    return count, arr
+
+
+def increment(arr):
+    """num_batches_tracked += 1 in the caller's array (host or device)."""
+    if arr is None:
+        return
+    if hasattr(arr, "copy_to_host"):  # Numba device array
+        host = arr.copy_to_host()
+        arr.copy_to_device(host + 1)
+    elif isinstance(arr, np.ndarray):
+        arr += 1
+    else:  # CuPy and other array objects with in-place addition
+        arr += 1
+
+
+def update_running(dev, kern, mean, var, count, factor, unbiased, running_mean, running_var):
+    """Update the caller's running statistics in place (in float64, stored in their dtype)."""
+    rm = dev.contiguous(running_mean, F64)
+    rv = dev.contiguous(running_var, F64)
+    kern.update_running(mean, var, count, factor, unbiased, rm, rv)
+    if rm is not running_mean:
+        dev.copyto(running_mean, rm)
+    if rv is not running_var:
+        dev.copyto(running_var, rv)
+
+
+def saved_stats(fn, dev, mean, rstd, shape, view_shape):
+    """Saved mean/rstd for a backward: both or neither, of ``shape``; float64 ``view_shape``."""
+    if (mean is None) != (rstd is None):
+        raise ValueError(f"{fn}(): arguments 'mean' and 'rstd' must be given together, got only one")
+    if mean is None:
+        return None, None
+    out = []
+    for name, value in (("mean", mean), ("rstd", rstd)):
+        a = dev.asarray(value)
+        if a.dtype.kind != "f":
+            raise TypeError(f"{fn}(): argument '{name}' must be a floating array, got dtype {a.dtype}")
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(
+                f"{fn}(): argument '{name}' must have shape {tuple(shape)} (as returned with "
+                f"return_stats=True), got shape {tuple(a.shape)}"
+            )
+        out.append(dev.contiguous(a, F64).reshape(view_shape))
+    return tuple(out)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5, *, channel_axis=1, out=None, return_stats=False, num_batches_tracked=None,
+               unbiased_running_var=True):
+    r"""Batch normalization: per-channel statistics over the batch and spatial axes.
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot w + b
+
+    In training the batch mean and *biased* variance of each channel are used and the running
+    statistics, when given, are updated in place exactly as PyTorch does:
+
+    .. math:: \hat\mu \leftarrow (1 - m)\,\hat\mu + m\,\mu_B,\qquad
+              \hat\sigma^2 \leftarrow (1 - m)\,\hat\sigma^2 + m\,\tfrac{n}{n-1}\,\sigma_B^2
+
+    with ``n`` the number of values per channel. ``training=False`` normalizes with the
+    running statistics instead.
+
+    Parameters
+    ----------
+    x : array_like
+        Input ``(N, C, *spatial)``, or channels-last ``(N, *spatial, C)`` with
+        ``channel_axis=-1``; NumPy, GPU or Dask array.
+    running_mean, running_var : arrays of shape ``(C,)`` or None
+        Running statistics. Updated in place (in the caller's arrays, in their own dtype) when
+        ``training=True``; required when ``training=False``.
+    weight, bias : arrays of shape ``(C,)``, optional
+        Per-channel affine parameters.
+    training : bool
+        Normalize with batch statistics (and update the running ones) or with the running ones.
+    momentum : float or None
+        Weight of the new batch statistic in the running update (PyTorch convention).
+        ``None``: cumulative moving average, factor ``1 / (num_batches_tracked + 1)``.
+    eps : float
+        Added to the variance, >= 0.
+    channel_axis : int
+        Axis of the channels: 1 (channels-first, default) or -1 (channels-last).
+    out : array, optional
+        Receives the result (may be ``x``).
+    return_stats : bool
+        Also return ``mean`` and ``rstd = 1/sqrt(var + eps)`` of shape ``(C,)``: the batch
+        statistics in training, the running ones otherwise (for :func:`batch_norm_backward`).
+    num_batches_tracked : int or 1-element integer array, optional
+        The number of batches already folded into the running statistics (PyTorch's
+        ``BatchNorm.num_batches_tracked`` buffer before this step; None means 0). It sets the
+        factor of ``momentum=None``. An array is incremented in place after each training
+        step with running statistics, as PyTorch increments its buffer; an int is not.
+    unbiased_running_var : bool
+        Update the running variance with the unbiased batch variance (PyTorch, default) or
+        the biased one (PaddlePaddle).
+
+    Returns
+    -------
+    y : array like ``x``
+    mean, rstd : arrays of shape ``(C,)``, only with ``return_stats=True``
+
+    Notes
+    -----
+    PaddlePaddle's update ``running = p · running + (1 − p) · batch`` with its ``momentum=p``
+    and a biased running variance is reproduced by
+    ``batch_norm(..., training=True, momentum=1 - p, unbiased_running_var=False)``.
+
+    Raises ``ValueError`` for one value per channel in training (PyTorch's rule), for
+    ``training=False`` without running statistics and for wrongly sized running statistics
+    or affine parameters; running statistics are left untouched by any call that raises.
+    An empty batch leaves the running statistics as they are.
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])          # (N=2, C=2)
+    >>> rm, rv = np.zeros(2), np.ones(2)
+    >>> numbanorm.batch_norm(x, rm, rv, training=True, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    >>> rm, rv                                            # 0.1 · mean, 0.9 + 0.1 · unbiased var
+    (array([0.2, 2. ]), array([ 1.1, 20.9]))
+    """
+    fn = _OP
+    nbt_dev = num_batches_tracked if hasattr(num_batches_tracked, "shape") else None
+    dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
+                              weight=weight, bias=bias, out=out, num_batches_tracked=nbt_dev)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                                channel_axis=channel_axis, out=out, return_stats=return_stats,
+                                num_batches_tracked=num_batches_tracked,
+                                unbiased_running_var=unbiased_running_var)
+    xa = dev.asarray(x)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
+    training = _validate.flag(fn, training, "training")
+    mom = momentum_arg(fn, momentum)
+    eps = _validate.eps(fn, eps)
+    return_stats = _validate.flag(fn, return_stats, "return_stats")
+    unbiased = _validate.flag(fn, unbiased_running_var, "unbiased_running_var")
+    o, c, i = channel_view(xa.shape, ax)
+    n = o * i
+    rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=training)
+    if training and n == 1:
+        raise ValueError(
+            f"{fn}(): argument 'x' must have more than 1 value per channel when training, "
+            f"got shape {tuple(xa.shape)}"
+        )
+    if not training and rm is None:
+        raise ValueError(
+            f"{fn}(): arguments 'running_mean' and 'running_var' are required when "
+            "training=False, got None"
+        )
+    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
+    b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
+    count, nbt_arr = batches_tracked(fn, num_batches_tracked)
+    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+
+    kern = dev.kernels(_OP)
+    view = (1, o, c, i)
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype)
+    mean = dev.empty((1, c), F64)
+    rstd = dev.empty((1, c), F64)
+    w = dev.xp.ones(c, ctype) if w is None else w
+    b = dev.xp.zeros(c, ctype) if b is None else b
+    x4 = canonical(dev, xa, view, ctype) if n and c else None
+    if training:
+        var = dev.empty((1, c), F64)
+        if n and c:
+            kern.forward(x4, c, eps, w, b, res.buf, mean, rstd, var)
+        elif c:
+            kern.fill(mean, np.nan)
+            kern.fill(rstd, np.nan)
+    else:
+        if c:
+            kern.running_stats(dev.contiguous(rm, F64), dev.contiguous(rv, F64), eps, mean, rstd)
+        if n and c:
+            kern.normalize(x4, mean, rstd, w, b, res.buf)
+    y = res.result()
+    if training and rm is not None:
+        if n and c:
+            factor = mom if mom is not None else 1.0 / (count + 1)
+            update_running(dev, kern, mean, var, n, factor, unbiased, rm, rv)
+        increment(nbt_arr)
+    if not return_stats:
+        return y
+    return y, stat_result(dev, mean, (c,), ctype), stat_result(dev, rstd, (c,), ctype)
+
+
+def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean=None, running_var=None,
+                        eps=1e-5, mean=None, rstd=None, channel_axis=1):
+    r"""Gradients of :func:`batch_norm` with respect to ``x``, ``weight`` and ``bias``.
+
+    Per channel, over its ``n`` values, with :math:`\hat x = (x - \mu)\,r`:
+
+    .. math:: dx = w\,r\left(dy - \overline{dy} - \hat x\,\overline{dy\,\hat x}\right),\quad
+              dw = \sum dy\,\hat x,\quad db = \sum dy
+
+    in training (batch statistics depend on ``x``); with ``training=False`` the running
+    statistics are constants and :math:`dx = w\,r\,dy`.
+
+    Parameters
+    ----------
+    grad_out : array, shape of ``x``
+        Gradient of the loss with respect to the output.
+    x, weight, eps, channel_axis
+        As given to :func:`batch_norm`.
+    training : bool
+        Whether the forward normalized with batch statistics (True) or running ones.
+    running_mean, running_var : arrays of shape ``(C,)``, optional
+        The running statistics of an eval-mode forward (``training=False``), used when
+        ``mean``/``rstd`` are not given.
+    mean, rstd : arrays of shape ``(C,)``, optional
+        Saved statistics from ``batch_norm(..., return_stats=True)``; recomputed when omitted
+        (give both or neither).
+
+    Returns
+    -------
+    grad_x : array like ``x``
+    grad_weight : array of shape ``(C,)``, or None when ``weight`` is None
+    grad_bias : array of shape ``(C,)``
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+    >>> gx, gw, gb = numbanorm.batch_norm_backward(np.ones_like(x), x)
+    >>> bool(np.abs(gx).max() < 1e-12), gb
+    (True, array([2., 2.]))
+    """
+    fn = _OP + "_backward"
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, running_mean=running_mean,
+                              running_var=running_var, mean=mean, rstd=rstd)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.batch_norm_backward(grad_out, x, weight, training=training, running_mean=running_mean,
+                                         running_var=running_var, eps=eps, mean=mean, rstd=rstd,
+                                         channel_axis=channel_axis)
+    xa = dev.asarray(x)
+    ga = dev.asarray(grad_out)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    check_grad(fn, ga, xa)
+    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
+    training = _validate.flag(fn, training, "training")
+    eps = _validate.eps(fn, eps)
+    o, c, i = channel_view(xa.shape, ax)
+    n = o * i
+    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
+    rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=False)
+    mean, rstd = saved_stats(fn, dev, mean, rstd, (c,), (1, c))
+    if not training and mean is None and rm is None:
+        raise ValueError(
+            f"{fn}(): with training=False, arguments 'running_mean' and 'running_var' (or the "
+            "saved 'mean' and 'rstd') are required, got None"
+        )
+
+    kern = dev.kernels(_OP)
+    view = (1, o, c, i)
+    grad_x = dev.empty(view, ctype)
+    grad_w = dev.zeros(c, ctype)
+    grad_b = dev.zeros(c, ctype)
+    if n and c:
+        x4 = canonical(dev, xa, view, ctype)
+        if mean is None:
+            mean = dev.empty((1, c), F64)
+            rstd = dev.empty((1, c), F64)
+            if training:
+                kern.stats(x4, c, eps, mean, rstd, dev.empty((1, c), F64))
+            else:
+                kern.running_stats(dev.contiguous(rm, F64), dev.contiguous(rv, F64), eps, mean, rstd)
+        wk = dev.xp.ones(c, ctype) if w is None else w
+        kern.backward(canonical(dev, ga, view, ctype), x4, wk, mean, rstd, training, grad_x, grad_w, grad_b)
+    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
+    grad_w = None if w is None else stat_result(dev, grad_w, (c,), rtype)
+    return grad_x, grad_w, stat_result(dev, grad_b, (c,), rtype)

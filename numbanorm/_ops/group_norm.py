@@ -1,0 +1,198 @@
+"""Group normalization (Wu & He 2018), forward and backward.
+
+Semantics follow ``torch.nn.functional.group_norm``: the C channels are split into
+``num_groups`` consecutive groups; statistics (mean, biased variance) per sample and group
+over the group's channels and all spatial positions; per-channel affine parameters.
+Canonical view: ``(N, O, C, I)`` with O = prod(dims between batch and channel axis), I =
+prod(dims after the channel axis): channels-first gives rows ``(N·G, C/G·spatial)``
+(O = 1), channels-last gives ``(N, spatial, C)`` (I = 1) whose per-(n, group) statistics the
+kernels gather directly from the strided pattern — never a transposed copy.
+
+The backward here is shared with :mod:`.instance_norm` (GroupNorm with one channel per group).
+"""
+from .. import _dispatch, _validate
+from ._common import Output, canonical, prod, stat_result
+from .batch_norm import F64, check_grad, saved_stats
+
+_OP = "group_norm"
+
+
+def group_view(shape, ax):
+    """(N, O, C, I) view of an input with channels on axis ``ax``."""
+    return shape[0], prod(shape[1:ax]), shape[ax], prod(shape[ax + 1:])
+
+
+def num_groups_arg(fn, value, c):
+    g = _validate.positive_int(fn, value, "num_groups")
+    if c % g:
+        raise ValueError(
+            f"{fn}(): argument 'num_groups' must divide the number of channels {c}, got {g}"
+        )
+    return g
+
+
+def grouped_forward(fn, dev, kern, xa, ax, groups, w, b, eps, out, out_a, ctype, rtype):
+    """Normalize per (n, group) on the (N, O, C, I) view. Returns (y, mean, rstd, var, view)."""
+    view = group_view(xa.shape, ax)
+    nb, o, c, i = view
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype)
+    mean = dev.empty((nb, groups), F64)
+    rstd = dev.empty((nb, groups), F64)
+    var = dev.empty((nb, groups), F64)
+    if nb and c:
+        if o * i:
+            w = dev.xp.ones(c, ctype) if w is None else w
+            b = dev.xp.zeros(c, ctype) if b is None else b
+            kern.forward(canonical(dev, xa, view, ctype), groups, eps, w, b, res.buf, mean, rstd, var)
+        else:
+            for a in (mean, rstd, var):
+                kern.fill(a, float("nan"))
+    return res.result(), mean, rstd, var, view
+
+
+def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd, channel_axis):
+    """Shared body of group_norm_backward / instance_norm_backward (``groups`` None = C)."""
+    xa = dev.asarray(x)
+    ga = dev.asarray(grad_out)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    check_grad(fn, ga, xa)
+    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
+    view = group_view(xa.shape, ax)
+    nb, o, c, i = view
+    groups = c if groups is None else num_groups_arg(fn, groups, c)
+    eps = _validate.eps(fn, eps)
+    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
+    mean, rstd = saved_stats(fn, dev, mean, rstd, (nb, groups), (nb, groups))
+
+    grad_x = dev.empty(view, ctype)
+    grad_w = dev.zeros(c, ctype)
+    grad_b = dev.zeros(c, ctype)
+    if nb and c and o * i:
+        x4 = canonical(dev, xa, view, ctype)
+        if mean is None:
+            mean = dev.empty((nb, groups), F64)
+            rstd = dev.empty((nb, groups), F64)
+            kern.stats(x4, groups, eps, mean, rstd, dev.empty((nb, groups), F64))
+        wk = dev.xp.ones(c, ctype) if w is None else w
+        kern.backward(canonical(dev, ga, view, ctype), x4, wk, mean, rstd, True, grad_x, grad_w, grad_b)
+    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
+    grad_w = None if w is None else stat_result(dev, grad_w, (c,), rtype)
+    return grad_x, grad_w, stat_result(dev, grad_b, (c,), rtype)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=1, out=None,
+               return_stats=False):
+    r"""Group normalization: statistics per sample over groups of channels and all positions.
+
+    .. math:: y_{n,c,\dots} = \frac{x_{n,c,\dots} - \mu_{n,g}}{\sqrt{\sigma^2_{n,g} + \epsilon}}
+              \cdot w_c + b_c,\qquad g = \lfloor c / (C/G) \rfloor
+
+    with mean and biased variance over the C/G channels of group g and every spatial position.
+    One group is LayerNorm over (C, spatial) (with per-channel affine parameters); C groups
+    is InstanceNorm.
+
+    Parameters
+    ----------
+    x : array_like
+        Input ``(N, C, *spatial)``, or channels-last ``(N, *spatial, C)`` with
+        ``channel_axis=-1``; NumPy, GPU or Dask array.
+    num_groups : int
+        Number of groups G >= 1; must divide C.
+    weight, bias : arrays of shape ``(C,)``, optional
+        Per-channel affine parameters.
+    eps : float
+        Added to the variance, >= 0.
+    channel_axis : int
+        Axis of the channels: 1 (channels-first, default) or -1 (channels-last).
+    out : array, optional
+        Receives the result (may be ``x``).
+    return_stats : bool
+        Also return ``mean`` and ``rstd = 1/sqrt(var + eps)`` of shape ``(N, G)`` (as
+        ``torch.native_group_norm``), for :func:`group_norm_backward`.
+
+    Returns
+    -------
+    y : array like ``x``
+    mean, rstd : arrays of shape ``(N, num_groups)``, only with ``return_stats=True``
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[[1.0, 3.0], [5.0, 7.0]]])       # (N=1, C=2, L=2)
+    >>> numbanorm.group_norm(x, 1, eps=0.0)
+    array([[[-1.34164079, -0.4472136 ],
+            [ 0.4472136 ,  1.34164079]]])
+    """
+    fn = _OP
+    dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.group_norm(x, num_groups, weight, bias, eps, channel_axis=channel_axis, out=out,
+                                return_stats=return_stats)
+    xa = dev.asarray(x)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
+    c = xa.shape[ax]
+    groups = num_groups_arg(fn, num_groups, c)
+    eps = _validate.eps(fn, eps)
+    return_stats = _validate.flag(fn, return_stats, "return_stats")
+    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
+    b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
+    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+
+    y, mean, rstd, _, view = grouped_forward(fn, dev, dev.kernels(_OP), xa, ax, groups, w, b, eps,
+                                             out, out_a, ctype, rtype)
+    if not return_stats:
+        return y
+    sshape = (view[0], groups)
+    return y, stat_result(dev, mean, sshape, ctype), stat_result(dev, rstd, sshape, ctype)
+
+
+def group_norm_backward(grad_out, x, num_groups, weight=None, *, eps=1e-5, mean=None, rstd=None,
+                        channel_axis=1):
+    r"""Gradients of :func:`group_norm` with respect to ``x``, ``weight`` and ``bias``.
+
+    Per (sample, group) of M values, with :math:`\hat x = (x - \mu)\,r` and
+    :math:`\hat g = w_c\,dy`:
+
+    .. math:: dx = r\left(\hat g - \overline{\hat g} - \hat x\,\overline{\hat g\,\hat x}\right),\quad
+              dw_c = \sum dy\,\hat x,\quad db_c = \sum dy
+
+    with the sums for ``dw``/``db`` over the batch and spatial positions of channel c.
+
+    Parameters
+    ----------
+    grad_out : array, shape of ``x``
+        Gradient of the loss with respect to the output.
+    x, num_groups, weight, eps, channel_axis
+        As given to :func:`group_norm`.
+    mean, rstd : arrays of shape ``(N, num_groups)``, optional
+        Saved statistics from ``group_norm(..., return_stats=True)``; recomputed when
+        omitted (give both or neither).
+
+    Returns
+    -------
+    grad_x : array like ``x``
+    grad_weight : array of shape ``(C,)``, or None when ``weight`` is None
+    grad_bias : array of shape ``(C,)``
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[[1.0, 3.0], [5.0, 7.0]]])
+    >>> gx, gw, gb = numbanorm.group_norm_backward(np.ones_like(x), x, 1)
+    >>> bool(np.abs(gx).max() < 1e-12), gb
+    (True, array([2., 2.]))
+    """
+    fn = _OP + "_backward"
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.group_norm_backward(grad_out, x, num_groups, weight, eps=eps, mean=mean, rstd=rstd,
+                                         channel_axis=channel_axis)
+    if num_groups is None:
+        raise TypeError(f"{fn}(): argument 'num_groups' must be an integer >= 1, got None")
+    return grouped_backward(fn, dev, dev.kernels(_OP), grad_out, x, num_groups, weight, eps, mean, rstd,
+                            channel_axis)
