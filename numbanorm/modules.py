@@ -188,6 +188,8 @@ def _is_gpu(a):
 
 def _to_host(a):
     """A host NumPy array from a NumPy array, a GPU array or a CPU torch tensor."""
+    if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):  # a torch tensor
+        return a.detach().cpu().numpy()
     if _is_gpu(a):
         if hasattr(a, "copy_to_host"):
             return a.copy_to_host()
@@ -196,8 +198,6 @@ def _to_host(a):
         from numba import cuda
 
         return cuda.as_cuda_array(a).copy_to_host()
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor (CPU or GPU)
-        return a.detach().cpu().numpy()
     return np.asarray(a)
 
 
