@@ -22,17 +22,13 @@ def test_numpy_goes_to_cpu():
     assert _dispatch.device_of("f", x=[1, 2]).name == "cpu"
 
 
-def test_gpu_object_detected_by_interface():
-    assert _dispatch.device_of("f", x=FakeGpuArray()).name == "cuda" if _cuda_importable() else True
-
-
-def _cuda_importable():
-    try:
-        import numba.cuda  # noqa: F401
-
-        return True
-    except Exception:
-        return False
+def test_gpu_object_detected_by_interface_and_dask_by_type():
+    assert _dispatch._where(FakeGpuArray()) == "cuda"
+    assert _dispatch._where(np.ones(2)) == "cpu"
+    assert _dispatch._where([1.0]) == "cpu"
+    assert _dispatch._where(None) is None
+    da = pytest.importorskip("dask.array")
+    assert _dispatch._where(da.ones(3)) == "dask"
 
 
 @pytest.mark.parametrize(
