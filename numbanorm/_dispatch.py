@@ -73,6 +73,12 @@ def device_of(fn, **arrays):
     Mixing host and GPU arrays is a ``TypeError`` that says which argument is where.
     A Dask ``x`` returns the Dask marker device (parameters may be NumPy or Dask).
     """
+    if _FORCED.get() is None:  # fast path: all NumPy (or None)
+        for a in arrays.values():
+            if a is not None and type(a) is not np.ndarray:
+                break
+        else:
+            return CPU
     places = {}
     for name, a in arrays.items():
         w = _where(a)
@@ -112,6 +118,17 @@ def device_of(fn, **arrays):
     return CPU
 
 
+_KERNELS = {}
+
+
+def _kernel_module(package, op):
+    try:
+        return _KERNELS[package, op]
+    except KeyError:
+        mod = _KERNELS[package, op] = importlib.import_module(f"numbanorm.{package}.{op}")
+        return mod
+
+
 class CpuDevice:
     """NumPy arrays, ``numbanorm._cpu`` kernels."""
 
@@ -120,7 +137,7 @@ class CpuDevice:
     xp = np
 
     def kernels(self, op):
-        return importlib.import_module(f"numbanorm._cpu.{op}")
+        return _kernel_module("_cpu", op)
 
     def asarray(self, a):
         return a if type(a) is np.ndarray else np.asarray(a)

@@ -30,12 +30,18 @@ def describe(a):
     return f"{type(a).__name__} {a!r}"
 
 
+_RULES = {F32: (F32, F32), F64: (F64, F64), F16: (F32, F16)}
+
+
 def float_dtypes(fn, arg, dtype):
     """(compute dtype, result dtype) for an input dtype (API.md dtype rules).
 
     float32 → float32; float64 → float64; float16 → computed in float32, returned as
     float16; bool and integers → float64. Everything else is a ``TypeError``.
     """
+    rule = _RULES.get(dtype)
+    if rule is not None:
+        return rule
     dtype = np.dtype(dtype)
     if dtype == F32 or dtype == F64:
         return dtype, dtype
@@ -50,6 +56,8 @@ def float_dtypes(fn, arg, dtype):
 
 def eps(fn, value, arg="eps"):
     """A finite real number >= 0, as a Python float."""
+    if type(value) is float and 0.0 <= value < math.inf:  # fast path
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _type_error(fn, arg, "a finite real number >= 0", describe(value))
     value = float(value)
@@ -95,6 +103,8 @@ def choice(fn, value, arg, options):
 
 def normalized_shape(fn, x_shape, value):
     """torch semantics: an int or a sequence of ints equal to the trailing dims of x."""
+    if type(value) is int and x_shape and x_shape[-1] == value:  # fast path
+        return (value,)
     if isinstance(value, (bool, np.bool_)):
         raise _type_error(fn, "normalized_shape", "an int or a tuple of ints", describe(value))
     try:
@@ -145,6 +155,11 @@ def param(fn, arg, dev, value, shape, dtype):
     """
     if value is None:
         return None
+    if (  # fast path: already what the kernels take
+        type(value) is np.ndarray and value.dtype == dtype and value.shape == shape
+        and value.ndim == 1 and value.flags.c_contiguous
+    ):
+        return value
     value = dev.asarray(value)
     if value.dtype.kind not in "fiub":
         raise _type_error(fn, arg, "a real array", f"dtype {value.dtype}")
@@ -157,6 +172,8 @@ def out(fn, dev, value, shape, dtype, arg="out"):
     """Check an ``out=`` array: right device (done by dispatch), shape and castable dtype."""
     if value is None:
         return None
+    if type(value) is np.ndarray and value.shape == shape and value.dtype == dtype and value.flags.writeable:
+        return value  # fast path
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         raise _type_error(fn, arg, "an array", describe(value))
     if tuple(value.shape) != tuple(shape):
