@@ -1,0 +1,115 @@
+"""Min-max scaling CPU kernels on the channels view.
+
+Layout: ``x`` and ``out`` are C-contiguous ``(O, C, I)`` arrays of the compute dtype
+(float32 or float64): statistics per channel ``c`` over ``x[:, c, :]``
+(``min_max_scale(x, axis=0)`` on ``(n, f)``: O = n, C = f, I = 1). ``mn``/``mx`` are
+``(C,)`` float64 arrays.
+
+:func:`extrema` fills the NaN-ignoring minimum and maximum of each channel; a channel
+without any non-NaN value gets ``mn > mx`` (+inf, −inf) and the caller turns that into NaN.
+Thread mapping as in :mod:`numbanorm._cpu.standardize`: ``prange`` over (row chunk × column
+tile) items when I == 1 (the inner loop runs over contiguous columns), over (piece ×
+channel) items when I > 1; per-chunk partial extrema are combined afterwards (min/max
+are exact, so the result never depends on scheduling). The transform pass is the shared
+one of :mod:`numbanorm._cpu.standardize` (y = x · scale + min, optionally clipped).
+Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _config
+from .._config import FASTMATH
+from .standardize import row_plan, seg_plan, transform  # noqa: F401  (transform: shared pass)
+
+
+def _extrema_rows(x, pmn, pmx, ntiles, tile):
+    r, c = x.shape
+    p = pmn.shape[0]
+    for t in prange(p * ntiles):
+        k = t // ntiles
+        c0 = (t % ntiles) * tile
+        c1 = min(c, c0 + tile)
+        lo_row = pmn[k]
+        hi_row = pmx[k]
+        for j in range(c0, c1):
+            lo_row[j] = np.inf
+            hi_row[j] = -np.inf
+        for i in range(k * r // p, (k + 1) * r // p):
+            for j in range(c0, c1):
+                v = np.float64(x[i, j])
+                # NaN compares false: skipped
+                lo_row[j] = v if v < lo_row[j] else lo_row[j]
+                hi_row[j] = v if v > hi_row[j] else hi_row[j]
+
+
+def _extrema_segs(x, pmn, pmx):
+    o, c, ni = x.shape
+    p = pmn.shape[0]
+    total = o * ni
+    for t in prange(p * c):
+        k = t // c
+        ch = t % c
+        lo_v = np.inf
+        hi_v = -np.inf
+        pos = k * total // p
+        stop = (k + 1) * total // p
+        while pos < stop:
+            oo = pos // ni
+            i0 = pos % ni
+            i1 = min(ni, i0 + (stop - pos))
+            for i in range(i0, i1):
+                v = np.float64(x[oo, ch, i])
+                lo_v = v if v < lo_v else lo_v
+                hi_v = v if v > hi_v else hi_v
+            pos += i1 - i0
+        pmn[k, ch] = lo_v
+        pmx[k, ch] = hi_v
+
+
+@njit(cache=True)
+def _combine(pmn, pmx, mn, mx):
+    p, c = pmn.shape
+    for j in range(c):
+        a = np.inf
+        b = -np.inf
+        for k in range(p):
+            if pmn[k, j] < a:
+                a = pmn[k, j]
+            if pmx[k, j] > b:
+                b = pmx[k, j]
+        mn[j] = a
+        mx[j] = b
+
+
+_opts = dict(fastmath=FASTMATH, error_model="numpy", cache=True)
+_extrema_rows_par = njit(parallel=True, **_opts)(_extrema_rows)
+_extrema_rows_ser = njit(**_opts)(_extrema_rows)
+_extrema_segs_par = njit(parallel=True, **_opts)(_extrema_segs)
+_extrema_segs_ser = njit(**_opts)(_extrema_segs)
+
+
+def extrema(x, mn, mx):
+    """Per-channel NaN-ignoring min and max of ``x`` (O, C, I) into float64 ``mn``, ``mx`` (C,)."""
+    o, c, ni = x.shape
+    parallel = x.size >= _config.SERIAL_THRESHOLD
+    if ni == 1 and c == 1:
+        x = x.reshape(1, 1, o)
+        o, ni = 1, o
+    if ni == 1:
+        p, ntiles, tile = row_plan(o, c)
+        pmn = np.empty((p, c))
+        pmx = np.empty((p, c))
+        args = (x.reshape(o, c), pmn, pmx, ntiles, tile)
+        kern = _extrema_rows_par if parallel else _extrema_rows_ser
+    else:
+        p = seg_plan(o, ni)
+        pmn = np.empty((p, c))
+        pmx = np.empty((p, c))
+        args = (x, pmn, pmx)
+        kern = _extrema_segs_par if parallel else _extrema_segs_ser
+    if parallel:
+        with _config.KERNEL_LOCK:
+            kern(*args)
+    else:
+        kern(*args)
+    _combine(pmn, pmx, mn, mx)

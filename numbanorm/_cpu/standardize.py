@@ -1,0 +1,370 @@
+"""Standardization (z-score) CPU kernels on the channels view, plus the shared scaling transform.
+
+Layout: ``x`` and ``out`` are C-contiguous ``(O, C, I)`` arrays of the compute dtype
+(float32 or float64) — the "channels" view of DESIGN.md: statistics per channel ``c`` over
+the ``O × I`` elements ``x[:, c, :]`` (``standardize(x, axis=0)`` on ``(n, f)``: O = n,
+C = f, I = 1). Statistics and transform parameters are ``(C,)`` float64 arrays; ``weight``
+is None or an ``(O,)`` float64 array of per-sample weights (the scalers' ``sample_weight``).
+
+Statistics (:func:`moments`): count, mean and M2 = Σ w·(x − mean)² of the non-NaN values.
+NaNs are skipped. Each block of data that fits in L1/L2 is processed with the corrected
+two-pass algorithm (mean, then Σd and Σd² of the deviations: exact for a constant block)
+and merged into a per-chunk partial with Chan, Golub & LeVeque's pairwise update; the fixed
+number of chunk partials is then merged in chunk order. Accumulators are float64, so
+float32 data with a large common offset keeps its precision, and the result depends only
+on the shape (never on the thread count or scheduling).
+
+Thread mapping:
+- I == 1 (features in the fast dimension): ``prange`` over (row chunk × column tile) items;
+  a row chunk has >= ``ROW_BLOCK`` rows (at most ``REDUCE_CHUNKS`` chunks), a tile is
+  ``COL_TILE`` columns; the inner loop runs over contiguous columns (vectorised).
+- I > 1: ``prange`` over (piece × channel) items, a piece being a contiguous range of the
+  flattened ``O × I`` positions of one channel; inner loops over contiguous ``I`` runs.
+- :func:`transform` (y = ((x − sub) · mul) / div + add, optionally clipped): ``prange`` over
+  row blocks (I == 1) or over (o, c, inner block) runs (I > 1). It is compiled without
+  fastmath so its rounding is exactly scikit-learn's sequence of in-place operations.
+
+Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _config
+from .._config import FASTMATH, REDUCE_CHUNKS
+
+#: rows of an (I == 1) block processed twice while in cache.
+ROW_BLOCK = 256
+#: columns per tile in the (I == 1) kernels.
+COL_TILE = 512
+#: contiguous run length of one two-pass block in the (I > 1) kernels.
+SEG_BLOCK = 2048
+#: minimum flattened positions per piece in the (I > 1) statistics kernels.
+MIN_PIECE = 8192
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, inline="always")
+def _chan(na, ma, qa, nb, mb, qb):
+    """Merge (count, mean, M2) of two disjoint sets (Chan, Golub & LeVeque 1979)."""
+    if nb == 0.0:
+        return na, ma, qa
+    if na == 0.0:
+        return nb, mb, qb
+    n = na + nb
+    d = mb - ma
+    return n, ma + d * (nb / n), qa + qb + d * d * (na * (nb / n))
+
+
+@njit(cache=True)
+def first_valid(x):
+    """Per channel of ``x`` (O, C, I): its first non-NaN value (0 when there is none).
+
+    Used as a common shift K: the statistics are accumulated on x − K, whose block means are
+    of the order of the spread, not of the offset, so merging partial statistics loses
+    nothing even for data like 1e6 + N(0, 1).
+    """
+    o, c, ni = x.shape
+    shift = np.zeros(c)
+    for ch in range(c):
+        found = False
+        for oo in range(o):
+            for i in range(ni):
+                v = np.float64(x[oo, ch, i])
+                if v == v and np.abs(v) != np.inf:
+                    shift[ch] = v
+                    found = True
+                    break
+            if found:
+                break
+    return shift
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def merge_partials(pc, pm, pq, shift, count, mean, m2):
+    """Merge the (P, C) chunk partials (of x − shift) in chunk order into (C,) results."""
+    p, c = pc.shape
+    for j in range(c):
+        n = np.float64(0.0)
+        m = np.float64(0.0)
+        q = np.float64(0.0)
+        for k in range(p):
+            n, m, q = _chan(n, m, q, pc[k, j], pm[k, j], pq[k, j])
+        count[j] = n
+        mean[j] = shift[j] + m if n > 0 else np.nan
+        m2[j] = q if n > 0 else np.nan
+
+
+def row_plan(r, c):
+    """(chunks, tiles, tile width) for an (R, C) statistics kernel: depends on the shape only."""
+    p = max(1, min(REDUCE_CHUNKS, -(-r // ROW_BLOCK)))
+    tile = max(1, min(COL_TILE, c))
+    return p, -(-c // tile), tile
+
+
+def seg_plan(o, i):
+    """Pieces per channel for an (O, C, I) statistics kernel."""
+    return max(1, min(REDUCE_CHUNKS, (o * i) // MIN_PIECE))
+
+
+# --------------------------------------------------------------------------- moments
+
+
+def _moments_rows(x, shift, w, use_w, pc, pm, pq, scratch):
+    r, c = x.shape
+    p = pc.shape[0]
+    tile = scratch.shape[2]
+    ntiles = (c + tile - 1) // tile
+    for t in prange(p * ntiles):
+        k = t // ntiles
+        c0 = (t % ntiles) * tile
+        c1 = min(c, c0 + tile)
+        r0 = k * r // p
+        r1 = (k + 1) * r // p
+        bm = scratch[t, 0]
+        bn = scratch[t, 1]
+        bd = scratch[t, 2]
+        bq = scratch[t, 3]
+        for b0 in range(r0, r1, ROW_BLOCK):
+            b1 = min(r1, b0 + ROW_BLOCK)
+            for j in range(c1 - c0):
+                bm[j] = 0.0
+                bn[j] = 0.0
+                bd[j] = 0.0
+                bq[j] = 0.0
+            # pass 1: weighted sums and counts of the non-NaN values
+            for i in range(b0, b1):
+                wi = w[i] if use_w else 1.0
+                for j in range(c1 - c0):
+                    v = np.float64(x[i, c0 + j]) - shift[c0 + j]
+                    ok = v == v
+                    bm[j] += wi * v if ok else 0.0
+                    bn[j] += wi if ok else 0.0
+            for j in range(c1 - c0):
+                bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
+            # pass 2 (block in cache): Σ w·d and Σ w·d² of the deviations
+            for i in range(b0, b1):
+                wi = w[i] if use_w else 1.0
+                for j in range(c1 - c0):
+                    v = np.float64(x[i, c0 + j]) - shift[c0 + j]
+                    ok = v == v
+                    d = v - bm[j]
+                    bd[j] += wi * d if ok else 0.0
+                    bq[j] += wi * d * d if ok else 0.0
+            for j in range(c1 - c0):
+                nb = bn[j]
+                if nb != 0.0:
+                    mb = bm[j] + bd[j] / nb
+                    qb = bq[j] - bd[j] * (bd[j] / nb)
+                    n, m, q = _chan(pc[k, c0 + j], pm[k, c0 + j], pq[k, c0 + j], nb, mb, qb)
+                    pc[k, c0 + j] = n
+                    pm[k, c0 + j] = m
+                    pq[k, c0 + j] = q
+
+
+def _moments_segs(x, shift, pc, pm, pq):
+    o, c, ni = x.shape
+    p = pc.shape[0]
+    total = o * ni
+    for t in prange(p * c):
+        k = t // c
+        ch = t % c
+        sh = shift[ch]
+        pos = k * total // p
+        stop = (k + 1) * total // p
+        while pos < stop:
+            oo = pos // ni
+            i0 = pos % ni
+            i1 = min(ni, i0 + SEG_BLOCK, i0 + (stop - pos))
+            s = np.float64(0.0)
+            nb = np.float64(0.0)
+            for i in range(i0, i1):
+                v = np.float64(x[oo, ch, i]) - sh
+                ok = v == v
+                s += v if ok else 0.0
+                nb += 1.0 if ok else 0.0
+            if nb != 0.0:
+                mb = s / nb
+                sd = np.float64(0.0)
+                sq = np.float64(0.0)
+                for i in range(i0, i1):
+                    v = np.float64(x[oo, ch, i]) - sh
+                    d = v - mb
+                    ok = v == v
+                    sd += d if ok else 0.0
+                    sq += d * d if ok else 0.0
+                mb += sd / nb
+                qb = sq - sd * (sd / nb)
+                n, m, q = _chan(pc[k, ch], pm[k, ch], pq[k, ch], nb, mb, qb)
+                pc[k, ch] = n
+                pm[k, ch] = m
+                pq[k, ch] = q
+            pos += i1 - i0
+
+
+_opts = dict(fastmath=FASTMATH, error_model="numpy", cache=True)
+_moments_rows_par = njit(parallel=True, **_opts)(_moments_rows)
+_moments_rows_ser = njit(**_opts)(_moments_rows)
+_moments_segs_par = njit(parallel=True, **_opts)(_moments_segs)
+_moments_segs_ser = njit(**_opts)(_moments_segs)
+
+_NO_WEIGHT = np.ones(1)
+
+
+def moments(x, weight, count, mean, m2):
+    """Per-channel (count, mean, M2) of the non-NaN values of ``x`` (O, C, I).
+
+    ``weight``: None or (O,) float64 per-sample weights (count = Σ w, M2 = Σ w·(x − mean)²).
+    Channels without values get count 0 and NaN mean/M2.
+    """
+    o, c, ni = x.shape
+    parallel = x.size >= _config.SERIAL_THRESHOLD
+    shift = first_valid(x)
+    if ni == 1 and c == 1 and weight is None:
+        x = x.reshape(1, 1, o)  # one long run: the piecewise kernel splits it
+        o, ni = 1, o
+    if ni == 1:
+        x2 = x.reshape(o, c)
+        p, ntiles, tile = row_plan(o, c)
+        pc = np.zeros((p, c))
+        pm = np.zeros((p, c))
+        pq = np.zeros((p, c))
+        scratch = np.empty((p * ntiles, 4, tile))
+        use_w = weight is not None
+        w = weight if use_w else _NO_WEIGHT
+        if parallel:
+            with _config.KERNEL_LOCK:
+                _moments_rows_par(x2, shift, w, use_w, pc, pm, pq, scratch)
+        else:
+            _moments_rows_ser(x2, shift, w, use_w, pc, pm, pq, scratch)
+    elif weight is not None:
+        # per-outer weights on a (O, C, I) layout: weight each (o, c) run separately
+        x2 = np.ascontiguousarray(np.moveaxis(x, 1, 2)).reshape(o * ni, c)
+        moments(x2.reshape(o * ni, c, 1), np.repeat(weight, ni), count, mean, m2)
+        return
+    else:
+        p = seg_plan(o, ni)
+        pc = np.zeros((p, c))
+        pm = np.zeros((p, c))
+        pq = np.zeros((p, c))
+        if parallel:
+            with _config.KERNEL_LOCK:
+                _moments_segs_par(x, shift, pc, pm, pq)
+        else:
+            _moments_segs_ser(x, shift, pc, pm, pq)
+    merge_partials(pc, pm, pq, shift, count, mean, m2)
+
+
+# --------------------------------------------------------------------------- transform
+
+
+def _transform_rows(x, sub, mul, div, add, lo, hi, clip, out, nblocks):
+    r, c = x.shape
+    for b in prange(nblocks):
+        r0 = b * r // nblocks
+        r1 = (b + 1) * r // nblocks
+        for i in range(r0, r1):
+            for j in range(c):
+                y = ((np.float64(x[i, j]) - sub[j]) * mul[j]) / div[j] + add[j]
+                if clip:
+                    if y < lo:
+                        y = lo
+                    if y > hi:
+                        y = hi
+                out[i, j] = y
+
+
+def _transform_segs(x, sub, mul, div, add, lo, hi, clip, out, nsplit):
+    o, c, ni = x.shape
+    for t in prange(o * c * nsplit):
+        s = t % nsplit
+        oc = t // nsplit
+        oo = oc // c
+        ch = oc % c
+        i0 = s * ni // nsplit
+        i1 = (s + 1) * ni // nsplit
+        a = sub[ch]
+        m = mul[ch]
+        dv = div[ch]
+        b = add[ch]
+        for i in range(i0, i1):
+            y = ((np.float64(x[oo, ch, i]) - a) * m) / dv + b
+            if clip:
+                if y < lo:
+                    y = lo
+                if y > hi:
+                    y = hi
+            out[oo, ch, i] = y
+
+
+# No fastmath: the transform is elementwise (vectorises without it) and its rounding must be
+# exactly that of ``X -= mean; X /= scale`` (no contraction into FMA, no reciprocal).
+_transform_rows_par = njit(parallel=True, error_model="numpy", cache=True)(_transform_rows)
+_transform_rows_ser = njit(error_model="numpy", cache=True)(_transform_rows)
+_transform_segs_par = njit(parallel=True, error_model="numpy", cache=True)(_transform_segs)
+_transform_segs_ser = njit(error_model="numpy", cache=True)(_transform_segs)
+
+#: elements per parallel work item of the transform.
+TRANSFORM_BLOCK = 16384
+
+
+def transform(x, sub, mul, div, add, lo, hi, clip, out):
+    """out[o, c, i] = ((x − sub[c]) · mul[c]) / div[c] + add[c], clipped to [lo, hi] if ``clip``.
+
+    Computed in float64 and stored in ``out``'s dtype. ``out`` may be ``x``. NaN stays NaN
+    (also when clipping).
+    """
+    o, c, ni = x.shape
+    if ni == 1 and c == 1:
+        x = x.reshape(1, 1, o)
+        out = out.reshape(1, 1, o)
+        o, ni = 1, o
+    lo = float(lo)
+    hi = float(hi)
+    clip = bool(clip)
+    parallel = x.size >= _config.SERIAL_THRESHOLD
+    if ni == 1:
+        x2 = x.reshape(o, c)
+        o2 = out.reshape(o, c)
+        nblocks = max(1, min(o, x.size // TRANSFORM_BLOCK))
+        args = (x2, sub, mul, div, add, lo, hi, clip, o2, nblocks)
+        kern = _transform_rows_par if parallel else _transform_rows_ser
+    else:
+        nsplit = max(1, ni // TRANSFORM_BLOCK)
+        args = (x, sub, mul, div, add, lo, hi, clip, out, nsplit)
+        kern = _transform_segs_par if parallel else _transform_segs_ser
+    if parallel:
+        with _config.KERNEL_LOCK:
+            kern(*args)
+    else:
+        kern(*args)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _count_inf(x, parts):
+    n = x.shape[0]
+    p = parts.shape[0]
+    for k in prange(p):
+        s = 0
+        for i in range(k * n // p, (k + 1) * n // p):
+            s += 1 if np.abs(x[i]) == np.inf else 0
+        parts[k] = s
+
+
+_count_inf_par = njit(parallel=True, cache=True)(_count_inf)
+_count_inf_ser = njit(cache=True)(_count_inf)
+
+
+def count_inf(x):
+    """Number of +inf/-inf values in the contiguous array ``x`` (any shape)."""
+    flat = x.reshape(-1)
+    parts = np.zeros(REDUCE_CHUNKS, np.int64)
+    if flat.size >= _config.SERIAL_THRESHOLD:
+        with _config.KERNEL_LOCK:
+            _count_inf_par(flat, parts)
+    else:
+        _count_inf_ser(flat, parts)
+    return int(parts.sum())

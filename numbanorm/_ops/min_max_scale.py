@@ -1,0 +1,139 @@
+"""Min-max scaling of data to a feature range, along any axis or tuple of axes.
+
+Semantics follow scikit-learn's ``MinMaxScaler`` / ``minmax_scale``: per remaining
+position, ``scale = (hi - lo) / (max - min)`` and ``y = x * scale + (lo - min * scale)``
+(scikit-learn's exact sequence of operations), NaNs ignored by the min/max and kept in
+the output, a (near-)constant feature (range < 10 eps) maps to ``lo``, optional clipping
+to ``[lo, hi]``.
+
+Canonical view: channels ``(O, C, I)``, shared with :mod:`numbanorm._ops.standardize`.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .. import _dispatch, _validate
+from .standardize import View, device_params, host, reduce_axes
+
+_OP = "min_max_scale"
+_F64 = np.dtype(np.float64)
+
+
+def feature_range_arg(fn, value, arg="feature_range"):
+    """(lo, hi) as Python floats, finite, lo < hi."""
+    expected = "a pair (min, max) of finite real numbers with min < max"
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}(): argument '{arg}' must be {expected}, got {_validate.describe(value)}") from None
+    for v in (lo, hi):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{fn}(): argument '{arg}' must be {expected}, got {_validate.describe(value)}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise ValueError(f"{fn}(): argument '{arg}' must be {expected}, got {tuple(value)!r}")
+    return lo, hi
+
+
+def extrema(dev, x3):
+    """(data_min, data_max) float64 NumPy arrays per channel; NaN where no value."""
+    c = x3.shape[1]
+    mn, mx = dev.empty(c, _F64), dev.empty(c, _F64)
+    dev.kernels(_OP).extrema(x3, mn, mx)
+    mn, mx = host(dev, mn), host(dev, mx)
+    none = mn > mx
+    mn[none] = np.nan
+    mx[none] = np.nan
+    return mn, mx
+
+
+def handle_zeros(rng):
+    """scikit-learn's ``_handle_zeros_in_scale``: ranges below 10 eps become 1 (and a mask)."""
+    const = rng < 10 * np.finfo(np.float64).eps
+    out = rng.copy()
+    out[const] = 1.0
+    return out, const
+
+
+def minmax_params(data_min, data_max, lo, hi):
+    """(sub, mul, div, add) of the transform, plus (scale_, min_) as scikit-learn defines them.
+
+    Non-constant positions: y = x · scale + min_ (scikit-learn's rounding); constant ones:
+    y = (x − data_min) · scale + lo, so that a constant feature maps exactly to ``lo``.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        rng = data_max - data_min
+        denom, const = handle_zeros(rng)
+        scale = (hi - lo) / denom
+        min_ = lo - data_min * scale
+    sub = np.where(const, data_min, 0.0)
+    add = np.where(const, lo, min_)
+    return (sub, scale, np.ones_like(scale), add), scale, min_
+
+
+def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
+    r"""Scale ``x`` linearly so that each position spans ``feature_range`` along ``axis``.
+
+    .. math:: y = (x - \min x)\,\frac{hi - lo}{\max x - \min x} + lo
+
+    with the minimum and maximum of the non-NaN values over the reduced axes, one pair
+    per remaining position (``axis=0`` on ``(n_samples, n_features)``: per feature, as
+    ``sklearn.preprocessing.minmax_scale``).
+
+    Parameters
+    ----------
+    x : array_like
+        Input; NumPy (CPU kernels), GPU array (CUDA kernels) or Dask array (lazy result).
+    feature_range : (float, float)
+        Target range ``(lo, hi)``, finite, ``lo < hi``.
+    axis : int, tuple of int or None
+        The axis or axes reduced over (None: all). Default 0.
+    clip : bool
+        Clip the result to ``[lo, hi]`` (NaN stays NaN).
+    out : array, optional
+        Receives the result (may be ``x``).
+
+    Returns
+    -------
+    y : array like ``x`` (float16 → float16, integers → float64)
+
+    Notes
+    -----
+    Computed as scikit-learn does, ``y = x * scale + (lo - min * scale)``; a (near-)constant
+    position (range below 10 machine epsilons) maps to ``lo``. NaNs are ignored by the
+    min/max and stay NaN. Axis sets whose kept axes are not consecutive cost one copy.
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[1.0, 7.0], [3.0, 7.0], [5.0, 7.0]])
+    >>> numbanorm.min_max_scale(x)
+    array([[0. , 0. ],
+           [0.5, 0. ],
+           [1. , 0. ]])
+    >>> numbanorm.min_max_scale(np.array([0.0, 5.0, 10.0]), feature_range=(-1, 1))
+    array([-1.,  0.,  1.])
+    """
+    fn = _OP
+    dev = _dispatch.device_of(fn, x=x, out=out)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.min_max_scale(x, feature_range, axis, clip=clip, out=out)
+    xa = dev.asarray(x)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    lo, hi = feature_range_arg(fn, feature_range)
+    axes = reduce_axes(fn, axis, xa.ndim)
+    clip = _validate.flag(fn, clip, "clip")
+    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+
+    view = View(xa.shape, axes)
+    x3 = view.input(dev, xa, ctype)
+    buf, finish = view.output(dev, out, out_a, ctype, rtype)
+    if x3.size:
+        data_min, data_max = extrema(dev, x3)
+        params, _, _ = minmax_params(data_min, data_max, lo, hi)
+        sub, mul, div, add = device_params(dev, *params)
+        dev.kernels(_OP).transform(x3, sub, mul, div, add, lo, hi, clip, buf)
+    return finish()
