@@ -193,3 +193,43 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
 def instance_norm_backward(grad_out, x, weight=None, eps=1e-5, *, channel_axis=1):
     c = np.shape(x)[channel_axis]
     return group_norm_backward(grad_out, x, c, weight, eps, channel_axis=channel_axis)
+
+
+# --- min_max_scale / standardize (data scaling) ----------------------------------------
+
+
+def _scaling_axes(x, axis):
+    if axis is None:
+        return tuple(range(x.ndim))
+    return tuple(a % x.ndim for a in ((axis,) if np.ndim(axis) == 0 else axis))
+
+
+def standardize(x, axis=0, ddof=0):
+    """(x - nanmean) / nanstd(ddof); constant positions (scikit-learn's rule) scaled by 1."""
+    x = _f64(x)
+    axes = _scaling_axes(x, axis)
+    with np.errstate(all="ignore"):
+        n = (~np.isnan(x)).sum(axis=axes, keepdims=True).astype(np.float64)
+        mean = np.nansum(x, axis=axes, keepdims=True) / n
+        var = np.nansum((x - mean) ** 2, axis=axes, keepdims=True) / np.where(n - ddof > 0, n - ddof, np.nan)
+        eps = np.finfo(np.float64).eps
+        constant = var <= n * eps * var + (n * mean * eps) ** 2
+        std = np.where(constant, 1.0, np.sqrt(var))
+        return (x - mean) / std
+
+
+def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, clip=False):
+    """(x - nanmin) / (nanmax - nanmin) * (hi - lo) + lo; constant positions map to lo."""
+    x = _f64(x)
+    lo, hi = float(feature_range[0]), float(feature_range[1])
+    axes = _scaling_axes(x, axis)
+    with np.errstate(all="ignore"):
+        mn = np.nanmin(x, axis=axes, keepdims=True)
+        mx = np.nanmax(x, axis=axes, keepdims=True)
+        rng = mx - mn
+        constant = rng < 10 * np.finfo(np.float64).eps
+        y = np.where(constant, lo, (x - mn) / np.where(constant, 1.0, rng) * (hi - lo) + lo)
+        y = np.where(np.isnan(x), np.nan, y)
+        if clip:
+            y = np.where(np.isnan(y), y, np.clip(y, lo, hi))
+        return y
