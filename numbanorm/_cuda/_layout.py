@@ -24,6 +24,17 @@ Arrays
 ``copyto(dst, src)``
     elementwise ``dst[...] = src`` with dtype cast, same shape, arbitrary strides on both
     sides (a kernel; dims that are contiguous in both are merged first).
+``is_device_array(a)``
+    True for Numba device arrays (simulated ones included).
+``copy_kernel(nd)``
+    the cached ``nd``-D strided copy kernel ``k(dst, src)`` (generated per ndim: plain
+    index arithmetic, no local arrays).
+
+Every array these return is a Numba ``DeviceNDArray`` (``.reshape`` works on contiguous
+ones, ``.copy_to_host()`` brings it back). Under the simulator they are a subclass of
+``FakeCUDAArray`` whose host-side ``.shape`` is a plain tuple like a real device array's
+(``FakeCUDAArray.shape`` refuses negative indices), so host code such as
+``x.shape[-1]`` behaves the same in both.
 
 Launch configuration
 --------------------
@@ -56,14 +67,60 @@ import operator
 
 import numpy as np
 from numba import cuda
-from numba.cuda.core import config as _cuda_config
+
+try:  # numba-cuda >= 0.2x keeps its own config
+    from numba.cuda.core import config as _cuda_config
+except ImportError:  # pragma: no cover - older numba-cuda
+    from numba.core import config as _cuda_config
 
 SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
 
 if SIMULATOR:
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _FakeCUDAArray
+
+    class _DeviceArray(_FakeCUDAArray):
+        """The simulator's device array with a plain-tuple ``shape`` on the host, like a
+        real ``DeviceNDArray`` (``FakeCUDAArray.shape`` refuses negative indices, so host
+        code such as ``x.shape[-1]`` would fail only in the simulator). Views stay of
+        this type."""
+
+        # the dispatch layer recognises simulated device arrays by their module
+        __module__ = _FakeCUDAArray.__module__
+
+        @property
+        def shape(self):
+            return self._ary.shape
+
+        def __getitem__(self, idx):
+            ret = self._ary[idx]
+            return type(self)(ret, stream=self.stream) if type(ret) is np.ndarray else ret
+
+        def reshape(self, *args, **kwargs):
+            return type(self)(self._ary.reshape(*args, **kwargs), stream=self.stream)
+
+        def ravel(self, *args, **kwargs):
+            return type(self)(self._ary.ravel(*args, **kwargs), stream=self.stream)
+
+        def view(self, *args, **kwargs):
+            return type(self)(self._ary.view(*args, **kwargs), stream=self.stream)
+
+        def transpose(self, axes=None):
+            return type(self)(np.transpose(self._ary, axes=axes), stream=self.stream)
+
+        @property
+        def T(self):
+            return self.transpose()
+
+    def _as_sim(a):
+        return a if type(a) is _DeviceArray else _DeviceArray(a._ary, stream=a.stream)
+
 else:
     from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
+
+    _FakeCUDAArray = _DeviceArray
+
+    def _as_sim(a):
+        return a
 
 # --------------------------------------------------------------------------- settings
 
@@ -235,27 +292,27 @@ for _nd in (1, 2, 3):
     copy_kernel(_nd)
 
 
-def _sig_pairs():
-    pairs = [
+def _copy_signatures():
+    one = [
         ("float32", "float32"), ("float64", "float64"), ("float32", "float16"),
         ("float16", "float32"), ("float32", "float64"), ("float64", "float32"),
-        ("float64", "int64"), ("float64", "int32"), ("float64", "uint8"), ("float64", "bool"),
-        ("complex128", "float64"),
+        ("float64", "int64"), ("float64", "bool"), ("complex128", "float64"),
     ]
-    sigs = []
-    for nd in (1, 2, 3):
+    sigs = [(copy_kernel(1), f"void({d}[:], {s}[:])") for d, s in one]
+    sigs += [
+        (copy_kernel(1), "void(float32[::1], float32[::1])"),
+        (copy_kernel(1), "void(float64[::1], float16[::1])"),
+    ]
+    for nd in (2, 3):
         a = "[" + ", ".join([":"] * nd) + "]"
-        for dst, src in pairs:
-            sigs.append((copy_kernel(nd), f"void({dst}{a}, {src}{a})"))
-    sigs.append((copy_kernel(1), "void(float32[::1], float32[::1])"))
-    sigs.append((copy_kernel(1), "void(float64[::1], float16[::1])"))
+        sigs += [(copy_kernel(nd), f"void({t}{a}, {t}{a})") for t in ("float32", "float64")]
     return sigs
 
 
 PTX_SIGNATURES = [
     (_fill, "void(float32[::1], float64)"),
     (_fill, "void(float64[::1], float64)"),
-] + _sig_pairs()
+] + _copy_signatures()
 
 
 # --------------------------------------------------------------------------- arrays
@@ -266,7 +323,7 @@ _MOVABLE_KINDS = "biufc"
 
 def is_device_array(a):
     """True for Numba device arrays (``FakeCUDAArray`` under the simulator)."""
-    return isinstance(a, _DeviceArray)
+    return isinstance(a, _FakeCUDAArray)
 
 
 def _c_strides(shape, itemsize):
@@ -299,10 +356,10 @@ def _host_to_device(h):
     if h.size == 0 or h.flags.c_contiguous or h.flags.f_contiguous or h.ndim == 0:
         if h.size == 0:
             return empty(h.shape, h.dtype)
-        return cuda.to_device(h)
+        return _as_sim(cuda.to_device(h))
     lo, hi = _extent(h.shape, h.strides, h.itemsize)
     if hi - lo > 4 * h.nbytes + 4096:  # a sparse view: copy its elements only
-        return cuda.to_device(np.ascontiguousarray(h))
+        return _as_sim(cuda.to_device(np.ascontiguousarray(h)))
     ptr = h.__array_interface__["data"][0]
     raw_host = np.frombuffer((ctypes.c_char * (hi - lo)).from_address(ptr + lo), dtype=np.uint8)
     raw = cuda.to_device(raw_host.copy())
@@ -332,8 +389,8 @@ def _sim_from_cai(obj):
 
 def as_device_array(a):
     """``a`` as a Numba device array (zero-copy for device data; see the module docstring)."""
-    if isinstance(a, _DeviceArray):
-        return a
+    if isinstance(a, _FakeCUDAArray):
+        return _as_sim(a)
     if hasattr(a, "__cuda_array_interface__"):
         if SIMULATOR:
             return _sim_from_cai(a)
@@ -343,7 +400,7 @@ def as_device_array(a):
 
 def empty(shape, dtype):
     """New uninitialised C-contiguous device array."""
-    return cuda.device_array(shape, dtype=np.dtype(dtype))
+    return _as_sim(cuda.device_array(shape, dtype=np.dtype(dtype)))
 
 
 def _filled(shape, dtype, value):

@@ -51,11 +51,9 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from numba.cuda.core import config as _cuda_config
-
 from . import _layout
 
-SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
+SIMULATOR = _layout.SIMULATOR
 
 #: all 32 lanes
 FULL_MASK = 0xFFFFFFFF
@@ -386,7 +384,32 @@ def sum_partials(part, out):
     _sum_partials[blocks, tpb](part, out)
 
 
+@cuda.jit
+def _check_reductions(x, out):
+    """Self-check kernel (tests, PTX check of the shuffle code): block ``b``, thread ``t``
+    holds ``x[b, t]`` and writes every reduction's result to ``out[b, t, :]``."""
+    b = cuda.blockIdx.x
+    t = linear_tid()
+    v = x[b, t]
+    out[b, t, 0] = warp_sum(v)
+    s, u = warp_sum2(v, -v)
+    out[b, t, 1] = s
+    out[b, t, 2] = u
+    out[b, t, 3] = warp_max(v)
+    out[b, t, 4] = warp_min(v)
+    out[b, t, 5] = block_sum(v)
+    s, u = block_sum2(v, v * v)
+    out[b, t, 6] = s
+    out[b, t, 7] = u
+    out[b, t, 8] = block_max(v)
+    out[b, t, 9] = block_min(v)
+    out[b, t, 10] = shfl_xor(v, 5)
+    out[b, t, 11] = lane_id() + 100 * warp_id()
+
+
 PTX_SIGNATURES = [
     (_sum_partials, "void(float64[:, ::1], float32[::1])"),
     (_sum_partials, "void(float64[:, ::1], float64[::1])"),
+    (_check_reductions, "void(float32[:, ::1], float64[:, :, ::1])"),
+    (_check_reductions, "void(float64[:, ::1], float64[:, :, ::1])"),
 ]
