@@ -13,14 +13,15 @@ from numba import njit, prange
 
 from .. import _config
 from .._config import REDUCE_CHUNKS
-from ._stats import row_mean_square, sum_chunks
+from ._stats import BLOCK, FLUSH, row_mean_square, sum_chunks
 
 
 def _forward(x, weight, eps, out, rstd):
     m, n = x.shape
     for i in prange(m):
-        rstd[i] = 1.0 / np.sqrt(row_mean_square(x, i) + eps)
-        r_t = rstd[i]  # data dtype
+        r = 1.0 / np.sqrt(row_mean_square(x, i) + eps)
+        rstd[i] = r
+        r_t = x.dtype.type(r)
         for j in range(n):
             out[i, j] = x[i, j] * r_t * weight[j]
 
@@ -30,25 +31,38 @@ def _stats(x, eps, rstd):
         rstd[i] = 1.0 / np.sqrt(row_mean_square(x, i) + eps)
 
 
-def _backward(grad_out, x, weight, rstd, grad_x, part_w):
-    """grad_x = rstd * (w·dy − x̂ · mean(w·dy·x̂)), x̂ = x·rstd; partial Σdy·x̂ per chunk."""
+def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w):
+    """grad_x = rstd * (w·dy − x̂ · mean(w·dy·x̂)), x̂ = x·rstd; Σdy·x̂ per chunk.
+
+    Per row: a reduction loop (blocked into float64), then an elementwise loop writing
+    grad_x and adding dy·x̂ into the chunk's data-dtype row ``acc_w[c]``, flushed into the
+    float64 partial row ``part_w[c]`` every ``FLUSH`` rows. Both loops vectorise.
+    """
     m, n = x.shape
     nchunks = part_w.shape[0]
+    t = x.dtype.type
     for c in prange(nchunks):
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
+        aw = acc_w[c]
         for i in range(start, stop):
-            r = np.float64(rstd[i])
+            r = rstd[i]
             b = np.float64(0.0)
+            for j0 in range(0, n, BLOCK):
+                sb = t(0.0)
+                for j in range(j0, min(j0 + BLOCK, n)):
+                    sb += grad_out[i, j] * weight[j] * (x[i, j] * r)
+                b += sb
+            b_t = t(b / n)
             for j in range(n):
-                dy = np.float64(grad_out[i, j])
+                dy = grad_out[i, j]
                 xhat = x[i, j] * r
-                b += dy * weight[j] * xhat
-                part_w[c, j] += dy * xhat
-            b /= n
-            for j in range(n):
-                xhat = x[i, j] * r
-                grad_x[i, j] = r * (grad_out[i, j] * weight[j] - xhat * b)
+                grad_x[i, j] = r * (dy * weight[j] - xhat * b_t)
+                aw[j] += dy * xhat
+            if (i - start) % FLUSH == FLUSH - 1 or i == stop - 1:
+                for j in range(n):
+                    part_w[c, j] += aw[j]
+                    aw[j] = 0.0
 
 
 _opts = _config.JIT_OPTIONS
@@ -83,9 +97,11 @@ def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
     m, n = x.shape
     nchunks = max(1, min(REDUCE_CHUNKS, m))
     part_w = np.zeros((nchunks, n))
+    acc_w = np.zeros((nchunks, n), x.dtype)
+    args = (grad_out, x, weight, rstd, grad_x, acc_w, part_w)
     if x.size < _config.SERIAL_THRESHOLD:
-        _backward_ser(grad_out, x, weight, rstd, grad_x, part_w)
+        _backward_ser(*args)
     else:
         with _config.KERNEL_LOCK:
-            _backward_par(grad_out, x, weight, rstd, grad_x, part_w)
+            _backward_par(*args)
     sum_chunks(part_w, grad_weight)
