@@ -476,16 +476,16 @@ def test_property_matches_reference(shape, channel_axis, dtype, training, offset
 
 
 @pytest.fixture
-def small_blocks(monkeypatch):
-    """Few threads per block and small chunks, so the simulated launches use several blocks."""
-    from numbanorm._cuda import _channels
+def small_blocks():
+    """Small blocks, few blocks in the grid and many chunks: several blocks and chunks really run."""
+    from numbanorm._cuda import _layout
 
-    monkeypatch.setattr(_channels, "THREADS", 32)
-    monkeypatch.setattr(_channels, "CHUNK", 16)
+    with _layout.launch_settings(threads_per_block=32, max_blocks=3, partial_blocks=64):
+        yield
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("shape,channel_axis", [((3, 4, 5, 6), 1), ((5, 3, 4), -1), ((6, 3), 1)])
+@pytest.mark.parametrize("shape,channel_axis", [((3, 4, 5, 6), 1), ((2, 3, 150), 1), ((5, 3, 4), -1), ((6, 3), 1)])
 def test_gpu_matches_cpu(rng, small_blocks, shape, channel_axis):
     x = _data(rng, shape, np.float32, channel_axis)
     g = _data(rng, shape, np.float32, channel_axis)
@@ -521,7 +521,9 @@ def test_gpu_float64_cumulative_and_device_running_stats(rng, small_blocks):
     ref.batch_norm(x, ref_m, ref_v, training=True, momentum=None, num_batches_tracked=2)
     d_rm, d_rv = cuda.to_device(rm), cuda.to_device(rv)
     d_x = cuda.to_device(x)
-    y = batch_norm(d_x, d_rm, d_rv, training=True, momentum=None, num_batches_tracked=2)
+    d_nbt = cuda.to_device(np.array([2], np.int64))
+    y = batch_norm(d_x, d_rm, d_rv, training=True, momentum=None, num_batches_tracked=d_nbt)
+    assert d_nbt.copy_to_host()[0] == 3
     np.testing.assert_allclose(y.copy_to_host(), ref.batch_norm(x, None, None, training=True), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(d_rm.copy_to_host(), ref_m, rtol=1e-12)
     np.testing.assert_allclose(d_rv.copy_to_host(), ref_v, rtol=1e-12)

@@ -257,11 +257,12 @@ def test_property_matches_reference(shape, channel_axis, dtype, offset, seed):
 
 
 @pytest.fixture
-def small_blocks(monkeypatch):
-    from numbanorm._cuda import _channels
+def small_blocks():
+    """Small blocks, few blocks in the grid and many chunks: several blocks and chunks really run."""
+    from numbanorm._cuda import _layout
 
-    monkeypatch.setattr(_channels, "THREADS", 32)
-    monkeypatch.setattr(_channels, "CHUNK", 16)
+    with _layout.launch_settings(threads_per_block=32, max_blocks=3, partial_blocks=64):
+        yield
 
 
 @pytest.mark.cuda

@@ -69,7 +69,7 @@ def running_stats(fn, dev, running_mean, running_var, c, update):
                 f"{fn}(): argument '{name}' must be an array of shape ({c},) (one value per "
                 f"channel), got shape {tuple(a.shape)}"
             )
-        if update and hasattr(a, "flags") and not a.flags.writeable:
+        if update and not _validate._writeable(a):
             raise ValueError(f"{fn}(): argument '{name}' must be a writeable array, got a read-only array")
         arrays.append(a)
     return tuple(arrays)
@@ -88,7 +88,7 @@ def batches_tracked(fn, value):
                 f"{fn}(): argument 'num_batches_tracked' must be an int or a 1-element integer "
                 f"array, got {_validate.describe(value)}"
             )
-        if hasattr(value, "flags") and not value.flags.writeable:
+        if not _validate._writeable(value):
             raise ValueError(
                 f"{fn}(): argument 'num_batches_tracked' must be a writeable array, got a read-only array"
             )
@@ -124,15 +124,19 @@ def increment(arr):
         arr += 1
 
 
-def update_running(dev, kern, mean, var, count, factor, unbiased, running_mean, running_var):
-    """Update the caller's running statistics in place (in float64, stored in their dtype)."""
-    rm = dev.contiguous(running_mean, F64)
-    rv = dev.contiguous(running_var, F64)
+def update_running(dev, kern, mean, var, count, factor, unbiased, running, user):
+    """Update the caller's running statistics in place (in float64, stored in their dtype).
+
+    ``running``: the (mean, var) arrays of the device; ``user``: the objects the caller
+    passed (NumPy arrays forced through the GPU get the result copied back).
+    """
+    rm, rv = (dev.contiguous(a, F64) for a in running)
     kern.update_running(mean, var, count, factor, unbiased, rm, rv)
-    if rm is not running_mean:
-        dev.copyto(running_mean, rm)
-    if rv is not running_var:
-        dev.copyto(running_var, rv)
+    for new, arr, obj in zip((rm, rv), running, user):
+        if dev.name == "cuda" and isinstance(obj, np.ndarray):  # force_device("cuda") on host data
+            np.copyto(obj, dev.to_host(new), casting="same_kind")
+        elif new is not arr:
+            dev.copyto(arr, new)
 
 
 def saved_stats(fn, dev, mean, rstd, shape, view_shape):
@@ -292,7 +296,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if training and rm is not None:
         if n and c:
             factor = mom if mom is not None else 1.0 / (count + 1)
-            update_running(dev, kern, mean, var, n, factor, unbiased, rm, rv)
+            update_running(dev, kern, mean, var, n, factor, unbiased, (rm, rv), (running_mean, running_var))
         increment(nbt_arr)
     if not return_stats:
         return y

@@ -124,7 +124,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
         if rm is not None:
             if nb and c and s:
                 factor = mom if mom is not None else 1.0 / (count + 1)
-                update_running(dev, kern, mean, var, s, factor, unbiased, rm, rv)
+                update_running(dev, kern, mean, var, s, factor, unbiased, (rm, rv), (running_mean, running_var))
             increment(nbt_arr)
     else:
         view = (nb, o, c, i)

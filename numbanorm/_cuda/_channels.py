@@ -1,0 +1,382 @@
+"""Grouped channel statistics on the ``(B, O, C, I)`` view: the CUDA core of BatchNorm,
+InstanceNorm and GroupNorm (twin of ``numbanorm/_cpu/_channels.py``, same entry points).
+
+Layout: ``x``/``out``/``grad_out``/``grad_x`` are C-contiguous ``(B, O, C, I)`` device arrays
+of the compute dtype; statistics per ``(b, g)`` over the ``O × I`` positions of the ``C/G``
+channels of group ``g`` (BatchNorm: B = 1, G = C; InstanceNorm: B = N, G = C; GroupNorm:
+B = N; channels-last inputs have I = 1). Statistics are float64 ``(B, G)`` device arrays.
+
+Thread mapping
+--------------
+* Reductions (``_moments_*``, ``_grad_moments_*``), deterministic two-stage:
+  each ``(b, c)`` slice of ``n = O·I`` values is cut into ``K`` chunks (``K`` from the shape
+  and ``_layout``'s ``partial_blocks`` setting, never from the GPU), and one work item per
+  ``(b, c, chunk)`` writes float64 partial sums into ``(B, K, C)`` buffers.
+
+  - ``I > 1``: one block per work item (grid-stride over items), threads striding over the
+    chunk's flat ``(o, i)`` range (coalesced along I), ``_reduce.block_sum2``.
+  - ``I = 1`` (channels-last): 2-D blocks ``(32, threads/32)``; ``threadIdx.x`` is the
+    channel inside a 32-channel tile (coalesced along C), ``threadIdx.y`` strides over the
+    chunk's rows; the ``y`` partials are added in ``y`` order through shared memory.
+
+  The second stage (``_group_stats`` / ``_grad_coefficients``: one thread per ``(b, g)``;
+  ``_grad_params``: one thread per channel) adds the partials in chunk order. No atomics.
+* Element-wise passes (``_apply``, ``_grad_apply``): grid-stride over the flat array.
+
+Numerics as on the CPU: float64 sums of values shifted by each slice's first element,
+channels merged into groups with Chan's formula; element-wise passes in float64.
+"""
+import math
+
+from numba import cuda, float64
+
+from . import _layout
+from ._reduce import block_sum2
+
+
+def _chunks(n, slices, threads):
+    """Chunks per (b, c) slice of ``n`` values: about ``partial_blocks`` work items in all,
+    each at least ``4 * threads`` values."""
+    target = _layout.settings()["partial_blocks"]
+    return max(1, min(-(-target // max(slices, 1)), n // (4 * threads)))
+
+
+# --- stage 1: partial sums ---------------------------------------------------------------
+
+
+@cuda.jit
+def _moments_inner(x, nchunks, part1, part2):
+    """part[b, k, c] = Σ (x − K), Σ (x − K)² over chunk k of slice (b, c); K = x[b, 0, c, 0]."""
+    nb, no, nc, ni = x.shape
+    n = no * ni
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for w in range(cuda.blockIdx.x, nb * nc * nchunks, cuda.gridDim.x):
+        k = w % nchunks
+        bc = w // nchunks
+        c = bc % nc
+        b = bc // nc
+        sh = float64(x[b, 0, c, 0])
+        s = float64(0.0)
+        ss = float64(0.0)
+        for f in range(k * n // nchunks + t, (k + 1) * n // nchunks, nt):
+            o = f // ni
+            v = x[b, o, c, f - o * ni] - sh
+            s += v
+            ss += v * v
+        s, ss = block_sum2(s, ss)
+        if t == 0:
+            part1[b, k, c] = s
+            part2[b, k, c] = ss
+
+
+@cuda.jit
+def _moments_last(x, nchunks, part1, part2):
+    """As ``_moments_inner`` for the channels-last ``(B, O, C)`` view."""
+    nb, no, nc = x.shape
+    buf = cuda.shared.array((2, 32, 32), float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    ny = cuda.blockDim.y
+    tiles = (nc + 31) // 32
+    for w in range(cuda.blockIdx.x, nb * nchunks * tiles, cuda.gridDim.x):
+        tile = w % tiles
+        bk = w // tiles
+        k = bk % nchunks
+        b = bk // nchunks
+        c = tile * 32 + tx
+        s = float64(0.0)
+        ss = float64(0.0)
+        if c < nc:
+            sh = float64(x[b, 0, c])
+            for o in range(k * no // nchunks + ty, (k + 1) * no // nchunks, ny):
+                v = x[b, o, c] - sh
+                s += v
+                ss += v * v
+        buf[0, ty, tx] = s
+        buf[1, ty, tx] = ss
+        cuda.syncthreads()
+        if ty == 0 and c < nc:
+            for y in range(1, ny):
+                s += buf[0, y, tx]
+                ss += buf[1, y, tx]
+            part1[b, k, c] = s
+            part2[b, k, c] = ss
+        cuda.syncthreads()
+
+
+@cuda.jit
+def _grad_moments_inner(dy, x, mean, nchunks, part1, part2):
+    """part[b, k, c] = Σ dy, Σ dy·(x − mean[b, g]) over chunk k of slice (b, c)."""
+    nb, no, nc, ni = x.shape
+    n = no * ni
+    cg = nc // mean.shape[1]
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for w in range(cuda.blockIdx.x, nb * nc * nchunks, cuda.gridDim.x):
+        k = w % nchunks
+        bc = w // nchunks
+        c = bc % nc
+        b = bc // nc
+        m = mean[b, c // cg]
+        s = float64(0.0)
+        sx = float64(0.0)
+        for f in range(k * n // nchunks + t, (k + 1) * n // nchunks, nt):
+            o = f // ni
+            i = f - o * ni
+            g = float64(dy[b, o, c, i])
+            s += g
+            sx += g * (x[b, o, c, i] - m)
+        s, sx = block_sum2(s, sx)
+        if t == 0:
+            part1[b, k, c] = s
+            part2[b, k, c] = sx
+
+
+@cuda.jit
+def _grad_moments_last(dy, x, mean, nchunks, part1, part2):
+    """As ``_grad_moments_inner`` for the channels-last ``(B, O, C)`` view."""
+    nb, no, nc = x.shape
+    cg = nc // mean.shape[1]
+    buf = cuda.shared.array((2, 32, 32), float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    ny = cuda.blockDim.y
+    tiles = (nc + 31) // 32
+    for w in range(cuda.blockIdx.x, nb * nchunks * tiles, cuda.gridDim.x):
+        tile = w % tiles
+        bk = w // tiles
+        k = bk % nchunks
+        b = bk // nchunks
+        c = tile * 32 + tx
+        s = float64(0.0)
+        sx = float64(0.0)
+        if c < nc:
+            m = mean[b, c // cg]
+            for o in range(k * no // nchunks + ty, (k + 1) * no // nchunks, ny):
+                g = float64(dy[b, o, c])
+                s += g
+                sx += g * (x[b, o, c] - m)
+        buf[0, ty, tx] = s
+        buf[1, ty, tx] = sx
+        cuda.syncthreads()
+        if ty == 0 and c < nc:
+            for y in range(1, ny):
+                s += buf[0, y, tx]
+                sx += buf[1, y, tx]
+            part1[b, k, c] = s
+            part2[b, k, c] = sx
+        cuda.syncthreads()
+
+
+# --- stage 2: per-(b, g) and per-channel finishing ---------------------------------------
+
+
+@cuda.jit
+def _group_stats(x, part1, part2, eps, mean, var, rstd):
+    """Per (b, g): merge chunk partials per channel, channels into the group (Chan)."""
+    nb, no, nc, ni = x.shape
+    groups = mean.shape[1]
+    cg = nc // groups
+    nk = part1.shape[1]
+    n = float64(no * ni)
+    for w in range(cuda.grid(1), nb * groups, cuda.gridsize(1)):
+        b = w // groups
+        g = w - b * groups
+        tot = float64(0.0)
+        for c in range(g * cg, (g + 1) * cg):
+            s1 = float64(0.0)
+            for k in range(nk):
+                s1 += part1[b, k, c]
+            tot += x[b, 0, c, 0] + s1 / n
+        mu = tot / cg
+        m2 = float64(0.0)
+        for c in range(g * cg, (g + 1) * cg):
+            s1 = float64(0.0)
+            s2 = float64(0.0)
+            for k in range(nk):
+                s1 += part1[b, k, c]
+                s2 += part2[b, k, c]
+            d = (x[b, 0, c, 0] + s1 / n) - mu
+            m2 += (s2 - s1 * (s1 / n)) + n * d * d
+        v = m2 / (n * cg)
+        if v < 0.0:
+            v = 0.0
+        mean[b, g] = mu
+        var[b, g] = v
+        rstd[b, g] = 1.0 / math.sqrt(v + eps)
+
+
+@cuda.jit
+def _grad_coefficients(part1, part2, weight, rstd, count, training, alpha, beta, gamma, sum1, sum2):
+    """Per (b, g): dx = alpha·dy + beta·(x − μ) + gamma coefficients; per-(b, c) sums."""
+    nb, nk, nc = part1.shape
+    groups = rstd.shape[1]
+    cg = nc // groups
+    ng = float64(count) * cg
+    for w in range(cuda.grid(1), nb * groups, cuda.gridsize(1)):
+        b = w // groups
+        g = w - b * groups
+        r = rstd[b, g]
+        sg = float64(0.0)
+        sgx = float64(0.0)
+        for c in range(g * cg, (g + 1) * cg):
+            s1 = float64(0.0)
+            s2 = float64(0.0)
+            for k in range(nk):
+                s1 += part1[b, k, c]
+                s2 += part2[b, k, c]
+            sum1[b, c] = s1
+            sum2[b, c] = s2
+            sg += weight[c] * s1
+            sgx += weight[c] * s2
+        be = float64(0.0)
+        ga = float64(0.0)
+        if training:
+            be = -r * r * r * sgx / ng
+            ga = -r * sg / ng
+        for c in range(g * cg, (g + 1) * cg):
+            alpha[b, c] = r * weight[c]
+            beta[b, c] = be
+            gamma[b, c] = ga
+
+
+@cuda.jit
+def _grad_params(sum1, sum2, rstd, grad_weight, grad_bias):
+    """grad_weight[c] = Σ_b rstd[b, g]·Σdy(x−μ), grad_bias[c] = Σ_b Σdy, in b order."""
+    nb, nc = sum1.shape
+    cg = nc // rstd.shape[1]
+    for c in range(cuda.grid(1), nc, cuda.gridsize(1)):
+        sw = float64(0.0)
+        sb = float64(0.0)
+        for b in range(nb):
+            sw += rstd[b, c // cg] * sum2[b, c]
+            sb += sum1[b, c]
+        grad_weight[c] = sw
+        grad_bias[c] = sb
+
+
+# --- element-wise passes ------------------------------------------------------------------
+
+
+@cuda.jit
+def _apply(x, no, nc, ni, mean, rstd, weight, bias, out):
+    """out = (x − mean[b, g])·rstd[b, g]·weight[c] + bias[c] on the flat (B·O·C·I) arrays."""
+    cg = nc // mean.shape[1]
+    per_b = no * nc * ni
+    for f in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        b = f // per_b
+        c = (f // ni) % nc
+        g = c // cg
+        out[f] = (x[f] - mean[b, g]) * (rstd[b, g] * weight[c]) + bias[c]
+
+
+@cuda.jit
+def _grad_apply(dy, x, no, nc, ni, mean, alpha, beta, gamma, dx):
+    """dx = alpha[b, c]·dy + beta[b, c]·(x − mean[b, g]) + gamma[b, c] on flat arrays."""
+    cg = nc // mean.shape[1]
+    per_b = no * nc * ni
+    for f in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        b = f // per_b
+        c = (f // ni) % nc
+        dx[f] = alpha[b, c] * dy[f] + beta[b, c] * (x[f] - mean[b, c // cg]) + gamma[b, c]
+
+
+# --- launchers (same names and signatures as the CPU entry points) -------------------------
+
+
+def _tpb():
+    return _layout.threads_per_block()
+
+
+def _partial_sums(kernel_inner, kernel_last, x, extra):
+    """Run a stage-1 kernel on ``x`` (B, O, C, I); returns the (B, K, C) float64 partials."""
+    nb, no, nc, ni = x.shape
+    tpb = _tpb()
+    if ni == 1:
+        ny = tpb // 32
+        k = max(1, min(_chunks(no * 32, nb * ((nc + 31) // 32), tpb), no))
+        items = nb * k * ((nc + 31) // 32)
+        p1 = _layout.empty((nb, k, nc), "float64")
+        p2 = _layout.empty((nb, k, nc), "float64")
+        blocks = min(items, _layout.settings()["max_blocks"])
+        args = tuple(a.reshape(nb, no, nc) if a.ndim == 4 else a for a in extra) + (k, p1, p2)
+        kernel_last[blocks, (32, ny)](*args)
+    else:
+        k = _chunks(no * ni, nb * nc, tpb)
+        p1 = _layout.empty((nb, k, nc), "float64")
+        p2 = _layout.empty((nb, k, nc), "float64")
+        blocks = min(nb * nc * k, _layout.settings()["max_blocks"])
+        kernel_inner[blocks, tpb](*(tuple(extra) + (k, p1, p2)))
+    return p1, p2
+
+
+def stats(x, groups, eps, mean, rstd, var):
+    """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
+    nb = x.shape[0]
+    p1, p2 = _partial_sums(_moments_inner, _moments_last, x, (x,))
+    blocks, tpb = _layout.launch_1d(nb * groups)
+    _group_stats[blocks, tpb](x, p1, p2, float(eps), mean, var, rstd)
+
+
+def normalize(x, mean, rstd, weight, bias, out):
+    """out = (x − mean)·rstd·weight + bias with per-(b, g) float64 ``mean``/``rstd``."""
+    nb, no, nc, ni = x.shape
+    blocks, tpb = _layout.launch_1d(x.size)
+    _apply[blocks, tpb](x.reshape(x.size), no, nc, ni, mean, rstd, weight, bias, out.reshape(x.size))
+
+
+def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
+    """Statistics of ``x`` per (b, g) into ``mean``/``rstd``/``var``, then normalize into ``out``."""
+    stats(x, groups, eps, mean, rstd, var)
+    normalize(x, mean, rstd, weight, bias, out)
+
+
+def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, grad_bias):
+    """``grad_x`` (B, O, C, I), ``grad_weight``/``grad_bias`` (C,) from per-(b, g) float64 stats."""
+    nb, no, nc, ni = x.shape
+    groups = mean.shape[1]
+    p1, p2 = _partial_sums(_grad_moments_inner, _grad_moments_last, x, (grad_out, x, mean))
+    coef = [_layout.empty((nb, nc), "float64") for _ in range(5)]
+    blocks, tpb = _layout.launch_1d(nb * groups)
+    _grad_coefficients[blocks, tpb](p1, p2, weight, rstd, no * ni, bool(training), *coef)
+    alpha, beta, gamma, sum1, sum2 = coef
+    blocks, tpb = _layout.launch_1d(nc)
+    _grad_params[blocks, tpb](sum1, sum2, rstd, grad_weight, grad_bias)
+    blocks, tpb = _layout.launch_1d(x.size)
+    _grad_apply[blocks, tpb](grad_out.reshape(x.size), x.reshape(x.size), no, nc, ni, mean, alpha, beta, gamma,
+                             grad_x.reshape(x.size))
+
+
+def fill(a, value):
+    """a[...] = value (statistics of empty slices)."""
+    if a.size:
+        blocks, tpb = _layout.launch_1d(a.size)
+        _layout._fill[blocks, tpb](a.reshape(a.size), float(value))
+
+
+def _signatures():
+    sigs = []
+    i64 = "int64"
+    f64_2 = "float64[:, ::1]"
+    f64_3 = "float64[:, :, ::1]"
+    for t in ("float32", "float64"):
+        a4 = f"{t}[:, :, :, ::1]"
+        a3 = f"{t}[:, :, ::1]"
+        a1 = f"{t}[::1]"
+        sigs += [
+            (_moments_inner, f"void({a4}, {i64}, {f64_3}, {f64_3})"),
+            (_moments_last, f"void({a3}, {i64}, {f64_3}, {f64_3})"),
+            (_grad_moments_inner, f"void({a4}, {a4}, {f64_2}, {i64}, {f64_3}, {f64_3})"),
+            (_grad_moments_last, f"void({a3}, {a3}, {f64_2}, {i64}, {f64_3}, {f64_3})"),
+            (_group_stats, f"void({a4}, {f64_3}, {f64_3}, float64, {f64_2}, {f64_2}, {f64_2})"),
+            (_grad_coefficients, f"void({f64_3}, {f64_3}, {a1}, {f64_2}, {i64}, boolean, "
+                                 f"{f64_2}, {f64_2}, {f64_2}, {f64_2}, {f64_2})"),
+            (_grad_params, f"void({f64_2}, {f64_2}, {f64_2}, {a1}, {a1})"),
+            (_apply, f"void({a1}, {i64}, {i64}, {i64}, {f64_2}, {f64_2}, {a1}, {a1}, {a1})"),
+            (_grad_apply, f"void({a1}, {a1}, {i64}, {i64}, {i64}, {f64_2}, {f64_2}, {f64_2}, {f64_2}, {a1})"),
+        ]
+    return sigs
+
+
+PTX_SIGNATURES = _signatures()
