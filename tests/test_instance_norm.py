@@ -236,7 +236,7 @@ def test_validation_errors_leave_running_stats_untouched(rng):
 )
 def test_property_matches_reference(shape, channel_axis, dtype, offset, seed):
     rng = np.random.default_rng(seed)
-    shape[2] += 1  # more than one spatial element
+    shape[2 if channel_axis == 1 else 1] += 1  # more than one spatial element
     x = (rng.standard_normal(shape) + offset).astype(dtype)
     c = shape[channel_axis]
     w, b = (a.astype(dtype) for a in _pair(rng, c))
