@@ -1,0 +1,88 @@
+"""``numbanorm bench`` cases for instance_norm (forward, backward), channels-first and
+channels-last (see :mod:`.batch_norm` for the layouts)."""
+import numpy as np
+
+import numbanorm
+
+from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from .batch_norm import data, per_channel, torch_grad
+from .group_norm import _numpy_backward as _grouped_backward
+from .group_norm import _numpy_forward as _grouped_forward
+
+SHAPES = [(32, 64, 56, 56), (8, 256, 28, 28), (32, 8, 16)]
+
+
+def _forward(shape, dtype, channels_last):
+    x, ca, tview = data(shape, dtype, channels_last)
+    c = shape[1]
+    w = make_array(c, dtype, seed=1)
+    b = make_array(c, dtype, seed=2)
+    out = np.empty_like(x)
+    fns = {
+        "numbanorm": lambda: numbanorm.instance_norm(x, None, None, w, b, channel_axis=ca, out=out),
+        "numpy": lambda: _grouped_forward(x, ca, c, w, b),
+    }
+    torch = torch_or_none()
+    if torch is not None:
+        tx = tview(torch, x)
+        tw, tb = torch.from_numpy(w), torch.from_numpy(b)
+        fns["torch"] = lambda: torch.nn.functional.instance_norm(tx, None, None, tw, tb)
+    if gpu_available():
+        dx, dw, db, dout = to_gpu(x, w, b, out)
+        fns["numbanorm_gpu"] = gpu_timed(
+            lambda: numbanorm.instance_norm(dx, None, None, dw, db, channel_axis=ca, out=dout)
+        )
+    return x, fns
+
+
+def _backward(shape, dtype, channels_last):
+    x, ca, tview = data(shape, dtype, channels_last)
+    g = data(shape, dtype, channels_last, seed=3)[0]
+    c = shape[1]
+    w = make_array(c, dtype, seed=1)
+    _, mean, rstd = numbanorm.instance_norm(x, weight=w, channel_axis=ca, return_stats=True)
+    fns = {
+        "numbanorm": lambda: numbanorm.instance_norm_backward(g, x, w, mean=mean, rstd=rstd, channel_axis=ca),
+        "numpy": lambda: _grouped_backward(g, x, ca, c, w),
+    }
+    torch = torch_or_none()
+    if torch is not None:
+        tx = tview(torch, x).detach().requires_grad_()
+        tw = torch.from_numpy(w).requires_grad_()
+        tb = torch.zeros(c, dtype=tw.dtype, requires_grad=True)
+        ty = torch.nn.functional.instance_norm(tx, None, None, tw, tb)
+        fns["torch"] = torch_grad(torch, ty, (tx, tw, tb), tview(torch, g))
+    if gpu_available():
+        dg, dx, dw, dm, dr = to_gpu(g, x, w, mean, rstd)
+        fns["numbanorm_gpu"] = gpu_timed(
+            lambda: numbanorm.instance_norm_backward(dg, dx, dw, mean=dm, rstd=dr, channel_axis=ca)
+        )
+    return x, fns
+
+
+def forward(shape, dtype):
+    return _forward(shape, dtype, False)
+
+
+def forward_channels_last(shape, dtype):
+    return _forward(shape, dtype, True)
+
+
+def backward(shape, dtype):
+    return _backward(shape, dtype, False)
+
+
+def backward_channels_last(shape, dtype):
+    return _backward(shape, dtype, True)
+
+
+CASES = [
+    case
+    for shape in SHAPES
+    for case in (
+        ("forward", shape, "float32", forward),
+        ("forward channels-last", shape, "float32", forward_channels_last),
+        ("backward", shape, "float32", backward),
+        ("backward channels-last", shape, "float32", backward_channels_last),
+    )
+]
