@@ -73,7 +73,14 @@ class CAIWrapper:
 
 
 def host(a):
-    return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
+    """Device array -> NumPy (Numba's copy_to_host refuses negative strides: gather first)."""
+    if not hasattr(a, "copy_to_host"):
+        return np.asarray(a)
+    if any(s < 0 for s in a.strides):
+        from numbanorm._cuda import _layout
+
+        a = _layout.ascontiguous(a, a.dtype)
+    return a.copy_to_host()
 
 
 def rand(rng, shape, dtype=np.float64, offset=0.0):
