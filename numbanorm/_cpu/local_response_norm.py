@@ -1,0 +1,459 @@
+"""Local response normalization CPU kernels (across channels and within channel).
+
+Both modes are one computation: a box-window sum ``S`` of squares along some axes of a
+canonical C-contiguous view ``x`` of shape ``(outer, L, inner)``, then
+``y = x / (k + a * S) ** beta``.
+
+* across channels, channels-first ``(N, C, *spatial)``: ``outer = N``, ``L = C``,
+  ``inner = prod(spatial)``, window axes ``sp = (C,)``;
+* across channels, channels-last: ``outer = N * prod(spatial)``, ``L = C``, ``inner = 1``;
+* within channel, channels-first: ``outer = N * C``, ``L = prod(spatial)``, ``inner = 1``,
+  ``sp = spatial`` (each map is a contiguous block);
+* within channel, channels-last: ``outer = N``, ``L = prod(spatial)``, ``inner = C``.
+
+The window along each axis of ``sp`` covers ``l - lo ... l + hi`` with zeros outside the
+valid range (torch convention: ``lo = size // 2``, ``hi = (size - 1) // 2``; paper
+convention: ``lo = hi = size // 2``, the clipped window). ``a`` is alpha already divided
+by the number of window positions for the torch convention. ``lo``/``hi`` are clipped per
+axis to ``length - 1`` (positions further away are padding anyway).
+
+Thread mapping: the work is split into tasks, each a block of ``rows x L x cb`` values
+(``rows`` consecutive ``outer`` rows when ``inner == 1``, else one ``o`` and ``cb``
+consecutive ``inner`` positions, the "lanes"). A fixed number of chunks of consecutive
+tasks run in a ``prange``; each chunk owns zero-initialised scratch (allocated outside
+the ``prange``). A task
+
+1. loads the squares of its block into a buffer padded with ``lo``/``hi`` zeros on every
+   window axis (the only read of ``x`` from memory; the write pass re-reads it from
+   cache) — the padding is never written, so it stays zero;
+2. sums the window along each axis but the last with one pass per axis (``w`` shifted
+   contiguous slices added per output, into the next, less padded buffer);
+3. sums the last axis into a row buffer and writes ``y`` from it.
+
+Every loop indexes contiguous slices with the bare loop variable, so LLVM vectorises
+them; ``s ** -beta`` has sqrt/divide forms for beta in {0.25, 0.5, 0.75, 1}. Every input
+of a block is read before any output of it is written, so ``out`` may be ``x``.
+
+Scratch is in the compute dtype: the window sums add at most ``w`` non-negative squares
+(no cancellation, relative error <= w * 2**-24 in float32), which is as accurate as the
+float32 result itself and keeps float32 data in 16-wide vectors.
+
+Backward::
+
+    dx_j = dy_j p_j - 2 a beta x_j * sum_{i : j in window(i)} dy_i x_i p_i / s_i
+
+with ``s = k + a S`` and ``p = s ** -beta``: a second window sum over the transposed
+window (``lo`` and ``hi`` swapped), done with the same padded passes.
+Kernels are compiled with ``error_model="numpy"`` (no zero-division branches, so the
+loops vectorise). Serial twins run below ``SERIAL_THRESHOLD`` elements.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .. import _config
+from .._config import FASTMATH
+
+#: pow kinds: beta = 0.75, 0.5, 1, 0.25, 0, anything else
+PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
+
+#: target number of values per task block (the padded scratch blocks stay in L2)
+BLOCK = 8192
+
+_opts = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
+
+
+def pow_kind(beta):
+    return {0.75: PW75, 0.5: PW50, 1.0: PW100, 0.25: PW25, 0.0: PW0}.get(float(beta), PWGEN)
+
+
+@njit(inline="always", **_opts)
+def _bpow(b, pk, beta):
+    """b ** beta (sqrt/multiply forms vectorise; the generic case calls pow)."""
+    if pk == PW75:
+        t = np.sqrt(b)
+        return t * np.sqrt(t)
+    if pk == PW50:
+        return np.sqrt(b)
+    if pk == PW100:
+        return b
+    if pk == PW25:
+        return np.sqrt(np.sqrt(b))
+    return b ** beta
+
+
+@njit(inline="always", **_opts)
+def _tapsum(src, sbase, stride, w, n, dst, dbase):
+    """dst[dbase + i] = sum_{d < w} src[sbase + d * stride + i] for i < n."""
+    o = dst[dbase:dbase + n]
+    s0 = src[sbase:sbase + n]
+    if w == 1:
+        for i in range(n):
+            o[i] = s0[i]
+        return
+    s1 = src[sbase + stride:sbase + stride + n]
+    if w == 2:
+        for i in range(n):
+            o[i] = s0[i] + s1[i]
+        return
+    s2 = src[sbase + 2 * stride:sbase + 2 * stride + n]
+    if w == 3:
+        for i in range(n):
+            o[i] = s0[i] + s1[i] + s2[i]
+        return
+    s3 = src[sbase + 3 * stride:sbase + 3 * stride + n]
+    if w == 4:
+        for i in range(n):
+            o[i] = s0[i] + s1[i] + s2[i] + s3[i]
+        return
+    s4 = src[sbase + 4 * stride:sbase + 4 * stride + n]
+    for i in range(n):
+        o[i] = s0[i] + s1[i] + s2[i] + s3[i] + s4[i]
+    for d in range(5, w):
+        sd = src[sbase + d * stride:sbase + d * stride + n]
+        for i in range(n):
+            o[i] += sd[i]
+
+
+@njit(inline="always", **_opts)
+def _seg(sp, wa, off, r, p, cb, mg):
+    """Stage-0 index of the first element of interior segment ``p`` of row ``r``.
+
+    Stage 0 pads axes 0 .. nd-2 (interior at ``off``), keeps the last axis unpadded and
+    has ``mg`` zero elements before and after; a segment is the contiguous interior run
+    over the last two axes (over the last axis when nd == 1)."""
+    nd = sp.shape[0]
+    if nd == 1:
+        return mg + r * sp[0] * cb
+    div = 1
+    for b in range(nd - 2):
+        div *= sp[b]
+    base = r
+    for b in range(nd - 1):
+        if b < nd - 2:
+            div //= sp[b]
+            digit = (p // div) % sp[b]
+        else:
+            digit = 0
+        base = base * (sp[b] + wa[b] - 1) + digit + off[b]
+    return mg + base * sp[nd - 1] * cb
+
+
+@njit(inline="always", **_opts)
+def _sq_into(xs, dst, n):
+    for i in range(n):
+        v = xs[i]
+        dst[i] = v * v
+
+
+@njit(inline="always", **_opts)
+def _load(xf, o0, nr, c0, nc, length, inner, sp, wa, off, cb, mg, st0):
+    """Squares of the block into the stage-0 buffer (interior at ``off``)."""
+    nd = sp.shape[0]
+    seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
+    nps = length // seglen
+    if cb == 1 and nd == 1:  # consecutive rows are one contiguous run
+        n = nr * length
+        _sq_into(xf[o0 * length:o0 * length + n], st0[mg:mg + n], n)
+        return
+    for r in range(nr):
+        for p in range(nps):
+            b = _seg(sp, wa, off, r, p, cb, mg)
+            pos = (o0 + r) * length + p * seglen
+            if cb == 1:
+                _sq_into(xf[pos:pos + seglen], st0[b:b + seglen], seglen)
+            else:
+                for l in range(seglen):
+                    e = (pos + l) * inner + c0
+                    _sq_into(xf[e:e + nc], st0[b + l * cb:b + l * cb + nc], nc)
+
+
+@njit(inline="always", **_opts)
+def _edge_fix(src, dst, base, nruns, last, cb, lo, hi):
+    """Recompute the clipped last-axis window sums of the first ``lo`` and the last ``hi``
+    positions of every run (the flat tap sum read across run boundaries there)."""
+    for run in range(nruns):
+        rb = base + run * last * cb
+        for l in range(last):
+            if l >= lo and l < last - hi:
+                continue
+            o = dst[rb + l * cb:rb + (l + 1) * cb]
+            for q in range(cb):
+                o[q] = 0
+            for j in range(max(0, l - lo), min(last - 1, l + hi) + 1):
+                sj = src[rb + j * cb:rb + (j + 1) * cb]
+                for q in range(cb):
+                    o[q] += sj[q]
+
+
+@njit(inline="always", **_opts)
+def _window(buf, offs, first, sp, wa, lo, hi, rows, nr, cb, mg):
+    """Window sums of the stage-0 buffer ``first`` through the stage buffers
+    first+1 .. first+nd (last axis first, then axes nd-2 .. 0). ``lo``/``hi``: the
+    last axis' reach (the other axes' offsets are in the stage-0 layout)."""
+    nd = sp.shape[0]
+    last = sp[nd - 1]
+    wl = wa[nd - 1]
+    src = buf[offs[first]:offs[first + 1]]
+    dst = buf[offs[first + 1]:offs[first + 2]]
+    runs = nr
+    for b in range(nd - 1):
+        runs *= sp[b] + wa[b] - 1
+    tot = runs * last * cb
+    _tapsum(src, mg - lo * cb, cb, wl, tot, dst, mg)
+    _edge_fix(src, dst, mg, runs, last, cb, lo, hi)
+    for a in range(nd - 2, -1, -1):
+        pre = nr
+        for b in range(a):
+            pre *= sp[b] + wa[b] - 1
+        post = cb
+        for b in range(a + 1, nd):
+            post *= sp[b]
+        la_src = sp[a] + wa[a] - 1
+        la_dst = sp[a]
+        si = first + nd - a - 1
+        src = buf[offs[si]:offs[si + 1]]
+        dst = buf[offs[si + 1]:offs[si + 2]]
+        sb = mg if si == first + 1 else 0
+        for pr in range(pre):
+            _tapsum(src, sb + pr * la_src * post, post, wa[a], la_dst * post, dst, pr * la_dst * post)
+
+
+@njit(inline="always", **_opts)
+def _write_y(xs, s, o, n, k, alpha, beta, pk):
+    """o[i] = x[i] / (k + alpha * s[i]) ** beta over one contiguous piece (one loop per
+    pow kind, so each loop vectorises)."""
+    if pk == PW75:
+        for i in range(n):
+            t = np.sqrt(k + alpha * s[i])
+            o[i] = xs[i] / (t * np.sqrt(t))
+    elif pk == PW50:
+        for i in range(n):
+            o[i] = xs[i] / np.sqrt(k + alpha * s[i])
+    elif pk == PW100:
+        for i in range(n):
+            o[i] = xs[i] / (k + alpha * s[i])
+    elif pk == PW0:
+        for i in range(n):
+            o[i] = xs[i]
+    else:
+        for i in range(n):
+            o[i] = xs[i] / _bpow(k + alpha * s[i], pk, beta)
+
+
+@njit(inline="always", **_opts)
+def _grad_t(g, xs, s, p, t, n, k, alpha, beta, one, pk):
+    """p[i] = base ** -beta; t[i] = dy x p / base, with base = k + alpha s[i]."""
+    if pk == PW75:
+        for i in range(n):
+            base = k + alpha * s[i]
+            r = np.sqrt(base)
+            pi = one / (r * np.sqrt(r))
+            t[i] = g[i] * xs[i] * pi / base
+            p[i] = pi
+    elif pk == PW50:
+        for i in range(n):
+            base = k + alpha * s[i]
+            pi = one / np.sqrt(base)
+            t[i] = g[i] * xs[i] * pi / base
+            p[i] = pi
+    elif pk == PW100:
+        for i in range(n):
+            pi = one / (k + alpha * s[i])
+            t[i] = g[i] * xs[i] * pi * pi
+            p[i] = pi
+    elif pk == PW0:
+        for i in range(n):
+            t[i] = one - one
+            p[i] = one
+    else:
+        for i in range(n):
+            base = k + alpha * s[i]
+            pi = one / _bpow(base, pk, beta)
+            t[i] = g[i] * xs[i] * pi / base
+            p[i] = pi
+
+
+@njit(inline="always", **_opts)
+def _grad_x(g, xs, p, u, dx, n, c2):
+    for i in range(n):
+        dx[i] = g[i] * p[i] + c2 * xs[i] * u[i]
+
+
+@njit(inline="always", **_opts)
+def _task(t, outer, inner, rows, cb):
+    """(o0, number of rows, c0, number of valid lanes) of task ``t``."""
+    if inner == 1:
+        o0 = t * rows
+        return o0, min(rows, outer - o0), 0, 1
+    nblk = (inner + cb - 1) // cb
+    o0 = t // nblk
+    c0 = (t % nblk) * cb
+    return o0, 1, c0, min(cb, inner - c0)
+
+
+def _ntasks(outer, inner, rows, cb):
+    if inner == 1:
+        return (outer + rows - 1) // rows
+    return outer * ((inner + cb - 1) // cb)
+
+
+_ntasks_nb = njit(inline="always", **_opts)(_ntasks)
+
+
+def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, out, scratch):
+    """Scratch segments: stage buffers 0 .. nd (the last one holds the window sums)."""
+    outer, length, inner = x.shape
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    nd = sp.shape[0]
+    ntasks = _ntasks_nb(outer, inner, rows, cb)
+    nch = scratch.shape[0]
+    sofs = mg if nd == 1 else 0
+    for ch in prange(nch):
+        buf = scratch[ch]
+        s = buf[offs[nd]:offs[nd + 1]]
+        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
+            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf[offs[0]:offs[1]])
+            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], rows, nr, cb, mg)
+            if cb == 1:
+                n = nr * length
+                e = o0 * length
+                _write_y(xf[e:e + n], s[sofs:sofs + n], of[e:e + n], n, k, alpha, beta, pk)
+            else:
+                for l in range(length):
+                    e = (o0 * length + l) * inner + c0
+                    _write_y(xf[e:e + nc], s[sofs + l * cb:sofs + l * cb + nc], of[e:e + nc], nc,
+                             k, alpha, beta, pk)
+
+
+def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, grad_x,
+              scratch):
+    """Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
+    place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums)."""
+    outer, length, inner = x.shape
+    xf = x.reshape(-1)
+    gf = grad_out.reshape(-1)
+    df = grad_x.reshape(-1)
+    nd = sp.shape[0]
+    ntasks = _ntasks_nb(outer, inner, rows, cb)
+    nch = scratch.shape[0]
+    c2 = -(alpha + alpha) * beta
+    sofs = mg if nd == 1 else 0
+    seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
+    nps = length // seglen
+    for ch in prange(nch):
+        buf = scratch[ch]
+        s = buf[offs[nd]:offs[nd + 1]]
+        t0 = buf[offs[nd + 1]:offs[nd + 2]]
+        u = buf[offs[2 * nd + 1]:offs[2 * nd + 2]]
+        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
+            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf[offs[0]:offs[1]])
+            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], rows, nr, cb, mg)
+            # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
+            if cb == 1 and nd == 1:
+                n = nr * length
+                e = o0 * length
+                _grad_t(gf[e:e + n], xf[e:e + n], s[sofs:sofs + n], s[sofs:sofs + n],
+                        t0[mg:mg + n], n, k, alpha, beta, one, pk)
+            else:
+                for r in range(nr):
+                    for p in range(nps):
+                        b = _seg(sp, wa, hi, r, p, cb, mg)
+                        pos = r * length + p * seglen
+                        if cb == 1:
+                            e = o0 * length + pos
+                            _grad_t(gf[e:e + seglen], xf[e:e + seglen], s[sofs + pos:sofs + pos + seglen],
+                                    s[sofs + pos:sofs + pos + seglen], t0[b:b + seglen], seglen,
+                                    k, alpha, beta, one, pk)
+                        else:
+                            for l in range(seglen):
+                                e = (o0 * length + pos + l) * inner + c0
+                                si = sofs + (pos + l) * cb
+                                _grad_t(gf[e:e + nc], xf[e:e + nc], s[si:si + nc], s[si:si + nc],
+                                        t0[b + l * cb:b + l * cb + nc], nc, k, alpha, beta, one, pk)
+            _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], rows, nr, cb, mg)
+            if cb == 1:
+                n = nr * length
+                e = o0 * length
+                _grad_x(gf[e:e + n], xf[e:e + n], s[sofs:sofs + n], u[sofs:sofs + n], df[e:e + n],
+                        n, c2)
+            else:
+                for l in range(length):
+                    e = (o0 * length + l) * inner + c0
+                    si = sofs + l * cb
+                    _grad_x(gf[e:e + nc], xf[e:e + nc], s[si:si + nc], u[si:si + nc], df[e:e + nc],
+                            nc, c2)
+
+
+_forward_par = njit(parallel=True, **_opts)(_forward)
+_forward_ser = njit(**_opts)(_forward)
+_backward_par = njit(parallel=True, **_opts)(_backward)
+_backward_ser = njit(**_opts)(_backward)
+
+
+def _plan(x, sp, lo, hi, backward):
+    """Task block shape, clipped per-axis windows and zeroed per-chunk scratch."""
+    outer, length, inner = x.shape
+    serial = x.size < _config.SERIAL_THRESHOLD
+    sp = np.asarray(sp, dtype=np.int64)
+    lo_a = np.minimum(lo, sp - 1)
+    hi_a = np.minimum(hi, sp - 1)
+    wa = lo_a + hi_a + 1
+    if inner == 1:
+        rows = max(1, min(outer, BLOCK // max(1, length)))
+        cb = 1
+    else:
+        rows = 1
+        # at least 16 lanes (one vector) even when that makes the block large
+        cb = min(inner, max(16, BLOCK // max(1, length)))
+        if cb > 16:
+            cb -= cb % 16
+    nd = len(sp)
+    padded = [int(sp[b] + wa[b] - 1) for b in range(nd)]
+    mg = int(max(lo_a[-1], hi_a[-1])) * cb
+    stage0 = 2 * mg + rows * cb * int(np.prod(padded[:-1])) * int(sp[-1])
+    seg = [stage0, stage0]
+    for a in range(nd - 2, -1, -1):
+        seg.append(rows * cb * int(np.prod(padded[:a])) * int(np.prod(sp[a:])))
+    if backward:
+        seg = seg + seg
+    offs = np.concatenate([[0], np.cumsum(seg)]).astype(np.int64)
+    ntasks = _ntasks(outer, inner, rows, cb)
+    nch = 1 if serial else max(1, min(ntasks, 4 * numba.get_num_threads()))
+    scratch = np.zeros((nch, int(offs[-1])), x.dtype)
+    return dict(sp=sp, wa=wa, lo=lo_a, hi=hi_a, rows=rows, cb=cb, mg=mg, offs=offs,
+                scratch=scratch, serial=serial)
+
+
+def forward(x, sp, lo, hi, alpha, k, beta, out):
+    """``out = x / (k + alpha * S) ** beta`` with S the window sums of x² along ``sp``.
+
+    ``x``/``out``: C-contiguous (outer, L, inner) arrays of the compute dtype; ``sp``: the
+    window axes' lengths (a tuple; their product is L); ``lo``/``hi``: the window's reach
+    below/above each position.
+    """
+    pl = _plan(x, sp, lo, hi, False)
+    t = x.dtype.type
+    args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), pow_kind(beta),
+            pl["rows"], pl["cb"], pl["mg"], pl["offs"], out, pl["scratch"])
+    if pl["serial"]:
+        _forward_ser(*args)
+    else:
+        with _config.KERNEL_LOCK:
+            _forward_par(*args)
+
+
+def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
+    """Gradient of :func:`forward` with respect to ``x`` into ``grad_x``."""
+    pl = _plan(x, sp, lo, hi, True)
+    t = x.dtype.type
+    args = (grad_out, x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), t(1),
+            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], grad_x, pl["scratch"])
+    if pl["serial"]:
+        _backward_ser(*args)
+    else:
+        with _config.KERNEL_LOCK:
+            _backward_par(*args)

@@ -1,0 +1,299 @@
+"""Lp normalization CPU kernels: ``y = x / max(||x||_p, eps)``.
+
+Two canonical layouts (DESIGN.md):
+
+* rows ``(M, N)`` (the normalized axis is the last one): one norm per row. Thread mapping:
+  one ``prange`` over rows; each row is read twice (norm pass, then the write pass from
+  cache) and written once.
+* channels ``(outer, C, inner)`` (any other axis): one norm per ``(o, j)`` over the C
+  values ``x[o, :, j]``. Work is split into tasks ``(o, block of B inner positions)``; a
+  fixed number of chunks of consecutive tasks run in a ``prange``, each chunk owning a
+  float64 scratch row of B accumulators (allocated outside the ``prange``), so the inner
+  loops run over contiguous ``j`` and vectorise.
+
+``pk`` selects the norm: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → any other p > 0 (given
+as ``p``). Norms are accumulated in float64. NaN propagates (also through the inf-norm's
+maximum); ``max(norm, eps)`` keeps NaN. Each kernel has a serial twin used below
+``SERIAL_THRESHOLD`` elements.
+
+Backward (matches torch autograd of ``x / norm(x).clamp_min(eps)``)::
+
+    dx_j = dy_j / d - [n >= eps] * (sum_i dy_i x_i) / d**2 * dn/dx_j,   d = max(n, eps)
+
+with ``dn/dx_j`` = ``x_j / n`` (p = 2), ``sign(x_j)`` (p = 1),
+``sign(x_j) * [|x_j| == n] / #ties`` (p = inf) and ``sign(x_j) |x_j|**(p-1) n**(1-p)``
+otherwise, taken as 0 where ``x_j == 0`` or ``n == 0`` (torch's masks).
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .. import _config
+from .._config import FASTMATH
+
+P2, P1, PINF, PGEN = 0, 1, 2, 3
+
+_opts = dict(fastmath=FASTMATH, cache=True)
+
+
+@njit(inline="always", **_opts)
+def _acc(v, a, pk, p):
+    """Fold one element into a norm accumulator (sum of powers, or the max for p = inf)."""
+    if pk == P2:
+        return a + v * v
+    if pk == P1:
+        return a + abs(v)
+    if pk == PINF:
+        av = abs(v)
+        if av > a or av != av:
+            return av
+        return a
+    av = abs(v)
+    if av == 0.0:
+        return a
+    return a + av ** p
+
+
+@njit(inline="always", **_opts)
+def _finish(a, pk, p):
+    """Norm from its accumulator."""
+    if pk == P2:
+        return np.sqrt(a)
+    if pk == P1 or pk == PINF:
+        return a
+    return a ** (1.0 / p)
+
+
+@njit(inline="always", **_opts)
+def _row_norm(x, i, pk, p):
+    n = x.shape[1]
+    a = np.float64(0.0)
+    if pk == P2:
+        for j in range(n):
+            v = np.float64(x[i, j])
+            a += v * v
+    elif pk == P1:
+        for j in range(n):
+            a += abs(np.float64(x[i, j]))
+    else:
+        for j in range(n):
+            a = _acc(np.float64(x[i, j]), a, pk, p)
+    return _finish(a, pk, p)
+
+
+@njit(inline="always", **_opts)
+def _clamp(nrm, eps):
+    """max(nrm, eps), NaN-propagating."""
+    return eps if nrm < eps else nrm
+
+
+@njit(inline="always", **_opts)
+def _dnorm(v, nrm, pk, p, cnt):
+    """d||x||_p / dx for one element v (torch's masks: 0 where v == 0 or n == 0)."""
+    if v == 0.0 or nrm == 0.0:
+        return 0.0
+    sg = 1.0 if v > 0.0 else -1.0
+    if pk == P2:
+        return v / nrm
+    if pk == P1:
+        return sg
+    if pk == PINF:
+        av = abs(v)
+        if av == nrm:
+            return sg / cnt
+        return 0.0
+    return sg * abs(v) ** (p - 1.0) * nrm ** (1.0 - p)
+
+
+# ---------------------------------------------------------------- rows (M, N)
+
+
+def _rows_forward(x, pk, p, eps, out, dbuf):
+    m, n = x.shape
+    for i in prange(m):
+        dbuf[i] = _clamp(_row_norm(x, i, pk, p), eps)
+        d = dbuf[i]  # data dtype: x / d like torch
+        for j in range(n):
+            out[i, j] = x[i, j] / d
+
+
+def _rows_backward(grad_out, x, pk, p, eps, grad_x):
+    m, n = x.shape
+    for i in prange(m):
+        nrm = _row_norm(x, i, pk, p)
+        s = np.float64(0.0)
+        for j in range(n):
+            s += np.float64(grad_out[i, j]) * np.float64(x[i, j])
+        d = _clamp(nrm, eps)
+        inv_d = 1.0 / d
+        coef = s * inv_d * inv_d if nrm >= eps else 0.0
+        if pk == P2:
+            c2 = coef / nrm if nrm != 0.0 else coef * 0.0
+            for j in range(n):
+                grad_x[i, j] = grad_out[i, j] * inv_d - c2 * x[i, j]
+        else:
+            cnt = np.float64(0.0)
+            if pk == PINF:
+                for j in range(n):
+                    av = abs(np.float64(x[i, j]))
+                    if av == nrm or av != av:
+                        cnt += 1.0
+            for j in range(n):
+                v = np.float64(x[i, j])
+                g = _dnorm(v, nrm, pk, p, cnt)
+                grad_x[i, j] = grad_out[i, j] * inv_d - coef * g
+
+
+# ------------------------------------------------------- channels (outer, C, inner)
+
+
+def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
+    outer, c_len, inner = x.shape
+    nblk = (inner + bsize - 1) // bsize
+    ntasks = outer * nblk
+    nch = acc.shape[0]
+    for ch in prange(nch):
+        a = acc[ch]
+        dt = dbuf[ch]
+        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
+            o = t // nblk
+            j0 = (t % nblk) * bsize
+            nb = min(inner, j0 + bsize) - j0
+            for j in range(nb):
+                a[j] = 0.0
+            for c in range(c_len):
+                if pk == P2:
+                    for j in range(nb):
+                        v = np.float64(x[o, c, j0 + j])
+                        a[j] += v * v
+                elif pk == P1:
+                    for j in range(nb):
+                        a[j] += abs(np.float64(x[o, c, j0 + j]))
+                else:
+                    for j in range(nb):
+                        a[j] = _acc(np.float64(x[o, c, j0 + j]), a[j], pk, p)
+            for j in range(nb):
+                dt[j] = _clamp(_finish(a[j], pk, p), eps)
+            for c in range(c_len):
+                for j in range(nb):
+                    out[o, c, j0 + j] = x[o, c, j0 + j] / dt[j]
+
+
+def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
+    """acc[ch] rows: 0 norm, 1 sum(dy*x), 2 1/d, 3 coef, 4 tie count (p = inf)."""
+    outer, c_len, inner = x.shape
+    nblk = (inner + bsize - 1) // bsize
+    ntasks = outer * nblk
+    nch = acc.shape[0]
+    for ch in prange(nch):
+        a = acc[ch]
+        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
+            o = t // nblk
+            j0 = (t % nblk) * bsize
+            nb = min(inner, j0 + bsize) - j0
+            for j in range(nb):
+                a[0, j] = 0.0
+                a[1, j] = 0.0
+                a[4, j] = 0.0
+            for c in range(c_len):
+                for j in range(nb):
+                    v = np.float64(x[o, c, j0 + j])
+                    a[0, j] = _acc(v, a[0, j], pk, p)
+                    a[1, j] += np.float64(grad_out[o, c, j0 + j]) * v
+            for j in range(nb):
+                nrm = _finish(a[0, j], pk, p)
+                d = _clamp(nrm, eps)
+                a[0, j] = nrm
+                a[2, j] = 1.0 / d
+                a[3, j] = a[1, j] * a[2, j] * a[2, j] if nrm >= eps else 0.0
+            if pk == PINF:
+                for c in range(c_len):
+                    for j in range(nb):
+                        av = abs(np.float64(x[o, c, j0 + j]))
+                        if av == a[0, j] or av != av:
+                            a[4, j] += 1.0
+            for c in range(c_len):
+                for j in range(nb):
+                    v = np.float64(x[o, c, j0 + j])
+                    nrm = a[0, j]
+                    g = _dnorm(v, nrm, pk, p, a[4, j])
+                    grad_x[o, c, j0 + j] = grad_out[o, c, j0 + j] * a[2, j] - a[3, j] * g
+
+
+_rows_forward_par = njit(parallel=True, **_opts)(_rows_forward)
+_rows_forward_ser = njit(**_opts)(_rows_forward)
+_rows_backward_par = njit(parallel=True, **_opts)(_rows_backward)
+_rows_backward_ser = njit(**_opts)(_rows_backward)
+_chan_forward_par = njit(parallel=True, **_opts)(_chan_forward)
+_chan_forward_ser = njit(**_opts)(_chan_forward)
+_chan_backward_par = njit(parallel=True, **_opts)(_chan_backward)
+_chan_backward_ser = njit(**_opts)(_chan_backward)
+
+
+def _pkind(p):
+    if p == 2.0:
+        return P2
+    if p == 1.0:
+        return P1
+    if p == np.inf:
+        return PINF
+    return PGEN
+
+
+def _blocking(x, serial):
+    """(block size, number of chunks) for the channels view: a block of C x B values
+    stays in L2 between the norm pass and the write pass."""
+    outer, c_len, inner = x.shape
+    bsize = max(16, min(inner, 131072 // max(1, c_len * x.itemsize)))
+    bsize = min(bsize, inner)
+    ntasks = outer * ((inner + bsize - 1) // bsize)
+    nch = 1 if serial else max(1, min(ntasks, 8 * numba.get_num_threads()))
+    return bsize, nch
+
+
+def forward_rows(x, p, eps, out):
+    """``out[i] = x[i] / max(||x[i]||_p, eps)`` for each row of the (M, N) array ``x``."""
+    dbuf = np.empty(x.shape[0], x.dtype)
+    pk = _pkind(p)
+    if x.size < _config.SERIAL_THRESHOLD:
+        _rows_forward_ser(x, pk, p, eps, out, dbuf)
+    else:
+        with _config.KERNEL_LOCK:
+            _rows_forward_par(x, pk, p, eps, out, dbuf)
+
+
+def backward_rows(grad_out, x, p, eps, grad_x):
+    """Gradient of :func:`forward_rows` with respect to ``x`` into ``grad_x`` (M, N)."""
+    pk = _pkind(p)
+    if x.size < _config.SERIAL_THRESHOLD:
+        _rows_backward_ser(grad_out, x, pk, p, eps, grad_x)
+    else:
+        with _config.KERNEL_LOCK:
+            _rows_backward_par(grad_out, x, pk, p, eps, grad_x)
+
+
+def forward_channels(x, p, eps, out):
+    """``out[o, :, j] = x[o, :, j] / max(||x[o, :, j]||_p, eps)`` on (outer, C, inner)."""
+    serial = x.size < _config.SERIAL_THRESHOLD
+    bsize, nch = _blocking(x, serial)
+    acc = np.empty((nch, bsize))
+    dbuf = np.empty((nch, bsize), x.dtype)
+    pk = _pkind(p)
+    if serial:
+        _chan_forward_ser(x, pk, p, eps, out, acc, dbuf, bsize)
+    else:
+        with _config.KERNEL_LOCK:
+            _chan_forward_par(x, pk, p, eps, out, acc, dbuf, bsize)
+
+
+def backward_channels(grad_out, x, p, eps, grad_x):
+    """Gradient of :func:`forward_channels` with respect to ``x`` into ``grad_x``."""
+    serial = x.size < _config.SERIAL_THRESHOLD
+    bsize, nch = _blocking(x, serial)
+    acc = np.empty((nch, 5, bsize))
+    pk = _pkind(p)
+    if serial:
+        _chan_backward_ser(grad_out, x, pk, p, eps, grad_x, acc, bsize)
+    else:
+        with _config.KERNEL_LOCK:
+            _chan_backward_par(grad_out, x, pk, p, eps, grad_x, acc, bsize)

@@ -1,0 +1,176 @@
+"""Lp normalization along one axis, forward and backward.
+
+Semantics follow ``torch.nn.functional.normalize``: ``y = x / max(||x||_p, eps)`` with
+the norm over ``axis`` (torch's ``dim``), any ``p > 0`` including ``inf``; the gradient
+is torch autograd's (the ``eps`` clamp passes the gradient through the norm where
+``norm >= eps`` and blocks it where ``norm < eps``, giving ``dy / eps``).
+
+Canonical views: rows ``(M, N)`` when ``axis`` is the last axis (or only size-1 axes
+follow it); channels ``(outer, C, inner)`` otherwise, with C the normalized axis.
+"""
+import math
+import numbers
+import operator
+
+import numpy as np
+
+from .. import _dispatch, _validate
+from ._common import Output, canonical, prod, stat_result
+
+_OP = "normalize"
+
+
+def _p(fn, p):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{fn}(): argument 'p' must be a real number > 0 (inf allowed), got {_validate.describe(p)}")
+    p = float(p)
+    if math.isnan(p) or p <= 0:
+        raise ValueError(f"{fn}(): argument 'p' must be a real number > 0 (inf allowed), got {p}")
+    return p
+
+
+def _axis(fn, axis, ndim):
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"{fn}(): argument 'axis' must be an integer, got {_validate.describe(axis)}")
+    try:
+        ax = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{fn}(): argument 'axis' must be an integer, got {_validate.describe(axis)}") from None
+    if ndim == 0 or not -ndim <= ax < ndim:
+        raise np.exceptions.AxisError(
+            f"{fn}(): argument 'axis' must be an axis of the {ndim}-D input "
+            f"(-{ndim} <= axis < {ndim}), got {axis}"
+        )
+    return ax % ndim
+
+
+def _views(shape, ax):
+    """(outer, C, inner) around axis ``ax``."""
+    return prod(shape[:ax]), shape[ax], prod(shape[ax + 1:])
+
+
+def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
+    r"""Lp normalization of the vectors along ``axis``.
+
+    .. math:: y = \frac{x}{\max(\lVert x \rVert_p,\ \epsilon)},\qquad
+              \lVert x \rVert_p = \Big(\sum_i |x_i|^p\Big)^{1/p}
+
+    exactly like ``torch.nn.functional.normalize(x, p, dim=axis, eps)``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of any shape with at least one dimension; NumPy (CPU kernels), GPU array
+        (CUDA kernels) or Dask array.
+    p : float
+        The exponent, any real ``p > 0``, or ``inf`` (maximum norm). ``p <= 0`` is a
+        ``ValueError``.
+    axis : int
+        The axis to normalize along (negative counts from the end). Default 1 (torch's
+        ``dim=1``).
+    eps : float
+        Lower bound of the divisor, >= 0.
+    out : array, optional
+        Receives the result (may be ``x``).
+
+    Returns
+    -------
+    y : array like ``x`` (float16 → float16, integers → float64)
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> numbanorm.normalize(np.array([[3.0, 4.0], [0.0, 0.0]]), axis=-1)
+    array([[0.6, 0.8],
+           [0. , 0. ]])
+    >>> numbanorm.normalize(np.array([[1.0, -3.0]]), p=1, axis=1)
+    array([[ 0.25, -0.75]])
+    """
+    fn = _OP
+    dev = _dispatch.device_of(fn, x=x, out=out)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.normalize(x, p, axis, eps, out=out)
+    xa = dev.asarray(x)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    p = _p(fn, p)
+    ax = _axis(fn, axis, xa.ndim)
+    eps = _validate.eps(fn, eps)
+    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+
+    outer, c_len, inner = _views(tuple(xa.shape), ax)
+    kern = dev.kernels(_OP)
+    if inner == 1:
+        res = Output(dev, out, out_a, xa.shape, (outer, c_len), ctype, rtype)
+        if res.buf.size:
+            kern.forward_rows(canonical(dev, xa, (outer, c_len), ctype), p, eps, res.buf)
+    else:
+        res = Output(dev, out, out_a, xa.shape, (outer, c_len, inner), ctype, rtype)
+        if res.buf.size:
+            kern.forward_channels(canonical(dev, xa, (outer, c_len, inner), ctype), p, eps, res.buf)
+    return res.result()
+
+
+def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
+    r"""Gradient of :func:`normalize` with respect to ``x`` (torch autograd semantics).
+
+    With :math:`n = \lVert x \rVert_p`, :math:`d = \max(n, \epsilon)`:
+
+    .. math:: \frac{\partial L}{\partial x_j} = \frac{dy_j}{d}
+              - [n \ge \epsilon]\,\frac{\sum_i dy_i x_i}{d^2}\,\frac{\partial n}{\partial x_j}
+
+    where :math:`\partial n / \partial x_j` is :math:`x_j / n` for p = 2,
+    :math:`\mathrm{sign}(x_j)` for p = 1, :math:`\mathrm{sign}(x_j)` shared equally among the
+    entries attaining the maximum for p = inf, and
+    :math:`\mathrm{sign}(x_j) |x_j|^{p-1} n^{1-p}` otherwise (0 where :math:`x_j = 0`).
+    Below ``eps`` the result is ``grad_out / eps``.
+
+    Parameters
+    ----------
+    grad_out : array, shape of ``x``
+        Gradient of the loss with respect to the output.
+    x, p, axis, eps
+        As given to :func:`normalize`.
+
+    Returns
+    -------
+    grad_x : array like ``x``
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> x = np.array([[3.0, 4.0]])
+    >>> numbanorm.normalize_backward(np.array([[1.0, 0.0]]), x, axis=-1)
+    array([[ 0.128, -0.096]])
+    """
+    fn = _OP + "_backward"
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out)
+    if dev.is_dask:
+        from .. import _dask
+
+        return _dask.normalize_backward(grad_out, x, p, axis, eps)
+    xa = dev.asarray(x)
+    ga = dev.asarray(grad_out)
+    ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    _validate.float_dtypes(fn, "grad_out", ga.dtype)
+    if tuple(ga.shape) != tuple(xa.shape):
+        raise ValueError(
+            f"{fn}(): argument 'grad_out' must have the shape of x {tuple(xa.shape)}, got shape {tuple(ga.shape)}"
+        )
+    p = _p(fn, p)
+    ax = _axis(fn, axis, xa.ndim)
+    eps = _validate.eps(fn, eps)
+
+    outer, c_len, inner = _views(tuple(xa.shape), ax)
+    kern = dev.kernels(_OP)
+    shape2 = (outer, c_len) if inner == 1 else (outer, c_len, inner)
+    grad_x = dev.empty(shape2, ctype)
+    if grad_x.size:
+        x2 = canonical(dev, xa, shape2, ctype)
+        g2 = canonical(dev, ga, shape2, ctype)
+        if inner == 1:
+            kern.backward_rows(g2, x2, p, eps, grad_x)
+        else:
+            kern.backward_channels(g2, x2, p, eps, grad_x)
+    return stat_result(dev, grad_x, xa.shape, rtype)
