@@ -233,3 +233,101 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, clip=False):
         if clip:
             y = np.where(np.isnan(y), y, np.clip(y, lo, hi))
         return y
+
+
+# --- local_response_norm / normalize / weight_standardize ------------------------------
+
+
+def _lrn_window(size, convention):
+    """(lo, hi): the window of position i is i - lo ... i + hi."""
+    if convention == "torch":
+        return size // 2, (size - 1) // 2
+    return size // 2, size // 2
+
+
+def _lrn_sum(a, axes, lo, hi):
+    """Zero-padded window sums of ``a``: out[i] = sum of a[j] for j in i-lo..i+hi on every axis."""
+    out = a.copy()
+    for ax in axes:
+        n = a.shape[ax]
+        pad = [(0, 0)] * a.ndim
+        pad[ax] = (lo, hi)
+        p = np.pad(out, pad)
+        out = sum(np.take(p, np.arange(d, d + n), axis=ax) for d in range(lo + hi + 1))
+    return out
+
+
+def _lrn_setup(x, size, alpha, mode, convention, channel_axis):
+    x = _f64(x)
+    ca = channel_axis % x.ndim
+    if mode == "across_channels":
+        axes = (ca,)
+        a = alpha / size if convention == "torch" else alpha
+    else:
+        axes = tuple(ax for ax in range(1, x.ndim) if ax != ca)
+        a = alpha / size ** len(axes) if convention == "torch" else alpha
+    lo, hi = _lrn_window(size, convention)
+    return x, axes, a, lo, hi
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, mode="across_channels",
+                        convention="torch", channel_axis=1):
+    x, axes, a, lo, hi = _lrn_setup(x, size, alpha, mode, convention, channel_axis)
+    s = k + a * _lrn_sum(x * x, axes, lo, hi)
+    return x / s ** beta
+
+
+def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0,
+                                 mode="across_channels", convention="torch", channel_axis=1):
+    x, axes, a, lo, hi = _lrn_setup(x, size, alpha, mode, convention, channel_axis)
+    g = _f64(grad_out)
+    s = k + a * _lrn_sum(x * x, axes, lo, hi)
+    # x_j appears in the window of every i with j in i-lo..i+hi, i.e. i in j-hi..j+lo
+    t = g * x * s ** (-beta - 1)
+    return g * s ** -beta - 2 * a * beta * x * _lrn_sum(t, axes, hi, lo)
+
+
+def _lp_norm(x, p, axis):
+    if np.isinf(p):
+        return np.abs(x).max(axis=axis, keepdims=True)
+    return (np.abs(x) ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
+
+
+def normalize(x, p=2.0, axis=1, eps=1e-12):
+    x = _f64(x)
+    return x / np.maximum(_lp_norm(x, p, axis), eps)
+
+
+def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
+    """torch autograd of x / norm(x).clamp_min(eps) (the clamp passes where norm >= eps)."""
+    x, g = _f64(x), _f64(grad_out)
+    n = _lp_norm(x, p, axis)
+    d = np.maximum(n, eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if np.isinf(p):
+            mask = (np.abs(x) == n) | np.isnan(x)
+            dn = np.sign(x) * mask / mask.sum(axis=axis, keepdims=True)
+        else:
+            dn = np.sign(x) * np.abs(x) ** (p - 1) * n ** (1 - p)
+            dn = np.where((x == 0) | (n == 0), 0.0, dn)
+    through = (n >= eps)
+    return g / d - through * (g * x).sum(axis=axis, keepdims=True) / d ** 2 * dn
+
+
+def weight_standardize(weight, eps=1e-5):
+    w = _f64(weight)
+    axes = tuple(range(1, w.ndim))
+    mean = w.mean(axis=axes, keepdims=True)
+    var = ((w - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (w - mean) / np.sqrt(var + eps)
+
+
+def weight_standardize_backward(grad_out, weight, eps=1e-5):
+    w, g = _f64(weight), _f64(grad_out)
+    axes = tuple(range(1, w.ndim))
+    n = int(np.prod([w.shape[a] for a in axes]))
+    mean = w.mean(axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(((w - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    what = (w - mean) * rstd
+    return rstd * (g - g.sum(axis=axes, keepdims=True) / n
+                   - what * (g * what).sum(axis=axes, keepdims=True) / n)

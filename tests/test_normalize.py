@@ -1,0 +1,289 @@
+"""normalize / normalize_backward: reference twins, PyTorch, finite differences, properties."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from numbanorm import _dispatch, normalize, normalize_backward
+
+import reference as ref
+
+PS = [2.0, 1.0, np.inf, 0.5, 3.0, 1.5]
+CASES = [((7,), 0), ((5, 9), 1), ((5, 9), -1), ((5, 9), 0), ((3, 4, 6), 1), ((3, 4, 6), -1),
+         ((3, 4, 6), 0), ((2, 3, 4, 5), 2), ((40, 1100), 1), ((30, 40, 50), 1)]
+
+
+@pytest.mark.parametrize("shape,axis", CASES)
+@pytest.mark.parametrize("p", PS)
+def test_forward_and_backward_match_reference(rng, shape, axis, p):
+    x = rng.standard_normal(shape)
+    g = rng.standard_normal(shape)
+    np.testing.assert_allclose(normalize(x, p, axis), ref.normalize(x, p, axis), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(normalize_backward(g, x, p, axis), ref.normalize_backward(g, x, p, axis),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float16, 2e-3), (np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_dtypes(rng, dtype, tol, axis):
+    x = rng.standard_normal((6, 33, 5)).astype(dtype)
+    y = normalize(x, axis=axis)
+    assert y.dtype == dtype and y.shape == x.shape
+    np.testing.assert_allclose(y, ref.normalize(x, 2.0, axis), rtol=tol, atol=tol)
+    gx = normalize_backward(np.ones_like(x), x, axis=axis)
+    assert gx.dtype == dtype
+    np.testing.assert_allclose(gx, ref.normalize_backward(np.ones_like(x), x, 2.0, axis), rtol=20 * tol, atol=20 * tol)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 7), 1), ((4, 7), 0), ((3, 5, 6), 1), ((3, 5, 6), -1), ((2, 3, 4, 5), -3)])
+@pytest.mark.parametrize("p", PS)
+def test_torch_parity_forward_and_autograd(torch, rng, shape, axis, p):
+    F = torch.nn.functional
+    x = rng.standard_normal(shape)
+    x.flat[::5] = 0.0  # zeros exercise the masks of the p < 1 / p = 1 gradients
+    g = rng.standard_normal(shape)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = F.normalize(tx, p=float(p), dim=axis)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(normalize(x, p, axis), ty.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(normalize_backward(g, x, p, axis), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    x32 = x.astype(np.float32)
+    np.testing.assert_allclose(normalize(x32, p, axis), F.normalize(torch.tensor(x32), p=float(p), dim=axis).numpy(),
+                               rtol=2e-6, atol=1e-7)
+
+
+def test_torch_parity_eps_clamp_and_inf_ties(torch):
+    F = torch.nn.functional
+    # rows below eps (gradient dy / eps), exactly at eps (passes through the norm), ties of the max
+    x = np.array([[1e-13, -2e-13, 0.0], [1e-6, 0.0, 0.0], [3.0, -3.0, 1.0], [0.0, 0.0, 0.0]])
+    g = np.array([[1.0, 2.0, 3.0], [1.0, 5.0, -1.0], [1.0, 5.0, 3.0], [2.0, 1.0, 1.0]])
+    for p, eps in ((2.0, 1e-12), (2.0, 1e-6), (np.inf, 1e-12), (1.0, 1e-12), (0.5, 1e-3), (3.0, 1e-12)):
+        tx = torch.tensor(x, requires_grad=True)
+        F.normalize(tx, p=float(p), dim=1, eps=eps).backward(torch.tensor(g))
+        np.testing.assert_allclose(normalize(x, p, 1, eps), F.normalize(torch.tensor(x), p=float(p), dim=1, eps=eps).numpy(),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(normalize_backward(g, x, p, 1, eps), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("p", [2.0, 1.0, np.inf, 0.7, 3.0])
+def test_finite_differences(rng, axis, p):
+    x = rng.standard_normal((3, 4, 5)) + 0.1  # no exact zeros, no ties
+    g = rng.standard_normal(x.shape)
+    gx = normalize_backward(g, x, p, axis)
+    h = 1e-6
+    num = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[idx] = h
+        num[idx] = ((normalize(x + d, p, axis) * g).sum() - (normalize(x - d, p, axis) * g).sum()) / (2 * h)
+    np.testing.assert_allclose(gx, num, rtol=1e-5, atol=1e-7)
+
+
+def test_float32_large_offset(rng):
+    x64 = rng.standard_normal((64, 1024)) + 1e4
+    for axis in (1, 0):
+        y = normalize(x64.astype(np.float32), axis=axis)
+        np.testing.assert_allclose(y, ref.normalize(x64.astype(np.float32), 2.0, axis), rtol=1e-5)
+        gx = normalize_backward(np.ones_like(y), x64.astype(np.float32), axis=axis)
+        np.testing.assert_allclose(gx, ref.normalize_backward(np.ones_like(x64), x64.astype(np.float32), 2.0, axis),
+                                   rtol=2e-2, atol=1e-6)
+
+
+def test_integer_and_bool_inputs_compute_in_float64():
+    x = np.arange(12, dtype=np.int32).reshape(3, 4)
+    y = normalize(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, ref.normalize(x, 2.0, 1), rtol=1e-15)
+    assert normalize(np.eye(3, dtype=bool), axis=0).dtype == np.float64
+    assert normalize_backward(np.ones((3, 4), np.int64), x).dtype == np.float64
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_out_and_inplace(rng, axis):
+    x = rng.standard_normal((5, 8, 3)).astype(np.float32)
+    expected = normalize(x, axis=axis)
+    out = np.empty_like(x)
+    assert normalize(x, axis=axis, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    xc = x.copy()
+    assert normalize(xc, axis=axis, out=xc) is xc
+    np.testing.assert_array_equal(xc, expected)
+    out64 = np.empty(x.shape)
+    normalize(x, axis=axis, out=out64)
+    np.testing.assert_array_equal(out64, expected.astype(np.float64))
+    outT = np.empty(x.shape[::-1], np.float32).T
+    normalize(x, axis=axis, out=outT)
+    np.testing.assert_array_equal(outT, expected)
+
+
+def test_noncontiguous_and_negative_strides(rng):
+    base = rng.standard_normal((10, 12, 6))
+    for view in (base[::2], base[:, ::-1], base.transpose(1, 0, 2), base[::-1, :, ::-1], base[..., ::2]):
+        for axis in (0, 1, 2):
+            np.testing.assert_allclose(normalize(view, 3.0, axis), ref.normalize(view, 3.0, axis), rtol=1e-12)
+            g = np.ones_like(view)
+            np.testing.assert_allclose(normalize_backward(g, view, 3.0, axis),
+                                       ref.normalize_backward(g, view, 3.0, axis), rtol=1e-10, atol=1e-12)
+
+
+def test_zero_size():
+    for shape, axis in (((0, 4), 1), ((3, 0), 1), ((3, 0), 0), ((2, 0, 3), 1), ((2, 3, 0), 1)):
+        x = np.ones(shape, np.float32)
+        assert normalize(x, axis=axis).shape == shape
+        assert normalize_backward(x, x, axis=axis).shape == shape
+
+
+def test_nan_propagates_to_its_vector_only():
+    x = np.ones((3, 4, 2))
+    x[1, 2, 0] = np.nan
+    for p in (2.0, 1.0, np.inf, 0.5):
+        y = normalize(x, p, axis=1)
+        assert np.isnan(y[1, :, 0]).all()
+        mask = np.ones(x.shape, bool)
+        mask[1, :, 0] = False
+        assert not np.isnan(y[mask]).any()
+        gx = normalize_backward(np.ones_like(x), x, p, axis=1)
+        assert np.isnan(gx[1, :, 0]).all() and not np.isnan(gx[mask]).any()
+        yr = normalize(x.transpose(0, 2, 1).copy(), p, axis=-1)
+        assert np.isnan(yr[1, 0]).all() and np.isfinite(yr[0]).all() and np.isfinite(yr[1, 1]).all()
+
+
+def test_zero_vectors_and_eps_zero():
+    x = np.zeros((2, 3))
+    np.testing.assert_array_equal(normalize(x), 0.0)
+    np.testing.assert_array_equal(normalize_backward(np.ones_like(x), x), 1e12)
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(normalize(x, eps=0.0)).all()  # 0 / 0, as torch
+
+
+def test_inputs_not_modified(rng):
+    x = rng.standard_normal((4, 6))
+    g = rng.standard_normal((4, 6))
+    cx, cg = x.copy(), g.copy()
+    normalize(x, 3.0, 0)
+    normalize_backward(g, x, 3.0, 0)
+    normalize_backward(g, x, 2.0, 1)
+    np.testing.assert_array_equal(x, cx)
+    np.testing.assert_array_equal(g, cg)
+
+
+def test_parallel_and_serial_paths_agree(rng, monkeypatch):
+    from numbanorm import _config
+
+    x = rng.standard_normal((300, 200))
+    g = rng.standard_normal((300, 200))
+    args = [(p, ax) for p in (2.0, np.inf, 1.3) for ax in (0, 1)]
+    par = [(normalize(x, p, ax), normalize_backward(g, x, p, ax)) for p, ax in args]
+    monkeypatch.setattr(_config, "SERIAL_THRESHOLD", 10**12)
+    ser = [(normalize(x, p, ax), normalize_backward(g, x, p, ax)) for p, ax in args]
+    for a, b in zip(par, ser):
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-15)
+
+
+def test_validation_errors(rng):
+    x = rng.standard_normal((3, 4))
+    for p in (0, -1.0, -np.inf, np.nan):
+        with pytest.raises(ValueError, match=r"normalize\(\): argument 'p'"):
+            normalize(x, p)
+        with pytest.raises(ValueError, match=r"normalize_backward\(\): argument 'p'"):
+            normalize_backward(x, x, p)
+    for p in ("2", None, True, 1 + 2j):
+        with pytest.raises(TypeError, match="argument 'p'"):
+            normalize(x, p)
+    for axis in (2, -3):
+        with pytest.raises(ValueError, match="argument 'axis'"):
+            normalize(x, axis=axis)
+        with pytest.raises(IndexError):  # numpy's AxisError is both
+            normalize(x, axis=axis)
+    with pytest.raises(TypeError, match="argument 'axis'"):
+        normalize(x, axis=1.0)
+    with pytest.raises(ValueError, match="argument 'axis'"):
+        normalize(np.float64(3.0), axis=0)
+    for eps in (-1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="argument 'eps'"):
+            normalize(x, eps=eps)
+    with pytest.raises(TypeError, match="argument 'x'"):
+        normalize(x.astype(np.complex128))
+    with pytest.raises(TypeError, match="argument 'x'"):
+        normalize(np.array([["a", "b"]]))
+    with pytest.raises(ValueError, match="argument 'grad_out'"):
+        normalize_backward(np.ones((4, 3)), x)
+    with pytest.raises(TypeError, match="argument 'grad_out'"):
+        normalize_backward(x.astype(np.complex64), x)
+    out = np.full((3, 4), 7.0)
+    with pytest.raises(ValueError, match="argument 'out'"):
+        normalize(x, out=np.empty((4, 3)))
+    with pytest.raises(TypeError, match="argument 'out'"):
+        normalize(x, out=np.empty((3, 4), np.int64))
+    with pytest.raises(ValueError, match="argument 'p'"):
+        normalize(x, -2.0, out=out)
+    np.testing.assert_array_equal(out, 7.0)  # a failed call changes nothing
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    axis_seed=st.integers(0, 100),
+    p=st.sampled_from([2.0, 1.0, np.inf, 0.5, 2.5, 4.0]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_matches_reference(shape, axis_seed, p, dtype, scale, seed):
+    rng = np.random.default_rng(seed)
+    axis = axis_seed % (2 * len(shape)) - len(shape)
+    x = (rng.standard_normal(shape) * scale).astype(dtype)
+    y = normalize(x, p, axis)
+    tol = 1e-12 if dtype == np.float64 else 3e-6
+    np.testing.assert_allclose(y, ref.normalize(x, p, axis), rtol=tol, atol=tol)
+    # unit norm along the axis (up to rounding) wherever the norm exceeds eps
+    n = ref._lp_norm(y.astype(np.float64), p, axis)
+    np.testing.assert_allclose(n, 1.0, rtol=50 * tol)
+    g = rng.standard_normal(shape).astype(dtype)
+    gx = normalize_backward(g, x, p, axis)
+    rx = ref.normalize_backward(g, x, p, axis)
+    # error relative to the size of the gradient's terms (|dy| / max(norm, eps))
+    d = np.maximum(ref._lp_norm(x.astype(np.float64), p, axis), 1e-12)
+    scale = np.abs(g / d).max()
+    gtol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(gx, rx, rtol=gtol, atol=gtol * scale)
+
+
+@pytest.fixture
+def small_blocks():
+    from numbanorm._cuda import _layout
+
+    with _layout.launch_settings(threads_per_block=32, max_blocks=3, warp_row_max=32):
+        yield
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape,axis", [((5, 70), -1), ((3, 9), -1), ((2, 7, 40), 1), ((4, 3, 2), 0)])
+@pytest.mark.parametrize("p", [2.0, 1.0, np.inf, 0.5])
+def test_gpu_matches_cpu(rng, small_blocks, shape, axis, p):
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::7] = 0.0
+    g = rng.standard_normal(shape).astype(np.float32)
+    cpu = normalize(x, p, axis), normalize_backward(g, x, p, axis)
+    with _dispatch.force_device("cuda"):
+        gpu = normalize(x, p, axis), normalize_backward(g, x, p, axis)
+    for u, v in zip(cpu, gpu):
+        assert isinstance(v, np.ndarray) and v.dtype == u.dtype and v.shape == u.shape
+        np.testing.assert_allclose(v, u, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.cuda
+def test_gpu_float64_out_and_zero_rows(small_blocks):
+    x = np.zeros((4, 50))
+    x[1] = np.arange(50.0)
+    x[2, 3] = np.nan
+    cpu = normalize(x, axis=1), normalize_backward(np.ones_like(x), x, axis=1)
+    with _dispatch.force_device("cuda"):
+        out = np.empty_like(x)
+        y = normalize(x, axis=1, out=out)
+        gx = normalize_backward(np.ones_like(x), x, axis=1)
+    assert y is out
+    np.testing.assert_allclose(y, cpu[0], rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(gx, cpu[1], rtol=1e-12, equal_nan=True)
