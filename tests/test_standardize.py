@@ -275,12 +275,18 @@ def test_public_name():
     assert numbanorm.standardize is standardize
 
 
+@pytest.fixture
+def small_launches():
+    """Small blocks and grids, so several blocks and grid-stride iterations really run."""
+    from numbanorm._cuda import _layout
+
+    with _layout.launch_settings(threads_per_block=32, max_blocks=3, partial_blocks=3):
+        yield
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("axis", [0, 1, (0, 2), None, (1,)])
-def test_gpu_matches_cpu(on_gpu, rng, axis, monkeypatch):
-    from numbanorm._cuda import standardize as gk
-
-    monkeypatch.setattr(gk, "THREADS", 32)
+def test_gpu_matches_cpu(on_gpu, rng, axis, small_launches):
     x = rng.normal(size=(9, 5, 7)) + 3
     x[1, 2, 3] = np.nan
     expected = standardize(x, axis=axis, ddof=1)
@@ -291,10 +297,21 @@ def test_gpu_matches_cpu(on_gpu, rng, axis, monkeypatch):
 
 
 @pytest.mark.cuda
-def test_gpu_float32_offset_and_out(on_gpu, rng, monkeypatch):
-    from numbanorm._cuda import standardize as gk
+def test_gpu_several_chunks_and_inplace(on_gpu, rng, small_launches):
+    x = rng.normal(size=(200, 3)) * [1, 10, 100] + [0, 5, -3]
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[:, 1] = 4.0
+    expected = standardize(x)
+    x2 = x.copy()
+    with on_gpu():
+        y = standardize(x2, out=x2)
+    assert y is x2
+    np.testing.assert_allclose(x2, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(x2[:, 1][~np.isnan(x[:, 1])], 0.0)
 
-    monkeypatch.setattr(gk, "THREADS", 32)
+
+@pytest.mark.cuda
+def test_gpu_float32_offset_and_out(on_gpu, rng, small_launches):
     x = (rng.normal(size=(70, 3)) + 1e6).astype(np.float32)
     out = np.empty_like(x)
     with on_gpu():
