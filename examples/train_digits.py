@@ -6,8 +6,8 @@ the normalizations and their backward passes, which come from numbanorm: the lay
 ``grad_x`` and stores the parameter gradients) and the functions ``weight_standardize`` /
 ``weight_standardize_backward``, ``layer_norm`` / ``layer_norm_backward``.
 
-Part 1, a 4-layer MLP on scikit-learn's bundled 8x8 digits (a generated look-alike when
-scikit-learn is absent), with PyTorch's default ``Linear`` initialization:
+Part 1, an MLP 64-64-64-64-10 (ReLU, He initialization, plain SGD, float32) on
+scikit-learn's bundled 8x8 digits (a generated look-alike when scikit-learn is absent):
 
 * ``high_lr``     a learning rate at which the un-normalized network diverges while the
                   normalized ones train;
@@ -20,9 +20,25 @@ scikit-learn is absent), with PyTorch's default ``Linear`` initialization:
 
 Part 2, a recurrent cell ``h_t = tanh(g / sigma_t * (a_t - mu_t) + b)`` with
 ``a_t = W_x x_t + W_h h_{t-1}`` (layer normalization of the summed inputs, Ba et al. 2016)
-against the plain cell ``h_t = tanh(a_t + b)``, trained by back-propagation through time
-(``layer_norm_backward`` at every step) on variable-length sequences and evaluated on
-sequences several times longer than any seen in training.
+against the plain cell ``h_t = tanh(a_t + b)``, trained with Adam by back-propagation through
+time (``layer_norm_backward`` at every step) on batches of variable-length sequences (5..20
+steps) of two tasks, the sign of a running sum of +-1 inputs and the running parity of 0/1
+inputs, and evaluated on sequences of 60 and 200 steps (1000 in the full run). What it
+shows: the layer-normalized cell keeps the statistics of what enters tanh stationary along
+sequences far longer than any seen in training (the plain cell's summed inputs grow over the
+first tens of steps, past the training lengths for parity) and keeps far fewer units
+saturated (|h| > 0.99, where gradients vanish). Measured honestly, not a claim: on these two
+small tasks the accuracy beyond the training length is NOT consistently better with layer
+normalization -- it depends on the seed and on the training length, and after the full run's
+1500 steps both cells are equal (see the table).
+
+Claims checked by ``check_claims`` (and by ``tests/test_examples.py`` on ``--quick``, seed 0;
+they also hold for seeds 0..5 in ``--quick``): at learning rate 1.0 the plain network's loss
+blows up and ends at chance while BatchNorm and GroupNorm+WS train (LayerNorm survives too
+but is fragile there: reported, not asserted); at 0.1 every normalized network has a lower
+loss after the first epoch and at the end; at batch size 2 GroupNorm+WS beats BatchNorm on
+the test set and BatchNorm loses more accuracy than GroupNorm+WS going from 32 to 2; at batch
+size 1 GroupNorm+WS trains and BatchNorm refuses; the RNN statements above.
 
 Run ``python examples/train_digits.py [--quick] [--seed N] [--plot FILE.png]``; it prints a
 table and, with ``--plot``, saves the loss curves (needs matplotlib). Tests call
@@ -101,7 +117,8 @@ class MLP:
     weights are standardized per output unit (``numbanorm.weight_standardize``) before
     use, and the gradient goes back through ``weight_standardize_backward``. The hidden
     Linear layers have a bias only without normalization (the norm's bias replaces it).
-    Weights use PyTorch's default ``Linear`` initialization, U(-1/sqrt(fan_in), +).
+    Weights: ``init="he"`` (default) N(0, 2/fan_in); ``init="torch"`` PyTorch's default
+    ``Linear`` initialization U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     """
 
     def __init__(self, n_in, hidden, n_out, norm=None, groups=8, ws=False, init="he", seed=0, dtype=DTYPE):
