@@ -52,7 +52,6 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _config
-from .._config import FASTMATH
 
 #: pow kinds: beta = 0.75, 0.5, 1, 0.25, 0, anything else
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
@@ -60,7 +59,7 @@ PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
 #: target number of values per task block (the padded scratch blocks stay in L2)
 BLOCK = 8192
 
-_opts = dict(fastmath=FASTMATH, cache=True, error_model="numpy")
+_opts = _config.JIT_OPTIONS
 
 
 def pow_kind(beta):

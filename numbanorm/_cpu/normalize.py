@@ -29,11 +29,10 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _config
-from .._config import FASTMATH
 
 P2, P1, PINF, PGEN = 0, 1, 2, 3
 
-_opts = dict(fastmath=FASTMATH, cache=True)
+_opts = _config.JIT_OPTIONS
 
 
 @njit(inline="always", **_opts)
