@@ -145,6 +145,33 @@ def test_finite_differences(rng):
             np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("path", ["fused", "generic"])
+def test_kernel_paths_match_reference(rng, monkeypatch, path):
+    """Both CPU kernel families (fused rows/slab and generic chunks) on multi-block shapes."""
+    from numbanorm._cpu import _channels
+
+    if path == "generic":
+        monkeypatch.setattr(_channels, "_path", lambda x: "generic")
+    else:
+        monkeypatch.setattr(_channels, "SLAB_MIN_BATCH", 1)
+    for ax in (1, -1):
+        x = _data(rng, (3, 8, 20, 31), channel_axis=ax)  # 620 positions: several BLOCKs
+        g = _data(rng, (3, 8, 20, 31), channel_axis=ax)
+        w, b = _affine(rng, 8)
+        for groups in (2, 8):
+            np.testing.assert_allclose(group_norm(x, groups, w, b, channel_axis=ax),
+                                       ref.group_norm(x, groups, w, b, channel_axis=ax), rtol=1e-11, atol=1e-11)
+            for u, v in zip(group_norm_backward(g, x, groups, w, channel_axis=ax),
+                            ref.group_norm_backward(g, x, groups, w, channel_axis=ax)):
+                np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-10)
+            x32 = (x + 3e3).astype(np.float32)
+            np.testing.assert_allclose(group_norm(x32, groups, w, b, channel_axis=ax),
+                                       ref.group_norm(x32, groups, w, b, channel_axis=ax), rtol=1e-3, atol=1e-3)
+            gx = group_norm_backward(g.astype(np.float32), x32, groups, w.astype(np.float32), channel_axis=ax)[0]
+            rx = ref.group_norm_backward(g.astype(np.float32), x32, groups, w, channel_axis=ax)[0]
+            np.testing.assert_allclose(gx, rx, rtol=1e-3, atol=1e-3)
+
+
 def test_float32_large_offset(rng):
     x = (rng.standard_normal((4, 32, 24, 24)) + 1e4).astype(np.float32)
     for ax, xx in ((1, x), (-1, _last(x))):

@@ -246,8 +246,10 @@ def test_property_matches_reference(shape, channel_axis, dtype, offset, seed):
     r = ref.instance_norm(x, rm_r, rv_r, w, b, channel_axis=channel_axis)
     tol = 1e-12 * max(1.0, abs(offset)) if dtype == np.float64 else 5e-3
     np.testing.assert_allclose(y, r, rtol=tol, atol=tol)
-    np.testing.assert_allclose(rm, rm_r, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(rv, rv_r, rtol=1e-6, atol=1e-6)
+    # float32 data: statistics carry float32 rounding of the shifted values (~1e-7 relative)
+    stol = 1e-9 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(rm, rm_r, rtol=stol, atol=stol)
+    np.testing.assert_allclose(rv, rv_r, rtol=stol, atol=stol)
     g = rng.standard_normal(shape).astype(dtype)
     gx, gw, gb = instance_norm_backward(g, x, w, channel_axis=channel_axis)
     rx, rw, rb = ref.instance_norm_backward(g, x, w, channel_axis=channel_axis)

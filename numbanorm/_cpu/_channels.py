@@ -2,27 +2,42 @@
 InstanceNorm and GroupNorm.
 
 Layout: ``x`` (and ``out``, ``grad_out``, ``grad_x``) is a C-contiguous ``(B, O, C, I)``
-array of the compute dtype (float32 or float64); statistics are per ``(b, g)``, over the
-``O × I`` positions of the ``C // G`` channels of group ``g``:
+array of the compute dtype (float32 or float64); statistics are float64 ``(B, G)`` arrays,
+per ``(b, g)`` over the ``O × I`` positions of the ``C // G`` channels of group ``g``:
 
 * BatchNorm: ``B = 1``, ``G = C`` (NCHW: ``O = N, I = H·W``; channels-last ``O = N·H·W, I = 1``);
 * InstanceNorm: ``B = N``, ``G = C``;  GroupNorm: ``B = N``, ``G = num_groups``
   (channels-first: ``O = 1, I = spatial`` = rows ``(N·G, C/G·spatial)``;
   channels-last: ``O = spatial, I = 1``).
 
-So no layout is ever transposed: the channels-last case (``I = 1``) runs kernels whose inner
-loop goes over the contiguous channels, the others over the contiguous ``I`` positions.
+No layout is ever transposed: with ``I = 1`` (channels-last) the inner loops run over the
+contiguous channels, otherwise over the contiguous ``I`` positions of one ``(b, o, c)`` row.
 
-Thread mapping. Reductions: a fixed grid of ``B × KO × KI`` work items (``KO`` chunks of ``O``,
-``KI`` chunks of ``I``, chosen from the shape only, never from the thread count); each item
-writes its own float64 partial sums ``(B, KO·KI, C)``, summed afterwards in item order —
-deterministic, no atomics. Element-wise passes: one ``prange`` over ``(b, o, c)`` rows of
-``I`` elements, or over ``(b, o)`` rows of ``C`` elements when ``I = 1``.
+Three kernel families, chosen from the shape only (never the thread count), so results are
+reproducible on any machine:
 
-Numerics: shifted sums in float64. Each ``(b, c)`` slice is shifted by its first element
-``K``; a single pass accumulates ``Σ(x−K)`` and ``Σ(x−K)²``, so float32 data with a large
-common offset keeps its precision while the data is read from memory once. Channels are
-merged into groups with Chan's pairwise formula ``M2 = Σ M2_c + n Σ (μ_c − μ_g)²``.
+* **rows** (``O = 1``, ``I > 1``: GroupNorm/InstanceNorm channels-first): one ``prange``
+  over the ``B·G`` rows; a row (its C/G channel rows) is read from memory once for its
+  statistics and normalized while it is still in cache; the backward likewise, with
+  per-``(b, c)`` float64 sums for grad_weight/grad_bias added over ``b`` in order.
+* **slab** (``I = 1``, ``B >= SLAB_MIN_BATCH``: channels-last GroupNorm/InstanceNorm): one
+  ``prange`` over the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
+  over the contiguous channels) and normalized while it is in cache.
+* **generic** (BatchNorm, and whatever the others do not take): a reduction over a fixed
+  grid of ``B × KO × KI`` work items (chunks of O and I) writing float64 partial sums
+  ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics), then one
+  element-wise ``prange`` pass.
+
+Numerics. Statistics are shifted sums: each ``(b, c)`` channel (rows kernels: each ``(b, g)``
+group) is shifted by its first element ``K`` and one pass accumulates ``Σ(x−K)`` and
+``Σ(x−K)²``. Runs of ``BLOCK`` values are summed in the data dtype (vector registers, no
+conversions) and those run sums in float64, so statistics cost one read of the data at memory
+speed while float32 data with a large common offset keeps its precision (``x − K`` is exact
+there). Channels are merged into groups with Chan's formula
+``M2 = Σ M2_c + n Σ (μ_c − μ_g)²``. The element-wise passes run in the data dtype as
+``(x − μ_hi)·s + (h − μ_lo·s)`` with ``μ = μ_hi + μ_lo`` split into its data-dtype rounding
+and the float64 remainder (the same split keeps the backward's ``Σ dy·(x − μ)`` exact to
+float64).
 
 Each parallel kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
 """
@@ -33,6 +48,12 @@ from .. import _config
 from .._config import FASTMATH, REDUCE_CHUNKS
 
 _opts = dict(fastmath=FASTMATH, cache=True)
+
+#: values summed in the data dtype before a float64 accumulation (I-runs or channels-last rows).
+BLOCK = 256
+
+#: channels-last inputs with at least this many samples use the fused per-sample kernels.
+SLAB_MIN_BATCH = 8
 
 
 def chunking(b, o, i):
@@ -47,7 +68,157 @@ def chunking(b, o, i):
     return ko, ki
 
 
-# --- reductions -------------------------------------------------------------------------
+# --- inline building blocks --------------------------------------------------------------
+
+
+@njit(**_opts, inline="always")
+def _row_moments(xr, k):
+    """(Σ(x−k), Σ(x−k)²) of a 1-D row as float64; ``k`` in the data dtype."""
+    s = np.float64(0.0)
+    ss = np.float64(0.0)
+    for i0 in range(0, xr.shape[0], BLOCK):
+        xb = xr[i0:i0 + BLOCK]  # a sliced run and range(len): the form LLVM vectorizes
+        a = k - k
+        q = k - k
+        for i in range(xb.shape[0]):
+            v = xb[i] - k
+            a += v
+            q += v * v
+        s += a
+        ss += q
+    return s, ss
+
+
+@njit(**_opts, inline="always")
+def _row_grad_sums(gr, xr, m):
+    """(Σg, Σg·(x−m)) of 1-D rows as float64; ``m`` in the data dtype."""
+    s = np.float64(0.0)
+    sx = np.float64(0.0)
+    for i0 in range(0, xr.shape[0], BLOCK):
+        gb = gr[i0:i0 + BLOCK]
+        xb = xr[i0:i0 + BLOCK]
+        a = m - m
+        q = m - m
+        for i in range(xb.shape[0]):
+            g = gb[i]
+            a += g
+            q += g * (xb[i] - m)
+        s += a
+        sx += q
+    return s, sx
+
+
+@njit(**_opts, inline="always")
+def _row_grad_sums_dx(gr, xr, m, alpha, dr):
+    """As :func:`_row_grad_sums`, also writing ``dr = alpha·g`` (constant statistics)."""
+    s = np.float64(0.0)
+    sx = np.float64(0.0)
+    for i0 in range(0, xr.shape[0], BLOCK):
+        gb = gr[i0:i0 + BLOCK]
+        xb = xr[i0:i0 + BLOCK]
+        db = dr[i0:i0 + BLOCK]
+        a = m - m
+        q = m - m
+        for i in range(xb.shape[0]):
+            g = gb[i]
+            db[i] = alpha * g
+            a += g
+            q += g * (xb[i] - m)
+        s += a
+        sx += q
+    return s, sx
+
+
+@njit(**_opts, inline="always")
+def _slab_moments(x2, o0, o1, k, a1, a2, t1, t2):
+    """a1[c] += Σ(x2[o, c] − k[c]), a2[c] += Σ(...)² over rows o0..o1 of an (O, C) array.
+
+    Runs of ``BLOCK`` rows are summed into ``t1``/``t2`` (data dtype, 4 rows per sweep over
+    the channels), then into the float64 ``a1``/``a2``.
+    """
+    nc = x2.shape[1]
+    for ob in range(o0, o1, BLOCK):
+        oe = min(ob + BLOCK, o1)
+        for c in range(nc):
+            t1[c] = 0.0
+            t2[c] = 0.0
+        o = ob
+        while o + 4 <= oe:
+            r0 = x2[o]
+            r1 = x2[o + 1]
+            r2 = x2[o + 2]
+            r3 = x2[o + 3]
+            for c in range(nc):
+                kc = k[c]
+                v0 = r0[c] - kc
+                v1 = r1[c] - kc
+                v2 = r2[c] - kc
+                v3 = r3[c] - kc
+                t1[c] += (v0 + v1) + (v2 + v3)
+                t2[c] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            o += 4
+        while o < oe:
+            r0 = x2[o]
+            for c in range(nc):
+                v0 = r0[c] - k[c]
+                t1[c] += v0
+                t2[c] += v0 * v0
+            o += 1
+        for c in range(nc):
+            a1[c] += t1[c]
+            a2[c] += t2[c]
+
+
+@njit(**_opts, inline="always")
+def _slab_grad_sums(g2, x2, o0, o1, m, a1, a2, t1, t2):
+    """a1[c] += Σ g2[o, c], a2[c] += Σ g2·(x2 − m[c]) over rows o0..o1 (blocked as above)."""
+    nc = x2.shape[1]
+    for ob in range(o0, o1, BLOCK):
+        oe = min(ob + BLOCK, o1)
+        for c in range(nc):
+            t1[c] = 0.0
+            t2[c] = 0.0
+        o = ob
+        while o + 2 <= oe:
+            g0 = g2[o]
+            g1 = g2[o + 1]
+            r0 = x2[o]
+            r1 = x2[o + 1]
+            for c in range(nc):
+                mc = m[c]
+                t1[c] += g0[c] + g1[c]
+                t2[c] += g0[c] * (r0[c] - mc) + g1[c] * (r1[c] - mc)
+            o += 2
+        while o < oe:
+            g0 = g2[o]
+            r0 = x2[o]
+            for c in range(nc):
+                t1[c] += g0[c]
+                t2[c] += g0[c] * (r0[c] - m[c])
+            o += 1
+        for c in range(nc):
+            a1[c] += t1[c]
+            a2[c] += t2[c]
+
+
+@njit(**_opts, inline="always")
+def _merge_group(k, s1, s2, n, c0, cg):
+    """(mean, biased var) of channels c0..c0+cg from per-channel shifted sums (Chan)."""
+    tot = np.float64(0.0)
+    for c in range(c0, c0 + cg):
+        tot += k[c] + s1[c] / n
+    mu = tot / cg
+    m2 = np.float64(0.0)
+    for c in range(c0, c0 + cg):
+        d = (k[c] + s1[c] / n) - mu
+        m2 += (s2[c] - s1[c] * (s1[c] / n)) + n * d * d
+    v = m2 / (n * cg)
+    if v < 0.0:
+        v = 0.0
+    return mu, v
+
+
+# --- generic: reductions -----------------------------------------------------------------
 
 
 def _moments_inner(x, ko, ki, p1, p2):
@@ -59,44 +230,26 @@ def _moments_inner(x, ko, ki, p1, p2):
         r = it - b * per
         jo = r // ki
         ji = r - jo * ki
-        o0 = jo * no // ko
-        o1 = (jo + 1) * no // ko
         i0 = ji * ni // ki
         i1 = (ji + 1) * ni // ki
-        for o in range(o0, o1):
+        for o in range(jo * no // ko, (jo + 1) * no // ko):
             for c in range(nc):
-                k = np.float64(x[b, 0, c, 0])
-                s = np.float64(0.0)
-                ss = np.float64(0.0)
-                for i in range(i0, i1):
-                    v = x[b, o, c, i] - k
-                    s += v
-                    ss += v * v
+                s, ss = _row_moments(x[b, o, c, i0:i1], x[b, 0, c, 0])
                 p1[b, r, c] += s
                 p2[b, r, c] += ss
 
 
-def _moments_last(x, ko, p1, p2):
+def _moments_last(x, ko, p1, p2, t1, t2):
     """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for the (B, O, C) channels-last view."""
     nb, no, nc = x.shape
     for it in prange(nb * ko):
         b = it // ko
         r = it - b * ko
-        o0 = r * no // ko
-        o1 = (r + 1) * no // ko
-        k = x[b, 0]
-        a1 = p1[b, r]
-        a2 = p2[b, r]
-        for o in range(o0, o1):
-            xr = x[b, o]
-            for c in range(nc):
-                v = np.float64(xr[c]) - k[c]
-                a1[c] += v
-                a2[c] += v * v
+        _slab_moments(x[b], r * no // ko, (r + 1) * no // ko, x[b, 0], p1[b, r], p2[b, r], t1[it], t2[it])
 
 
 def _grad_moments_inner(dy, x, mean, ko, ki, q1, q2):
-    """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for I > 1."""
+    """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for I > 1 (``mean`` in the data dtype)."""
     nb, no, nc, ni = x.shape
     per = ko * ki
     for it in prange(nb * per):
@@ -104,44 +257,62 @@ def _grad_moments_inner(dy, x, mean, ko, ki, q1, q2):
         r = it - b * per
         jo = r // ki
         ji = r - jo * ki
-        o0 = jo * no // ko
-        o1 = (jo + 1) * no // ko
         i0 = ji * ni // ki
         i1 = (ji + 1) * ni // ki
-        for o in range(o0, o1):
+        for o in range(jo * no // ko, (jo + 1) * no // ko):
             for c in range(nc):
-                m = mean[b, c]
-                s = np.float64(0.0)
-                sx = np.float64(0.0)
-                for i in range(i0, i1):
-                    g = np.float64(dy[b, o, c, i])
-                    s += g
-                    sx += g * (x[b, o, c, i] - m)
+                s, sx = _row_grad_sums(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c])
                 q1[b, r, c] += s
                 q2[b, r, c] += sx
 
 
-def _grad_moments_last(dy, x, mean, ko, q1, q2):
+def _grad_moments_last(dy, x, mean, ko, q1, q2, t1, t2):
     """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for the (B, O, C) view."""
+    nb, no, nc = x.shape
+    for it in prange(nb * ko):
+        b = it // ko
+        r = it - b * ko
+        _slab_grad_sums(dy[b], x[b], r * no // ko, (r + 1) * no // ko, mean[b], q1[b, r], q2[b, r],
+                        t1[it], t2[it])
+
+
+def _grad_eval_inner(dy, x, mean, alpha, ko, ki, q1, q2, dx):
+    """Constant statistics: partial Σdy, Σdy·(x−mean) and dx = alpha·dy in one pass, I > 1."""
+    nb, no, nc, ni = x.shape
+    per = ko * ki
+    for it in prange(nb * per):
+        b = it // per
+        r = it - b * per
+        jo = r // ki
+        ji = r - jo * ki
+        i0 = ji * ni // ki
+        i1 = (ji + 1) * ni // ki
+        for o in range(jo * no // ko, (jo + 1) * no // ko):
+            for c in range(nc):
+                s, sx = _row_grad_sums_dx(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c], alpha[b, c],
+                                          dx[b, o, c, i0:i1])
+                q1[b, r, c] += s
+                q2[b, r, c] += sx
+
+
+def _grad_eval_last(dy, x, mean, alpha, ko, q1, q2, dx, t1, t2):
+    """Constant statistics, (B, O, C) view: dx = alpha·dy, then the partial sums of the rows."""
     nb, no, nc = x.shape
     for it in prange(nb * ko):
         b = it // ko
         r = it - b * ko
         o0 = r * no // ko
         o1 = (r + 1) * no // ko
-        m = mean[b]
-        a1 = q1[b, r]
-        a2 = q2[b, r]
+        a = alpha[b]
         for o in range(o0, o1):
-            xr = x[b, o]
             gr = dy[b, o]
+            dr = dx[b, o]
             for c in range(nc):
-                g = np.float64(gr[c])
-                a1[c] += g
-                a2[c] += g * (xr[c] - m[c])
+                dr[c] = a[c] * gr[c]
+        _slab_grad_sums(dy[b], x[b], o0, o1, mean[b], q1[b, r], q2[b, r], t1[it], t2[it])
 
 
-# --- element-wise passes ----------------------------------------------------------------
+# --- generic: element-wise passes --------------------------------------------------------
 
 
 def _apply_inner(x, mean, scale, shift, out):
@@ -156,8 +327,10 @@ def _apply_inner(x, mean, scale, shift, out):
         m = mean[b, c]
         s = scale[b, c]
         h = shift[b, c]
+        xr = x[b, o, c]
+        yr = out[b, o, c]
         for i in range(ni):
-            out[b, o, c, i] = (x[b, o, c, i] - m) * s + h
+            yr[i] = (xr[i] - m) * s + h
 
 
 def _apply_last(x, mean, scale, shift, out):
@@ -188,8 +361,11 @@ def _grad_apply_inner(dy, x, mean, alpha, beta, gamma, dx):
         a = alpha[b, c]
         be = beta[b, c]
         ga = gamma[b, c]
+        gr = dy[b, o, c]
+        xr = x[b, o, c]
+        dr = dx[b, o, c]
         for i in range(ni):
-            dx[b, o, c, i] = a * dy[b, o, c, i] + be * (x[b, o, c, i] - m) + ga
+            dr[i] = a * gr[i] + be * (xr[i] - m) + ga
 
 
 def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx):
@@ -209,6 +385,185 @@ def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx):
             dr[c] = a[c] * gr[c] + be[c] * (xr[c] - m[c]) + ga[c]
 
 
+# --- rows: channels-first groups, fused ---------------------------------------------------
+
+
+def _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
+    """One (b, g) row per iteration: shifted sums, then normalize while the row is in cache.
+
+    ``x``/``out``: (B, C, I); ``coef``: (B, C, 3) scratch of the data dtype (each iteration
+    owns its channels' entries: μ_hi, scale, shift).
+    """
+    nb, nc, ni = x.shape
+    cg = nc // groups
+    n = np.float64(cg * ni)
+    for t in prange(nb * groups):
+        b = t // groups
+        g = t - b * groups
+        c0 = g * cg
+        k = x[b, c0, 0]
+        s = np.float64(0.0)
+        ss = np.float64(0.0)
+        for c in range(c0, c0 + cg):
+            a, q = _row_moments(x[b, c], k)
+            s += a
+            ss += q
+        d = s / n
+        v = ss / n - d * d
+        if v < 0.0:
+            v = 0.0
+        r = 1.0 / np.sqrt(v + eps)
+        mu = k + d
+        mean[b, g] = mu
+        var[b, g] = v
+        rstd[b, g] = r
+        for c in range(c0, c0 + cg):
+            cf = coef[b, c]
+            cf[0] = mu
+            sc = r * weight[c]
+            cf[1] = sc
+            cf[2] = bias[c] - (mu - cf[0]) * sc
+            m_t = cf[0]
+            s_t = cf[1]
+            h_t = cf[2]
+            xr = x[b, c]
+            yr = out[b, c]
+            for i in range(ni):
+                yr[i] = (xr[i] - m_t) * s_t + h_t
+
+
+def _rows_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef):
+    """One (b, g) row per iteration: Σdy, Σdy(x−μ) per channel, then dx from the cached row.
+
+    ``sum1``/``sum2``: (B, C) float64 outputs; ``coef``: (B, C, 4) scratch of the data dtype.
+    """
+    nb, nc, ni = x.shape
+    groups = mean.shape[1]
+    cg = nc // groups
+    ng = np.float64(cg * ni)
+    for t in prange(nb * groups):
+        b = t // groups
+        g = t - b * groups
+        c0 = g * cg
+        mu = mean[b, g]
+        r = rstd[b, g]
+        cf0 = coef[b, c0]
+        cf0[0] = mu
+        m_t = cf0[0]
+        lo = mu - m_t
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
+        for c in range(c0, c0 + cg):
+            a, bx = _row_grad_sums(dy[b, c], x[b, c], m_t)
+            bx -= lo * a
+            sum1[b, c] = a
+            sum2[b, c] = bx
+            sg += weight[c] * a
+            sgx += weight[c] * bx
+        be = -r * r * r * sgx / ng
+        ga = -r * sg / ng - be * lo
+        for c in range(c0, c0 + cg):
+            cf = coef[b, c]
+            cf[0] = mu
+            cf[1] = r * weight[c]
+            cf[2] = be
+            cf[3] = ga
+            al = cf[1]
+            be_t = cf[2]
+            ga_t = cf[3]
+            gr = dy[b, c]
+            xr = x[b, c]
+            dr = dx[b, c]
+            for i in range(ni):
+                dr[i] = al * gr[i] + be_t * (xr[i] - m_t) + ga_t
+
+
+# --- slab: channels-last groups, fused per sample ------------------------------------------
+
+
+def _slab_forward(x, groups, eps, weight, bias, out, mean, rstd, var, acc, tmp):
+    """One sample's (O, C) slab per iteration: per-channel shifted sums, merge, normalize.
+
+    ``acc``: (B, 3, C) float64 scratch; ``tmp``: (B, 5, C) scratch of the data dtype.
+    """
+    nb, no, nc = x.shape
+    cg = nc // groups
+    n = np.float64(no)
+    for b in prange(nb):
+        a1 = acc[b, 0]
+        a2 = acc[b, 1]
+        k64 = acc[b, 2]
+        k = x[b, 0]
+        for c in range(nc):
+            a1[c] = 0.0
+            a2[c] = 0.0
+            k64[c] = k[c]
+        _slab_moments(x[b], 0, no, k, a1, a2, tmp[b, 0], tmp[b, 1])
+        m_t = tmp[b, 2]
+        s_t = tmp[b, 3]
+        h_t = tmp[b, 4]
+        for g in range(groups):
+            mu, v = _merge_group(k64, a1, a2, n, g * cg, cg)
+            r = 1.0 / np.sqrt(v + eps)
+            mean[b, g] = mu
+            var[b, g] = v
+            rstd[b, g] = r
+            for c in range(g * cg, (g + 1) * cg):
+                m_t[c] = mu
+                sc = r * weight[c]
+                s_t[c] = sc
+                h_t[c] = bias[c] - (mu - m_t[c]) * sc
+        for o in range(no):
+            xr = x[b, o]
+            yr = out[b, o]
+            for c in range(nc):
+                yr[c] = (xr[c] - m_t[c]) * s_t[c] + h_t[c]
+
+
+def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp):
+    """One sample's (O, C) slab per iteration: Σdy, Σdy(x−μ) per channel, then dx.
+
+    ``sum1``/``sum2``: (B, C) float64 outputs; ``tmp``: (B, 6, C) scratch of the data dtype.
+    """
+    nb, no, nc = x.shape
+    groups = mean.shape[1]
+    cg = nc // groups
+    ng = np.float64(no * cg)
+    for b in prange(nb):
+        a1 = sum1[b]
+        a2 = sum2[b]
+        m_t = tmp[b, 0]
+        for c in range(nc):
+            a1[c] = 0.0
+            a2[c] = 0.0
+            m_t[c] = mean[b, c // cg]
+        _slab_grad_sums(dy[b], x[b], 0, no, m_t, a1, a2, tmp[b, 4], tmp[b, 5])
+        al = tmp[b, 1]
+        be = tmp[b, 2]
+        ga = tmp[b, 3]
+        for g in range(groups):
+            r = rstd[b, g]
+            lo = mean[b, g] - m_t[g * cg]
+            sg = np.float64(0.0)
+            sgx = np.float64(0.0)
+            for c in range(g * cg, (g + 1) * cg):
+                a2[c] -= lo * a1[c]
+                sg += weight[c] * a1[c]
+                sgx += weight[c] * a2[c]
+            beta = -r * r * r * sgx / ng
+            gamma = -r * sg / ng - beta * lo
+            for c in range(g * cg, (g + 1) * cg):
+                al[c] = r * weight[c]
+                be[c] = beta
+                ga[c] = gamma
+        for o in range(no):
+            xr = x[b, o]
+            gr = dy[b, o]
+            dr = dx[b, o]
+            for c in range(nc):
+                dr[c] = al[c] * gr[c] + be[c] * (xr[c] - m_t[c]) + ga[c]
+
+
 def _twins(f):
     return njit(parallel=True, **_opts)(f), njit(**_opts)(f)
 
@@ -217,10 +572,16 @@ _MOM_INNER = _twins(_moments_inner)
 _MOM_LAST = _twins(_moments_last)
 _GMOM_INNER = _twins(_grad_moments_inner)
 _GMOM_LAST = _twins(_grad_moments_last)
+_GEVAL_INNER = _twins(_grad_eval_inner)
+_GEVAL_LAST = _twins(_grad_eval_last)
 _APPLY_INNER = _twins(_apply_inner)
 _APPLY_LAST = _twins(_apply_last)
 _GAPPLY_INNER = _twins(_grad_apply_inner)
 _GAPPLY_LAST = _twins(_grad_apply_last)
+_ROWS_FWD = _twins(_rows_forward)
+_ROWS_BWD = _twins(_rows_backward)
+_SLAB_FWD = _twins(_slab_forward)
+_SLAB_BWD = _twins(_slab_backward)
 
 
 def _launch(twins, size, *args):
@@ -241,29 +602,21 @@ def _group_stats(x, p1, p2, groups, eps, mean, var, rstd):
     n = np.float64(no * ni)
     cg = nc // groups
     nparts = p1.shape[1]
-    mu_c = np.empty(cg)
-    m2_c = np.empty(cg)
+    k = np.empty(nc)
+    s1 = np.empty(nc)
+    s2 = np.empty(nc)
     for b in range(nb):
+        for c in range(nc):
+            k[c] = x[b, 0, c, 0]
+            a = np.float64(0.0)
+            q = np.float64(0.0)
+            for r in range(nparts):
+                a += p1[b, r, c]
+                q += p2[b, r, c]
+            s1[c] = a
+            s2[c] = q
         for g in range(groups):
-            tot = np.float64(0.0)
-            for j in range(cg):
-                c = g * cg + j
-                s1 = np.float64(0.0)
-                s2 = np.float64(0.0)
-                for r in range(nparts):
-                    s1 += p1[b, r, c]
-                    s2 += p2[b, r, c]
-                mu_c[j] = x[b, 0, c, 0] + s1 / n
-                m2_c[j] = s2 - s1 * (s1 / n)
-                tot += mu_c[j]
-            mu = tot / cg
-            m2 = np.float64(0.0)
-            for j in range(cg):
-                d = mu_c[j] - mu
-                m2 += m2_c[j] + n * d * d
-            v = m2 / (n * cg)
-            if v < 0.0:
-                v = 0.0
+            mu, v = _merge_group(k, s1, s2, n, g * cg, cg)
             mean[b, g] = mu
             var[b, g] = v
             rstd[b, g] = 1.0 / np.sqrt(v + eps)
@@ -271,15 +624,17 @@ def _group_stats(x, p1, p2, groups, eps, mean, var, rstd):
 
 @njit(**_opts)
 def _expand(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc):
-    """Per-(b, c) coefficients of the normalize pass from per-(b, g) statistics."""
+    """Per-(b, c) coefficients of the normalize pass: μ_hi, scale, bias − μ_lo·scale."""
     nb, nc = m_bc.shape
     cg = nc // mean.shape[1]
     for b in range(nb):
         for c in range(nc):
             g = c // cg
-            m_bc[b, c] = mean[b, g]
-            scale_bc[b, c] = rstd[b, g] * weight[c]
-            shift_bc[b, c] = bias[c]
+            mu = mean[b, g]
+            m_bc[b, c] = mu
+            sc = rstd[b, g] * weight[c]
+            scale_bc[b, c] = sc
+            shift_bc[b, c] = bias[c] - (mu - m_bc[b, c]) * sc
 
 
 @njit(**_opts)
@@ -292,49 +647,62 @@ def _expand_mean(mean, m_bc):
 
 
 @njit(**_opts)
-def _grad_coefficients(q1, q2, weight, rstd, count, training, alpha, beta, gamma, grad_weight, grad_bias):
-    """Merge gradient partials; per-(b, c) coefficients of dx; grad_weight, grad_bias.
+def _merge_partials(q1, q2, mean, m_bc, sum1, sum2):
+    """sum1 = Σ_k q1, sum2 = Σ_k q2 − μ_lo·sum1 (chunk order): Σdy and Σdy·(x − μ)."""
+    nb, nparts, nc = q1.shape
+    cg = nc // mean.shape[1]
+    for b in range(nb):
+        for c in range(nc):
+            a = np.float64(0.0)
+            q = np.float64(0.0)
+            for k in range(nparts):
+                a += q1[b, k, c]
+                q += q2[b, k, c]
+            sum1[b, c] = a
+            sum2[b, c] = q - (mean[b, c // cg] - m_bc[b, c]) * a
+
+
+@njit(**_opts)
+def _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, count, training, alpha, beta, gamma):
+    """Per-(b, c) coefficients of dx = alpha·dy + beta·(x − μ_hi) + gamma.
 
     With ĝ = w·dy over the N_g = count·C/G elements of a group, r = rstd:
     dx = r·w·dy − r·mean(ĝ) − (x−μ)·r³·mean(ĝ·(x−μ))  (training; the last two terms vanish
-    when the statistics are constants, ``training=False``).
+    when the statistics are constants, ``training=False``); μ_lo folds into gamma.
     """
-    nb, nparts, nc = q1.shape
+    nb, nc = sum1.shape
     groups = rstd.shape[1]
     cg = nc // groups
     ng = np.float64(count) * cg
-    a_c = np.empty(cg)
-    b_c = np.empty(cg)
-    gw = np.zeros(nc)
-    gb = np.zeros(nc)
     for b in range(nb):
         for g in range(groups):
             r = rstd[b, g]
             sg = np.float64(0.0)
             sgx = np.float64(0.0)
-            for j in range(cg):
-                c = g * cg + j
-                s1 = np.float64(0.0)
-                s2 = np.float64(0.0)
-                for k in range(nparts):
-                    s1 += q1[b, k, c]
-                    s2 += q2[b, k, c]
-                a_c[j] = s1
-                b_c[j] = s2
-                sg += weight[c] * s1
-                sgx += weight[c] * s2
-                gw[c] += r * s2
-                gb[c] += s1
+            for c in range(g * cg, (g + 1) * cg):
+                sg += weight[c] * sum1[b, c]
+                sgx += weight[c] * sum2[b, c]
             be = -r * r * r * sgx / ng if training else 0.0
             ga = -r * sg / ng if training else 0.0
-            for j in range(cg):
-                c = g * cg + j
+            for c in range(g * cg, (g + 1) * cg):
                 alpha[b, c] = r * weight[c]
                 beta[b, c] = be
-                gamma[b, c] = ga
+                gamma[b, c] = ga - be * (mean[b, g] - m_bc[b, c])
+
+
+@njit(**_opts)
+def _param_grads(sum1, sum2, rstd, grad_weight, grad_bias):
+    """grad_weight[c] = Σ_b rstd[b, g]·Σdy(x−μ), grad_bias[c] = Σ_b Σdy, in b order."""
+    nb, nc = sum1.shape
+    cg = nc // rstd.shape[1]
     for c in range(nc):
-        grad_weight[c] = gw[c]
-        grad_bias[c] = gb[c]
+        sw = np.float64(0.0)
+        sb = np.float64(0.0)
+        for b in range(nb):
+            sw += rstd[b, c // cg] * sum2[b, c]
+            sb += sum1[b, c]
+        grad_weight[c] = sw
+        grad_bias[c] = sb
 
 
 # --- entry points -----------------------------------------------------------------------
@@ -347,12 +715,23 @@ def _partials(x):
     return ko, ki, np.zeros((nb, ko * ki, nc)), np.zeros((nb, ko * ki, nc))
 
 
+def _path(x):
+    """'rows', 'slab' or 'generic' for a (B, O, C, I) input (see the module docstring)."""
+    nb, no, nc, ni = x.shape
+    if no == 1 and ni > 1:
+        return "rows"
+    if ni == 1 and nb >= SLAB_MIN_BATCH:
+        return "slab"
+    return "generic"
+
+
 def stats(x, groups, eps, mean, rstd, var):
     """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
     nb, no, nc, ni = x.shape
     ko, ki, p1, p2 = _partials(x)
     if ni == 1:
-        _launch(_MOM_LAST, x.size, x.reshape(nb, no, nc), ko, p1, p2)
+        scratch = np.empty((2, nb * ko, nc), x.dtype)
+        _launch(_MOM_LAST, x.size, x.reshape(nb, no, nc), ko, p1, p2, scratch[0], scratch[1])
     else:
         _launch(_MOM_INNER, x.size, x, ko, ki, p1, p2)
     _group_stats(x, p1, p2, groups, eps, mean, var, rstd)
@@ -373,8 +752,17 @@ def normalize(x, mean, rstd, weight, bias, out):
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     """Statistics of ``x`` per (b, g) into ``mean``/``rstd``/``var``, then normalize into ``out``."""
-    stats(x, groups, eps, mean, rstd, var)
-    normalize(x, mean, rstd, weight, bias, out)
+    nb, no, nc, ni = x.shape
+    path = _path(x)
+    if path == "rows":
+        _launch(_ROWS_FWD, x.size, x.reshape(nb, nc, ni), groups, eps, weight, bias, out.reshape(nb, nc, ni),
+                mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
+    elif path == "slab":
+        _launch(_SLAB_FWD, x.size, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
+                mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))
+    else:
+        stats(x, groups, eps, mean, rstd, var)
+        normalize(x, mean, rstd, weight, bias, out)
 
 
 def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, grad_bias):
@@ -383,23 +771,48 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     ``training=False`` treats ``mean``/``rstd`` as constants (BatchNorm in eval mode).
     """
     nb, no, nc, ni = x.shape
-    m_bc = np.empty((nb, nc))
-    _expand_mean(mean, m_bc)
-    ko, ki, q1, q2 = _partials(x)
-    if ni == 1:
-        _launch(_GMOM_LAST, x.size, grad_out.reshape(nb, no, nc), x.reshape(nb, no, nc), m_bc, ko, q1, q2)
+    sum1 = np.zeros((nb, nc))
+    sum2 = np.zeros((nb, nc))
+    path = _path(x) if training else "generic"
+    if path == "rows":
+        shape3 = (nb, nc, ni)
+        _launch(_ROWS_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
+                grad_x.reshape(shape3), sum1, sum2, np.empty((nb, nc, 4), x.dtype))
+    elif path == "slab":
+        shape3 = (nb, no, nc)
+        _launch(_SLAB_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
+                grad_x.reshape(shape3), sum1, sum2, np.empty((nb, 6, nc), x.dtype))
     else:
-        _launch(_GMOM_INNER, x.size, grad_out, x, m_bc, ko, ki, q1, q2)
-    alpha = np.empty((nb, nc), x.dtype)
-    beta = np.empty((nb, nc), x.dtype)
-    gamma = np.empty((nb, nc), x.dtype)
-    _grad_coefficients(q1, q2, weight, rstd, no * ni, training, alpha, beta, gamma, grad_weight, grad_bias)
-    m_t = m_bc.astype(x.dtype)
-    if ni == 1:
-        _launch(_GAPPLY_LAST, x.size, grad_out.reshape(nb, no, nc), x.reshape(nb, no, nc), m_t,
-                alpha, beta, gamma, grad_x.reshape(nb, no, nc))
-    else:
-        _launch(_GAPPLY_INNER, x.size, grad_out, x, m_t, alpha, beta, gamma, grad_x)
+        m_bc = np.empty((nb, nc), x.dtype)
+        _expand_mean(mean, m_bc)
+        ko, ki, q1, q2 = _partials(x)
+        last = ni == 1
+        if last:
+            shape3 = (nb, no, nc)
+            dy_v, x_v, dx_v = (a.reshape(shape3) for a in (grad_out, x, grad_x))
+            scratch = np.empty((2, nb * ko, nc), x.dtype)
+        else:
+            dy_v, x_v, dx_v = grad_out, x, grad_x
+        alpha = np.empty((nb, nc), x.dtype)
+        beta = np.empty((nb, nc), x.dtype)
+        gamma = np.empty((nb, nc), x.dtype)
+        if training:
+            if last:
+                _launch(_GMOM_LAST, x.size, dy_v, x_v, m_bc, ko, q1, q2, scratch[0], scratch[1])
+            else:
+                _launch(_GMOM_INNER, x.size, dy_v, x_v, m_bc, ko, ki, q1, q2)
+            _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
+            _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, True, alpha, beta, gamma)
+            k = _GAPPLY_LAST if last else _GAPPLY_INNER
+            _launch(k, x.size, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
+        else:  # constant statistics: dx = r·w·dy, fused with the parameter-gradient sums
+            _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, False, alpha, beta, gamma)
+            if last:
+                _launch(_GEVAL_LAST, x.size, dy_v, x_v, m_bc, alpha, ko, q1, q2, dx_v, scratch[0], scratch[1])
+            else:
+                _launch(_GEVAL_INNER, x.size, dy_v, x_v, m_bc, alpha, ko, ki, q1, q2, dx_v)
+            _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
+    _param_grads(sum1, sum2, rstd, grad_weight, grad_bias)
 
 
 def fill(a, value):
