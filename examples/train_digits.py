@@ -203,8 +203,9 @@ def train_mlp(data, norm=None, *, lr=0.1, batch_size=32, epochs=3, ws=False, gro
 
     ``loss_curve``: mean training (mini-batch) loss over each tenth of an epoch;
     ``epoch_loss``: mean mini-batch loss of each epoch. ``nonfinite``: the loss became
-    NaN/inf (training stops there). ``blew_up``: non-finite, or the loss curve rose above
-    1.25 ln 10 (above its starting value, ~ln 10). ``failed``: non-finite, or the last
+    NaN/inf (training stops there). ``max_loss``: the largest mini-batch loss.
+    ``blew_up``: non-finite, or a mini-batch loss above 1.25 ln 10 (above the starting
+    value, ~ln 10). ``failed``: non-finite, or the last
     epoch ends no better than chance (mean loss >= 0.9 ln 10). ``diverged``: blew up and
     failed. ``test_acc`` is measured after the last step in evaluation mode (BatchNorm:
     running statistics); NaN after a non-finite loss.
@@ -214,7 +215,7 @@ def train_mlp(data, norm=None, *, lr=0.1, batch_size=32, epochs=3, ws=False, gro
     rng = np.random.default_rng(seed + 1)
     per_epoch = math.ceil(len(y) / batch_size)
     chunk = max(1, per_epoch // 10)
-    curve, epoch_loss, window = [], [], []
+    curve, epoch_loss, window, step_max = [], [], [], []
     nonfinite = False
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -233,6 +234,7 @@ def train_mlp(data, norm=None, *, lr=0.1, batch_size=32, epochs=3, ws=False, gro
                 net.backward(d)
                 net.sgd(lr)
             losses.append(loss)
+            step_max.append(loss)
             window.append(loss)
             if len(window) == chunk:
                 curve.append(float(np.mean(window)))
@@ -243,8 +245,7 @@ def train_mlp(data, norm=None, *, lr=0.1, batch_size=32, epochs=3, ws=False, gro
             break
         epoch_loss.append(float(np.mean(losses)))
     final = epoch_loss[-1]
-    finite = [c for c in curve if math.isfinite(c)]
-    max_loss = max(finite) if finite else float("nan")
+    max_loss = max(step_max) if step_max else float("nan")
     failed = nonfinite or final >= CHANCE_LOSS
     blew_up = nonfinite or max_loss > BLOW_UP_LOSS
     net.train(False)
@@ -585,8 +586,8 @@ def format_table(res):
         out += ["", titles[exp], _table(head, rows)]
     if res.get("batch_bs1_error"):
         out.append(f"batch bs=1: refused: {res['batch_bs1_error']}")
-    out.append("status: diverged = the loss rose above 1.25 ln 10 and ended no better than chance; "
-               "failed = ended no better than chance (>= 0.9 ln 10)")
+    out.append("status: diverged = a mini-batch loss rose above 1.25 ln 10 and training ended no better "
+               "than chance; failed = ended no better than chance (>= 0.9 ln 10)")
     if "rnn" in res:
         rows = []
         lengths = None

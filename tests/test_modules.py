@@ -607,3 +607,18 @@ def test_layer_on_gpu_matches_cpu(cls, args, kw, shape):
     for name in cpu.grads:
         np.testing.assert_allclose(gpu.grads[name].copy_to_host(), cpu.grads[name], rtol=1e-10, atol=1e-12)
     assert_state_equal(gpu.state_dict(), cpu.state_dict())
+
+
+def test_mixed_input_dtype_and_pickle():
+    import pickle
+
+    need("BatchNorm1d")
+    bn = nb.BatchNorm1d(3)  # float32 parameters
+    x = np.random.default_rng(0).standard_normal((5, 3))  # float64 input
+    y = bn(x)
+    assert y.dtype == np.float64  # the functions' dtype rule: float64 in, float64 out
+    bn.backward(np.ones_like(y))
+    assert bn.weight_grad.dtype == np.float32 and bn.running_mean.dtype == np.float32
+    clone = pickle.loads(pickle.dumps(bn))
+    assert_state_equal(clone.state_dict(), bn.state_dict())
+    assert repr(clone) == repr(bn)
