@@ -51,7 +51,11 @@ import time
 
 import numpy as np
 
-import numbanorm as nb
+try:
+    import numbanorm as nb
+except ImportError:  # run from a source checkout without installing: use the repository's package
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    import numbanorm as nb
 
 DTYPE = np.float32
 
