@@ -44,7 +44,7 @@ def _is_dask(a):
 
 
 def _is_gpu(a):
-    if hasattr(type(a), "__cuda_array_interface__"):
+    if hasattr(type(a), "__cuda_array_interface__") or getattr(type(a), "__cuda_ndarray__", False):
         return True
     # the CUDA simulator's device arrays have no __cuda_array_interface__
     return type(a).__module__.startswith("numba.cuda.simulator")

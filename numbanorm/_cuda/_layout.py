@@ -27,8 +27,8 @@ Arrays
 ``is_device_array(a)``
     True for Numba device arrays (simulated ones included).
 ``copy_kernel(nd)``
-    the cached ``nd``-D strided copy kernel ``k(dst, src)`` (generated per ndim: plain
-    index arithmetic, no local arrays).
+    the strided copy kernel (one ordinary ``@cuda.jit`` kernel for every ndim: shape and
+    element strides are UniTuples, so Numba specialises per length; ``nd`` is ignored).
 
 Every array these return is a Numba ``DeviceNDArray`` (``.reshape`` works on contiguous
 ones, ``.copy_to_host()`` brings it back). Under the simulator they are a subclass of
@@ -66,7 +66,7 @@ import math
 import operator
 
 import numpy as np
-from numba import cuda
+from numba import cuda, int64, uint64
 
 try:  # numba-cuda >= 0.2x keeps its own config
     from numba.cuda.core import config as _cuda_config
@@ -243,69 +243,67 @@ def _fill(a, value):
         a[i] = value
 
 
-_COPY_TEMPLATE = '''
-def _copy{nd}(dst, src):
-    {shape} = dst.shape
-    size = {size}
+@cuda.jit
+def _copy_strided(dst, dst_off, dst_strides, src, src_off, src_strides, shape):
+    """``dst[...] = src`` over flat 1-D element views (any ndim, no generated code).
+
+    ``shape``, ``dst_strides`` and ``src_strides`` are UniTuples of one length ``nd`` (Numba
+    compiles one specialisation per length; ``len(shape)`` is a compile-time constant, so
+    the dimension loop unrolls and the tuples stay in registers). Flat output index ``k``
+    (C order over ``shape``) → element ``dst_off + sum(i_d * dst_strides[d])`` of ``dst`` and
+    the same for ``src``; strides are in elements and may be negative or zero. The flat
+    index is split with unsigned division (no floor-division sign fixes) and the final,
+    non-negative element indices are unsigned (no negative-index wraparound). The dtype
+    cast happens on assignment. Grid-stride loop over ``k``.
+    """
+    nd = len(shape)
+    size = 1
+    for d in range(nd):
+        size *= shape[d]
     for k in range(cuda.grid(1), size, cuda.gridsize(1)):
-        r = k
-{unravel}
-        dst[{idx}] = src[{idx}]
-'''
+        r = uint64(k)
+        di = dst_off
+        si = src_off
+        for j in range(nd - 1):
+            d = nd - 1 - j
+            n = uint64(shape[d])
+            q = r // n
+            i = int64(r - q * n)
+            r = q
+            di += i * dst_strides[d]
+            si += i * src_strides[d]
+        i = int64(r)
+        di += i * dst_strides[0]
+        si += i * src_strides[0]
+        dst[uint64(di)] = src[uint64(si)]
 
 
-def _make_copy_kernel(nd):
-    """Gather/scatter kernel for ``nd``-D arrays: flat index → (i0, ..., i{nd-1}) in C order."""
-    names = [f"n{d}" for d in range(nd)]
-    idx = [f"i{d}" for d in range(nd)]
-    lines = []
-    for d in range(nd - 1, 0, -1):
-        lines.append(f"        i{d} = r % n{d}")
-        lines.append(f"        r = r // n{d}")
-    lines.append("        i0 = r")
-    src = _COPY_TEMPLATE.format(
-        nd=nd,
-        shape=", ".join(names) + ("," if nd == 1 else ""),
-        size=" * ".join(names),
-        unravel="\n".join(lines),
-        idx=", ".join(idx),
-    )
-    namespace = {"cuda": cuda}
-    exec(compile(src, f"<numbanorm._cuda._layout copy kernel {nd}-D>", "exec"), namespace)
-    fn = namespace[f"_copy{nd}"]
-    fn.__module__ = __name__
-    return cuda.jit(fn)
+def copy_kernel(nd=None):
+    """The strided copy kernel (one kernel for every ndim; ``nd`` is accepted and ignored).
 
-
-_COPY_KERNELS = {}
-
-
-def copy_kernel(nd):
-    """The (cached) ``nd``-D strided copy kernel ``k(dst, src)``."""
-    k = _COPY_KERNELS.get(nd)
-    if k is None:
-        k = _COPY_KERNELS[nd] = _make_copy_kernel(nd)
-    return k
-
-
-for _nd in (1, 2, 3):
-    copy_kernel(_nd)
+    Call it as ``k[blocks, threads](dst_flat, dst_off, dst_strides, src_flat, src_off,
+    src_strides, shape)``; :func:`copyto` builds the arguments (see :func:`_flat_view`).
+    """
+    return _copy_strided
 
 
 def _copy_signatures():
-    one = [
-        ("float32", "float32"), ("float64", "float64"), ("float32", "float16"),
-        ("float16", "float32"), ("float32", "float64"), ("float64", "float32"),
-        ("float64", "int64"), ("float64", "bool"), ("complex128", "float64"),
+    sigs = []
+    pairs = [
+        ("float32", "float32", (1, 2, 3, 4, 5)),
+        ("float64", "float64", (1, 2, 3)),
+        ("float32", "float64", (1, 2, 3)),
+        ("float64", "float32", (1, 2, 3)),
+        ("float32", "float16", (1, 3)),
+        ("float16", "float32", (1,)),
+        ("float64", "int64", (1, 3)),
+        ("float64", "bool", (1,)),
+        ("complex128", "float64", (1,)),
     ]
-    sigs = [(copy_kernel(1), f"void({d}[:], {s}[:])") for d, s in one]
-    sigs += [
-        (copy_kernel(1), "void(float32[::1], float32[::1])"),
-        (copy_kernel(1), "void(float64[::1], float16[::1])"),
-    ]
-    for nd in (2, 3):
-        a = "[" + ", ".join([":"] * nd) + "]"
-        sigs += [(copy_kernel(nd), f"void({t}{a}, {t}{a})") for t in ("float32", "float64")]
+    for d, s, nds in pairs:
+        for nd in nds:
+            t = f"UniTuple(int64, {nd})"
+            sigs.append((_copy_strided, f"void({d}[::1], int64, {t}, {s}[::1], int64, {t}, {t})"))
     return sigs
 
 
@@ -358,7 +356,9 @@ def _host_to_device(h):
             return empty(h.shape, h.dtype)
         return _as_sim(cuda.to_device(h))
     lo, hi = _extent(h.shape, h.strides, h.itemsize)
-    if hi - lo > 4 * h.nbytes + 4096:  # a sparse view: copy its elements only
+    if hi - lo > 4 * h.nbytes + 4096 or any(st % h.itemsize for st in h.strides):
+        # a sparse view, or strides that are not whole elements (a record field): copy
+        # its elements only
         return _as_sim(cuda.to_device(np.ascontiguousarray(h)))
     ptr = h.__array_interface__["data"][0]
     raw_host = np.frombuffer((ctypes.c_char * (hi - lo)).from_address(ptr + lo), dtype=np.uint8)
@@ -426,13 +426,6 @@ def is_c_contiguous(a):
     return as_device_array(a).is_c_contiguous()
 
 
-def _view(a, shape, strides):
-    """Device view of ``a``'s memory (element 0 fixed) with another shape and strides."""
-    if SIMULATOR:
-        return _DeviceArray(np.lib.stride_tricks.as_strided(a._ary, shape, strides))
-    return _DeviceArray(shape, strides, a.dtype, stream=a.stream, gpu_data=a.gpu_data)
-
-
 def _coalesce(shape, s1, s2):
     """Drop size-1 dims and merge dims that are contiguous in both stride sets."""
     dims = [(n, a, b) for n, a, b in zip(shape, s1, s2) if n != 1]
@@ -449,6 +442,36 @@ def _coalesce(shape, s1, s2):
     return tuple(d[0] for d in out), tuple(d[1] for d in out), tuple(d[2] for d in out)
 
 
+def _flat_view(a, shape, strides):
+    """``a``'s memory as a contiguous 1-D element view plus indexing data.
+
+    ``shape``/``strides`` (bytes) describe a non-empty strided array whose element 0 is
+    ``a``'s element 0. Returns ``(flat, off, element_strides)`` with element
+    ``(i0, i1, ...)`` at ``flat[off + sum(i_d * element_strides[d])]``; ``flat`` covers
+    exactly the memory extent (negative and zero strides included).
+    """
+    itemsize = a.dtype.itemsize
+    if any(st % itemsize for st in strides):
+        raise ValueError(
+            f"copyto(): strides {tuple(strides)} are not multiples of the item size {itemsize} "
+            "(misaligned elements cannot be accessed by a kernel)"
+        )
+    lo, hi = _extent(shape, strides, itemsize)
+    count = (hi - lo) // itemsize
+    if SIMULATOR:
+        h = a._ary
+        # flip the negative-stride dims so element 0 is the lowest address, then view
+        # the extent from there as 1-D (as_strided keeps the memory's owner alive)
+        base = np.lib.stride_tricks.as_strided(h, shape, strides)
+        base = base[tuple(slice(None, None, -1) if st < 0 else slice(None) for st in strides)]
+        flat = _DeviceArray(np.lib.stride_tricks.as_strided(base, (count,), (itemsize,)))
+    else:
+        flat = _DeviceArray(
+            (count,), (itemsize,), a.dtype, stream=a.stream, gpu_data=a.gpu_data.view(lo, hi)
+        )
+    return flat, -lo // itemsize, tuple(st // itemsize for st in strides)
+
+
 def copyto(dst, src):
     """``dst[...] = src`` (same shape, dtype cast, any strides) with a device kernel."""
     dst = as_device_array(dst)
@@ -458,11 +481,11 @@ def copyto(dst, src):
     size = math.prod(dst.shape)
     if size == 0:
         return
-    shape, sd, ss = _coalesce(tuple(dst.shape), tuple(dst.strides), tuple(src.strides))
-    d = _view(dst, shape, sd)
-    s = _view(src, shape, ss)
+    shape, sd, ss = _coalesce(*(tuple(int(v) for v in t) for t in (dst.shape, dst.strides, src.strides)))
+    d, d_off, d_str = _flat_view(dst, shape, sd)
+    s, s_off, s_str = _flat_view(src, shape, ss)
     blocks, tpb = launch_1d(size)
-    copy_kernel(len(shape))[blocks, tpb](d, s)
+    _copy_strided[blocks, tpb](d, d_off, d_str, s, s_off, s_str, shape)
 
 
 def ascontiguous(a, dtype):
