@@ -275,15 +275,18 @@ def test_gpu_matches_cpu(rng, small_blocks, shape, axis, p):
 
 
 @pytest.mark.cuda
-def test_gpu_float64_out_and_zero_rows(small_blocks):
+def test_gpu_float64_device_out_inplace_and_zero_rows(small_blocks):
+    from numba import cuda
+
     x = np.zeros((4, 50))
     x[1] = np.arange(50.0)
     x[2, 3] = np.nan
     cpu = normalize(x, axis=1), normalize_backward(np.ones_like(x), x, axis=1)
-    with _dispatch.force_device("cuda"):
-        out = np.empty_like(x)
-        y = normalize(x, axis=1, out=out)
-        gx = normalize_backward(np.ones_like(x), x, axis=1)
-    assert y is out
-    np.testing.assert_allclose(y, cpu[0], rtol=1e-12, equal_nan=True)
-    np.testing.assert_allclose(gx, cpu[1], rtol=1e-12, equal_nan=True)
+    d = cuda.to_device(x)
+    out = cuda.device_array_like(d)
+    assert normalize(d, axis=1, out=out) is out
+    np.testing.assert_allclose(out.copy_to_host(), cpu[0], rtol=1e-12, equal_nan=True)
+    gx = normalize_backward(cuda.to_device(np.ones_like(x)), d, axis=1)
+    np.testing.assert_allclose(gx.copy_to_host(), cpu[1], rtol=1e-12, atol=1e-15, equal_nan=True)
+    assert normalize(d, axis=1, out=d) is d  # in place
+    np.testing.assert_allclose(d.copy_to_host(), cpu[0], rtol=1e-12, equal_nan=True)
