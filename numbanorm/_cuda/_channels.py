@@ -21,7 +21,11 @@ Thread mapping
 
   The second stage (``_group_stats`` / ``_grad_coefficients``: one thread per ``(b, g)``;
   ``_grad_params``: one thread per channel) adds the partials in chunk order. No atomics.
-* Element-wise passes (``_apply``, ``_grad_apply``): grid-stride over the flat array.
+* Element-wise passes (``_apply``, ``_grad_apply``): a 2-D view, rows = the ``(b, o, c)``
+  runs of I values (coefficients per row) or, channels-last, the ``(b, o)`` positions with
+  the channels as columns; 2-D blocks with 32·k threads along the (coalesced) columns,
+  grid-stride over rows and columns, so the (b, c) index arithmetic is per row, not per
+  element.
 
 Numerics as on the CPU: float64 sums of values shifted by each slice's first element,
 channels merged into groups with Chan's formula; element-wise passes in float64.
@@ -260,26 +264,56 @@ def _grad_params(sum1, sum2, rstd, grad_weight, grad_bias):
 
 
 @cuda.jit
-def _apply(x, no, nc, ni, mean, rstd, weight, bias, out):
-    """out = (x − mean[b, g])·rstd[b, g]·weight[c] + bias[c] on the flat (B·O·C·I) arrays."""
+def _apply(x, rows_per_b, inner, mean, rstd, weight, bias, out):
+    """out = (x − mean[b, g])·rstd[b, g]·weight[c] + bias[c] on the 2-D (rows, L) view.
+
+    ``I > 1``: rows are the (b, o, c) runs of I values (c = row % C, one coefficient per
+    row); ``I = 1``: rows are the (b, o) positions, columns the C channels. Threads
+    ``(x, y)`` of a ``(TX, TY)`` block: columns ``x`` (coalesced), rows ``y``, grid-stride.
+    """
+    nrows, ncols = x.shape
+    nc = weight.shape[0]
     cg = nc // mean.shape[1]
-    per_b = no * nc * ni
-    for f in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        b = f // per_b
-        c = (f // ni) % nc
-        g = c // cg
-        out[f] = (x[f] - mean[b, g]) * (rstd[b, g] * weight[c]) + bias[c]
+    col0 = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    cstep = cuda.gridDim.x * cuda.blockDim.x
+    for row in range(cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y, nrows, cuda.gridDim.y * cuda.blockDim.y):
+        b = row // rows_per_b
+        if inner:
+            c = row % nc
+            g = c // cg
+            m = mean[b, g]
+            s = rstd[b, g] * weight[c]
+            h = bias[c]
+            for j in range(col0, ncols, cstep):
+                out[row, j] = (x[row, j] - m) * s + h
+        else:
+            for c in range(col0, ncols, cstep):
+                g = c // cg
+                out[row, c] = (x[row, c] - mean[b, g]) * (rstd[b, g] * weight[c]) + bias[c]
 
 
 @cuda.jit
-def _grad_apply(dy, x, no, nc, ni, mean, alpha, beta, gamma, dx):
-    """dx = alpha[b, c]·dy + beta[b, c]·(x − mean[b, g]) + gamma[b, c] on flat arrays."""
+def _grad_apply(dy, x, rows_per_b, inner, mean, alpha, beta, gamma, dx):
+    """dx = alpha[b, c]·dy + beta[b, c]·(x − mean[b, g]) + gamma[b, c] on the 2-D view of
+    ``_apply`` (``inner``: rows are (b, o, c) runs; else rows (b, o), columns c)."""
+    nrows, ncols = x.shape
+    nc = alpha.shape[1]
     cg = nc // mean.shape[1]
-    per_b = no * nc * ni
-    for f in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        b = f // per_b
-        c = (f // ni) % nc
-        dx[f] = alpha[b, c] * dy[f] + beta[b, c] * (x[f] - mean[b, c // cg]) + gamma[b, c]
+    col0 = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    cstep = cuda.gridDim.x * cuda.blockDim.x
+    for row in range(cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y, nrows, cuda.gridDim.y * cuda.blockDim.y):
+        b = row // rows_per_b
+        if inner:
+            c = row % nc
+            m = mean[b, c // cg]
+            a = alpha[b, c]
+            be = beta[b, c]
+            ga = gamma[b, c]
+            for j in range(col0, ncols, cstep):
+                dx[row, j] = a * dy[row, j] + be * (x[row, j] - m) + ga
+        else:
+            for c in range(col0, ncols, cstep):
+                dx[row, c] = alpha[b, c] * dy[row, c] + beta[b, c] * (x[row, c] - mean[b, c // cg]) + gamma[b, c]
 
 
 # --- launchers (same names and signatures as the CPU entry points) -------------------------
@@ -319,11 +353,32 @@ def stats(x, groups, eps, mean, rstd, var):
     _group_stats[blocks, tpb](x, p1, p2, float(eps), mean, var, rstd)
 
 
+def _rows_view(x):
+    """(2-D shape, rows per sample, inner): the element-wise kernels' view of (B, O, C, I)."""
+    nb, no, nc, ni = x.shape
+    if ni == 1:
+        return (nb * no, nc), no, False
+    return (nb * no * nc, ni), no * nc, True
+
+
+def _launch_2d(nrows, ncols):
+    """(grid, block) of the 2-D element-wise kernels: 32·k threads along the columns."""
+    s = _layout.settings()
+    tpb = s["threads_per_block"]
+    tx = min(tpb, 32 * -(-ncols // 32))
+    while tpb % tx:
+        tx -= 32
+    ty = tpb // tx
+    gx = max(1, min(-(-ncols // tx), s["max_blocks"]))
+    gy = max(1, min(-(-nrows // ty), s["max_blocks"] // gx, 65535))
+    return (gx, gy), (tx, ty)
+
+
 def normalize(x, mean, rstd, weight, bias, out):
     """out = (x − mean)·rstd·weight + bias with per-(b, g) float64 ``mean``/``rstd``."""
-    nb, no, nc, ni = x.shape
-    blocks, tpb = _layout.launch_1d(x.size)
-    _apply[blocks, tpb](x.reshape(x.size), no, nc, ni, mean, rstd, weight, bias, out.reshape(x.size))
+    shape2, per_b, inner = _rows_view(x)
+    grid, block = _launch_2d(*shape2)
+    _apply[grid, block](x.reshape(shape2), per_b, inner, mean, rstd, weight, bias, out.reshape(shape2))
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
@@ -343,9 +398,10 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     alpha, beta, gamma, sum1, sum2 = coef
     blocks, tpb = _layout.launch_1d(nc)
     _grad_params[blocks, tpb](sum1, sum2, rstd, grad_weight, grad_bias)
-    blocks, tpb = _layout.launch_1d(x.size)
-    _grad_apply[blocks, tpb](grad_out.reshape(x.size), x.reshape(x.size), no, nc, ni, mean, alpha, beta, gamma,
-                             grad_x.reshape(x.size))
+    shape2, per_b, inner = _rows_view(x)
+    grid, block = _launch_2d(*shape2)
+    _grad_apply[grid, block](grad_out.reshape(shape2), x.reshape(shape2), per_b, inner, mean, alpha, beta, gamma,
+                             grad_x.reshape(shape2))
 
 
 def fill(a, value):
@@ -363,6 +419,7 @@ def _signatures():
     for t in ("float32", "float64"):
         a4 = f"{t}[:, :, :, ::1]"
         a3 = f"{t}[:, :, ::1]"
+        a2 = f"{t}[:, ::1]"
         a1 = f"{t}[::1]"
         sigs += [
             (_moments_inner, f"void({a4}, {i64}, {f64_3}, {f64_3})"),
@@ -373,8 +430,8 @@ def _signatures():
             (_grad_coefficients, f"void({f64_3}, {f64_3}, {a1}, {f64_2}, {i64}, boolean, "
                                  f"{f64_2}, {f64_2}, {f64_2}, {f64_2}, {f64_2})"),
             (_grad_params, f"void({f64_2}, {f64_2}, {f64_2}, {a1}, {a1})"),
-            (_apply, f"void({a1}, {i64}, {i64}, {i64}, {f64_2}, {f64_2}, {a1}, {a1}, {a1})"),
-            (_grad_apply, f"void({a1}, {a1}, {i64}, {i64}, {i64}, {f64_2}, {f64_2}, {f64_2}, {f64_2}, {a1})"),
+            (_apply, f"void({a2}, {i64}, boolean, {f64_2}, {f64_2}, {a1}, {a1}, {a2})"),
+            (_grad_apply, f"void({a2}, {a2}, {i64}, boolean, {f64_2}, {f64_2}, {f64_2}, {f64_2}, {a2})"),
         ]
     return sigs
 
