@@ -5,7 +5,7 @@ import numpy as np
 import numbanorm
 
 from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
-from .batch_norm import data, per_channel, torch_grad
+from .batch_norm import data, torch_grad
 from .group_norm import _numpy_backward as _grouped_backward
 from .group_norm import _numpy_forward as _grouped_forward
 
