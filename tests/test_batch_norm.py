@@ -557,3 +557,16 @@ def test_gpu_float64_cumulative_and_device_running_stats(rng, small_blocks):
     np.testing.assert_allclose(y.copy_to_host(), ref.batch_norm(x, None, None, training=True), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(d_rm.copy_to_host(), ref_m, rtol=1e-12)
     np.testing.assert_allclose(d_rv.copy_to_host(), ref_v, rtol=1e-12)
+
+
+def test_float16_backward_is_computed_in_float32_and_returned_as_float16(rng):
+    x = _data(rng, (6, 3, 7), np.float16)
+    g = _data(rng, (6, 3, 7), np.float16)
+    w = np.ones(3, np.float16)
+    for training in (True, False):
+        kw = dict(training=training, running_mean=np.zeros(3, np.float16), running_var=np.ones(3, np.float16))
+        got = batch_norm_backward(g, x, w, **kw)
+        want = ref.batch_norm_backward(g, x, w, **kw)
+        for u, v in zip(got, want):
+            assert u.dtype == np.float16
+            np.testing.assert_allclose(u, v, rtol=2e-2, atol=2e-2)
