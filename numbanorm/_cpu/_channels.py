@@ -60,12 +60,14 @@ def chunking(b, o, i):
     """(KO, KI): how many chunks of the O and I axes each of the B slices is cut into.
 
     Depends on the shape only (so reductions are reproducible on any thread count):
-    about ``REDUCE_CHUNKS`` work items in all, chunks of I no shorter than 2048 elements.
+    about ``REDUCE_CHUNKS`` work items in all, chunks of I no shorter than 2048 elements,
+    channels-last chunks (I = 1) no shorter than 64 rows (their partial rows cost a merge).
     """
-    r = REDUCE_CHUNKS
-    ko = max(1, min(o, r // b)) if b < r else 1
-    ki = max(1, min(-(-r // (b * ko)), i // 2048))
-    return ko, ki
+    per_b = max(1, REDUCE_CHUNKS // b)
+    if i == 1:
+        return max(1, min(per_b, o // 64)), 1
+    ko = min(o, per_b)
+    return ko, max(1, min(-(-per_b // ko), i // 2048))
 
 
 # --- inline building blocks --------------------------------------------------------------
