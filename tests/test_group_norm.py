@@ -151,9 +151,10 @@ def test_kernel_paths_match_reference(rng, monkeypatch, path):
     from numbanorm._cpu import _channels
 
     if path == "generic":
-        monkeypatch.setattr(_channels, "_path", lambda x: "generic")
+        monkeypatch.setattr(_channels, "_path", lambda x, groups: "generic")
     else:
         monkeypatch.setattr(_channels, "SLAB_MIN_BATCH", 1)
+        monkeypatch.setattr(_channels, "ROWS_MIN", 1)
     for ax in (1, -1):
         x = _data(rng, (3, 8, 20, 31), channel_axis=ax)  # 620 positions: several BLOCKs
         g = _data(rng, (3, 8, 20, 31), channel_axis=ax)

@@ -16,7 +16,8 @@ contiguous channels, otherwise over the contiguous ``I`` positions of one ``(b, 
 Three kernel families, chosen from the shape only (never the thread count), so results are
 reproducible on any machine:
 
-* **rows** (``O = 1``, ``I > 1``: GroupNorm/InstanceNorm channels-first): one ``prange``
+* **rows** (``O = 1``, ``I > 1``, at least ``ROWS_MIN`` rows: GroupNorm/InstanceNorm
+  channels-first): one ``prange``
   over the ``B·G`` rows; a row (its C/G channel rows) is read from memory once for its
   statistics and normalized while it is still in cache; the backward likewise, with
   per-``(b, c)`` float64 sums for grad_weight/grad_bias added over ``b`` in order.
@@ -52,7 +53,8 @@ _opts = dict(fastmath=FASTMATH, cache=True)
 #: values summed in the data dtype before a float64 accumulation (I-runs or channels-last rows).
 BLOCK = 256
 
-#: channels-last inputs with at least this many samples use the fused per-sample kernels.
+#: the fused kernels parallelize over rows / samples: they need at least this many of them.
+ROWS_MIN = 8
 SLAB_MIN_BATCH = 8
 
 
@@ -717,10 +719,10 @@ def _partials(x):
     return ko, ki, np.zeros((nb, ko * ki, nc)), np.zeros((nb, ko * ki, nc))
 
 
-def _path(x):
+def _path(x, groups):
     """'rows', 'slab' or 'generic' for a (B, O, C, I) input (see the module docstring)."""
     nb, no, nc, ni = x.shape
-    if no == 1 and ni > 1:
+    if no == 1 and ni > 1 and nb * groups >= ROWS_MIN:
         return "rows"
     if ni == 1 and nb >= SLAB_MIN_BATCH:
         return "slab"
@@ -755,7 +757,7 @@ def normalize(x, mean, rstd, weight, bias, out):
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     """Statistics of ``x`` per (b, g) into ``mean``/``rstd``/``var``, then normalize into ``out``."""
     nb, no, nc, ni = x.shape
-    path = _path(x)
+    path = _path(x, groups)
     if path == "rows":
         _launch(_ROWS_FWD, x.size, x.reshape(nb, nc, ni), groups, eps, weight, bias, out.reshape(nb, nc, ni),
                 mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
@@ -775,7 +777,7 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     nb, no, nc, ni = x.shape
     sum1 = np.zeros((nb, nc))
     sum2 = np.zeros((nb, nc))
-    path = _path(x) if training else "generic"
+    path = _path(x, mean.shape[1]) if training else "generic"
     if path == "rows":
         shape3 = (nb, nc, ni)
         _launch(_ROWS_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
