@@ -1,0 +1,290 @@
+"""Local response normalization CUDA kernels (twin of ``numbanorm/_cpu/local_response_norm.py``).
+
+Launchers ``forward``/``backward`` have the CPU entry points' names and signatures and
+take Numba device arrays: ``x`` is the canonical C-contiguous ``(outer, L, inner)`` view,
+``sp`` the window axes' lengths (their product is L), ``lo``/``hi`` the window's reach.
+
+The window sum is separable, so every mode is a sequence of 1-D window passes, one per
+window axis ``a``, each over the ``(A, La, B)`` view of the data with
+``A = outer * prod(sp[:a])``, ``La = sp[a]``, ``B = prod(sp[a+1:]) * inner``
+(across channels: one pass along C; within channel: one pass per spatial axis).
+
+Window pass ``_wpass`` (tile + halo in shared memory): a 1-D block owns a tile of ``tl``
+positions along ``La`` times ``ti`` positions along ``B`` (``ti = min(B, 32)``, so the
+loads are coalesced along ``B``; for ``B == 1`` the tile runs along the contiguous ``La``).
+The block loads the tile plus its ``lo``/``hi`` halo rows into shared memory once —
+every input it needs is read from global memory exactly once per block, zeros outside the
+valid range — synchronises, and each thread sums the ``w = lo + hi + 1`` window values of
+its outputs from shared memory in float64. Grid-stride over tiles. ``mode`` selects what
+a pass writes:
+
+* 0: the window sum (``square`` = sum the squares of the loaded values);
+* 1: ``y = x / (k + alpha * sum) ** beta`` (the last forward pass; with ``square`` the
+  centre value comes from the tile itself);
+* 2: ``dx = dy * p + c2 * x * sum`` (the last backward pass over ``t``).
+
+Backward: window sums ``s`` of ``x²``, then ``_grad_tp`` (element-wise, grid-stride)
+writes ``p = (k + alpha s) ** -beta`` and ``t = dy x p / (k + alpha s)``, then the
+transposed window (``lo``/``hi`` swapped) over ``t`` ends in mode 2. Windows too wide for
+the shared tile (more than ``SHARED - 1`` halo positions) use ``_wpass_direct``, which
+reads the window from global memory. A forward with ``out`` aliasing ``x`` and a single
+window axis writes a temporary first (a block's halo is another block's tile).
+Intermediate sums are stored in the compute dtype, as the CPU kernels' scratch.
+"""
+import math
+
+from numba import cuda, float64
+
+from . import _layout
+
+#: float64 values per block in the shared tile (16 KiB)
+SHARED = 2048
+
+PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
+
+
+def pow_kind(beta):
+    return {0.75: PW75, 0.5: PW50, 1.0: PW100, 0.25: PW25, 0.0: PW0}.get(float(beta), PWGEN)
+
+
+@cuda.jit(device=True, inline="always")
+def _bpow(b, pk, beta):
+    """b ** beta in float64."""
+    if pk == PW75:
+        t = math.sqrt(b)
+        return t * math.sqrt(t)
+    if pk == PW50:
+        return math.sqrt(b)
+    if pk == PW100:
+        return b
+    if pk == PW25:
+        return math.sqrt(math.sqrt(b))
+    if pk == PW0:
+        return 1.0
+    return b ** beta
+
+
+@cuda.jit(device=True, inline="always")
+def _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2):
+    if mode == 0:
+        dst[a, l, b] = acc
+    elif mode == 1:
+        dst[a, l, b] = xc / _bpow(k + alpha * acc, pk, beta)
+    else:
+        dst[a, l, b] = float64(g[a, l, b]) * float64(pb[a, l, b]) + c2 * float64(x[a, l, b]) * acc
+
+
+@cuda.jit
+def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti):
+    """One window pass along the middle axis of (A, La, B) with a shared tile + halo."""
+    na, length, nb = src.shape
+    sh = cuda.shared.array(SHARED, float64)
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    w = lo + hi + 1
+    rows = tl + lo + hi
+    ntl = (length + tl - 1) // tl
+    ntb = (nb + ti - 1) // ti
+    per_a = ntl * ntb
+    for tile in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
+        a = tile // per_a
+        rem = tile - a * per_a
+        lt = rem // ntb
+        l0 = lt * tl
+        b0 = (rem - lt * ntb) * ti
+        for e in range(t, rows * ti, nt):
+            r = e // ti
+            q = e - r * ti
+            l = l0 - lo + r
+            b = b0 + q
+            v = float64(0.0)
+            if l >= 0 and l < length and b < nb:
+                v = float64(src[a, l, b])
+            sh[e] = v
+        cuda.syncthreads()
+        for e in range(t, tl * ti, nt):
+            r = e // ti
+            q = e - r * ti
+            l = l0 + r
+            b = b0 + q
+            if l < length and b < nb:
+                acc = float64(0.0)
+                if square:
+                    for d in range(w):
+                        v = sh[(r + d) * ti + q]
+                        acc += v * v
+                else:
+                    for d in range(w):
+                        acc += sh[(r + d) * ti + q]
+                xc = float64(0.0)
+                if mode == 1:
+                    if square:
+                        xc = sh[(r + lo) * ti + q]
+                    else:
+                        xc = float64(x[a, l, b])
+                _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+        cuda.syncthreads()
+
+
+@cuda.jit
+def _wpass_direct(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2):
+    """The same pass for windows wider than the shared tile: one thread per output,
+    grid-stride, the window read from global memory (L1/L2)."""
+    na, length, nb = src.shape
+    for idx in range(cuda.grid(1), na * length * nb, cuda.gridsize(1)):
+        a = idx // (length * nb)
+        rem = idx - a * length * nb
+        l = rem // nb
+        b = rem - l * nb
+        acc = float64(0.0)
+        for j in range(max(0, l - lo), min(length, l + hi + 1)):
+            v = float64(src[a, j, b])
+            if square:
+                acc += v * v
+            else:
+                acc += v
+        xc = float64(0.0)
+        if mode == 1:
+            xc = float64(x[a, l, b])
+        _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+
+
+@cuda.jit
+def _grad_tp(s, x, g, k, alpha, beta, pk, pb, tb):
+    """p = (k + alpha s) ** -beta, t = dy x p / (k + alpha s); flat, grid-stride."""
+    for i in range(cuda.grid(1), s.shape[0], cuda.gridsize(1)):
+        base = k + alpha * float64(s[i])
+        p = 1.0 / _bpow(base, pk, beta)
+        pb[i] = p
+        tb[i] = float64(g[i]) * float64(x[i]) * p / base
+
+
+def _tile(nt, nb, halo):
+    """(tl, ti) of a shared tile for ``nt`` threads, or None when the halo is too wide."""
+    ti = min(nb, 32)
+    while ti >= 1:
+        tl = min(max(1, nt // ti), SHARED // ti - halo)
+        if tl >= 1:
+            return tl, ti
+        ti //= 2
+    return None
+
+
+def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, c2):
+    na, length, nb = shape3
+    lo = min(lo, length - 1)
+    hi = min(hi, length - 1)
+    views = [a.reshape(shape3) for a in (src, x, g, pb, dst)]
+    args = (lo, hi, int(square), mode, float(k), float(alpha), float(beta), pk, float(c2))
+    nt = _layout.threads_per_block()
+    tile = _tile(nt, nb, lo + hi)
+    if tile is None:
+        blocks, threads = _layout.launch_1d(na * length * nb)
+        _wpass_direct[blocks, threads](*views, *args)
+        return
+    tl, ti = tile
+    tl = min(tl, length)
+    ntiles = na * -(-length // tl) * -(-nb // ti)
+    blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
+    _wpass[blocks, nt](*views, *args, tl, ti)
+
+
+def _views(x, sp):
+    """(A, La, B) of each window axis of the (outer, L, inner) array ``x``."""
+    outer, _, inner = x.shape
+    out = []
+    for a in range(len(sp)):
+        pre = outer
+        for b in range(a):
+            pre *= sp[b]
+        post = inner
+        for b in range(a + 1, len(sp)):
+            post *= sp[b]
+        out.append((pre, sp[a], post))
+    return out
+
+
+def _ptr_range(a):
+    if hasattr(a, "device_ctypes_pointer"):
+        p = a.device_ctypes_pointer.value or 0
+    else:  # simulator
+        p = a._ary.__array_interface__["data"][0]
+    return p, p + a.size * a.dtype.itemsize
+
+
+def _overlap(a, b):
+    pa, ea = _ptr_range(a)
+    pb, eb = _ptr_range(b)
+    return pa < eb and pb < ea
+
+
+def forward(x, sp, lo, hi, alpha, k, beta, out):
+    """``out = x / (k + alpha * S) ** beta`` with S the window sums of x² along ``sp``."""
+    if x.size == 0:
+        return
+    sp = tuple(int(s) for s in sp)
+    views = _views(x, sp)
+    pk = pow_kind(beta)
+    nd = len(sp)
+    if nd == 1:
+        dst = _layout.empty(x.shape, x.dtype) if _overlap(x, out) else out
+        _pass(x, x, x, x, dst, views[0], lo, hi, True, 1, k, alpha, beta, pk, 0.0)
+        if dst is not out:
+            _layout.copyto(out, dst)
+        return
+    bufs = [_layout.empty(x.shape, x.dtype), _layout.empty(x.shape, x.dtype) if nd > 2 else None]
+    src = x
+    for a in range(nd):
+        last = a == nd - 1
+        dst = out if last else bufs[a % 2]
+        _pass(src, x, x, x, dst, views[a], lo, hi, a == 0, 1 if last else 0, k, alpha, beta, pk, 0.0)
+        src = dst
+
+
+def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
+    """Gradient of :func:`forward` with respect to ``x`` into ``grad_x``."""
+    if x.size == 0:
+        return
+    sp = tuple(int(s) for s in sp)
+    views = _views(x, sp)
+    pk = pow_kind(beta)
+    nd = len(sp)
+    bufs = [_layout.empty(x.shape, x.dtype) for _ in range(3 if nd > 1 else 2)]
+    # window sums of x² into bufs[0] (ping-pong through bufs[1])
+    src = x
+    for a in range(nd):
+        dst = bufs[(nd - 1 - a) % 2]
+        _pass(src, x, x, x, dst, views[a], lo, hi, a == 0, 0, k, alpha, beta, pk, 0.0)
+        src = dst
+    s = bufs[0]
+    pbuf = _layout.empty(x.shape, x.dtype)
+    tbuf = bufs[1]
+    blocks, threads = _layout.launch_1d(x.size)
+    _grad_tp[blocks, threads](s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha),
+                              float(beta), pk, pbuf.reshape(-1), tbuf.reshape(-1))
+    c2 = -2.0 * alpha * beta
+    src = tbuf
+    spare = [s, bufs[2] if nd > 1 else None]
+    for a in range(nd):
+        last = a == nd - 1
+        dst = grad_x if last else spare[a % 2]
+        _pass(src, x, grad_out, pbuf, dst, views[a], hi, lo, False, 2 if last else 0, k, alpha, beta, pk, c2)
+        src = dst
+
+
+def _signatures():
+    sigs = []
+    for t in ("float32", "float64"):
+        a3 = f"{t}[:, :, ::1]"
+        a1 = f"{t}[::1]"
+        arrs = ", ".join([a3] * 5)
+        common = "int64, int64, int64, int64, float64, float64, float64, int64, float64"
+        sigs += [
+            (_wpass, f"void({arrs}, {common}, int64, int64)"),
+            (_wpass_direct, f"void({arrs}, {common})"),
+            (_grad_tp, f"void({a1}, {a1}, {a1}, float64, float64, float64, int64, {a1}, {a1})"),
+        ]
+    return sigs
+
+
+PTX_SIGNATURES = _signatures()
