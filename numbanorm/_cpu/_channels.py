@@ -42,6 +42,8 @@ float64).
 
 Each parallel kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
 """
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -569,7 +571,16 @@ def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp):
 
 
 def _twins(f):
-    return njit(parallel=True, **_opts)(f), njit(**_opts)(f)
+    """(parallel, serial) compilations of ``f``.
+
+    The serial one compiles a copy of ``f`` under another ``__qualname__``: Numba's on-disk
+    cache keys entries by function name, signature and bytecode but not by the
+    ``parallel`` flag, so twins of one function would load each other's machine code.
+    """
+    serial = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    serial.__qualname__ = f.__qualname__ + "_serial"
+    serial.__doc__ = f.__doc__
+    return njit(parallel=True, **_opts)(f), njit(**_opts)(serial)
 
 
 _MOM_INNER = _twins(_moments_inner)
