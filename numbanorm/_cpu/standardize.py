@@ -33,7 +33,7 @@ from .. import _config
 from .._config import FASTMATH, REDUCE_CHUNKS
 
 #: rows of an (I == 1) block processed twice while in cache.
-ROW_BLOCK = 256
+ROW_BLOCK = 128
 #: columns per tile in the (I == 1) kernels.
 COL_TILE = 512
 #: contiguous run length of one two-pass block in the (I > 1) kernels.
@@ -120,39 +120,63 @@ def _moments_rows(x, shift, w, use_w, pc, pm, pq, scratch):
         k = t // ntiles
         c0 = (t % ntiles) * tile
         c1 = min(c, c0 + tile)
+        nc = c1 - c0
         r0 = k * r // p
         r1 = (k + 1) * r // p
         bm = scratch[t, 0]
         bn = scratch[t, 1]
         bd = scratch[t, 2]
         bq = scratch[t, 3]
+        sh = shift[c0:c1]
         for b0 in range(r0, r1, ROW_BLOCK):
             b1 = min(r1, b0 + ROW_BLOCK)
-            for j in range(c1 - c0):
+            for j in range(nc):
                 bm[j] = 0.0
                 bn[j] = 0.0
                 bd[j] = 0.0
                 bq[j] = 0.0
-            # pass 1: weighted sums and counts of the non-NaN values
-            for i in range(b0, b1):
-                wi = w[i] if use_w else 1.0
-                for j in range(c1 - c0):
-                    v = np.float64(x[i, c0 + j]) - shift[c0 + j]
-                    ok = v == v
-                    bm[j] += wi * v if ok else 0.0
-                    bn[j] += wi if ok else 0.0
-            for j in range(c1 - c0):
+            # pass 1: (weighted) sums and counts of the non-NaN values; the weighted and
+            # unweighted loops are written out separately so both vectorise over columns
+            if use_w:
+                for i in range(b0, b1):
+                    xr = x[i, c0:c1]
+                    wi = w[i]
+                    for j in range(nc):
+                        v = np.float64(xr[j]) - sh[j]
+                        ok = v == v
+                        bm[j] += wi * v if ok else 0.0
+                        bn[j] += wi if ok else 0.0
+            else:
+                for i in range(b0, b1):
+                    xr = x[i, c0:c1]
+                    for j in range(nc):
+                        v = np.float64(xr[j]) - sh[j]
+                        ok = v == v
+                        bm[j] += v if ok else 0.0
+                        bn[j] += 1.0 if ok else 0.0
+            for j in range(nc):
                 bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
-            # pass 2 (block in cache): Σ w·d and Σ w·d² of the deviations
-            for i in range(b0, b1):
-                wi = w[i] if use_w else 1.0
-                for j in range(c1 - c0):
-                    v = np.float64(x[i, c0 + j]) - shift[c0 + j]
-                    ok = v == v
-                    d = v - bm[j]
-                    bd[j] += wi * d if ok else 0.0
-                    bq[j] += wi * d * d if ok else 0.0
-            for j in range(c1 - c0):
+            # pass 2 (the block is still in cache): Σ w·d and Σ w·d² of the deviations
+            if use_w:
+                for i in range(b0, b1):
+                    xr = x[i, c0:c1]
+                    wi = w[i]
+                    for j in range(nc):
+                        v = np.float64(xr[j]) - sh[j]
+                        ok = v == v
+                        d = v - bm[j]
+                        bd[j] += wi * d if ok else 0.0
+                        bq[j] += wi * d * d if ok else 0.0
+            else:
+                for i in range(b0, b1):
+                    xr = x[i, c0:c1]
+                    for j in range(nc):
+                        v = np.float64(xr[j]) - sh[j]
+                        ok = v == v
+                        d = v - bm[j]
+                        bd[j] += d if ok else 0.0
+                        bq[j] += d * d if ok else 0.0
+            for j in range(nc):
                 nb = bn[j]
                 if nb != 0.0:
                     mb = bm[j] + bd[j] / nb
