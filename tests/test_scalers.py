@@ -40,7 +40,7 @@ def _same_attrs(ours, theirs, names):
             assert np.ndim(a) == 0, name
             assert a == b, (name, a, b)
             continue
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=0, err_msg=name)
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-14, err_msg=name)
         assert np.asarray(a).dtype == np.asarray(b).dtype, name
 
 
@@ -109,10 +109,10 @@ def test_standard_scaler_partial_fit(rng, nan):
     for row in x:  # one sample at a time, all-NaN batches included
         single.partial_fit(row[None])
     for s in (ours, single):
-        np.testing.assert_allclose(s.mean_, full.mean_, rtol=1e-13)
+        np.testing.assert_allclose(s.mean_, full.mean_, rtol=1e-13, atol=1e-14)
         np.testing.assert_allclose(s.var_, full.var_, rtol=1e-12)
         np.testing.assert_array_equal(s.n_samples_seen_, full.n_samples_seen_)
-    np.testing.assert_allclose(ours.mean_, full.mean_, rtol=1e-13)
+    np.testing.assert_allclose(ours.mean_, full.mean_, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(ours.var_, full.var_, rtol=1e-12)
     if nan:
         # per-feature counts, float64 as scikit-learn's _incremental_mean_and_var returns them
@@ -346,7 +346,7 @@ def test_without_sklearn():
         except ValueError as e:
             assert "2D" in str(e)
         s2 = S.StandardScaler().partial_fit(x[:50]).partial_fit(x[50:])
-        np.testing.assert_allclose(s2.mean_, s.mean_, rtol=1e-13)
+        np.testing.assert_allclose(s2.mean_, s.mean_, rtol=1e-13, atol=1e-14)
         np.testing.assert_allclose(s2.var_, s.var_, rtol=1e-12)
         print("ok")
         """
