@@ -1,0 +1,22 @@
+"""asv: min_max_scale per feature of (1e6, 64) and per channel of (32, 64, 56, 56), CPU (and
+GPU when present) against np.copyto, NumPy, PyTorch and scikit-learn (2-D)."""
+from numbanorm._bench import min_max_scale as cases
+
+from .common import DTYPES, IMPLS, pick, shapes
+
+#: append-only; 2-D shapes reduce over axis 0, 4-D over (0, 2, 3)
+SHAPES = shapes((1_000_000, 64), (32, 64, 56, 56))
+SCALING_IMPLS = IMPLS + ["sklearn"]
+
+
+class MinMaxScaleForward:
+    params = [SHAPES, DTYPES, SCALING_IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+    timeout = 300
+
+    def setup(self, shape, dtype, impl):
+        self.fn = pick(cases.forward, shape, dtype, impl)
+        self.fn()
+
+    def time_min_max_scale(self, shape, dtype, impl):
+        self.fn()
