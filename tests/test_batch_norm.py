@@ -565,6 +565,11 @@ def test_gpu_float64_cumulative_and_device_running_stats(rng, small_blocks):
     np.testing.assert_allclose(y.copy_to_host(), ref.batch_norm(x, None, None, training=True), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(d_rm.copy_to_host(), ref_m, rtol=1e-12)
     np.testing.assert_allclose(d_rv.copy_to_host(), ref_v, rtol=1e-12)
+    host_count = np.array([5])  # a host counter is fine with device data
+    batch_norm(d_x, d_rm, d_rv, training=True, momentum=None, num_batches_tracked=host_count)
+    ref.batch_norm(x, ref_m, ref_v, training=True, momentum=None, num_batches_tracked=5)
+    assert host_count[0] == 6
+    np.testing.assert_allclose(d_rm.copy_to_host(), ref_m, rtol=1e-12)
 
 
 def test_float16_backward_is_computed_in_float32_and_returned_as_float16(rng):

@@ -75,10 +75,22 @@ def running_stats(fn, dev, running_mean, running_var, c, update):
     return tuple(arrays)
 
 
+def _counter(value):
+    """A 1-element counter array as something with copy_to_host/copy_to_device (device) or NumPy."""
+    if hasattr(value, "copy_to_host"):  # Numba device array (or the simulator's)
+        return value
+    if hasattr(type(value), "__cuda_array_interface__"):  # CuPy, torch.cuda, ...: zero-copy view
+        from numba import cuda
+
+        return cuda.as_cuda_array(value)
+    return value
+
+
 def batches_tracked(fn, value):
     """``num_batches_tracked``: None (= 0), an int >= 0, or a 1-element integer array.
 
-    Returns (count, array or None): the array is incremented in place after a training step.
+    Returns (count, array or None): the array (host or device) is incremented in place
+    after a training step.
     """
     if value is None:
         return 0, None
@@ -92,9 +104,9 @@ def batches_tracked(fn, value):
             raise ValueError(
                 f"{fn}(): argument 'num_batches_tracked' must be a writeable array, got a read-only array"
             )
-        host = value.copy_to_host() if hasattr(value, "copy_to_host") else np.asarray(value)
+        arr = _counter(value)
+        host = arr.copy_to_host() if hasattr(arr, "copy_to_host") else np.asarray(arr)
         count = int(host.reshape(-1)[0])
-        arr = value
     else:
         if isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{fn}(): argument 'num_batches_tracked' must be an int, got {value!r}")
@@ -112,15 +124,12 @@ def batches_tracked(fn, value):
 
 
 def increment(arr):
-    """num_batches_tracked += 1 in the caller's array (host or device)."""
+    """num_batches_tracked += 1 in the caller's counter (host or device)."""
     if arr is None:
         return
-    if hasattr(arr, "copy_to_host"):  # Numba device array
-        host = arr.copy_to_host()
-        arr.copy_to_device(host + 1)
-    elif isinstance(arr, np.ndarray):
-        arr += 1
-    else:  # CuPy and other array objects with in-place addition
+    if hasattr(arr, "copy_to_host"):
+        arr.copy_to_device(arr.copy_to_host() + 1)
+    else:
         arr += 1
 
 
@@ -202,8 +211,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     num_batches_tracked : int or 1-element integer array, optional
         The number of batches already folded into the running statistics (PyTorch's
         ``BatchNorm.num_batches_tracked`` buffer before this step; None means 0). It sets the
-        factor of ``momentum=None``. An array is incremented in place after each training
-        step with running statistics, as PyTorch increments its buffer; an int is not.
+        factor of ``momentum=None``. An array (host or device, whatever the device of ``x``)
+        is incremented in place after each training step with running statistics, as
+        PyTorch increments its buffer; an int is not.
     unbiased_running_var : bool
         Update the running variance with the unbiased batch variance (PyTorch, default) or
         the biased one (PaddlePaddle).
@@ -236,9 +246,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     (array([0.2, 2. ]), array([ 1.1, 20.9]))
     """
     fn = _OP
-    nbt_dev = num_batches_tracked if hasattr(num_batches_tracked, "shape") else None
     dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
-                              weight=weight, bias=bias, out=out, num_batches_tracked=nbt_dev)
+                              weight=weight, bias=bias, out=out)
     if dev.is_dask:
         from .. import _dask
 

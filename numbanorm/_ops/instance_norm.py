@@ -82,9 +82,8 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
             [-1.,  1.]]])
     """
     fn = _OP
-    nbt_dev = num_batches_tracked if hasattr(num_batches_tracked, "shape") else None
     dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
-                              weight=weight, bias=bias, out=out, num_batches_tracked=nbt_dev)
+                              weight=weight, bias=bias, out=out)
     if dev.is_dask:
         from .. import _dask
 
