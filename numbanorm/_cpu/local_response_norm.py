@@ -61,6 +61,10 @@ BLOCK = 8192
 
 _opts = _config.JIT_OPTIONS
 
+#: unsigned index type: indexing with it skips Numba's negative-index wrap-around, which
+#: lets LLVM vectorise loops over computed offsets
+U = np.uintp
+
 
 def pow_kind(beta):
     return {0.75: PW75, 0.5: PW50, 1.0: PW100, 0.25: PW25, 0.0: PW0}.get(float(beta), PWGEN)
@@ -83,35 +87,35 @@ def _bpow(b, pk, beta):
 
 @njit(inline="always", **_opts)
 def _tapsum(src, sbase, stride, w, n, dst, dbase):
-    """dst[dbase + i] = sum_{d < w} src[sbase + d * stride + i] for i < n."""
-    o = dst[dbase:dbase + n]
-    s0 = src[sbase:sbase + n]
+    """dst[dbase + i] = sum_{d < w} src[sbase + d * stride + i] for i < n.
+
+    Flat arrays with unsigned indices (no wrap-around checks, no slice objects to
+    reference-count), so the loops vectorise."""
+    s0 = sbase
+    s1 = sbase + stride
+    s2 = s1 + stride
+    s3 = s2 + stride
+    s4 = s3 + stride
     if w == 1:
         for i in range(n):
-            o[i] = s0[i]
-        return
-    s1 = src[sbase + stride:sbase + stride + n]
-    if w == 2:
+            dst[U(dbase + i)] = src[U(s0 + i)]
+    elif w == 2:
         for i in range(n):
-            o[i] = s0[i] + s1[i]
-        return
-    s2 = src[sbase + 2 * stride:sbase + 2 * stride + n]
-    if w == 3:
+            dst[U(dbase + i)] = src[U(s0 + i)] + src[U(s1 + i)]
+    elif w == 3:
         for i in range(n):
-            o[i] = s0[i] + s1[i] + s2[i]
-        return
-    s3 = src[sbase + 3 * stride:sbase + 3 * stride + n]
-    if w == 4:
+            dst[U(dbase + i)] = src[U(s0 + i)] + src[U(s1 + i)] + src[U(s2 + i)]
+    elif w == 4:
         for i in range(n):
-            o[i] = s0[i] + s1[i] + s2[i] + s3[i]
-        return
-    s4 = src[sbase + 4 * stride:sbase + 4 * stride + n]
-    for i in range(n):
-        o[i] = s0[i] + s1[i] + s2[i] + s3[i] + s4[i]
-    for d in range(5, w):
-        sd = src[sbase + d * stride:sbase + d * stride + n]
+            dst[U(dbase + i)] = src[U(s0 + i)] + src[U(s1 + i)] + src[U(s2 + i)] + src[U(s3 + i)]
+    else:
         for i in range(n):
-            o[i] += sd[i]
+            dst[U(dbase + i)] = (src[U(s0 + i)] + src[U(s1 + i)] + src[U(s2 + i)] + src[U(s3 + i)]
+                                 + src[U(s4 + i)])
+        for d in range(5, w):
+            sd = sbase + d * stride
+            for i in range(n):
+                dst[U(dbase + i)] += src[U(sd + i)]
 
 
 @njit(inline="always", **_opts)
@@ -139,68 +143,85 @@ def _seg(sp, wa, off, r, p, cb, mg):
 
 
 @njit(inline="always", **_opts)
-def _sq_into(xs, dst, n):
-    for i in range(n):
-        v = xs[i]
-        dst[i] = v * v
+def _sq_block(xf, xo, xs, dst, do, ds, nl, n):
+    """dst[do + l ds + i] = xf[xo + l xs + i] ** 2 for l < nl, i < n (one call per
+    block: array arguments of inlined helpers are reference-counted per call)."""
+    for l in range(nl):
+        xb = xo + l * xs
+        db = do + l * ds
+        for i in range(n):
+            v = xf[U(xb + i)]
+            dst[U(db + i)] = v * v
 
 
 @njit(inline="always", **_opts)
-def _load(xf, o0, nr, c0, nc, length, inner, sp, wa, off, cb, mg, st0):
-    """Squares of the block into the stage-0 buffer (interior at ``off``)."""
+def _load(xf, o0, nr, c0, nc, length, inner, sp, wa, off, cb, mg, buf, b0):
+    """Squares of the block into the stage-0 buffer at ``buf[b0:]`` (interior at ``off``)."""
     nd = sp.shape[0]
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
     if cb == 1 and nd == 1:  # consecutive rows are one contiguous run
-        n = nr * length
-        _sq_into(xf[o0 * length:o0 * length + n], st0[mg:mg + n], n)
+        _sq_block(xf, o0 * length, 0, buf, b0 + mg, 0, 1, nr * length)
         return
     for r in range(nr):
         for p in range(nps):
-            b = _seg(sp, wa, off, r, p, cb, mg)
+            b = b0 + _seg(sp, wa, off, r, p, cb, mg)
             pos = (o0 + r) * length + p * seglen
             if cb == 1:
-                _sq_into(xf[pos:pos + seglen], st0[b:b + seglen], seglen)
+                _sq_block(xf, pos, 0, buf, b, 0, 1, seglen)
             else:
-                for l in range(seglen):
-                    e = (pos + l) * inner + c0
-                    _sq_into(xf[e:e + nc], st0[b + l * cb:b + l * cb + nc], nc)
+                _sq_block(xf, pos * inner + c0, inner, buf, b, cb, seglen, nc)
 
 
 @njit(inline="always", **_opts)
-def _edge_fix(src, dst, base, nruns, last, cb, lo, hi):
+def _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi):
+    j0 = max(0, l - lo)
+    j1 = min(last - 1, l + hi)
+    o = dst + rb + l * cb
+    if cb == 1:
+        acc = buf[U(src + rb + j0)]
+        for j in range(j0 + 1, j1 + 1):
+            acc += buf[U(src + rb + j)]
+        buf[U(o)] = acc
+        return
+    for q in range(cb):
+        buf[U(o + q)] = buf[U(src + rb + j0 * cb + q)]
+    for j in range(j0 + 1, j1 + 1):
+        sj = src + rb + j * cb
+        for q in range(cb):
+            buf[U(o + q)] += buf[U(sj + q)]
+
+
+@njit(inline="always", **_opts)
+def _edge_fix(buf, src, dst, nruns, last, cb, lo, hi):
     """Recompute the clipped last-axis window sums of the first ``lo`` and the last ``hi``
     positions of every run (the flat tap sum read across run boundaries there)."""
+    e0 = min(lo, last)
+    e1 = max(last - hi, e0)
     for run in range(nruns):
-        rb = base + run * last * cb
-        for l in range(last):
-            if l >= lo and l < last - hi:
-                continue
-            o = dst[rb + l * cb:rb + (l + 1) * cb]
-            for q in range(cb):
-                o[q] = 0
-            for j in range(max(0, l - lo), min(last - 1, l + hi) + 1):
-                sj = src[rb + j * cb:rb + (j + 1) * cb]
-                for q in range(cb):
-                    o[q] += sj[q]
+        rb = run * last * cb
+        for l in range(e0):
+            _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi)
+        for l in range(e1, last):
+            _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi)
 
 
 @njit(inline="always", **_opts)
-def _window(buf, offs, first, sp, wa, lo, hi, rows, nr, cb, mg):
+def _window(buf, offs, first, sp, wa, lo, hi, nr, cb, mg):
     """Window sums of the stage-0 buffer ``first`` through the stage buffers
-    first+1 .. first+nd (last axis first, then axes nd-2 .. 0). ``lo``/``hi``: the
-    last axis' reach (the other axes' offsets are in the stage-0 layout)."""
+    first+1 .. first+nd of ``buf`` (last axis first, then axes nd-2 .. 0). ``lo``/``hi``:
+    the last axis' reach (the other axes' offsets are in the stage-0 layout)."""
     nd = sp.shape[0]
     last = sp[nd - 1]
     wl = wa[nd - 1]
-    src = buf[offs[first]:offs[first + 1]]
-    dst = buf[offs[first + 1]:offs[first + 2]]
+    src = offs[first]
+    dst = offs[first + 1]
     runs = nr
     for b in range(nd - 1):
         runs *= sp[b] + wa[b] - 1
     tot = runs * last * cb
-    _tapsum(src, mg - lo * cb, cb, wl, tot, dst, mg)
-    _edge_fix(src, dst, mg, runs, last, cb, lo, hi)
+    _tapsum(buf, src + mg - lo * cb, cb, wl, tot, buf, dst + mg)
+    _edge_fix(buf, src + mg, dst + mg, runs, last, cb, lo, hi)
     for a in range(nd - 2, -1, -1):
         pre = nr
         for b in range(a):
@@ -211,72 +232,95 @@ def _window(buf, offs, first, sp, wa, lo, hi, rows, nr, cb, mg):
         la_src = sp[a] + wa[a] - 1
         la_dst = sp[a]
         si = first + nd - a - 1
-        src = buf[offs[si]:offs[si + 1]]
-        dst = buf[offs[si + 1]:offs[si + 2]]
-        sb = mg if si == first + 1 else 0
+        src = offs[si] + (mg if si == first + 1 else 0)
+        dst = offs[si + 1]
         for pr in range(pre):
-            _tapsum(src, sb + pr * la_src * post, post, wa[a], la_dst * post, dst, pr * la_dst * post)
+            _tapsum(buf, src + pr * la_src * post, post, wa[a], la_dst * post, buf, dst + pr * la_dst * post)
 
 
 @njit(inline="always", **_opts)
-def _write_y(xs, s, o, n, k, alpha, beta, pk):
-    """o[i] = x[i] / (k + alpha * s[i]) ** beta over one contiguous piece (one loop per
-    pow kind, so each loop vectorises)."""
+def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
+    """of[xo + l xs + i] = x / (k + alpha * s[so + l ss + i]) ** beta for l < nl, i < n
+    (one loop nest per pow kind, so each inner loop vectorises)."""
     if pk == PW75:
-        for i in range(n):
-            t = np.sqrt(k + alpha * s[i])
-            o[i] = xs[i] / (t * np.sqrt(t))
+        for l in range(nl):
+            xb = xo + l * xs
+            sb = so + l * ss
+            for i in range(n):
+                t = np.sqrt(k + alpha * s[U(sb + i)])
+                of[U(xb + i)] = xf[U(xb + i)] / (t * np.sqrt(t))
     elif pk == PW50:
-        for i in range(n):
-            o[i] = xs[i] / np.sqrt(k + alpha * s[i])
+        for l in range(nl):
+            xb = xo + l * xs
+            sb = so + l * ss
+            for i in range(n):
+                of[U(xb + i)] = xf[U(xb + i)] / np.sqrt(k + alpha * s[U(sb + i)])
     elif pk == PW100:
-        for i in range(n):
-            o[i] = xs[i] / (k + alpha * s[i])
+        for l in range(nl):
+            xb = xo + l * xs
+            sb = so + l * ss
+            for i in range(n):
+                of[U(xb + i)] = xf[U(xb + i)] / (k + alpha * s[U(sb + i)])
     elif pk == PW0:
-        for i in range(n):
-            o[i] = xs[i]
+        for l in range(nl):
+            xb = xo + l * xs
+            for i in range(n):
+                of[U(xb + i)] = xf[U(xb + i)]
     else:
-        for i in range(n):
-            o[i] = xs[i] / _bpow(k + alpha * s[i], pk, beta)
+        for l in range(nl):
+            xb = xo + l * xs
+            sb = so + l * ss
+            for i in range(n):
+                of[U(xb + i)] = xf[U(xb + i)] / _bpow(k + alpha * s[U(sb + i)], pk, beta)
 
 
 @njit(inline="always", **_opts)
-def _grad_t(g, xs, s, p, t, n, k, alpha, beta, one, pk):
-    """p[i] = base ** -beta; t[i] = dy x p / base, with base = k + alpha s[i]."""
-    if pk == PW75:
-        for i in range(n):
-            base = k + alpha * s[i]
-            r = np.sqrt(base)
-            pi = one / (r * np.sqrt(r))
-            t[i] = g[i] * xs[i] * pi / base
-            p[i] = pi
-    elif pk == PW50:
-        for i in range(n):
-            base = k + alpha * s[i]
-            pi = one / np.sqrt(base)
-            t[i] = g[i] * xs[i] * pi / base
-            p[i] = pi
-    elif pk == PW100:
-        for i in range(n):
-            pi = one / (k + alpha * s[i])
-            t[i] = g[i] * xs[i] * pi * pi
-            p[i] = pi
-    elif pk == PW0:
-        for i in range(n):
-            t[i] = one - one
-            p[i] = one
-    else:
-        for i in range(n):
-            base = k + alpha * s[i]
-            pi = one / _bpow(base, pk, beta)
-            t[i] = g[i] * xs[i] * pi / base
-            p[i] = pi
+def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk):
+    """s <- p = base ** -beta; t <- dy x p / base (base = k + alpha s), over an
+    (nl, n) block with strides xs (x, dy), ss (s) and ts (t)."""
+    for l in range(nl):
+        xb = xo + l * xs
+        sb = so + l * ss
+        tb = to + l * ts
+        if pk == PW75:
+            for i in range(n):
+                base = k + alpha * s[U(sb + i)]
+                r = np.sqrt(base)
+                pi = one / (r * np.sqrt(r))
+                t[U(tb + i)] = gf[U(xb + i)] * xf[U(xb + i)] * pi / base
+                s[U(sb + i)] = pi
+        elif pk == PW50:
+            for i in range(n):
+                base = k + alpha * s[U(sb + i)]
+                pi = one / np.sqrt(base)
+                t[U(tb + i)] = gf[U(xb + i)] * xf[U(xb + i)] * pi / base
+                s[U(sb + i)] = pi
+        elif pk == PW100:
+            for i in range(n):
+                pi = one / (k + alpha * s[U(sb + i)])
+                t[U(tb + i)] = gf[U(xb + i)] * xf[U(xb + i)] * pi * pi
+                s[U(sb + i)] = pi
+        elif pk == PW0:
+            for i in range(n):
+                t[U(tb + i)] = one - one
+                s[U(sb + i)] = one
+        else:
+            for i in range(n):
+                base = k + alpha * s[U(sb + i)]
+                pi = one / _bpow(base, pk, beta)
+                t[U(tb + i)] = gf[U(xb + i)] * xf[U(xb + i)] * pi / base
+                s[U(sb + i)] = pi
 
 
 @njit(inline="always", **_opts)
-def _grad_x(g, xs, p, u, dx, n, c2):
-    for i in range(n):
-        dx[i] = g[i] * p[i] + c2 * xs[i] * u[i]
+def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
+    """dx = dy p + c2 x u over an (nl, n) block (u shares p's layout, at ``uo``)."""
+    for l in range(nl):
+        xb = xo + l * xs
+        pb = po + l * ps
+        ub = uo + l * ps
+        for i in range(n):
+            df[U(xb + i)] = gf[U(xb + i)] * p[U(pb + i)] + c2 * xf[U(xb + i)] * u[U(ub + i)]
 
 
 @njit(inline="always", **_opts)
@@ -308,23 +352,17 @@ def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, out, scr
     nd = sp.shape[0]
     ntasks = _ntasks_nb(outer, inner, rows, cb)
     nch = scratch.shape[0]
-    sofs = mg if nd == 1 else 0
+    so = offs[nd] + (mg if nd == 1 else 0)
     for ch in prange(nch):
         buf = scratch[ch]
-        s = buf[offs[nd]:offs[nd + 1]]
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
             o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf[offs[0]:offs[1]])
-            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], rows, nr, cb, mg)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
             if cb == 1:
-                n = nr * length
-                e = o0 * length
-                _write_y(xf[e:e + n], s[sofs:sofs + n], of[e:e + n], n, k, alpha, beta, pk)
+                _write_y(xf, o0 * length, 0, buf, so, 0, of, 1, nr * length, k, alpha, beta, pk)
             else:
-                for l in range(length):
-                    e = (o0 * length + l) * inner + c0
-                    _write_y(xf[e:e + nc], s[sofs + l * cb:sofs + l * cb + nc], of[e:e + nc], nc,
-                             k, alpha, beta, pk)
+                _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
 
 
 def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, grad_x,
@@ -340,51 +378,37 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
     nch = scratch.shape[0]
     c2 = -(alpha + alpha) * beta
     sofs = mg if nd == 1 else 0
+    so = offs[nd] + sofs
+    uo = offs[2 * nd + 1] + sofs
+    t0 = offs[nd + 1]
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
     for ch in prange(nch):
         buf = scratch[ch]
-        s = buf[offs[nd]:offs[nd + 1]]
-        t0 = buf[offs[nd + 1]:offs[nd + 2]]
-        u = buf[offs[2 * nd + 1]:offs[2 * nd + 2]]
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
             o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf[offs[0]:offs[1]])
-            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], rows, nr, cb, mg)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
             # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
             if cb == 1 and nd == 1:
-                n = nr * length
-                e = o0 * length
-                _grad_t(gf[e:e + n], xf[e:e + n], s[sofs:sofs + n], s[sofs:sofs + n],
-                        t0[mg:mg + n], n, k, alpha, beta, one, pk)
+                _grad_t(gf, xf, o0 * length, 0, buf, so, 0, buf, t0 + mg, 0, 1, nr * length,
+                        k, alpha, beta, one, pk)
             else:
                 for r in range(nr):
                     for p in range(nps):
-                        b = _seg(sp, wa, hi, r, p, cb, mg)
+                        b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
                         pos = r * length + p * seglen
                         if cb == 1:
-                            e = o0 * length + pos
-                            _grad_t(gf[e:e + seglen], xf[e:e + seglen], s[sofs + pos:sofs + pos + seglen],
-                                    s[sofs + pos:sofs + pos + seglen], t0[b:b + seglen], seglen,
+                            _grad_t(gf, xf, o0 * length + pos, 0, buf, so + pos, 0, buf, b, 0, 1, seglen,
                                     k, alpha, beta, one, pk)
                         else:
-                            for l in range(seglen):
-                                e = (o0 * length + pos + l) * inner + c0
-                                si = sofs + (pos + l) * cb
-                                _grad_t(gf[e:e + nc], xf[e:e + nc], s[si:si + nc], s[si:si + nc],
-                                        t0[b + l * cb:b + l * cb + nc], nc, k, alpha, beta, one, pk)
-            _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], rows, nr, cb, mg)
+                            _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
+                                    buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
+            _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
             if cb == 1:
-                n = nr * length
-                e = o0 * length
-                _grad_x(gf[e:e + n], xf[e:e + n], s[sofs:sofs + n], u[sofs:sofs + n], df[e:e + n],
-                        n, c2)
+                _grad_x(gf, xf, o0 * length, 0, buf, so, 0, buf, uo, df, 1, nr * length, c2)
             else:
-                for l in range(length):
-                    e = (o0 * length + l) * inner + c0
-                    si = sofs + l * cb
-                    _grad_x(gf[e:e + nc], xf[e:e + nc], s[si:si + nc], u[si:si + nc], df[e:e + nc],
-                            nc, c2)
+                _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
 
 
 _forward_par = njit(parallel=True, **_opts)(_forward)

@@ -64,6 +64,33 @@ def _finish(a, pk, p):
 
 
 @njit(inline="always", **_opts)
+def _row_acc(x, i, pk, p):
+    """Norm accumulator of row ``i`` (sum of powers, or the max for p = inf)."""
+    n = x.shape[1]
+    a = np.float64(0.0)
+    if pk == P2:
+        for j in range(n):
+            v = np.float64(x[i, j])
+            a += v * v
+    elif pk == P1:
+        for j in range(n):
+            a += abs(np.float64(x[i, j]))
+    else:
+        for j in range(n):
+            a = _acc(np.float64(x[i, j]), a, pk, p)
+    return a
+
+
+@njit(inline="always", **_opts)
+def _row_dot(g, x, i):
+    n = x.shape[1]
+    s = np.float64(0.0)
+    for j in range(n):
+        s += np.float64(g[i, j]) * np.float64(x[i, j])
+    return s
+
+
+@njit(inline="always", **_opts)
 def _row_norm(x, i, pk, p):
     n = x.shape[1]
     a = np.float64(0.0)
@@ -107,40 +134,82 @@ def _dnorm(v, nrm, pk, p, cnt):
 # ---------------------------------------------------------------- rows (M, N)
 
 
-def _rows_forward(x, pk, p, eps, out, dbuf):
+def _rows_forward(x, pk, p, eps, out, dbuf, nch):
+    """Rows in ``nch`` fixed chunks (a function of M only: results do not depend on the
+    thread count). For p = 2 and p = 1 the write loop of row i also accumulates the norm
+    of row i + 1, so the read of the next row streams while this one is written (one
+    pass over memory, like a copy)."""
     m, n = x.shape
-    for i in prange(m):
-        dbuf[i] = _clamp(_row_norm(x, i, pk, p), eps)
-        d = dbuf[i]  # data dtype: x / d like torch
-        for j in range(n):
-            out[i, j] = x[i, j] / d
+    for ch in prange(nch):
+        start = ch * m // nch
+        stop = (ch + 1) * m // nch
+        if start < stop:
+            a = _row_acc(x, start, pk, p)
+            for i in range(start, stop):
+                dbuf[i] = _clamp(_finish(a, pk, p), eps)
+                d = dbuf[i]  # data dtype: x / d like torch
+                nxt = i + 1
+                if nxt < stop and pk == P2:
+                    a = np.float64(0.0)
+                    for j in range(n):
+                        out[i, j] = x[i, j] / d
+                        v = np.float64(x[nxt, j])
+                        a += v * v
+                elif nxt < stop and pk == P1:
+                    a = np.float64(0.0)
+                    for j in range(n):
+                        out[i, j] = x[i, j] / d
+                        a += abs(np.float64(x[nxt, j]))
+                else:
+                    for j in range(n):
+                        out[i, j] = x[i, j] / d
+                    if nxt < stop:
+                        a = _row_acc(x, nxt, pk, p)
 
 
-def _rows_backward(grad_out, x, pk, p, eps, grad_x):
+def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch):
+    """Fixed row chunks as the forward; for p = 2 the write loop of row i accumulates the
+    two sums (sum x², sum dy x) of row i + 1."""
     m, n = x.shape
-    for i in prange(m):
-        nrm = _row_norm(x, i, pk, p)
-        s = np.float64(0.0)
-        for j in range(n):
-            s += np.float64(grad_out[i, j]) * np.float64(x[i, j])
-        d = _clamp(nrm, eps)
-        inv_d = 1.0 / d
-        coef = s * inv_d * inv_d if nrm >= eps else 0.0
-        if pk == P2:
-            c2 = coef / nrm if nrm != 0.0 else coef * 0.0
-            for j in range(n):
-                grad_x[i, j] = grad_out[i, j] * inv_d - c2 * x[i, j]
-        else:
-            cnt = np.float64(0.0)
-            if pk == PINF:
+    for ch in prange(nch):
+        start = ch * m // nch
+        stop = (ch + 1) * m // nch
+        if start < stop:
+            a = _row_acc(x, start, pk, p)
+            s = _row_dot(grad_out, x, start)
+            for i in range(start, stop):
+                nrm = _finish(a, pk, p)
+                d = _clamp(nrm, eps)
+                inv_d = 1.0 / d
+                coef = s * inv_d * inv_d if nrm >= eps else 0.0
+                nxt = i + 1
+                if pk == P2:
+                    c2 = coef / nrm if nrm != 0.0 else coef * 0.0
+                    if nxt < stop:
+                        a = np.float64(0.0)
+                        s = np.float64(0.0)
+                        for j in range(n):
+                            grad_x[i, j] = grad_out[i, j] * inv_d - c2 * x[i, j]
+                            v = np.float64(x[nxt, j])
+                            a += v * v
+                            s += np.float64(grad_out[nxt, j]) * v
+                    else:
+                        for j in range(n):
+                            grad_x[i, j] = grad_out[i, j] * inv_d - c2 * x[i, j]
+                    continue
+                cnt = np.float64(0.0)
+                if pk == PINF:
+                    for j in range(n):
+                        av = abs(np.float64(x[i, j]))
+                        if av == nrm or av != av:
+                            cnt += 1.0
                 for j in range(n):
-                    av = abs(np.float64(x[i, j]))
-                    if av == nrm or av != av:
-                        cnt += 1.0
-            for j in range(n):
-                v = np.float64(x[i, j])
-                g = _dnorm(v, nrm, pk, p, cnt)
-                grad_x[i, j] = grad_out[i, j] * inv_d - coef * g
+                    v = np.float64(x[i, j])
+                    g = _dnorm(v, nrm, pk, p, cnt)
+                    grad_x[i, j] = grad_out[i, j] * inv_d - coef * g
+                if nxt < stop:
+                    a = _row_acc(x, nxt, pk, p)
+                    s = _row_dot(grad_out, x, nxt)
 
 
 # ------------------------------------------------------- channels (outer, C, inner)
@@ -250,25 +319,31 @@ def _blocking(x, serial):
     return bsize, nch
 
 
+#: rows are processed in this many fixed chunks (at most; a function of M only)
+ROW_CHUNKS = 64
+
+
 def forward_rows(x, p, eps, out):
     """``out[i] = x[i] / max(||x[i]||_p, eps)`` for each row of the (M, N) array ``x``."""
     dbuf = np.empty(x.shape[0], x.dtype)
     pk = _pkind(p)
+    nch = max(1, min(ROW_CHUNKS, x.shape[0]))
     if x.size < _config.SERIAL_THRESHOLD:
-        _rows_forward_ser(x, pk, p, eps, out, dbuf)
+        _rows_forward_ser(x, pk, p, eps, out, dbuf, nch)
     else:
         with _config.KERNEL_LOCK:
-            _rows_forward_par(x, pk, p, eps, out, dbuf)
+            _rows_forward_par(x, pk, p, eps, out, dbuf, nch)
 
 
 def backward_rows(grad_out, x, p, eps, grad_x):
     """Gradient of :func:`forward_rows` with respect to ``x`` into ``grad_x`` (M, N)."""
     pk = _pkind(p)
+    nch = max(1, min(ROW_CHUNKS, x.shape[0]))
     if x.size < _config.SERIAL_THRESHOLD:
-        _rows_backward_ser(grad_out, x, pk, p, eps, grad_x)
+        _rows_backward_ser(grad_out, x, pk, p, eps, grad_x, nch)
     else:
         with _config.KERNEL_LOCK:
-            _rows_backward_par(grad_out, x, pk, p, eps, grad_x)
+            _rows_backward_par(grad_out, x, pk, p, eps, grad_x, nch)
 
 
 def forward_channels(x, p, eps, out):
