@@ -245,6 +245,17 @@ def test_big_rows_and_segments_paths(rng):
         np.testing.assert_allclose(standardize(x, axis=axis), _ref(x, axis), rtol=1e-10, atol=1e-10)
 
 
+def test_segments_path_with_nan_and_inf(rng):
+    # I > 1 runs: plain sums, with the careful loop for runs holding NaN or inf
+    x = rng.normal(size=(4, 3, 5000)) * 2 + 100
+    x[rng.random(x.shape) < 0.001] = np.nan
+    x[2, 1, 77] = np.inf
+    y = standardize(x, axis=(0, 2))
+    np.testing.assert_array_equal(np.isnan(y[:, [0, 2]]), np.isnan(x[:, [0, 2]]))
+    assert np.isnan(y[:, 1]).all()  # the channel holding inf
+    np.testing.assert_allclose(y[:, [0, 2]], _ref(x[:, [0, 2]], (0, 2)), rtol=1e-10, atol=1e-10)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),

@@ -22,24 +22,30 @@ from .._config import FASTMATH
 from .standardize import row_plan, seg_plan, transform  # noqa: F401  (transform: shared pass)
 
 
-def _extrema_rows(x, pmn, pmx, ntiles, tile):
+def _extrema_rows(x, pmn, pmx, ntiles, scratch):
     r, c = x.shape
     p = pmn.shape[0]
+    tile = scratch.shape[2]
     for t in prange(p * ntiles):
         k = t // ntiles
         c0 = (t % ntiles) * tile
         c1 = min(c, c0 + tile)
-        lo_row = pmn[k]
-        hi_row = pmx[k]
-        for j in range(c0, c1):
-            lo_row[j] = np.inf
-            hi_row[j] = -np.inf
+        nc = c1 - c0
+        lo = scratch[t, 0]  # in the data dtype: no conversion in the loop
+        hi = scratch[t, 1]
+        for j in range(nc):
+            lo[j] = np.inf
+            hi[j] = -np.inf
         for i in range(k * r // p, (k + 1) * r // p):
-            for j in range(c0, c1):
-                v = np.float64(x[i, j])
+            xr = x[i, c0:c1]
+            for j in range(nc):
+                v = xr[j]
                 # NaN compares false: skipped
-                lo_row[j] = v if v < lo_row[j] else lo_row[j]
-                hi_row[j] = v if v > hi_row[j] else hi_row[j]
+                lo[j] = v if v < lo[j] else lo[j]
+                hi[j] = v if v > hi[j] else hi[j]
+        for j in range(nc):
+            pmn[k, c0 + j] = lo[j]
+            pmx[k, c0 + j] = hi[j]
 
 
 def _extrema_segs(x, pmn, pmx):
@@ -99,7 +105,8 @@ def extrema(x, mn, mx):
         p, ntiles, tile = row_plan(o, c)
         pmn = np.empty((p, c))
         pmx = np.empty((p, c))
-        args = (x.reshape(o, c), pmn, pmx, ntiles, tile)
+        scratch = np.empty((p * ntiles, 2, tile), x.dtype)
+        args = (x.reshape(o, c), pmn, pmx, ntiles, scratch)
         kern = _extrema_rows_par if parallel else _extrema_rows_ser
     else:
         p = seg_plan(o, ni)

@@ -19,7 +19,9 @@ Thread mapping:
   a row chunk has >= ``ROW_BLOCK`` rows (at most ``REDUCE_CHUNKS`` chunks), a tile is
   ``COL_TILE`` columns; the inner loop runs over contiguous columns (vectorised).
 - I > 1: ``prange`` over (piece × channel) items, a piece being a contiguous range of the
-  flattened ``O × I`` positions of one channel; inner loops over contiguous ``I`` runs.
+  flattened ``O × I`` positions of one channel; inner loops over contiguous ``I`` runs of at
+  most ``SEG_BLOCK`` values, each two-pass, with plain (vectorised) sums and a careful
+  NaN-skipping loop only for runs whose sum shows a NaN or inf.
 - :func:`transform` (y = ((x − sub) · mul) / div + add, optionally clipped): ``prange`` over
   row blocks (I == 1) or over (o, c, inner block) runs (I > 1). It is compiled without
   fastmath so its rounding is exactly scikit-learn's sequence of in-place operations.
@@ -197,34 +199,51 @@ def _moments_segs(x, shift, pc, pm, pq):
         sh = shift[ch]
         pos = k * total // p
         stop = (k + 1) * total // p
+        n = np.float64(0.0)
+        m = np.float64(0.0)
+        q = np.float64(0.0)
         while pos < stop:
             oo = pos // ni
             i0 = pos % ni
             i1 = min(ni, i0 + SEG_BLOCK, i0 + (stop - pos))
+            xr = x[oo, ch, i0:i1]
+            # fast path: plain sums (a conditional inside a reduction would stop LLVM from
+            # vectorising it); a NaN or inf shows up in the sum and sends the run through
+            # the careful loop below
             s = np.float64(0.0)
-            nb = np.float64(0.0)
-            for i in range(i0, i1):
-                v = np.float64(x[oo, ch, i]) - sh
-                ok = v == v
-                s += v if ok else 0.0
-                nb += 1.0 if ok else 0.0
+            for i in range(xr.shape[0]):
+                s += np.float64(xr[i]) - sh
+            nb = np.float64(i1 - i0)
+            if not np.abs(s) < np.inf:
+                s = np.float64(0.0)
+                nb = np.float64(0.0)
+                for i in range(xr.shape[0]):
+                    v = np.float64(xr[i]) - sh
+                    if v == v:
+                        s += v
+                        nb += 1.0
             if nb != 0.0:
                 mb = s / nb
                 sd = np.float64(0.0)
                 sq = np.float64(0.0)
-                for i in range(i0, i1):
-                    v = np.float64(x[oo, ch, i]) - sh
-                    d = v - mb
-                    ok = v == v
-                    sd += d if ok else 0.0
-                    sq += d * d if ok else 0.0
-                mb += sd / nb
-                qb = sq - sd * (sd / nb)
-                n, m, q = _chan(pc[k, ch], pm[k, ch], pq[k, ch], nb, mb, qb)
-                pc[k, ch] = n
-                pm[k, ch] = m
-                pq[k, ch] = q
+                for i in range(xr.shape[0]):
+                    d = (np.float64(xr[i]) - sh) - mb
+                    sd += d
+                    sq += d * d
+                if not np.abs(sq) < np.inf:
+                    sd = np.float64(0.0)
+                    sq = np.float64(0.0)
+                    for i in range(xr.shape[0]):
+                        v = np.float64(xr[i]) - sh
+                        if v == v:
+                            d = v - mb
+                            sd += d
+                            sq += d * d
+                n, m, q = _chan(n, m, q, nb, mb + sd / nb, sq - sd * (sd / nb))
             pos += i1 - i0
+        pc[k, ch] = n
+        pm[k, ch] = m
+        pq[k, ch] = q
 
 
 _opts = dict(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -269,9 +288,9 @@ def moments(x, weight, count, mean, m2):
         return
     else:
         p = seg_plan(o, ni)
-        pc = np.zeros((p, c))
-        pm = np.zeros((p, c))
-        pq = np.zeros((p, c))
+        pc = np.empty((p, c))
+        pm = np.empty((p, c))
+        pq = np.empty((p, c))
         if parallel:
             with _config.KERNEL_LOCK:
                 _moments_segs_par(x, shift, pc, pm, pq)
