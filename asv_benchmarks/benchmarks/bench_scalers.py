@@ -6,7 +6,7 @@ from numbanorm._bench import scalers as cases
 from .common import pick, shapes
 
 #: append-only
-SHAPES = shapes((1_000_000, 64))
+SHAPES = shapes((100_000, 64), (1_000_000, 64))
 SCALER_IMPLS = ["numbanorm", "copyto", "numpy", "sklearn"]
 
 

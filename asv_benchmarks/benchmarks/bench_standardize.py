@@ -5,7 +5,7 @@ from numbanorm._bench import standardize as cases
 from .common import DTYPES, IMPLS, pick, shapes
 
 #: append-only; 2-D shapes reduce over axis 0, 4-D over (0, 2, 3)
-SHAPES = shapes((1_000_000, 64), (32, 64, 56, 56))
+SHAPES = shapes((100_000, 64), (1_000_000, 64), (32, 64, 56, 56))
 SCALING_IMPLS = IMPLS + ["sklearn"]
 
 

@@ -6,11 +6,7 @@ import numpy as np
 import numbanorm
 
 from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
-from .standardize import SPECS, sklearn_or_none
-
-
-def _axis(shape):
-    return dict(SPECS)[tuple(shape)]
+from .standardize import _axis, sklearn_or_none
 
 
 def _numpy(x, axis):

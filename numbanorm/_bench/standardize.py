@@ -12,7 +12,7 @@ SPECS = [((1_000_000, 64), 0), ((32, 64, 56, 56), (0, 2, 3))]
 
 
 def _axis(shape):
-    return dict(SPECS)[tuple(shape)]
+    return 0 if len(shape) == 2 else (0, 2, 3)
 
 
 def _numpy(x, axis):
