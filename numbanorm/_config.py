@@ -20,10 +20,10 @@ NUMBANORM_SERIAL_THRESHOLD
 """
 import contextlib
 import ctypes
-import glob
 import os
 import sys
 import threading
+import types
 
 import numba
 
@@ -89,6 +89,30 @@ numba.config.THREADING_LAYER = _LAYER
 
 #: serialises parallel launches when the layer is not thread-safe (workqueue fallback).
 KERNEL_LOCK = threading.Lock() if _LAYER == "workqueue" else contextlib.nullcontext()
+
+
+def twins(f):
+    """``(parallel, serial)`` compilations of the kernel function ``f`` (lazy, cached).
+
+    The serial twin compiles a copy of ``f`` under another ``__qualname__``: Numba's
+    on-disk cache keys entries by function name, signature and bytecode but not by the
+    ``parallel`` flag, so twins of one function would otherwise load each other's
+    machine code and the "parallel" kernel could silently run serially.
+    """
+    serial = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    serial.__qualname__ = f.__qualname__ + "_serial"
+    serial.__doc__ = f.__doc__
+    return numba.njit(parallel=True, **JIT_OPTIONS)(f), numba.njit(**JIT_OPTIONS)(serial)
+
+
+def launch(pair, size, *args):
+    """Run ``pair = twins(f)`` on ``args``: the serial twin below :data:`SERIAL_THRESHOLD`
+    elements, else the parallel one (serialised by :data:`KERNEL_LOCK` where the
+    threading layer is not thread-safe)."""
+    if size < SERIAL_THRESHOLD:
+        return pair[1](*args)
+    with KERNEL_LOCK:
+        return pair[0](*args)
 
 
 def threading_layer():

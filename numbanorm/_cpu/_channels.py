@@ -42,15 +42,13 @@ float64).
 
 Each parallel kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
 """
-import types
-
 import numpy as np
 from numba import njit, prange
 
 from .. import _config
-from .._config import FASTMATH, REDUCE_CHUNKS
+from .._config import REDUCE_CHUNKS
 
-_opts = dict(fastmath=FASTMATH, cache=True)
+_opts = _config.JIT_OPTIONS
 
 #: values summed in the data dtype before a float64 accumulation (I-runs or channels-last rows).
 BLOCK = 256
@@ -570,41 +568,20 @@ def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp):
                 dr[c] = al[c] * gr[c] + be[c] * (xr[c] - m_t[c]) + ga[c]
 
 
-def _twins(f):
-    """(parallel, serial) compilations of ``f``.
-
-    The serial one compiles a copy of ``f`` under another ``__qualname__``: Numba's on-disk
-    cache keys entries by function name, signature and bytecode but not by the
-    ``parallel`` flag, so twins of one function would load each other's machine code.
-    """
-    serial = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-    serial.__qualname__ = f.__qualname__ + "_serial"
-    serial.__doc__ = f.__doc__
-    return njit(parallel=True, **_opts)(f), njit(**_opts)(serial)
-
-
-_MOM_INNER = _twins(_moments_inner)
-_MOM_LAST = _twins(_moments_last)
-_GMOM_INNER = _twins(_grad_moments_inner)
-_GMOM_LAST = _twins(_grad_moments_last)
-_GEVAL_INNER = _twins(_grad_eval_inner)
-_GEVAL_LAST = _twins(_grad_eval_last)
-_APPLY_INNER = _twins(_apply_inner)
-_APPLY_LAST = _twins(_apply_last)
-_GAPPLY_INNER = _twins(_grad_apply_inner)
-_GAPPLY_LAST = _twins(_grad_apply_last)
-_ROWS_FWD = _twins(_rows_forward)
-_ROWS_BWD = _twins(_rows_backward)
-_SLAB_FWD = _twins(_slab_forward)
-_SLAB_BWD = _twins(_slab_backward)
-
-
-def _launch(twins, size, *args):
-    if size < _config.SERIAL_THRESHOLD:
-        twins[1](*args)
-    else:
-        with _config.KERNEL_LOCK:
-            twins[0](*args)
+_MOM_INNER = _config.twins(_moments_inner)
+_MOM_LAST = _config.twins(_moments_last)
+_GMOM_INNER = _config.twins(_grad_moments_inner)
+_GMOM_LAST = _config.twins(_grad_moments_last)
+_GEVAL_INNER = _config.twins(_grad_eval_inner)
+_GEVAL_LAST = _config.twins(_grad_eval_last)
+_APPLY_INNER = _config.twins(_apply_inner)
+_APPLY_LAST = _config.twins(_apply_last)
+_GAPPLY_INNER = _config.twins(_grad_apply_inner)
+_GAPPLY_LAST = _config.twins(_grad_apply_last)
+_ROWS_FWD = _config.twins(_rows_forward)
+_ROWS_BWD = _config.twins(_rows_backward)
+_SLAB_FWD = _config.twins(_slab_forward)
+_SLAB_BWD = _config.twins(_slab_backward)
 
 
 # --- small serial finishing steps (per (b, c) / (b, g) arrays) ---------------------------
@@ -746,9 +723,9 @@ def stats(x, groups, eps, mean, rstd, var):
     ko, ki, p1, p2 = _partials(x)
     if ni == 1:
         scratch = np.empty((2, nb * ko, nc), x.dtype)
-        _launch(_MOM_LAST, x.size, x.reshape(nb, no, nc), ko, p1, p2, scratch[0], scratch[1])
+        _config.launch(_MOM_LAST, x.size, x.reshape(nb, no, nc), ko, p1, p2, scratch[0], scratch[1])
     else:
-        _launch(_MOM_INNER, x.size, x, ko, ki, p1, p2)
+        _config.launch(_MOM_INNER, x.size, x, ko, ki, p1, p2)
     _group_stats(x, p1, p2, groups, eps, mean, var, rstd)
 
 
@@ -760,9 +737,9 @@ def normalize(x, mean, rstd, weight, bias, out):
     h_bc = np.empty((nb, nc), x.dtype)
     _expand(mean, rstd, weight, bias, m_bc, s_bc, h_bc)
     if ni == 1:
-        _launch(_APPLY_LAST, x.size, x.reshape(nb, no, nc), m_bc, s_bc, h_bc, out.reshape(nb, no, nc))
+        _config.launch(_APPLY_LAST, x.size, x.reshape(nb, no, nc), m_bc, s_bc, h_bc, out.reshape(nb, no, nc))
     else:
-        _launch(_APPLY_INNER, x.size, x, m_bc, s_bc, h_bc, out)
+        _config.launch(_APPLY_INNER, x.size, x, m_bc, s_bc, h_bc, out)
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
@@ -770,10 +747,10 @@ def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     nb, no, nc, ni = x.shape
     path = _path(x, groups)
     if path == "rows":
-        _launch(_ROWS_FWD, x.size, x.reshape(nb, nc, ni), groups, eps, weight, bias, out.reshape(nb, nc, ni),
+        _config.launch(_ROWS_FWD, x.size, x.reshape(nb, nc, ni), groups, eps, weight, bias, out.reshape(nb, nc, ni),
                 mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
     elif path == "slab":
-        _launch(_SLAB_FWD, x.size, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
+        _config.launch(_SLAB_FWD, x.size, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
                 mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))
     else:
         stats(x, groups, eps, mean, rstd, var)
@@ -791,11 +768,11 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     path = _path(x, mean.shape[1]) if training else "generic"
     if path == "rows":
         shape3 = (nb, nc, ni)
-        _launch(_ROWS_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
+        _config.launch(_ROWS_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
                 grad_x.reshape(shape3), sum1, sum2, np.empty((nb, nc, 4), x.dtype))
     elif path == "slab":
         shape3 = (nb, no, nc)
-        _launch(_SLAB_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
+        _config.launch(_SLAB_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
                 grad_x.reshape(shape3), sum1, sum2, np.empty((nb, 6, nc), x.dtype))
     else:
         m_bc = np.empty((nb, nc), x.dtype)
@@ -813,19 +790,19 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
         gamma = np.empty((nb, nc), x.dtype)
         if training:
             if last:
-                _launch(_GMOM_LAST, x.size, dy_v, x_v, m_bc, ko, q1, q2, scratch[0], scratch[1])
+                _config.launch(_GMOM_LAST, x.size, dy_v, x_v, m_bc, ko, q1, q2, scratch[0], scratch[1])
             else:
-                _launch(_GMOM_INNER, x.size, dy_v, x_v, m_bc, ko, ki, q1, q2)
+                _config.launch(_GMOM_INNER, x.size, dy_v, x_v, m_bc, ko, ki, q1, q2)
             _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
             _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, True, alpha, beta, gamma)
             k = _GAPPLY_LAST if last else _GAPPLY_INNER
-            _launch(k, x.size, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
+            _config.launch(k, x.size, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
         else:  # constant statistics: dx = r·w·dy, fused with the parameter-gradient sums
             _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, False, alpha, beta, gamma)
             if last:
-                _launch(_GEVAL_LAST, x.size, dy_v, x_v, m_bc, alpha, ko, q1, q2, dx_v, scratch[0], scratch[1])
+                _config.launch(_GEVAL_LAST, x.size, dy_v, x_v, m_bc, alpha, ko, q1, q2, dx_v, scratch[0], scratch[1])
             else:
-                _launch(_GEVAL_INNER, x.size, dy_v, x_v, m_bc, alpha, ko, ki, q1, q2, dx_v)
+                _config.launch(_GEVAL_INNER, x.size, dy_v, x_v, m_bc, alpha, ko, ki, q1, q2, dx_v)
             _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
     _param_grads(sum1, sum2, rstd, grad_weight, grad_bias)
 

@@ -13,11 +13,11 @@ statistics: the eval-mode ``rstd`` and PyTorch's in-place update.
 import numpy as np
 from numba import njit
 
-from .._config import FASTMATH
+from .. import _config
 from ._channels import backward, fill, forward, normalize, stats  # noqa: F401  (entry points)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(**_config.JIT_OPTIONS)
 def running_stats(running_mean, running_var, eps, mean, rstd):
     """Eval-mode statistics: ``mean = running_mean``, ``rstd = 1/sqrt(running_var + eps)`` (1, C)."""
     for c in range(running_mean.shape[0]):
@@ -25,7 +25,7 @@ def running_stats(running_mean, running_var, eps, mean, rstd):
         rstd[0, c] = 1.0 / np.sqrt(running_var[c] + eps)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(**_config.JIT_OPTIONS)
 def update_running(mean, var, count, factor, unbiased, running_mean, running_var):
     """running ← (1 − factor)·running + factor·batch, per channel, in place.
 

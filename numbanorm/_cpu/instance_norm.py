@@ -9,11 +9,11 @@ statistics. Small serial loops over ``(N, C)``.
 import numpy as np
 from numba import njit
 
-from .._config import FASTMATH
+from .. import _config
 from ._channels import backward, fill, forward, normalize, stats  # noqa: F401  (entry points)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(**_config.JIT_OPTIONS)
 def running_stats(running_mean, running_var, eps, mean, rstd):
     """``mean[n, c] = running_mean[c]``, ``rstd[n, c] = 1/sqrt(running_var[c] + eps)``."""
     nb, nc = mean.shape
@@ -24,7 +24,7 @@ def running_stats(running_mean, running_var, eps, mean, rstd):
             rstd[b, c] = r
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(**_config.JIT_OPTIONS)
 def update_running(mean, var, count, factor, unbiased, running_mean, running_var):
     """running ← (1 − factor)·running + factor·(batch average of the per-instance statistic).
 

@@ -11,7 +11,7 @@ in chunk order afterwards: deterministic, no atomics). Each kernel has a serial 
 used below ``SERIAL_THRESHOLD`` elements where a parallel launch costs more than it saves.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .. import _config
 from .._config import REDUCE_CHUNKS
@@ -84,31 +84,19 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
                     ab[j] = 0.0
 
 
-_opts = _config.JIT_OPTIONS
-_forward_par = njit(parallel=True, **_opts)(_forward)
-_forward_ser = njit(**_opts)(_forward)
-_stats_par = njit(parallel=True, **_opts)(_stats)
-_stats_ser = njit(**_opts)(_stats)
-_backward_par = njit(parallel=True, **_opts)(_backward)
-_backward_ser = njit(**_opts)(_backward)
+_FORWARD = _config.twins(_forward)
+_STATS = _config.twins(_stats)
+_BACKWARD = _config.twins(_backward)
 
 
 def forward(x, weight, bias, eps, out, mean, rstd):
     """Normalize each row of ``x`` into ``out``; fill ``mean`` and ``rstd``."""
-    if x.size < _config.SERIAL_THRESHOLD:
-        _forward_ser(x, weight, bias, eps, out, mean, rstd)
-    else:
-        with _config.KERNEL_LOCK:
-            _forward_par(x, weight, bias, eps, out, mean, rstd)
+    _config.launch(_FORWARD, x.size, x, weight, bias, eps, out, mean, rstd)
 
 
 def stats(x, eps, mean, rstd):
     """Fill ``mean`` and ``rstd = 1/sqrt(var + eps)`` of each row of ``x``."""
-    if x.size < _config.SERIAL_THRESHOLD:
-        _stats_ser(x, eps, mean, rstd)
-    else:
-        with _config.KERNEL_LOCK:
-            _stats_par(x, eps, mean, rstd)
+    _config.launch(_STATS, x.size, x, eps, mean, rstd)
 
 
 def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
@@ -120,10 +108,6 @@ def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
     acc_w = np.zeros((nchunks, n), x.dtype)
     acc_b = np.zeros((nchunks, n), x.dtype)
     args = (grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b)
-    if x.size < _config.SERIAL_THRESHOLD:
-        _backward_ser(*args)
-    else:
-        with _config.KERNEL_LOCK:
-            _backward_par(*args)
+    _config.launch(_BACKWARD, x.size, *args)
     sum_chunks(part_w, grad_weight)
     sum_chunks(part_b, grad_bias)

@@ -9,7 +9,7 @@ the backward, each owning a float64 partial row of grad_weight summed in chunk o
 (deterministic). Serial twins below ``SERIAL_THRESHOLD`` elements.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .. import _config
 from .._config import REDUCE_CHUNKS
@@ -65,31 +65,19 @@ def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w):
                     aw[j] = 0.0
 
 
-_opts = _config.JIT_OPTIONS
-_forward_par = njit(parallel=True, **_opts)(_forward)
-_forward_ser = njit(**_opts)(_forward)
-_stats_par = njit(parallel=True, **_opts)(_stats)
-_stats_ser = njit(**_opts)(_stats)
-_backward_par = njit(parallel=True, **_opts)(_backward)
-_backward_ser = njit(**_opts)(_backward)
+_FORWARD = _config.twins(_forward)
+_STATS = _config.twins(_stats)
+_BACKWARD = _config.twins(_backward)
 
 
 def forward(x, weight, eps, out, rstd):
     """RMS-normalize each row of ``x`` into ``out``; fill ``rstd``."""
-    if x.size < _config.SERIAL_THRESHOLD:
-        _forward_ser(x, weight, eps, out, rstd)
-    else:
-        with _config.KERNEL_LOCK:
-            _forward_par(x, weight, eps, out, rstd)
+    _config.launch(_FORWARD, x.size, x, weight, eps, out, rstd)
 
 
 def stats(x, eps, rstd):
     """Fill ``rstd = 1/sqrt(mean(x²) + eps)`` of each row of ``x``."""
-    if x.size < _config.SERIAL_THRESHOLD:
-        _stats_ser(x, eps, rstd)
-    else:
-        with _config.KERNEL_LOCK:
-            _stats_par(x, eps, rstd)
+    _config.launch(_STATS, x.size, x, eps, rstd)
 
 
 def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
@@ -99,9 +87,5 @@ def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
     part_w = np.zeros((nchunks, n))
     acc_w = np.zeros((nchunks, n), x.dtype)
     args = (grad_out, x, weight, rstd, grad_x, acc_w, part_w)
-    if x.size < _config.SERIAL_THRESHOLD:
-        _backward_ser(*args)
-    else:
-        with _config.KERNEL_LOCK:
-            _backward_par(*args)
+    _config.launch(_BACKWARD, x.size, *args)
     sum_chunks(part_w, grad_weight)
