@@ -49,7 +49,10 @@ loops vectorise). Serial twins run below ``SERIAL_THRESHOLD`` elements.
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .. import _config
 
@@ -59,11 +62,42 @@ PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
 #: target number of values per task block (the padded scratch blocks stay in L2)
 BLOCK = 8192
 
+#: chunks of tasks per thread: several chunks let TBB's work stealing rebalance when a
+#: core is shared with other processes (results do not depend on the chunking; scratch
+#: is per thread, not per chunk)
+CHUNKS_PER_THREAD = 8
+
 _opts = _config.JIT_OPTIONS
 
 #: unsigned index type: indexing with it skips Numba's negative-index wrap-around, which
 #: lets LLVM vectorise loops over computed offsets
 U = np.uintp
+
+
+#: software-prefetch the next task's block (its rows are many short strided runs when the
+#: window runs across channels of a channels-first array: the hardware prefetcher misses them)
+PREFETCH = True
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """``llvm.prefetch`` of ``arr[idx]`` (read, keep in all cache levels). Never faults."""
+    if not isinstance(arr, types.Array):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 def pow_kind(beta):
@@ -335,6 +369,19 @@ def _task(t, outer, inner, rows, cb):
     return o0, 1, c0, min(cb, inner - c0)
 
 
+@njit(inline="always", **_opts)
+def _prefetch_task(xf, t, ntasks, outer, length, inner, rows, cb):
+    """Prefetch the strided rows of task ``t`` (only for lanes blocks: cb > 1)."""
+    if cb == 1 or t >= ntasks:
+        return
+    o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+    step = max(1, 64 // xf.itemsize)
+    for l in range(length):
+        e = (o0 * length + l) * inner + c0
+        for q in range(0, nc, step):
+            _prefetch(xf, U(e + q))
+
+
 def _ntasks(outer, inner, rows, cb):
     if inner == 1:
         return (outer + rows - 1) // rows
@@ -344,20 +391,21 @@ def _ntasks(outer, inner, rows, cb):
 _ntasks_nb = njit(inline="always", **_opts)(_ntasks)
 
 
-def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, out, scratch):
+def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf, out, scratch):
     """Scratch segments: stage buffers 0 .. nd (the last one holds the window sums)."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
     nd = sp.shape[0]
     ntasks = _ntasks_nb(outer, inner, rows, cb)
-    nch = scratch.shape[0]
     so = offs[nd] + (mg if nd == 1 else 0)
     for ch in prange(nch):
-        buf = scratch[ch]
+        buf = scratch[numba.get_thread_id()]  # per-thread scratch
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
             o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
             _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            if pf:
+                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
             _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
             if cb == 1:
                 _write_y(xf, o0 * length, 0, buf, so, 0, of, 1, nr * length, k, alpha, beta, pk)
@@ -365,7 +413,7 @@ def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, out, scr
                 _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
 
 
-def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, grad_x,
+def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, nch, pf, grad_x,
               scratch):
     """Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
     place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums)."""
@@ -375,7 +423,6 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
     df = grad_x.reshape(-1)
     nd = sp.shape[0]
     ntasks = _ntasks_nb(outer, inner, rows, cb)
-    nch = scratch.shape[0]
     c2 = -(alpha + alpha) * beta
     sofs = mg if nd == 1 else 0
     so = offs[nd] + sofs
@@ -384,10 +431,13 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
     for ch in prange(nch):
-        buf = scratch[ch]
+        buf = scratch[numba.get_thread_id()]  # per-thread scratch
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
             o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
             _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            if pf:
+                _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
+                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
             _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
             # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
             if cb == 1 and nd == 1:
@@ -445,9 +495,11 @@ def _plan(x, sp, lo, hi, backward):
         seg = seg + seg
     offs = np.concatenate([[0], np.cumsum(seg)]).astype(np.int64)
     ntasks = _ntasks(outer, inner, rows, cb)
-    nch = 1 if serial else max(1, min(ntasks, 4 * numba.get_num_threads()))
-    scratch = np.zeros((nch, int(offs[-1])), x.dtype)
-    return dict(sp=sp, wa=wa, lo=lo_a, hi=hi_a, rows=rows, cb=cb, mg=mg, offs=offs,
+    nch = 1 if serial else max(1, min(ntasks, CHUNKS_PER_THREAD * numba.get_num_threads()))
+    # one zeroed scratch row per thread (numba.get_thread_id() < NUMBA_NUM_THREADS)
+    nbuf = 1 if serial else numba.config.NUMBA_NUM_THREADS
+    scratch = np.zeros((nbuf, int(offs[-1])), x.dtype)
+    return dict(sp=sp, wa=wa, lo=lo_a, hi=hi_a, rows=rows, cb=cb, mg=mg, offs=offs, nch=nch,
                 scratch=scratch, serial=serial)
 
 
@@ -461,7 +513,7 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
     pl = _plan(x, sp, lo, hi, False)
     t = x.dtype.type
     args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), pow_kind(beta),
-            pl["rows"], pl["cb"], pl["mg"], pl["offs"], out, pl["scratch"])
+            pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, out, pl["scratch"])
     if pl["serial"]:
         _forward_ser(*args)
     else:
@@ -474,7 +526,7 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pl = _plan(x, sp, lo, hi, True)
     t = x.dtype.type
     args = (grad_out, x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), t(1),
-            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], grad_x, pl["scratch"])
+            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, grad_x, pl["scratch"])
     if pl["serial"]:
         _backward_ser(*args)
     else:

@@ -34,6 +34,9 @@ P2, P1, PINF, PGEN = 0, 1, 2, 3
 
 _opts = _config.JIT_OPTIONS
 
+#: unsigned index type (no negative-index wrap-around checks: the loops vectorise)
+U = np.uintp
+
 
 @njit(inline="always", **_opts)
 def _acc(v, a, pk, p):
@@ -217,6 +220,8 @@ def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch):
 
 def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
     outer, c_len, inner = x.shape
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
     nblk = (inner + bsize - 1) // bsize
     ntasks = outer * nblk
     nch = acc.shape[0]
@@ -227,65 +232,92 @@ def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
             o = t // nblk
             j0 = (t % nblk) * bsize
             nb = min(inner, j0 + bsize) - j0
+            base = o * c_len * inner + j0
             for j in range(nb):
                 a[j] = 0.0
             for c in range(c_len):
+                rb = base + c * inner
                 if pk == P2:
                     for j in range(nb):
-                        v = np.float64(x[o, c, j0 + j])
+                        v = np.float64(xf[U(rb + j)])
                         a[j] += v * v
                 elif pk == P1:
                     for j in range(nb):
-                        a[j] += abs(np.float64(x[o, c, j0 + j]))
+                        a[j] += abs(np.float64(xf[U(rb + j)]))
                 else:
                     for j in range(nb):
-                        a[j] = _acc(np.float64(x[o, c, j0 + j]), a[j], pk, p)
+                        a[j] = _acc(np.float64(xf[U(rb + j)]), a[j], pk, p)
             for j in range(nb):
                 dt[j] = _clamp(_finish(a[j], pk, p), eps)
             for c in range(c_len):
+                rb = base + c * inner
                 for j in range(nb):
-                    out[o, c, j0 + j] = x[o, c, j0 + j] / dt[j]
+                    of[U(rb + j)] = xf[U(rb + j)] / dt[j]
 
 
 def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
     """acc[ch] rows: 0 norm, 1 sum(dy*x), 2 1/d, 3 coef, 4 tie count (p = inf)."""
     outer, c_len, inner = x.shape
+    xf = x.reshape(-1)
+    gf = grad_out.reshape(-1)
+    df = grad_x.reshape(-1)
     nblk = (inner + bsize - 1) // bsize
     ntasks = outer * nblk
     nch = acc.shape[0]
     for ch in prange(nch):
-        a = acc[ch]
+        a0 = acc[ch, 0]
+        a1 = acc[ch, 1]
+        a2 = acc[ch, 2]
+        a3 = acc[ch, 3]
+        a4 = acc[ch, 4]
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
             o = t // nblk
             j0 = (t % nblk) * bsize
             nb = min(inner, j0 + bsize) - j0
+            base = o * c_len * inner + j0
             for j in range(nb):
-                a[0, j] = 0.0
-                a[1, j] = 0.0
-                a[4, j] = 0.0
+                a0[j] = 0.0
+                a1[j] = 0.0
+                a4[j] = 0.0
             for c in range(c_len):
-                for j in range(nb):
-                    v = np.float64(x[o, c, j0 + j])
-                    a[0, j] = _acc(v, a[0, j], pk, p)
-                    a[1, j] += np.float64(grad_out[o, c, j0 + j]) * v
+                rb = base + c * inner
+                if pk == P2:
+                    for j in range(nb):
+                        v = np.float64(xf[U(rb + j)])
+                        a0[j] += v * v
+                        a1[j] += np.float64(gf[U(rb + j)]) * v
+                else:
+                    for j in range(nb):
+                        v = np.float64(xf[U(rb + j)])
+                        a0[j] = _acc(v, a0[j], pk, p)
+                        a1[j] += np.float64(gf[U(rb + j)]) * v
             for j in range(nb):
-                nrm = _finish(a[0, j], pk, p)
+                nrm = _finish(a0[j], pk, p)
                 d = _clamp(nrm, eps)
-                a[0, j] = nrm
-                a[2, j] = 1.0 / d
-                a[3, j] = a[1, j] * a[2, j] * a[2, j] if nrm >= eps else 0.0
+                a0[j] = nrm
+                a2[j] = 1.0 / d
+                a3[j] = a1[j] * a2[j] * a2[j] if nrm >= eps else 0.0
+            if pk == P2:
+                for j in range(nb):  # a3 <- coef / n (the p = 2 factor of x)
+                    a3[j] = a3[j] / a0[j] if a0[j] != 0.0 else a3[j] * 0.0
+                for c in range(c_len):
+                    rb = base + c * inner
+                    for j in range(nb):
+                        df[U(rb + j)] = gf[U(rb + j)] * a2[j] - a3[j] * xf[U(rb + j)]
+                continue
             if pk == PINF:
                 for c in range(c_len):
+                    rb = base + c * inner
                     for j in range(nb):
-                        av = abs(np.float64(x[o, c, j0 + j]))
-                        if av == a[0, j] or av != av:
-                            a[4, j] += 1.0
+                        av = abs(np.float64(xf[U(rb + j)]))
+                        if av == a0[j] or av != av:
+                            a4[j] += 1.0
             for c in range(c_len):
+                rb = base + c * inner
                 for j in range(nb):
-                    v = np.float64(x[o, c, j0 + j])
-                    nrm = a[0, j]
-                    g = _dnorm(v, nrm, pk, p, a[4, j])
-                    grad_x[o, c, j0 + j] = grad_out[o, c, j0 + j] * a[2, j] - a[3, j] * g
+                    v = np.float64(xf[U(rb + j)])
+                    g = _dnorm(v, a0[j], pk, p, a4[j])
+                    df[U(rb + j)] = gf[U(rb + j)] * a2[j] - a3[j] * g
 
 
 _rows_forward_par = njit(parallel=True, **_opts)(_rows_forward)
