@@ -18,7 +18,6 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _config
-from .._config import FASTMATH
 from .standardize import row_plan, seg_plan, transform  # noqa: F401  (transform: shared pass)
 
 
@@ -87,17 +86,14 @@ def _combine(pmn, pmx, mn, mx):
         mx[j] = b
 
 
-_opts = dict(fastmath=FASTMATH, error_model="numpy", cache=True)
-_extrema_rows_par = njit(parallel=True, **_opts)(_extrema_rows)
-_extrema_rows_ser = njit(**_opts)(_extrema_rows)
-_extrema_segs_par = njit(parallel=True, **_opts)(_extrema_segs)
-_extrema_segs_ser = njit(**_opts)(_extrema_segs)
+_EXTREMA_ROWS = _config.twins(_extrema_rows)
+_EXTREMA_SEGS = _config.twins(_extrema_segs)
 
 
 def extrema(x, mn, mx):
     """Per-channel NaN-ignoring min and max of ``x`` (O, C, I) into float64 ``mn``, ``mx`` (C,)."""
     o, c, ni = x.shape
-    parallel = x.size >= _config.SERIAL_THRESHOLD
+    size = x.size
     if ni == 1 and c == 1:
         x = x.reshape(1, 1, o)
         o, ni = 1, o
@@ -107,16 +103,12 @@ def extrema(x, mn, mx):
         pmx = np.empty((p, c))
         scratch = np.empty((p * ntiles, 2, tile), x.dtype)
         args = (x.reshape(o, c), pmn, pmx, ntiles, scratch)
-        kern = _extrema_rows_par if parallel else _extrema_rows_ser
+        kern = _EXTREMA_ROWS
     else:
         p = seg_plan(o, ni)
         pmn = np.empty((p, c))
         pmx = np.empty((p, c))
         args = (x, pmn, pmx)
-        kern = _extrema_segs_par if parallel else _extrema_segs_ser
-    if parallel:
-        with _config.KERNEL_LOCK:
-            kern(*args)
-    else:
-        kern(*args)
+        kern = _EXTREMA_SEGS
+    _config.launch(kern, size, *args)
     _combine(pmn, pmx, mn, mx)

@@ -28,11 +28,25 @@ Thread mapping:
 
 Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
 """
+import types
+
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import _config
 from .._config import FASTMATH, REDUCE_CHUNKS
+
+
+def exact_twins(f):
+    """``(parallel, serial)`` compilations of ``f`` *without* fastmath (elementwise kernels
+    whose rounding must be exactly NumPy's), as :func:`numbanorm._config.twins` does for
+    the fastmath kernels: the serial twin is a renamed copy, so Numba's disk cache (which
+    ignores ``parallel=``) never hands one twin the other's machine code."""
+    serial = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    serial.__qualname__ = f.__qualname__ + "_serial"
+    opts = dict(cache=True, error_model="numpy")
+    return numba.njit(parallel=True, **opts)(f), numba.njit(**opts)(serial)
 
 #: rows of an (I == 1) block processed twice while in cache.
 ROW_BLOCK = 128
@@ -246,11 +260,8 @@ def _moments_segs(x, shift, pc, pm, pq):
         pq[k, ch] = q
 
 
-_opts = dict(fastmath=FASTMATH, error_model="numpy", cache=True)
-_moments_rows_par = njit(parallel=True, **_opts)(_moments_rows)
-_moments_rows_ser = njit(**_opts)(_moments_rows)
-_moments_segs_par = njit(parallel=True, **_opts)(_moments_segs)
-_moments_segs_ser = njit(**_opts)(_moments_segs)
+_MOMENTS_ROWS = _config.twins(_moments_rows)
+_MOMENTS_SEGS = _config.twins(_moments_segs)
 
 _NO_WEIGHT = np.ones(1)
 
@@ -262,7 +273,7 @@ def moments(x, weight, count, mean, m2):
     Channels without values get count 0 and NaN mean/M2.
     """
     o, c, ni = x.shape
-    parallel = x.size >= _config.SERIAL_THRESHOLD
+    size = x.size
     shift = first_valid(x)
     if ni == 1 and c == 1 and weight is None:
         x = x.reshape(1, 1, o)  # one long run: the piecewise kernel splits it
@@ -276,11 +287,7 @@ def moments(x, weight, count, mean, m2):
         scratch = np.empty((p * ntiles, 4, tile))
         use_w = weight is not None
         w = weight if use_w else _NO_WEIGHT
-        if parallel:
-            with _config.KERNEL_LOCK:
-                _moments_rows_par(x2, shift, w, use_w, pc, pm, pq, scratch)
-        else:
-            _moments_rows_ser(x2, shift, w, use_w, pc, pm, pq, scratch)
+        _config.launch(_MOMENTS_ROWS, size, x2, shift, w, use_w, pc, pm, pq, scratch)
     elif weight is not None:
         # per-outer weights on a (O, C, I) layout: weight each (o, c) run separately
         x2 = np.ascontiguousarray(np.moveaxis(x, 1, 2)).reshape(o * ni, c)
@@ -291,11 +298,7 @@ def moments(x, weight, count, mean, m2):
         pc = np.empty((p, c))
         pm = np.empty((p, c))
         pq = np.empty((p, c))
-        if parallel:
-            with _config.KERNEL_LOCK:
-                _moments_segs_par(x, shift, pc, pm, pq)
-        else:
-            _moments_segs_ser(x, shift, pc, pm, pq)
+        _config.launch(_MOMENTS_SEGS, size, x, shift, pc, pm, pq)
     merge_partials(pc, pm, pq, shift, count, mean, m2)
 
 
@@ -343,10 +346,8 @@ def _transform_segs(x, sub, mul, div, add, lo, hi, clip, out, nsplit):
 
 # No fastmath: the transform is elementwise (vectorises without it) and its rounding must be
 # exactly that of ``X -= mean; X /= scale`` (no contraction into FMA, no reciprocal).
-_transform_rows_par = njit(parallel=True, error_model="numpy", cache=True)(_transform_rows)
-_transform_rows_ser = njit(error_model="numpy", cache=True)(_transform_rows)
-_transform_segs_par = njit(parallel=True, error_model="numpy", cache=True)(_transform_segs)
-_transform_segs_ser = njit(error_model="numpy", cache=True)(_transform_segs)
+_TRANSFORM_ROWS = exact_twins(_transform_rows)
+_TRANSFORM_SEGS = exact_twins(_transform_segs)
 
 #: elements per parallel work item of the transform.
 TRANSFORM_BLOCK = 16384
@@ -366,22 +367,13 @@ def transform(x, sub, mul, div, add, lo, hi, clip, out):
     lo = float(lo)
     hi = float(hi)
     clip = bool(clip)
-    parallel = x.size >= _config.SERIAL_THRESHOLD
     if ni == 1:
-        x2 = x.reshape(o, c)
-        o2 = out.reshape(o, c)
         nblocks = max(1, min(o, x.size // TRANSFORM_BLOCK))
-        args = (x2, sub, mul, div, add, lo, hi, clip, o2, nblocks)
-        kern = _transform_rows_par if parallel else _transform_rows_ser
+        _config.launch(_TRANSFORM_ROWS, x.size, x.reshape(o, c), sub, mul, div, add, lo, hi, clip,
+                       out.reshape(o, c), nblocks)
     else:
         nsplit = max(1, ni // TRANSFORM_BLOCK)
-        args = (x, sub, mul, div, add, lo, hi, clip, out, nsplit)
-        kern = _transform_segs_par if parallel else _transform_segs_ser
-    if parallel:
-        with _config.KERNEL_LOCK:
-            kern(*args)
-    else:
-        kern(*args)
+        _config.launch(_TRANSFORM_SEGS, x.size, x, sub, mul, div, add, lo, hi, clip, out, nsplit)
 
 
 # --------------------------------------------------------------------------- checks
@@ -397,17 +389,12 @@ def _count_inf(x, parts):
         parts[k] = s
 
 
-_count_inf_par = njit(parallel=True, cache=True)(_count_inf)
-_count_inf_ser = njit(cache=True)(_count_inf)
+_COUNT_INF = exact_twins(_count_inf)
 
 
 def count_inf(x):
     """Number of +inf/-inf values in the contiguous array ``x`` (any shape)."""
     flat = x.reshape(-1)
     parts = np.zeros(REDUCE_CHUNKS, np.int64)
-    if flat.size >= _config.SERIAL_THRESHOLD:
-        with _config.KERNEL_LOCK:
-            _count_inf_par(flat, parts)
-    else:
-        _count_inf_ser(flat, parts)
+    _config.launch(_COUNT_INF, flat.size, flat, parts)
     return int(parts.sum())
