@@ -63,9 +63,9 @@ PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
 BLOCK = 8192
 
 #: chunks of tasks per thread: several chunks let TBB's work stealing rebalance when a
-#: core is shared with other processes (results do not depend on the chunking; scratch
-#: is per thread, not per chunk)
-CHUNKS_PER_THREAD = 8
+#: core is shared with other processes (results do not depend on the chunking); each
+#: chunk owns zeroed scratch, so not too many
+CHUNKS_PER_THREAD = 4
 
 _opts = _config.JIT_OPTIONS
 
@@ -400,7 +400,7 @@ def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf,
     ntasks = _ntasks_nb(outer, inner, rows, cb)
     so = offs[nd] + (mg if nd == 1 else 0)
     for ch in prange(nch):
-        buf = scratch[numba.get_thread_id()]  # per-thread scratch
+        buf = scratch[ch]
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
             o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
             _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
@@ -431,7 +431,7 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
     for ch in prange(nch):
-        buf = scratch[numba.get_thread_id()]  # per-thread scratch
+        buf = scratch[ch]
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
             o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
             _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
@@ -496,9 +496,9 @@ def _plan(x, sp, lo, hi, backward):
     offs = np.concatenate([[0], np.cumsum(seg)]).astype(np.int64)
     ntasks = _ntasks(outer, inner, rows, cb)
     nch = 1 if serial else max(1, min(ntasks, CHUNKS_PER_THREAD * numba.get_num_threads()))
-    # one zeroed scratch row per thread (numba.get_thread_id() < NUMBA_NUM_THREADS)
-    nbuf = 1 if serial else numba.config.NUMBA_NUM_THREADS
-    scratch = np.zeros((nbuf, int(offs[-1])), x.dtype)
+    # one zeroed scratch row per chunk (numba.get_thread_id() would allow one per thread,
+    # but Numba 0.68 segfaults when a cached function calling it is reloaded)
+    scratch = np.zeros((nch, int(offs[-1])), x.dtype)
     return dict(sp=sp, wa=wa, lo=lo_a, hi=hi_a, rows=rows, cb=cb, mg=mg, offs=offs, nch=nch,
                 scratch=scratch, serial=serial)
 
