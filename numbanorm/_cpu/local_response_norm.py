@@ -62,6 +62,13 @@ PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
 #: target number of values per task block (the padded scratch blocks stay in L2)
 BLOCK = 8192
 
+#: largest task block (values) when choosing lanes for a channels-last within-channel window;
+#: a single map larger than this is still one block (scratch is O(map size) per chunk)
+MAX_BLOCK = 1 << 20
+
+#: soft cap on the scratch of all chunks together (bytes; at least one chunk per thread)
+SCRATCH_BYTES = 256 << 20
+
 #: chunks of tasks per thread: several chunks let TBB's work stealing rebalance when a
 #: core is shared with other processes (results do not depend on the chunking); each
 #: chunk owns zeroed scratch, so not too many
@@ -480,8 +487,8 @@ def _plan(x, sp, lo, hi, backward):
         cb = 1
     else:
         rows = 1
-        # at least 16 lanes (one vector) even when that makes the block large
-        cb = min(inner, max(16, BLOCK // max(1, length)))
+        # at least 16 lanes (one vector) unless the block would exceed MAX_BLOCK values
+        cb = min(inner, max(16, BLOCK // max(1, length)), max(1, MAX_BLOCK // max(1, length)))
         if cb > 16:
             cb -= cb % 16
     nd = len(sp)
@@ -495,7 +502,11 @@ def _plan(x, sp, lo, hi, backward):
         seg = seg + seg
     offs = np.concatenate([[0], np.cumsum(seg)]).astype(np.int64)
     ntasks = _ntasks(outer, inner, rows, cb)
-    nch = 1 if serial else max(1, min(ntasks, CHUNKS_PER_THREAD * numba.get_num_threads()))
+    threads = numba.get_num_threads()
+    nch = 1 if serial else max(1, min(ntasks, CHUNKS_PER_THREAD * threads))
+    # big blocks (large spatial maps within a channel): fewer chunks, at least one per thread
+    by_memory = SCRATCH_BYTES // max(1, int(offs[-1]) * x.itemsize)
+    nch = max(min(nch, threads), min(nch, by_memory))
     # one zeroed scratch row per chunk (numba.get_thread_id() would allow one per thread,
     # but Numba 0.68 segfaults when a cached function calling it is reloaded)
     scratch = np.zeros((nch, int(offs[-1])), x.dtype)
