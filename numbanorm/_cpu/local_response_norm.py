@@ -443,7 +443,9 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
             o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
             _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
             if pf:
-                _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
+                if t == ch * ntasks // nch:
+                    _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
+                _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
                 _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
             _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
             # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
