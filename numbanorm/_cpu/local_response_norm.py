@@ -23,16 +23,23 @@ consecutive ``inner`` positions, the "lanes"). A fixed number of chunks of conse
 tasks run in a ``prange``; each chunk owns zero-initialised scratch (allocated outside
 the ``prange``). A task
 
-1. loads the squares of its block into a buffer padded with ``lo``/``hi`` zeros on every
-   window axis (the only read of ``x`` from memory; the write pass re-reads it from
-   cache) — the padding is never written, so it stays zero;
-2. sums the window along each axis but the last with one pass per axis (``w`` shifted
-   contiguous slices added per output, into the next, less padded buffer);
-3. sums the last axis into a row buffer and writes ``y`` from it.
+1. loads the squares of its block into the stage-0 buffer, which is padded with zeros
+   (``lo`` before / ``hi`` after) on every window axis but the last, which is unpadded
+   with a zero margin at both ends of the buffer (the only read of ``x`` from memory;
+   the write pass re-reads it from cache) — the padding is never written, so it stays 0;
+2. sums the window along the last axis with one flat pass over the whole block (``w``
+   shifted slices), then recomputes the few positions per run whose window crossed into
+   the neighbouring run (``_edge_fix``), then sums along axes nd-2 .. 0 (one flat pass
+   each, into the next, less padded buffer);
+3. writes ``y`` from the final sums (one flat loop when ``inner == 1``).
 
-Every loop indexes contiguous slices with the bare loop variable, so LLVM vectorises
-them; ``s ** -beta`` has sqrt/divide forms for beta in {0.25, 0.5, 0.75, 1}. Every input
-of a block is read before any output of it is written, so ``out`` may be ``x``.
+Loops index flat arrays with unsigned offsets (``np.uintp``: no negative-index
+wrap-around code, and no slice objects whose reference counts would be updated
+atomically per call), so LLVM vectorises them; ``s ** -beta`` has sqrt/divide forms for
+beta in {0.25, 0.5, 0.75, 1}. Every input of a block is read before any output of it is
+written, so ``out`` may be ``x``. Blocks of lanes (channels-first, across channels) are
+64 short strided runs that the hardware prefetcher misses, so each task software-
+prefetches the next task's rows (``llvm.prefetch``).
 
 Scratch is in the compute dtype: the window sums add at most ``w`` non-negative squares
 (no cancellation, relative error <= w * 2**-24 in float32), which is as accurate as the

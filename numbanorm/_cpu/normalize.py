@@ -3,13 +3,17 @@
 Two canonical layouts (DESIGN.md):
 
 * rows ``(M, N)`` (the normalized axis is the last one): one norm per row. Thread mapping:
-  one ``prange`` over rows; each row is read twice (norm pass, then the write pass from
-  cache) and written once.
+  a ``prange`` over a fixed number of row chunks (a function of M only, so results do
+  not depend on the thread count). For p = 2 (and p = 1) the loop that writes row i also
+  accumulates the norm of row i + 1, so memory is streamed once, like a copy. Outputs of
+  at least ``STREAM_BYTES`` are written with non-temporal vector stores (an llvmlite
+  intrinsic, ``_stream_*``) that skip the read-for-ownership of the output lines, as
+  ``np.copyto``'s memcpy does at that size.
 * channels ``(outer, C, inner)`` (any other axis): one norm per ``(o, j)`` over the C
   values ``x[o, :, j]``. Work is split into tasks ``(o, block of B inner positions)``; a
   fixed number of chunks of consecutive tasks run in a ``prange``, each chunk owning a
   float64 scratch row of B accumulators (allocated outside the ``prange``), so the inner
-  loops run over contiguous ``j`` and vectorise.
+  loops run over contiguous ``j`` (flat arrays, unsigned offsets) and vectorise.
 
 ``pk`` selects the norm: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → any other p > 0 (given
 as ``p``). Norms are accumulated in float64. NaN propagates (also through the inf-norm's
