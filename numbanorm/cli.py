@@ -21,7 +21,7 @@ def _bench(args):
         for op, (label, shape, dtype, _) in _bench.all_cases(args.ops):
             print(f"{op:24s} {label:12s} {'x'.join(map(str, shape)):>16s} {dtype}")
         return 0
-    impls = ["numbanorm", "numpy"] + ([] if args.no_torch else ["torch"])
+    impls = ["numbanorm", "numpy", "sklearn"] + ([] if args.no_torch else ["torch"])
     rows = _bench.run(args.ops, quick=args.quick, repeat=args.repeat, impls=impls)
     if not rows:
         print(f"numbanorm bench: no case matches {args.ops!r}; see --list", file=sys.stderr)

@@ -461,3 +461,16 @@ def test_results_are_bitwise_repeatable(rng):
     for a, b2 in zip(*runs):
         np.testing.assert_array_equal(a, b2)
     assert not math.isnan(float(runs[0][1].sum()))
+
+
+@pytest.mark.cuda
+def test_numpy_out_receives_result_when_forced_to_gpu():
+    import numbanorm
+    from numbanorm._dispatch import force_device
+
+    x = np.arange(12.0).reshape(3, 4)
+    expected = numbanorm.layer_norm(x, 4)
+    for out in (np.zeros((3, 4)), np.zeros((3, 4), np.float32), np.zeros((4, 3)).T):
+        with force_device("cuda"):
+            assert numbanorm.layer_norm(x, 4, out=out) is out
+        np.testing.assert_allclose(out, expected, rtol=1e-6)

@@ -3,7 +3,7 @@
 Each ``numbanorm/_bench/<op>.py`` defines ``CASES``: a list of
 ``(label, shape, dtype, setup)`` where ``setup(shape, dtype)`` returns
 ``(x, {"numbanorm": fn, "numpy": fn, "torch": fn})`` — zero-argument callables
-(``"torch"`` only when PyTorch is installed; ``"numbanorm_gpu"`` — device arrays,
+(``"torch"`` only when PyTorch is installed, ``"sklearn"`` for the scalers; ``"numbanorm_gpu"`` — device arrays,
 wrapped with :func:`gpu_timed` — only when :func:`gpu_available`). The runner adds the ``np.copyto`` baseline
 of ``x`` (the memory-bandwidth limit: read + write of the input), times every callable as
 the minimum of several interleaved repeats (this machine is noisy), and reports times,
@@ -93,7 +93,7 @@ def time_interleaved(fns, repeat=7, number=1, warmup=1):
     return best
 
 
-def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch")):
+def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch", "sklearn")):
     """Run the cases; returns a list of row dicts (one per case)."""
     rows = []
     for op, (label, shape, dtype, setup) in all_cases(ops):
@@ -124,13 +124,15 @@ def _fmt_t(t):
 
 def table(rows, markdown=False):
     """The benchmark table as text (``markdown=True``: a GitHub table for the README)."""
-    head = ["op", "case", "shape", "dtype", "numbanorm", "GB/s", "× copyto", "copyto", "numpy", "torch", "torch / numbanorm"]
+    head = ["op", "case", "shape", "dtype", "numbanorm", "GB/s", "× copyto", "copyto", "numpy", "torch",
+            "torch / numbanorm", "sklearn"]
     lines = []
     for r in rows:
         lines.append([
             r["op"], r["case"], "×".join(map(str, r["shape"])), r["dtype"], _fmt_t(r["numbanorm"]),
             f"{r['gbps']:.1f}", f"{r['x_copyto']:.2f}", _fmt_t(r["copyto"]), _fmt_t(r.get("numpy")),
             _fmt_t(r.get("torch")), "-" if r["torch_speedup"] is None else f"{r['torch_speedup']:.1f}×",
+            _fmt_t(r.get("sklearn")),
         ])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
