@@ -1,7 +1,8 @@
 """Row statistics and deterministic column sums shared by the CPU kernels.
 
-Layout: ``x`` is a C-contiguous ``(M, N)`` array ("rows" view, DESIGN.md); statistics
-are per row.
+Layout: rows of a C-contiguous ``(M, N)`` array ("rows" view, DESIGN.md), passed to the
+helpers as 1-D row views; statistics are per row. Loops index with unsigned integers
+(``U``) so no negative-index wrap-around check blocks vectorisation.
 
 Precision: element arithmetic runs in the data dtype (float32 vectorises twice as wide as
 float64), but every sum is taken over blocks of :data:`BLOCK` elements whose totals are
@@ -26,52 +27,53 @@ BLOCK = 1024
 #: rows accumulated in a data-dtype partial row before it is flushed into float64
 FLUSH = 64
 
+#: unsigned index type: no wrap-around checks, loops vectorise
+U = np.uintp
+
 
 @njit(inline="always", **JIT_OPTIONS)
-def row_sum_shifted(x, i, shift):
-    """Σ_j (x[i, j] − shift) as float64 (blocked, element math in the data dtype)."""
-    n = x.shape[1]
-    zero = x.dtype.type(0.0)
+def sum_shifted(row, shift):
+    """Σ_j (row[j] − shift) as float64 (blocked, element math in the data dtype)."""
+    n = row.shape[0]
     tot = np.float64(0.0)
     for j0 in range(0, n, BLOCK):
-        s = zero
-        for j in range(j0, min(j0 + BLOCK, n)):
-            s += x[i, j] - shift
+        s = row.dtype.type(0.0)
+        for j in range(U(j0), U(min(j0 + BLOCK, n))):
+            s += row[j] - shift
         tot += s
     return tot
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def row_sum_sq_dev(x, i, center):
-    """Σ_j (x[i, j] − center)² as float64 (blocked, element math in the data dtype)."""
-    n = x.shape[1]
-    zero = x.dtype.type(0.0)
+def sum_sq_dev(row, center):
+    """Σ_j (row[j] − center)² as float64 (blocked, element math in the data dtype)."""
+    n = row.shape[0]
     tot = np.float64(0.0)
     for j0 in range(0, n, BLOCK):
-        s = zero
-        for j in range(j0, min(j0 + BLOCK, n)):
-            d = x[i, j] - center
+        s = row.dtype.type(0.0)
+        for j in range(U(j0), U(min(j0 + BLOCK, n))):
+            d = row[j] - center
             s += d * d
         tot += s
     return tot
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def row_mean_var(x, i):
-    """(mean, biased variance) of row ``i`` as float64, and the mean in the data dtype."""
-    n = x.shape[1]
-    x0 = x[i, 0]
-    mu = x0 + row_sum_shifted(x, i, x0) / n
-    mu_t = x.dtype.type(mu)
+def mean_var(row):
+    """(mean, biased variance) of a row as float64, and the mean in the data dtype."""
+    n = row.shape[0]
+    x0 = row[0]
+    mu = x0 + sum_shifted(row, x0) / n
+    mu_t = row.dtype.type(mu)
     dm = mu - mu_t
-    var = row_sum_sq_dev(x, i, mu_t) / n - dm * dm
+    var = sum_sq_dev(row, mu_t) / n - dm * dm
     return mu, max(var, 0.0) if var == var else var, mu_t
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def row_mean_square(x, i):
-    """Mean of the squares of row ``i`` of ``x``, as float64."""
-    return row_sum_sq_dev(x, i, x.dtype.type(0.0)) / x.shape[1]
+def mean_square(row):
+    """Mean of the squares of a row, as float64."""
+    return sum_sq_dev(row, row.dtype.type(0.0)) / row.shape[0]
 
 
 @njit(**JIT_OPTIONS)

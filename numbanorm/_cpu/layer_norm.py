@@ -5,50 +5,63 @@ compute dtype (float32 or float64): M rows = the leading dims, N = prod(normaliz
 ``weight``/``bias`` are contiguous ``(N,)`` arrays (ones/zeros when the caller gave none);
 ``mean``/``rstd`` are ``(M,)`` arrays of the compute dtype.
 
-Thread mapping: one ``prange`` over rows (forward) or over a fixed number of row chunks
-(backward, each chunk owning a float64 partial row of grad_weight/grad_bias that is summed
-in chunk order afterwards: deterministic, no atomics). Each kernel has a serial twin,
-used below ``SERIAL_THRESHOLD`` elements where a parallel launch costs more than it saves.
+Thread mapping: one ``prange`` over a fixed number of row chunks (``REDUCE_CHUNKS``, so the
+work split and every sum order depend on the shape only: results are bitwise the same on
+any thread count). A row is read from memory once: its statistics and its output are
+computed while it sits in L1/L2. Outputs of at least ``STREAM_BYTES`` are first written
+to the chunk's scratch row and then streamed out with non-temporal stores (no
+read-for-ownership of the output, as ``np.copyto`` does). The backward gives each chunk a
+data-dtype accumulator row for grad_weight/grad_bias, flushed every ``FLUSH`` rows into a
+float64 partial row; partials are summed in chunk order afterwards (no atomics). Serial
+twins (``_config.twins``) run below ``SERIAL_THRESHOLD`` elements.
 """
 import numpy as np
 from numba import prange
 
 from .. import _config
 from .._config import REDUCE_CHUNKS
-from ._stats import BLOCK, FLUSH, row_mean_var, sum_chunks
+from ._stats import BLOCK, FLUSH, U, mean_var, sum_chunks
+from ._stream import STREAM_BYTES, stream_scale
 
 
-def _forward(x, weight, bias, eps, out, mean, rstd):
+def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
     m, n = x.shape
-    for i in prange(m):
-        mu, var, mu_t = row_mean_var(x, i)
-        r = 1.0 / np.sqrt(var + eps)
-        mean[i] = mu
-        rstd[i] = r
-        r_t = x.dtype.type(r)
-        for j in range(n):
-            out[i, j] = (x[i, j] - mu_t) * r_t * weight[j] + bias[j]
+    nchunks = scratch.shape[0]
+    one = x.dtype.type(1.0)
+    for c in prange(nchunks):
+        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+            row = x[i]
+            mu, var, mu_t = mean_var(row)
+            r = 1.0 / np.sqrt(var + eps)
+            mean[i] = mu
+            rstd[i] = r
+            r_t = x.dtype.type(r)
+            dst = scratch[c] if stream else out[i]
+            for j in range(U(n)):
+                dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+            if stream:
+                stream_scale(out, i * n, scratch, c * n, one, n)
 
 
 def _stats(x, eps, mean, rstd):
-    m = x.shape[0]
-    for i in prange(m):
-        mu, var, _ = row_mean_var(x, i)
+    for i in prange(x.shape[0]):
+        mu, var, _ = mean_var(x[i])
         mean[i] = mu
         rstd[i] = 1.0 / np.sqrt(var + eps)
 
 
-def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b):
+def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, scratch, stream):
     """grad_x = rstd * (w·dy − mean(w·dy) − x̂ · mean(w·dy·x̂)); Σdy·x̂ and Σdy per chunk.
 
     Per row: one reduction loop (the two row sums, blocked into float64), then one
-    elementwise loop writing grad_x and adding dy·x̂ and dy into the chunk's data-dtype
-    accumulator rows ``acc_w[c]``/``acc_b[c]``, which are flushed into the float64
-    partial rows ``part_w[c]``/``part_b[c]`` every ``FLUSH`` rows. Both loops vectorise.
+    elementwise loop writing grad_x (streamed for large outputs) and adding dy·x̂ and dy
+    into the chunk's data-dtype accumulator rows, flushed into the float64 partial rows
+    every ``FLUSH`` rows. Both loops vectorise.
     """
     m, n = x.shape
     nchunks = part_w.shape[0]
     t = x.dtype.type
+    one = t(1.0)
     for c in prange(nchunks):
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
@@ -57,27 +70,31 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
         for i in range(start, stop):
             mu = mean[i]
             r = rstd[i]
+            dy = grad_out[i]
+            row = x[i]
             a = np.float64(0.0)
             b = np.float64(0.0)
             for j0 in range(0, n, BLOCK):
                 sa = t(0.0)
                 sb = t(0.0)
-                for j in range(j0, min(j0 + BLOCK, n)):
-                    wdy = grad_out[i, j] * weight[j]
+                for j in range(U(j0), U(min(j0 + BLOCK, n))):
+                    wdy = dy[j] * weight[j]
                     sa += wdy
-                    sb += wdy * ((x[i, j] - mu) * r)
+                    sb += wdy * ((row[j] - mu) * r)
                 a += sa
                 b += sb
             a_t = t(a / n)
             b_t = t(b / n)
-            for j in range(n):
-                dy = grad_out[i, j]
-                xhat = (x[i, j] - mu) * r
-                grad_x[i, j] = r * (dy * weight[j] - a_t - xhat * b_t)
-                aw[j] += dy * xhat
-                ab[j] += dy
+            dst = scratch[c] if stream else grad_x[i]
+            for j in range(U(n)):
+                xhat = (row[j] - mu) * r
+                dst[j] = r * (dy[j] * weight[j] - a_t - xhat * b_t)
+                aw[j] += dy[j] * xhat
+                ab[j] += dy[j]
+            if stream:
+                stream_scale(grad_x, i * n, scratch, c * n, one, n)
             if (i - start) % FLUSH == FLUSH - 1 or i == stop - 1:
-                for j in range(n):
+                for j in range(U(n)):
                     part_w[c, j] += aw[j]
                     part_b[c, j] += ab[j]
                     aw[j] = 0.0
@@ -89,9 +106,22 @@ _STATS = _config.twins(_stats)
 _BACKWARD = _config.twins(_backward)
 
 
+def _chunks(m):
+    """Row chunks of a kernel: at most REDUCE_CHUNKS, at least ~16 rows each (the backward
+    zeroes two partial rows per chunk). Depends on the shape only (deterministic)."""
+    return max(1, min(REDUCE_CHUNKS, m // 16))
+
+
+def _scratch(nchunks, n, dtype, stream):
+    return np.empty((nchunks, n if stream else 0), dtype)
+
+
 def forward(x, weight, bias, eps, out, mean, rstd):
     """Normalize each row of ``x`` into ``out``; fill ``mean`` and ``rstd``."""
-    _config.launch(_FORWARD, x.size, x, weight, bias, eps, out, mean, rstd)
+    m, n = x.shape
+    stream = out.nbytes >= STREAM_BYTES
+    scratch = _scratch(_chunks(m), n, x.dtype, stream)
+    _config.launch(_FORWARD, x.size, x, weight, bias, eps, out, mean, rstd, scratch, stream)
 
 
 def stats(x, eps, mean, rstd):
@@ -102,12 +132,14 @@ def stats(x, eps, mean, rstd):
 def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
     """Fill ``grad_x`` (M, N), ``grad_weight`` and ``grad_bias`` (N,) from saved stats."""
     m, n = x.shape
-    nchunks = max(1, min(REDUCE_CHUNKS, m))
+    nchunks = _chunks(m)
     part_w = np.zeros((nchunks, n))
     part_b = np.zeros((nchunks, n))
     acc_w = np.zeros((nchunks, n), x.dtype)
     acc_b = np.zeros((nchunks, n), x.dtype)
-    args = (grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b)
-    _config.launch(_BACKWARD, x.size, *args)
+    stream = grad_x.nbytes >= STREAM_BYTES
+    scratch = _scratch(nchunks, n, x.dtype, stream)
+    _config.launch(_BACKWARD, x.size, grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b,
+                   scratch, stream)
     sum_chunks(part_w, grad_weight)
     sum_chunks(part_b, grad_bias)

@@ -477,10 +477,8 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
                 _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
 
 
-_forward_par = njit(parallel=True, **_opts)(_forward)
-_forward_ser = njit(**_opts)(_forward)
-_backward_par = njit(parallel=True, **_opts)(_backward)
-_backward_ser = njit(**_opts)(_backward)
+_forward_par, _forward_ser = _config.twins(_forward)
+_backward_par, _backward_ser = _config.twins(_backward)
 
 
 def _plan(x, sp, lo, hi, backward):

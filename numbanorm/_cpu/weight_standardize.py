@@ -3,7 +3,7 @@
 Layout: ``w``, ``out``, ``grad_out``, ``grad_w`` are C-contiguous ``(M, N)`` arrays of the
 compute dtype: M output filters (the first axis of the weight), N = the product of the
 remaining axes. The same computation as a layer norm without affine parameters, so the
-statistics come from ``_stats.row_mean_var`` (shifted, blocked float64 sums over a row in
+statistics come from ``_stats.mean_var`` (shifted, blocked float64 sums over a row in
 cache); the write pass centres on the mean rounded to the data dtype, as layer_norm does.
 
 Thread mapping: one ``prange`` over filters (rows); serial twins below
@@ -14,13 +14,13 @@ from numba import njit, prange
 
 from .. import _config
 from .._config import JIT_OPTIONS
-from ._stats import row_mean_var
+from ._stats import mean_var
 
 
 def _forward(w, eps, out):
     m, n = w.shape
     for i in prange(m):
-        mu, var, mu_t = row_mean_var(w, i)
+        mu, var, mu_t = mean_var(w[i])
         r_t = w.dtype.type(1.0 / np.sqrt(var + eps))
         for j in range(n):
             out[i, j] = (w[i, j] - mu_t) * r_t
@@ -30,7 +30,7 @@ def _backward(grad_out, w, eps, grad_w):
     """grad_w = rstd * (dy - mean(dy) - ŵ mean(dy ŵ)) per row (layer-norm backward, no affine)."""
     m, n = w.shape
     for i in prange(m):
-        mu, var, _ = row_mean_var(w, i)
+        mu, var, _ = mean_var(w[i])
         r = 1.0 / np.sqrt(var + eps)
         a = np.float64(0.0)
         b = np.float64(0.0)
@@ -45,10 +45,8 @@ def _backward(grad_out, w, eps, grad_w):
 
 
 _opts = JIT_OPTIONS
-_forward_par = njit(parallel=True, **_opts)(_forward)
-_forward_ser = njit(**_opts)(_forward)
-_backward_par = njit(parallel=True, **_opts)(_backward)
-_backward_ser = njit(**_opts)(_backward)
+_forward_par, _forward_ser = _config.twins(_forward)
+_backward_par, _backward_ser = _config.twins(_backward)
 
 
 def forward(w, eps, out):

@@ -1,0 +1,163 @@
+"""Non-temporal (streaming) row stores for large outputs, as llvmlite intrinsics.
+
+For outputs much larger than the caches, ordinary stores first read every output line
+(read-for-ownership), so a kernel that reads x and writes y moves 3 bytes per byte of y,
+while glibc's memcpy behind ``np.copyto`` switches to non-temporal stores and moves 2.
+These intrinsics write a contiguous run with ``!nontemporal`` 32-byte vector stores
+(scalar head until the output is aligned, scalar tail). Kernels use them only for
+outputs of at least :data:`STREAM_BYTES`; smaller outputs stay in cache for the next op.
+
+Arrays are addressed as flat C-contiguous buffers plus an element offset (any ndim).
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: outputs of at least this many bytes are written with non-temporal (streaming) stores:
+#: they bypass the caches and skip the read-for-ownership of every output line, as
+#: glibc's memcpy (np.copyto) does for large copies. Smaller outputs stay cached.
+STREAM_BYTES = 64 << 20
+
+
+def _stream_codegen(context, builder, signature, args, axpby, acc):
+    """IR of one streamed row: ``out[ob + i] = x[xb + i] * a (+ y[yb + i] * b)`` for i < n,
+    stored with ``!nontemporal`` 32-byte vector stores (scalar head until ``out`` is
+    32-byte aligned, scalar tail), while accumulating in float64 over the *next* row
+    (``+ n`` in the same arrays): ``acc = 1``: sum of squares of x (forward, ``x`` the
+    data); ``acc = 2``: sum of squares of y and sum of x * y (backward: ``x = dy``,
+    ``y`` the data). Fixed summation order (lanes, then head/tail), so deterministic."""
+    outty = signature.args[0]
+    oarr = context.make_array(outty)(context, builder, args[0])
+    op = builder.gep(oarr.data, [args[1]])
+    xarr = context.make_array(signature.args[2])(context, builder, args[2])
+    xp = builder.gep(xarr.data, [args[3]])
+    a = args[4]
+    if axpby:
+        yarr = context.make_array(signature.args[5])(context, builder, args[5])
+        yp = builder.gep(yarr.data, [args[6]])
+        b = args[7]
+        n = args[8]
+    else:
+        yp = xp
+        b = None
+        n = args[5]
+    size = outty.dtype.bitwidth // 8
+    elt = context.get_data_type(outty.dtype)
+    width = 32 // size
+    vec = ir.VectorType(elt, width)
+    f64 = ir.DoubleType()
+    dvec = ir.VectorType(f64, width)
+    i64 = ir.IntType(64)
+    i32 = ir.IntType(32)
+    flags = ("contract",)
+
+    def splat(v, vt):
+        u = builder.insert_element(ir.Constant(vt, ir.Undefined), v, ir.Constant(i32, 0))
+        return builder.shuffle_vector(u, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, width), [0] * width))
+
+    def load(ptr, i, vector):
+        p = builder.gep(ptr, [i])
+        if vector:
+            return builder.load(builder.bitcast(p, vec.as_pointer()), align=size)
+        return builder.load(p)
+
+    def widen(v, vector):
+        if size == 8:
+            return v
+        return builder.fpext(v, dvec if vector else f64)
+
+    av = splat(a, vec)
+    bv = splat(b, vec) if axpby else None
+    zero_s = ir.Constant(f64, 0.0)
+    zero_v = ir.Constant(dvec, [0.0] * width)
+    s1 = cgutils.alloca_once_value(builder, zero_s)
+    s2 = cgutils.alloca_once_value(builder, zero_s)
+    v1 = cgutils.alloca_once_value(builder, zero_v)
+    v2 = cgutils.alloca_once_value(builder, zero_v)
+
+    def body(i, vector):
+        xv = load(xp, i, vector)
+        r = builder.fmul(xv, av if vector else a, flags=flags)
+        if axpby:
+            r = builder.fadd(r, builder.fmul(load(yp, i, vector), bv if vector else b, flags=flags), flags=flags)
+        if acc:
+            j = builder.add(i, n)
+            if acc == 1:
+                u = widen(load(xp, j, vector), vector)
+                tgt = v1 if vector else s1
+                builder.store(builder.fadd(builder.load(tgt), builder.fmul(u, u, flags=flags), flags=flags), tgt)
+            else:
+                u = widen(load(yp, j, vector), vector)
+                w = widen(load(xp, j, vector), vector)
+                t1, t2 = (v1, v2) if vector else (s1, s2)
+                builder.store(builder.fadd(builder.load(t1), builder.fmul(u, u, flags=flags), flags=flags), t1)
+                builder.store(builder.fadd(builder.load(t2), builder.fmul(w, u, flags=flags), flags=flags), t2)
+        return r
+
+    mis = builder.and_(builder.ptrtoint(op, i64), ir.Constant(i64, 31))
+    head = builder.udiv(builder.and_(builder.sub(ir.Constant(i64, 32), mis), ir.Constant(i64, 31)),
+                        ir.Constant(i64, size))
+    head = builder.select(builder.icmp_unsigned("<", head, n), head, n)
+    with cgutils.for_range(builder, head) as loop:
+        builder.store(body(loop.index, False), builder.gep(op, [loop.index]))
+    nvec = builder.udiv(builder.sub(n, head), ir.Constant(i64, width))
+    md = builder.module.add_metadata([ir.Constant(i32, 1)])
+    with cgutils.for_range(builder, nvec) as loop:
+        i = builder.add(head, builder.mul(loop.index, ir.Constant(i64, width)))
+        st = builder.store(body(i, True), builder.bitcast(builder.gep(op, [i]), vec.as_pointer()), align=32)
+        st.set_metadata("nontemporal", md)
+    t0 = builder.add(head, builder.mul(nvec, ir.Constant(i64, width)))
+    with cgutils.for_range(builder, builder.sub(n, t0)) as loop:
+        i = builder.add(t0, loop.index)
+        builder.store(body(i, False), builder.gep(op, [i]))
+    if not acc:
+        return context.get_dummy_value()
+
+    def total(vslot, sslot):
+        vv = builder.load(vslot)
+        t = builder.load(sslot)
+        for k in range(width):
+            t = builder.fadd(t, builder.extract_element(vv, ir.Constant(i32, k)))
+        return t
+
+    if acc == 1:
+        return total(v1, s1)
+    return context.make_tuple(builder, signature.return_type, [total(v1, s1), total(v2, s2)])
+
+
+def _float_arrays(*arrs):
+    return all(isinstance(a, types.Array) and a.dtype in (types.float32, types.float64) for a in arrs)
+
+
+@intrinsic
+def stream_scale(typingctx, out, ob, x, xb, a, n):
+    """out[ob:ob+n] = x[xb:xb+n] * a with streaming stores (flat C arrays, one dtype)."""
+    if not _float_arrays(out, x) or x.dtype != out.dtype or a != out.dtype:
+        return None
+    return types.void(out, ob, x, xb, a, n), lambda c, b, s, a_: _stream_codegen(c, b, s, a_, False, 0)
+
+
+@intrinsic
+def stream_scale_next(typingctx, out, ob, x, xb, a, n):
+    """As _stream_scale; returns sum(x[xb+n : xb+2n] ** 2) (the next row) in float64."""
+    if not _float_arrays(out, x) or x.dtype != out.dtype or a != out.dtype:
+        return None
+    return types.float64(out, ob, x, xb, a, n), lambda c, b, s, a_: _stream_codegen(c, b, s, a_, False, 1)
+
+
+@intrinsic
+def stream_axpby(typingctx, out, ob, x, xb, a, y, yb, b, n):
+    """out[ob:ob+n] = x[xb:xb+n] * a + y[yb:yb+n] * b with streaming stores."""
+    if not _float_arrays(out, x, y) or not (x.dtype == y.dtype == out.dtype == a == b):
+        return None
+    return types.void(out, ob, x, xb, a, y, yb, b, n), lambda c, b_, s, a_: _stream_codegen(c, b_, s, a_, True, 0)
+
+
+@intrinsic
+def stream_axpby_next(typingctx, out, ob, x, xb, a, y, yb, b, n):
+    """As _stream_axpby; returns (sum y_next ** 2, sum x_next * y_next) over the next row."""
+    if not _float_arrays(out, x, y) or not (x.dtype == y.dtype == out.dtype == a == b):
+        return None
+    sig = types.UniTuple(types.float64, 2)(out, ob, x, xb, a, y, yb, b, n)
+    return sig, lambda c, b_, s, a_: _stream_codegen(c, b_, s, a_, True, 2)
