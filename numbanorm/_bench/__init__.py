@@ -144,25 +144,27 @@ def table(rows, markdown=False):
 
 
 def plot(rows, path):
-    """Bar chart of the ratio to np.copyto per case (lower is better; 1 = bandwidth limit)."""
+    """Horizontal bars of the time relative to np.copyto per case (lower is better;
+    1 = as fast as copying the input), numbanorm beside PyTorch CPU."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['op']}\n{r['case']} {'×'.join(map(str, r['shape']))} {r['dtype']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows) + 2), 5))
-    xs = np.arange(len(rows))
-    width = 0.4
-    ax.bar(xs - width / 2, [r["x_copyto"] for r in rows], width, label="numbanorm")
+    labels = [f"{r['op']} {r['case']} {'×'.join(map(str, r['shape']))} {r['dtype']}" for r in rows]
+    ys = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(rows) + 1.5))
+    height = 0.4
+    ax.barh(ys + height / 2, [r["x_copyto"] for r in rows], height, label="numbanorm")
     tor = [r["torch"] / r["copyto"] if r.get("torch") else 0 for r in rows]
     if any(tor):
-        ax.bar(xs + width / 2, tor, width, label="PyTorch CPU")
-    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="np.copyto (bandwidth limit)")
-    ax.set_xticks(xs, labels, rotation=90, fontsize=7)
-    ax.set_ylabel("time / np.copyto time (lower is better)")
-    ax.set_yscale("log")
-    ax.legend()
+        ax.barh(ys - height / 2, tor, height, label="PyTorch CPU")
+    ax.axvline(1.0, color="k", lw=0.8, ls="--", label="np.copyto (bandwidth limit)")
+    ax.set_yticks(ys, labels, fontsize=6)
+    ax.set_xlabel("time / np.copyto time (lower is better)")
+    ax.set_xscale("log")
+    ax.set_ylim(-1, len(rows))
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
