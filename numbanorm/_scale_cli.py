@@ -39,7 +39,6 @@ unreadable files, wrong columns, non-numeric data, bad options) print one line o
 and exit with status 1.
 """
 import csv
-import io
 import json
 import math
 import os

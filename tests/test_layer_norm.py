@@ -4,7 +4,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import numbanorm
 from numbanorm import layer_norm, layer_norm_backward
 
 import reference as ref

@@ -112,7 +112,6 @@ def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch"
         row["x_copyto"] = times["numbanorm"] / times["copyto"]
         row["torch_speedup"] = times["torch"] / times["numbanorm"] if "torch" in times else None
         rows.append(row)
-        del x, fns, dst
     return rows
 
 

@@ -4,7 +4,6 @@ scikit-learn, <= 2.5x np.copyto), against scikit-learn's own and a NumPy formula
 
 ``fit_transform`` returns a new array (``copy=True``), so these timings include the first
 touch of a fresh 512 MB output; ``np.copyto`` writes into an existing buffer."""
-import numpy as np
 
 import numbanorm
 

@@ -30,7 +30,7 @@ otherwise, taken as 0 where ``x_j == 0`` or ``n == 0`` (torch's masks).
 """
 import numba
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, prange
 
 from .. import _config
 from ._stream import STREAM_BYTES

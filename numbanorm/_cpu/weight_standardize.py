@@ -10,7 +10,7 @@ Thread mapping: one ``prange`` over filters (rows); serial twins below
 ``SERIAL_THRESHOLD`` elements.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .. import _config
 from .._config import JIT_OPTIONS
