@@ -24,10 +24,11 @@ _FORCED = contextvars.ContextVar("numbanorm_forced_device", default=None)
 
 @contextlib.contextmanager
 def force_device(name):
-    """Run every call inside the block on ``name`` ("cpu" or "cuda"), whatever the inputs.
+    """Inside the block, ``"cuda"`` runs calls on NumPy inputs through the CUDA kernels.
 
-    NumPy inputs forced to "cuda" are copied to the device, run through the CUDA kernels
-    (the simulator when ``NUMBA_ENABLE_CUDASIM=1``) and copied back to NumPy.
+    NumPy inputs are copied to the device, run through the CUDA kernels (the simulator when
+    ``NUMBA_ENABLE_CUDASIM=1``) and the results copied back to NumPy (``out=`` included).
+    ``"cpu"`` undoes an enclosing ``"cuda"`` block; GPU arrays always run on the GPU.
     """
     if name not in ("cpu", "cuda"):
         raise ValueError(f"force_device(): argument 'name' must be 'cpu' or 'cuda', got {name!r}")
@@ -111,10 +112,7 @@ def device_of(fn, **arrays):
     if forced == "cuda" and main == "cpu":
         return CudaDevice("numpy")
     if main == "cuda":
-        x = arrays[first]
-        return CudaDevice("cupy" if _is_cupy(x) else "numba")
-    if forced == "cpu" and main == "cuda":  # pragma: no cover - no sensible use
-        raise TypeError(f"{fn}(): cannot force the CPU device on GPU arrays")
+        return CudaDevice("cupy" if _is_cupy(arrays[first]) else "numba")
     return CPU
 
 
@@ -184,7 +182,7 @@ class CudaDevice:
         self._layout = importlib.import_module("numbanorm._cuda._layout")
 
     def kernels(self, op):
-        return importlib.import_module(f"numbanorm._cuda.{op}")
+        return _kernel_module("_cuda", op)
 
     @property
     def xp(self):
