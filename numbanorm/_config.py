@@ -91,8 +91,9 @@ numba.config.THREADING_LAYER = _LAYER
 KERNEL_LOCK = threading.Lock() if _LAYER == "workqueue" else contextlib.nullcontext()
 
 
-def twins(f):
-    """``(parallel, serial)`` compilations of the kernel function ``f`` (lazy, cached).
+def twins(f, options=None):
+    """``(parallel, serial)`` compilations of the kernel function ``f`` (lazy, cached), with
+    :data:`JIT_OPTIONS` or the given ``options``.
 
     The serial twin compiles a copy of ``f`` under another ``__qualname__``: Numba's
     on-disk cache keys entries by function name, signature and bytecode but not by the
@@ -102,7 +103,8 @@ def twins(f):
     serial = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
     serial.__qualname__ = f.__qualname__ + "_serial"
     serial.__doc__ = f.__doc__
-    return numba.njit(parallel=True, **JIT_OPTIONS)(f), numba.njit(**JIT_OPTIONS)(serial)
+    options = JIT_OPTIONS if options is None else options
+    return numba.njit(parallel=True, **options)(f), numba.njit(**options)(serial)
 
 
 def launch(pair, size, *args):

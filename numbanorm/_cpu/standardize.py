@@ -28,9 +28,6 @@ Thread mapping:
 
 Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
 """
-import types
-
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -40,13 +37,9 @@ from .._config import FASTMATH, REDUCE_CHUNKS
 
 def exact_twins(f):
     """``(parallel, serial)`` compilations of ``f`` *without* fastmath (elementwise kernels
-    whose rounding must be exactly NumPy's), as :func:`numbanorm._config.twins` does for
-    the fastmath kernels: the serial twin is a renamed copy, so Numba's disk cache (which
-    ignores ``parallel=``) never hands one twin the other's machine code."""
-    serial = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-    serial.__qualname__ = f.__qualname__ + "_serial"
-    opts = dict(cache=True, error_model="numpy")
-    return numba.njit(parallel=True, **opts)(f), numba.njit(**opts)(serial)
+    whose rounding must be exactly NumPy's); see :func:`numbanorm._config.twins`."""
+    return _config.twins(f, dict(cache=True, error_model="numpy"))
+
 
 #: rows of an (I == 1) block processed twice while in cache.
 ROW_BLOCK = 128
