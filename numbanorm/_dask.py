@@ -170,6 +170,17 @@ def _check_out(fn, out, shape, rtype):
         raise ValueError(f"{fn}(): argument 'out' must be a writeable array, got a read-only array")
 
 
+def finish_grad(fn, result, out, like):
+    """A backward's lazy result with ``out=`` honoured for its first gradient (shaped like
+    ``like``): checked, then filled (NumPy out) or pointed at the graph (Dask out)."""
+    if out is None:
+        return result
+    first = result[0] if isinstance(result, tuple) else result
+    _check_out(fn, out, like.shape, first.dtype)
+    first = _finish(first, out)
+    return (first,) + tuple(result[1:]) if isinstance(result, tuple) else first
+
+
 def _dtypes(fn, x):
     return _validate.float_dtypes(fn, "x", x.dtype)
 

@@ -153,6 +153,9 @@ class CpuDevice:
     def is_contiguous(self, a):
         return a.flags.c_contiguous
 
+    def may_share_memory(self, a, b):
+        return np.may_share_memory(a, b)
+
     def copyto(self, dst, src):
         np.copyto(dst, src, casting="same_kind")
 
@@ -202,6 +205,9 @@ class CudaDevice:
 
     def is_contiguous(self, a):
         return self._layout.is_c_contiguous(a)
+
+    def may_share_memory(self, a, b):
+        return self._layout.may_share_memory(a, b)
 
     def copyto(self, dst, src):
         self._layout.copyto(dst, src)

@@ -169,13 +169,18 @@ def param(fn, arg, dev, value, shape, dtype):
 
 
 def out(fn, dev, value, shape, dtype, arg="out"):
-    """Check an ``out=`` array: right device (done by dispatch), shape and castable dtype."""
+    """Check an ``out=`` array: right device (done by dispatch), shape and castable dtype.
+
+    Returns it as ``dev``'s array (a NumPy ``out`` forced onto the GPU: its device copy).
+    """
     if value is None:
         return None
     if type(value) is np.ndarray and value.shape == shape and value.dtype == dtype and value.flags.writeable:
-        return value  # fast path
+        if dev.name == "cpu":
+            return value  # fast path
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         raise _type_error(fn, arg, "an array", describe(value))
+    value = dev.asarray(value)
     if tuple(value.shape) != tuple(shape):
         raise _value_error(fn, arg, f"an array of shape {tuple(shape)}", f"shape {tuple(value.shape)}")
     if not np.can_cast(dtype, value.dtype, casting="same_kind"):

@@ -474,3 +474,42 @@ def test_numpy_out_receives_result_when_forced_to_gpu():
         with force_device("cuda"):
             assert numbanorm.layer_norm(x, 4, out=out) is out
         np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_backward_out_on_device_direct_cast_and_aliasing(cuda, L, rng):
+    """``out=`` of the backward functions (numbanorm extension) on the GPU path: a device
+    out written directly, a float64 view filled by a cast, ``out=grad_out`` in place (the
+    overlap check sends it through a scratch buffer), and a NumPy out under force_device."""
+    x = rand(rng, (4, 2, 6), np.float32)
+    g = rand(rng, (4, 2, 6), np.float32)
+    for call in (
+        lambda g_, x_, **kw: numbanorm.layer_norm_backward(g_, x_, 6, **kw)[0],
+        lambda g_, x_, **kw: numbanorm.group_norm_backward(g_, x_, 1, **kw)[0],
+        lambda g_, x_, **kw: numbanorm.normalize_backward(g_, x_, axis=-1, **kw),
+    ):
+        want = call(g, x)
+        dx, dg = cuda.to_device(x), cuda.to_device(g)
+        out = L.empty(x.shape, np.float32)
+        assert call(dg, dx, out=out) is out
+        np.testing.assert_allclose(host(out), want, rtol=1e-5, atol=1e-6)
+        out64 = cuda.to_device(np.full((4, 2, 12), 7.0))
+        view = out64[:, :, ::2]
+        assert call(dg, dx, out=view) is view
+        np.testing.assert_allclose(host(out64)[:, :, ::2], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(host(out64)[:, :, 1::2], 7.0)
+        assert call(dg, dx, out=dg) is dg
+        np.testing.assert_allclose(host(dg), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(host(dx), x)
+        hout = np.zeros(x.shape)
+        with force_device("cuda"):
+            assert call(g, x, out=hout) is hout
+        np.testing.assert_allclose(hout, want, rtol=1e-5, atol=1e-6)
+
+
+def test_may_share_memory_of_device_arrays(cuda, L):
+    a = cuda.to_device(np.zeros((4, 6)))
+    assert L.may_share_memory(a, a)
+    assert L.may_share_memory(a[1:3], a[2:])
+    assert not L.may_share_memory(a[:2], a[2:])
+    assert not L.may_share_memory(a, cuda.to_device(np.zeros((4, 6))))
+    assert not L.may_share_memory(a[:0], a)

@@ -426,6 +426,22 @@ def is_c_contiguous(a):
     return as_device_array(a).is_c_contiguous()
 
 
+def _span(a):
+    """Absolute byte range [lo, hi) of a device array's elements; None when it is empty."""
+    a = as_device_array(a)
+    if a.size == 0:
+        return None
+    ptr = a._ary.__array_interface__["data"][0] if SIMULATOR else a.device_ctypes_pointer.value
+    lo, hi = _extent(a.shape, a.strides, a.dtype.itemsize)
+    return ptr + lo, ptr + hi
+
+
+def may_share_memory(a, b):
+    """Whether two device arrays' memory ranges overlap (conservative, as NumPy's)."""
+    sa, sb = _span(a), _span(b)
+    return sa is not None and sb is not None and sa[0] < sb[1] and sb[0] < sa[1]
+
+
 def _coalesce(shape, s1, s2):
     """Drop size-1 dims and merge dims that are contiguous in both stride sets."""
     dims = [(n, a, b) for n, a, b in zip(shape, s1, s2) if n != 1]

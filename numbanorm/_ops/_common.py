@@ -20,14 +20,19 @@ class Output:
     it (``out`` may be ``x``: the row/channel kernels read a block before writing it).
     Otherwise the kernel writes a scratch buffer that :meth:`result` casts/copies into
     ``out`` — after every check has passed, so a failed call never touches ``out``.
+    ``out`` overlapping one of ``inputs`` (the backward kernels, which read their inputs
+    more than once) also goes through the scratch buffer.
     """
 
     __slots__ = ("dev", "user_out", "out", "shape", "ctype", "rtype", "buf", "direct")
 
-    def __init__(self, dev, user_out, out, shape, shape2, ctype, rtype):
+    def __init__(self, dev, user_out, out, shape, shape2, ctype, rtype, inputs=()):
         self.dev, self.user_out, self.out = dev, user_out, out
         self.shape, self.ctype, self.rtype = shape, ctype, rtype
-        self.direct = out is not None and out.dtype == ctype and dev.is_contiguous(out)
+        self.direct = (
+            out is not None and out.dtype == ctype and dev.is_contiguous(out)
+            and not any(dev.may_share_memory(out, a) for a in inputs)
+        )
         self.buf = out.reshape(shape2) if self.direct else dev.empty(shape2, ctype)
 
     def result(self):

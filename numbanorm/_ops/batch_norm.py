@@ -279,7 +279,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
     b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
     count, nbt_arr = batches_tracked(fn, num_batches_tracked)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     kern = dev.kernels(_OP)
     view = (1, o, c, i)
@@ -313,7 +313,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 
 def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean=None, running_var=None,
-                        eps=1e-5, mean=None, rstd=None, channel_axis=1):
+                        eps=1e-5, mean=None, rstd=None, channel_axis=1, out=None):
     r"""Gradients of :func:`batch_norm` with respect to ``x``, ``weight`` and ``bias``.
 
     Per channel, over its ``n`` values, with :math:`\hat x = (x - \mu)\,r`:
@@ -338,6 +338,10 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
     mean, rstd : arrays of shape ``(C,)``, optional
         Saved statistics from ``batch_norm(..., return_stats=True)``; recomputed when omitted
         (give both or neither).
+    out : array, optional
+        Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -355,13 +359,14 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, running_mean=running_mean,
-                              running_var=running_var, mean=mean, rstd=rstd)
+                              running_var=running_var, mean=mean, rstd=rstd, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.batch_norm_backward(grad_out, x, weight, training=training, running_mean=running_mean,
-                                         running_var=running_var, eps=eps, mean=mean, rstd=rstd,
-                                         channel_axis=channel_axis)
+        res = _dask.batch_norm_backward(grad_out, x, weight, training=training, running_mean=running_mean,
+                                        running_var=running_var, eps=eps, mean=mean, rstd=rstd,
+                                        channel_axis=channel_axis)
+        return _dask.finish_grad(fn, res, out, x)
     xa = dev.asarray(x)
     ga = dev.asarray(grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -380,9 +385,12 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
             "saved 'mean' and 'rstd') are required, got None"
         )
 
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+
     kern = dev.kernels(_OP)
     view = (1, o, c, i)
-    grad_x = dev.empty(view, ctype)
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga))
+    grad_x = res.buf
     grad_w = dev.zeros(c, ctype)
     grad_b = dev.zeros(c, ctype)
     if n and c:
@@ -396,6 +404,5 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
                 kern.running_stats(dev.contiguous(rm, F64), dev.contiguous(rv, F64), eps, mean, rstd)
         wk = dev.xp.ones(c, ctype) if w is None else w
         kern.backward(canonical(dev, ga, view, ctype), x4, wk, mean, rstd, training, grad_x, grad_w, grad_b)
-    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
     grad_w = None if w is None else stat_result(dev, grad_w, (c,), rtype)
-    return grad_x, grad_w, stat_result(dev, grad_b, (c,), rtype)
+    return res.result(), grad_w, stat_result(dev, grad_b, (c,), rtype)

@@ -50,7 +50,7 @@ def grouped_forward(fn, dev, kern, xa, ax, groups, w, b, eps, out, out_a, ctype,
     return res.result(), mean, rstd, var, view
 
 
-def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd, channel_axis):
+def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd, channel_axis, out):
     """Shared body of group_norm_backward / instance_norm_backward (``groups`` None = C)."""
     xa = dev.asarray(x)
     ga = dev.asarray(grad_out)
@@ -63,8 +63,10 @@ def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd
     eps = _validate.eps(fn, eps)
     w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
     mean, rstd = saved_stats(fn, dev, mean, rstd, (nb, groups), (nb, groups))
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
-    grad_x = dev.empty(view, ctype)
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga))
+    grad_x = res.buf
     grad_w = dev.zeros(c, ctype)
     grad_b = dev.zeros(c, ctype)
     if nb and c and o * i:
@@ -75,9 +77,8 @@ def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd
             kern.stats(x4, groups, eps, mean, rstd, dev.empty((nb, groups), F64))
         wk = dev.xp.ones(c, ctype) if w is None else w
         kern.backward(canonical(dev, ga, view, ctype), x4, wk, mean, rstd, True, grad_x, grad_w, grad_b)
-    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
     grad_w = None if w is None else stat_result(dev, grad_w, (c,), rtype)
-    return grad_x, grad_w, stat_result(dev, grad_b, (c,), rtype)
+    return res.result(), grad_w, stat_result(dev, grad_b, (c,), rtype)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=1, out=None,
@@ -139,7 +140,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=
     return_stats = _validate.flag(fn, return_stats, "return_stats")
     w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
     b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     y, mean, rstd, _, view = grouped_forward(fn, dev, dev.kernels(_OP), xa, ax, groups, w, b, eps,
                                              out, out_a, ctype, rtype)
@@ -150,7 +151,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=
 
 
 def group_norm_backward(grad_out, x, num_groups, weight=None, *, eps=1e-5, mean=None, rstd=None,
-                        channel_axis=1):
+                        channel_axis=1, out=None):
     r"""Gradients of :func:`group_norm` with respect to ``x``, ``weight`` and ``bias``.
 
     Per (sample, group) of M values, with :math:`\hat x = (x - \mu)\,r` and
@@ -170,6 +171,10 @@ def group_norm_backward(grad_out, x, num_groups, weight=None, *, eps=1e-5, mean=
     mean, rstd : arrays of shape ``(N, num_groups)``, optional
         Saved statistics from ``group_norm(..., return_stats=True)``; recomputed when
         omitted (give both or neither).
+    out : array, optional
+        Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -186,13 +191,14 @@ def group_norm_backward(grad_out, x, num_groups, weight=None, *, eps=1e-5, mean=
     (True, array([2., 2.]))
     """
     fn = _OP + "_backward"
-    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd)
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.group_norm_backward(grad_out, x, num_groups, weight, eps=eps, mean=mean, rstd=rstd,
-                                         channel_axis=channel_axis)
+        res = _dask.group_norm_backward(grad_out, x, num_groups, weight, eps=eps, mean=mean, rstd=rstd,
+                                        channel_axis=channel_axis)
+        return _dask.finish_grad(fn, res, out, x)
     if num_groups is None:
         raise TypeError(f"{fn}(): argument 'num_groups' must be an integer >= 1, got None")
     return grouped_backward(fn, dev, dev.kernels(_OP), grad_out, x, num_groups, weight, eps, mean, rstd,
-                            channel_axis)
+                            channel_axis, out)

@@ -115,7 +115,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
     b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
     count, nbt_arr = batches_tracked(fn, num_batches_tracked)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     kern = dev.kernels(_OP)
     if use_input_stats:
@@ -142,7 +142,8 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     return y, stat_result(dev, mean, (nb, c), ctype), stat_result(dev, rstd, (nb, c), ctype)
 
 
-def instance_norm_backward(grad_out, x, weight=None, *, eps=1e-5, mean=None, rstd=None, channel_axis=1):
+def instance_norm_backward(grad_out, x, weight=None, *, eps=1e-5, mean=None, rstd=None, channel_axis=1,
+                           out=None):
     r"""Gradients of :func:`instance_norm` (``use_input_stats=True``) w.r.t. ``x``, ``weight``, ``bias``.
 
     Per (sample, channel) over its S spatial values, with :math:`\hat x = (x - \mu)\,r`:
@@ -159,6 +160,10 @@ def instance_norm_backward(grad_out, x, weight=None, *, eps=1e-5, mean=None, rst
     mean, rstd : arrays of shape ``(N, C)``, optional
         Saved statistics from ``instance_norm(..., return_stats=True)``; recomputed when
         omitted (give both or neither).
+    out : array, optional
+        Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -175,11 +180,12 @@ def instance_norm_backward(grad_out, x, weight=None, *, eps=1e-5, mean=None, rst
     (True, array([2., 2.]))
     """
     fn = _OP + "_backward"
-    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd)
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.instance_norm_backward(grad_out, x, weight, eps=eps, mean=mean, rstd=rstd,
-                                            channel_axis=channel_axis)
+        res = _dask.instance_norm_backward(grad_out, x, weight, eps=eps, mean=mean, rstd=rstd,
+                                           channel_axis=channel_axis)
+        return _dask.finish_grad(fn, res, out, x)
     return grouped_backward(fn, dev, dev.kernels(_OP), grad_out, x, None, weight, eps, mean, rstd,
-                            channel_axis)
+                            channel_axis, out)

@@ -79,7 +79,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
     b = _validate.param(fn, "bias", dev, bias, nshape, ctype)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype)
     mean = dev.empty(m, ctype)
@@ -95,7 +95,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     return y, stat_result(dev, mean, sshape), stat_result(dev, rstd, sshape)
 
 
-def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5, mean=None, rstd=None):
+def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5, mean=None, rstd=None,
+                        out=None):
     r"""Gradients of :func:`layer_norm` with respect to ``x``, ``weight`` and ``bias``.
 
     With :math:`\hat x = (x - \mu)\,r` and :math:`g = w \cdot dy` per row of N elements:
@@ -112,6 +113,10 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     mean, rstd : arrays, optional
         Saved statistics from ``layer_norm(..., return_stats=True)``; recomputed when
         omitted (give both or neither).
+    out : array, optional
+        Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -128,11 +133,12 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     (True, array([1., 1., 1.]))
     """
     fn = _OP + "_backward"
-    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd)
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.layer_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd)
+        res = _dask.layer_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd)
+        return _dask.finish_grad(fn, res, out, x)
     xa = dev.asarray(x)
     ga = dev.asarray(grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -151,9 +157,11 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     if mean is not None:
         mean = _saved_stat(fn, "mean", dev, mean, xa.shape, len(nshape), m, ctype)
         rstd = _saved_stat(fn, "rstd", dev, rstd, xa.shape, len(nshape), m, ctype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     kern = dev.kernels(_OP)
-    grad_x = dev.empty((m, n), ctype)
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga))
+    grad_x = res.buf
     grad_w = dev.zeros(n, ctype)
     grad_b = dev.zeros(n, ctype)
     if m and n:
@@ -164,6 +172,5 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
             kern.stats(x2, eps, mean, rstd)
         wk = dev.xp.ones(n, ctype) if w is None else w
         kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, mean, rstd, grad_x, grad_w, grad_b)
-    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
     grad_w = None if w is None else stat_result(dev, grad_w, nshape, rtype)
-    return grad_x, grad_w, stat_result(dev, grad_b, nshape, rtype)
+    return res.result(), grad_w, stat_result(dev, grad_b, nshape, rtype)

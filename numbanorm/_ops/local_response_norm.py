@@ -23,7 +23,7 @@ Canonical views (see ``numbanorm/_cpu/local_response_norm.py``): ``(outer, L, in
 with the windowed axes inside ``L``.
 """
 from .. import _dispatch, _validate
-from ._common import Output, canonical, prod, stat_result
+from ._common import Output, canonical, prod
 
 _OP = "local_response_norm"
 MODES = ("across_channels", "within_channel")
@@ -132,7 +132,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     shape3, sp, lo, hi, a, k, beta = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode,
                                            convention, channel_axis)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
     res = Output(dev, out, out_a, xa.shape, shape3, ctype, rtype)
     if res.buf.size:
         dev.kernels(_OP).forward(canonical(dev, xa, shape3, ctype), sp, lo, hi, a, k, beta, res.buf)
@@ -140,7 +140,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
 
 
 def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0, *,
-                                 mode="across_channels", convention="torch", channel_axis=1):
+                                 mode="across_channels", convention="torch", channel_axis=1, out=None):
     r"""Gradient of :func:`local_response_norm` with respect to ``x``.
 
     With :math:`s_i = k + \alpha' \sum_{j \in W(i)} x_j^2`:
@@ -157,6 +157,10 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
         Gradient of the loss with respect to the output.
     x, size, alpha, beta, k, mode, convention, channel_axis
         As given to :func:`local_response_norm`.
+    out : array, optional
+        Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -170,12 +174,13 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
     array([ 0.  , -0.12])
     """
     fn = _OP + "_backward"
-    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out)
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.local_response_norm_backward(grad_out, x, size, alpha, beta, k, mode=mode,
-                                                  convention=convention, channel_axis=channel_axis)
+        res = _dask.local_response_norm_backward(grad_out, x, size, alpha, beta, k, mode=mode,
+                                                 convention=convention, channel_axis=channel_axis)
+        return _dask.finish_grad(fn, res, out, x)
     xa = dev.asarray(x)
     ga = dev.asarray(grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -186,8 +191,9 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
         )
     shape3, sp, lo, hi, a, k, beta = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode,
                                            convention, channel_axis)
-    grad_x = dev.empty(shape3, ctype)
-    if grad_x.size:
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    res = Output(dev, out, out_a, xa.shape, shape3, ctype, rtype, inputs=(xa, ga))
+    if res.buf.size:
         dev.kernels(_OP).backward(canonical(dev, ga, shape3, ctype), canonical(dev, xa, shape3, ctype),
-                                  sp, lo, hi, a, k, beta, grad_x)
-    return stat_result(dev, grad_x, xa.shape, rtype)
+                                  sp, lo, hi, a, k, beta, res.buf)
+    return res.result()

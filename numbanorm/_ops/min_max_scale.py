@@ -126,7 +126,7 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
     lo, hi = feature_range_arg(fn, feature_range)
     axes = reduce_axes(fn, axis, xa.ndim)
     clip = _validate.flag(fn, clip, "clip")
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     view = View(xa.shape, axes)
     x3 = view.input(dev, xa, ctype)

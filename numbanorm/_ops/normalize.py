@@ -15,7 +15,7 @@ import operator
 import numpy as np
 
 from .. import _dispatch, _validate
-from ._common import Output, canonical, prod, stat_result
+from ._common import Output, canonical, prod
 
 _OP = "normalize"
 
@@ -97,7 +97,7 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
     p = _p(fn, p)
     ax = _axis(fn, axis, xa.ndim)
     eps = _validate.eps(fn, eps)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     outer, c_len, inner = _views(tuple(xa.shape), ax)
     kern = dev.kernels(_OP)
@@ -112,7 +112,7 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
     return res.result()
 
 
-def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
+def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
     r"""Gradient of :func:`normalize` with respect to ``x`` (torch autograd semantics).
 
     With :math:`n = \lVert x \rVert_p`, :math:`d = \max(n, \epsilon)`:
@@ -132,6 +132,10 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
         Gradient of the loss with respect to the output.
     x, p, axis, eps
         As given to :func:`normalize`.
+    out : array, optional
+        Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -145,11 +149,11 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
     array([[ 0.128, -0.096]])
     """
     fn = _OP + "_backward"
-    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out)
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.normalize_backward(grad_out, x, p, axis, eps)
+        return _dask.finish_grad(fn, _dask.normalize_backward(grad_out, x, p, axis, eps), out, x)
     xa = dev.asarray(x)
     ga = dev.asarray(grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -165,7 +169,9 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
     outer, c_len, inner = _views(tuple(xa.shape), ax)
     kern = dev.kernels(_OP)
     shape2 = (outer, c_len) if inner == 1 else (outer, c_len, inner)
-    grad_x = dev.empty(shape2, ctype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    res = Output(dev, out, out_a, xa.shape, shape2, ctype, rtype, inputs=(xa, ga))
+    grad_x = res.buf
     if grad_x.size:
         x2 = canonical(dev, xa, shape2, ctype)
         g2 = canonical(dev, ga, shape2, ctype)
@@ -173,4 +179,4 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
             kern.backward_rows(g2, x2, p, eps, grad_x)
         else:
             kern.backward_channels(g2, x2, p, eps, grad_x)
-    return stat_result(dev, grad_x, xa.shape, rtype)
+    return res.result()

@@ -61,7 +61,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     n = prod(nshape)
     m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype)
     rstd = dev.empty(m, ctype)
@@ -74,7 +74,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     return y, stat_result(dev, rstd, _stat_shape(xa.shape, len(nshape)))
 
 
-def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, rstd=None):
+def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, rstd=None, out=None):
     r"""Gradients of :func:`rms_norm` with respect to ``x`` and ``weight``.
 
     With :math:`r = 1/\sqrt{\overline{x^2} + \epsilon}`, :math:`\hat x = x r`,
@@ -90,6 +90,10 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
         As given to :func:`rms_norm`.
     rstd : array, optional
         Saved from ``rms_norm(..., return_stats=True)``; recomputed when omitted.
+    out : array, optional
+        Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -105,11 +109,12 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     (array([[ 0.181 , -0.1358]]), None)
     """
     fn = _OP + "_backward"
-    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, rstd=rstd)
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, rstd=rstd, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.rms_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, rstd=rstd)
+        res = _dask.rms_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, rstd=rstd)
+        return _dask.finish_grad(fn, res, out, x)
     xa = dev.asarray(x)
     ga = dev.asarray(grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -125,9 +130,11 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
     if rstd is not None:
         rstd = _saved_stat(fn, "rstd", dev, rstd, xa.shape, len(nshape), m, ctype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     kern = dev.kernels(_OP)
-    grad_x = dev.empty((m, n), ctype)
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga))
+    grad_x = res.buf
     grad_w = dev.zeros(n, ctype)
     if m and n:
         x2 = canonical(dev, xa, (m, n), ctype)
@@ -136,5 +143,4 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
             kern.stats(x2, eps, rstd)
         wk = dev.xp.ones(n, ctype) if w is None else w
         kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, rstd, grad_x, grad_w)
-    grad_x = stat_result(dev, grad_x, xa.shape, rtype)
-    return grad_x, None if w is None else stat_result(dev, grad_w, nshape, rtype)
+    return res.result(), None if w is None else stat_result(dev, grad_w, nshape, rtype)

@@ -239,7 +239,7 @@ def standardize(x, axis=0, ddof=0, *, out=None):
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     axes = reduce_axes(fn, axis, xa.ndim)
     ddof = ddof_arg(fn, ddof)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), xa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     view = View(xa.shape, axes)
     x3 = view.input(dev, xa, ctype)

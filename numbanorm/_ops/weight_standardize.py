@@ -14,7 +14,7 @@ Used with GroupNorm for small-batch training. Canonical view: rows ``(M, N)`` wi
 M = ``weight.shape[0]`` and N = the product of the other dims.
 """
 from .. import _dispatch, _validate
-from ._common import Output, canonical, prod, stat_result
+from ._common import Output, canonical, prod
 
 _OP = "weight_standardize"
 
@@ -73,14 +73,14 @@ def weight_standardize(weight, eps=1e-5, *, out=None):
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
     m, n = _rows(fn, tuple(wa.shape))
     eps = _validate.eps(fn, eps)
-    out_a = _validate.out(fn, dev, None if out is None else dev.asarray(out), wa.shape, rtype)
+    out_a = _validate.out(fn, dev, out, wa.shape, rtype)
     res = Output(dev, out, out_a, wa.shape, (m, n), ctype, rtype)
     if m and n:
         dev.kernels(_OP).forward(canonical(dev, wa, (m, n), ctype), eps, res.buf)
     return res.result()
 
 
-def weight_standardize_backward(grad_out, weight, eps=1e-5):
+def weight_standardize_backward(grad_out, weight, eps=1e-5, *, out=None):
     r"""Gradient of :func:`weight_standardize` with respect to ``weight``.
 
     Per filter of N elements with :math:`r = 1/\sqrt{\mathrm{Var}[w] + \epsilon}` and
@@ -95,6 +95,10 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5):
         Gradient of the loss with respect to the standardized weight.
     weight, eps
         As given to :func:`weight_standardize`.
+    out : array, optional
+        Receives ``grad_weight`` (shape of ``weight``) and is returned in its place (may be
+        ``grad_out``); a numbanorm extension of the API so training loops can reuse the
+        gradient buffer.
 
     Returns
     -------
@@ -109,11 +113,11 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5):
     True
     """
     fn = _OP + "_backward"
-    dev = _dispatch.device_of(fn, weight=weight, grad_out=grad_out)
+    dev = _dispatch.device_of(fn, weight=weight, grad_out=grad_out, out=out)
     if dev.is_dask:
         from .. import _dask
 
-        return _dask.weight_standardize_backward(grad_out, weight, eps)
+        return _dask.finish_grad(fn, _dask.weight_standardize_backward(grad_out, weight, eps), out, weight)
     wa = dev.asarray(weight)
     ga = dev.asarray(grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
@@ -124,7 +128,8 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5):
         )
     m, n = _rows(fn, tuple(wa.shape))
     eps = _validate.eps(fn, eps)
-    grad_w = dev.empty((m, n), ctype)
+    out_a = _validate.out(fn, dev, out, wa.shape, rtype)
+    res = Output(dev, out, out_a, wa.shape, (m, n), ctype, rtype, inputs=(wa, ga))
     if m and n:
-        dev.kernels(_OP).backward(canonical(dev, ga, (m, n), ctype), canonical(dev, wa, (m, n), ctype), eps, grad_w)
-    return stat_result(dev, grad_w, wa.shape, rtype)
+        dev.kernels(_OP).backward(canonical(dev, ga, (m, n), ctype), canonical(dev, wa, (m, n), ctype), eps, res.buf)
+    return res.result()
