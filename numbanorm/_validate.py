@@ -10,6 +10,8 @@ import operator
 
 import numpy as np
 
+from . import _dispatch
+
 F16 = np.dtype(np.float16)
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -200,3 +202,42 @@ def _writeable(a):
     if isinstance(flags, dict):
         return flags.get("WRITEABLE", True)
     return getattr(flags, "writeable", True)
+
+
+
+
+_NDARRAY = np.ndarray
+_INF = math.inf
+
+
+def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
+    """Fast path of the row normalizations' forward (``layer_norm``, ``rms_norm``).
+
+    True when every check of the general path would pass with nothing to convert: ``x``
+    a non-empty C-contiguous float32/float64 NumPy array, ``normalized_shape`` the int
+    length of its last axis, ``eps`` a float >= 0 or None, ``weight``/``bias`` None or
+    ``(N,)`` NumPy arrays of x's dtype (any strides: the kernels index them), ``out``
+    None or a writeable C-contiguous array of x's shape and dtype, and no device forced.
+    False sends the call through the general checks (which then pass or raise the usual
+    error). Written for speed: small calls are dominated by argument checking.
+    """
+    if type(x) is not _NDARRAY or type(normalized_shape) is not int:
+        return False
+    dt = x.dtype
+    shape = x.shape
+    if (dt is not F32 and dt is not F64) or not shape or shape[-1] != normalized_shape or not x.size:
+        return False
+    if eps is not None and not (type(eps) is float and 0.0 <= eps < _INF):
+        return False
+    n1 = (normalized_shape,)
+    if weight is not None and not (type(weight) is _NDARRAY and weight.dtype is dt and weight.shape == n1):
+        return False
+    if bias is not None and not (type(bias) is _NDARRAY and bias.dtype is dt and bias.shape == n1):
+        return False
+    if out is not None:
+        if type(out) is not _NDARRAY or out.dtype is not dt or out.shape != shape:
+            return False
+        flags = out.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return False
+    return x.flags.c_contiguous and _dispatch._FORCED.get() is None

@@ -118,6 +118,33 @@ def test_float32_large_offset(rng):
     assert np.abs(gx).max() < 1e-2
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: r.standard_normal((8, 4096)) + 1e4,  # offset: one pass about the leading mean
+        lambda r: np.concatenate([np.full((8, 1), 1e4), r.standard_normal((8, 4095))], 1),  # leading outlier
+        lambda r: np.concatenate([np.full((8, 16), 3e4), r.standard_normal((8, 32768))], 1),  # leading block
+        lambda r: np.sort(r.standard_normal((8, 4096)) * 50 + 7, axis=1),  # sorted rows
+        lambda r: np.linspace(0, 1e3, 8 * 4096).reshape(8, 4096) + r.standard_normal((8, 4096)),  # trend
+        lambda r: r.standard_normal((8, 5)) * 1e-3 + 1.0,  # shorter than the leading block
+    ],
+    ids=["offset", "outlier", "leading-block", "sorted", "trend", "short"],
+)
+def test_float32_statistics_as_accurate_as_two_passes(rng, make):
+    """Statistics take one pass about the mean of the first 16 elements; rows where that
+    shift is more than a standard deviation from the mean are redone in two passes, so
+    every row's statistics are float32-accurate (relative to the spread, not the offset)."""
+    x = make(rng).astype(np.float32)
+    y, mean, rstd = layer_norm(x, x.shape[-1], return_stats=True)
+    x64 = x.astype(np.float64)
+    mu = x64.mean(-1, keepdims=True)
+    r64 = 1.0 / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(rstd, r64, rtol=1e-6)  # without the two-pass redo: 2e-5
+    # the mean to within its float32 rounding plus 1e-5 of the row's spread
+    assert (np.abs(mean - mu) <= np.spacing(np.abs(mu).astype(np.float32)) + 1e-5 / r64).all()
+    np.testing.assert_allclose(y, (x64 - mu) * r64, atol=5e-4)
+
+
 def test_integer_and_bool_inputs_compute_in_float64():
     x = np.arange(12, dtype=np.int32).reshape(3, 4)
     y = layer_norm(x, 4)

@@ -95,3 +95,59 @@ def test_zero_variance_with_zero_eps_gives_inf_nan_not_an_exception():
     y = layer_norm(x, 3, eps=0.0)
     assert np.isnan(y).all()  # 0 * inf, as torch gives
     assert np.isinf(rms_norm(np.zeros((1, 3)), 3, eps=0.0, return_stats=True)[1]).all()
+
+
+def _plain_cases(rng):
+    """(x, normalized_shape, weight, bias, eps, out): calls the fast path takes, and each
+    changed in one way that sends it through the general checks."""
+    x = rng.standard_normal((6, 16)).astype(np.float32)
+    w = rng.standard_normal(16).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    base = dict(x=x, ns=16, w=w, b=b, eps=1e-5, out=np.empty_like(x))
+    yield True, base
+    yield True, dict(base, w=None, b=None, out=None)
+    yield True, dict(base, x=x[None], out=np.empty((1, 6, 16), np.float32))  # 3-D
+    yield True, dict(base, w=np.repeat(w, 2)[::2])  # strided parameter: the kernels index it
+    yield True, dict(base, x=x.astype(np.float64), w=w.astype(np.float64), b=None, out=None)
+    yield False, dict(base, ns=(16,))  # tuple normalized_shape
+    yield False, dict(base, eps=0)  # int eps
+    yield False, dict(base, x=x.astype(np.float16), w=None, b=None, out=None)
+    yield False, dict(base, x=x[::-1])  # negative strides
+    yield False, dict(base, x=x.tolist())
+    yield False, dict(base, w=w.astype(np.float64))
+    yield False, dict(base, out=np.empty((6, 16)))  # float64 out of float32 results
+    yield False, dict(base, out=np.empty((16, 6), np.float32).T)  # non-contiguous out
+    yield False, dict(base, x=np.empty((0, 16), np.float32), out=None)
+
+
+def test_plain_rows_fast_path_equals_the_general_path(rng):
+    """layer_norm/rms_norm skip the general checks for plain NumPy calls
+    (_validate.plain_rows); both paths must give bitwise the same results."""
+    from numbanorm import _validate
+
+    for plain, c in _plain_cases(rng):
+        x, ns, w, b, eps, out = c["x"], c["ns"], c["w"], c["b"], c["eps"], c["out"]
+        assert _validate.plain_rows(x, ns, eps, out, w, b) is plain, c
+        got = layer_norm(x, ns, w, b, eps, out=out)
+        if out is not None:
+            assert got is out
+        got = np.array(got, copy=True)
+        xa = np.asarray(x)
+        if xa.size:
+            want = layer_norm(xa, (xa.shape[-1],), w, b, float(eps), return_stats=True)[0]  # general path
+            np.testing.assert_array_equal(got, want.astype(got.dtype))
+        got = rms_norm(x, ns, w, eps, out=out)
+        got = np.array(got, copy=True)
+        if xa.size:
+            want = rms_norm(xa, (xa.shape[-1],), w, float(eps), return_stats=True)[0]
+            np.testing.assert_array_equal(got, want.astype(got.dtype))
+
+
+def test_plain_rows_declines_when_a_device_is_forced(rng):
+    from numbanorm import _validate
+    from numbanorm._dispatch import force_device
+
+    x = rng.standard_normal((2, 4))
+    assert _validate.plain_rows(x, 4, 1e-5, None, None)
+    with force_device("cpu"):
+        assert not _validate.plain_rows(x, 4, 1e-5, None, None)

@@ -112,8 +112,14 @@ def _chunks(m):
     return max(1, min(REDUCE_CHUNKS, m // 16))
 
 
+_NO_SCRATCH = {np.dtype(t): np.empty((REDUCE_CHUNKS, 0), t) for t in (np.float32, np.float64)}
+
+
 def _scratch(nchunks, n, dtype, stream):
-    return np.empty((nchunks, n if stream else 0), dtype)
+    """The chunks' scratch rows for streamed outputs (a shared empty array otherwise)."""
+    if not stream:
+        return _NO_SCRATCH[dtype][:nchunks]
+    return np.empty((nchunks, n), dtype)
 
 
 def forward(x, weight, bias, eps, out, mean, rstd):

@@ -3,8 +3,10 @@
 Layout: ``w``, ``out``, ``grad_out``, ``grad_w`` are C-contiguous ``(M, N)`` arrays of the
 compute dtype: M output filters (the first axis of the weight), N = the product of the
 remaining axes. The same computation as a layer norm without affine parameters, so the
-statistics come from ``_stats.mean_var`` (shifted, blocked float64 sums over a row in
-cache); the write pass centres on the mean rounded to the data dtype, as layer_norm does.
+statistics come from ``_stats.mean_var_two_pass`` (shifted, blocked float64 sums over a row in
+cache; two passes: the one-pass ``mean_var`` compiles to differently ordered sums in the
+``prange``-over-rows kernel and its serial twin); the write pass centres on the mean
+rounded to the data dtype, as layer_norm does.
 
 Thread mapping: one ``prange`` over filters (rows); serial twins below
 ``SERIAL_THRESHOLD`` elements.
@@ -14,13 +16,13 @@ from numba import prange
 
 from .. import _config
 from .._config import JIT_OPTIONS
-from ._stats import mean_var
+from ._stats import mean_var_two_pass
 
 
 def _forward(w, eps, out):
     m, n = w.shape
     for i in prange(m):
-        mu, var, mu_t = mean_var(w[i])
+        mu, var, mu_t = mean_var_two_pass(w[i])
         r_t = w.dtype.type(1.0 / np.sqrt(var + eps))
         for j in range(n):
             out[i, j] = (w[i, j] - mu_t) * r_t
@@ -30,7 +32,7 @@ def _backward(grad_out, w, eps, grad_w):
     """grad_w = rstd * (dy - mean(dy) - ŵ mean(dy ŵ)) per row (layer-norm backward, no affine)."""
     m, n = w.shape
     for i in prange(m):
-        mu, var, _ = mean_var(w[i])
+        mu, var, _ = mean_var_two_pass(w[i])
         r = 1.0 / np.sqrt(var + eps)
         a = np.float64(0.0)
         b = np.float64(0.0)

@@ -12,8 +12,11 @@ from .layer_norm import _saved_stat, _stat_shape
 _OP = "rms_norm"
 
 
+_MACHINE_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}
+
+
 def _eps(fn, eps, ctype):
-    return float(np.finfo(ctype).eps) if eps is None else _validate.eps(fn, eps)
+    return _MACHINE_EPS[ctype] if eps is None else _validate.eps(fn, eps)
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False):
@@ -47,6 +50,8 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     >>> numbanorm.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4)
     array([[0.8485, 1.1314]])
     """
+    if return_stats is False and _validate.plain_rows(x, normalized_shape, eps, out, weight):
+        return _plain(x, normalized_shape, weight, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, out=out)
     if dev.is_dask:
@@ -72,6 +77,19 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     if not return_stats:
         return y
     return y, stat_result(dev, rstd, _stat_shape(xa.shape, len(nshape)))
+
+
+def _plain(x, n, weight, eps, out):
+    """:func:`rms_norm` for a call :func:`_validate.plain_rows` accepted, without re-checking."""
+    m = x.size // n
+    dt = x.dtype
+    y = np.empty_like(x) if out is None else out
+    rows = x.ndim == 2
+    _dispatch.CPU.kernels(_OP).forward(
+        x if rows else x.reshape(m, n), np.ones(n, dt) if weight is None else weight,
+        _MACHINE_EPS[dt] if eps is None else eps, y if rows else y.reshape(m, n), np.empty(m, dt),
+    )
+    return y
 
 
 def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, rstd=None, out=None):
