@@ -13,6 +13,7 @@ import numpy as np
 from numba import prange
 
 from .. import _config
+from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
 from ._stream import STREAM_BYTES, stream_scale
 from .layer_norm import _chunks, _scratch
@@ -101,8 +102,8 @@ def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
     """Fill ``grad_x`` (M, N) and ``grad_weight`` (N,) from the saved ``rstd``."""
     m, n = x.shape
     nchunks = _chunks(m)
-    part_w = np.zeros((nchunks, n))
-    acc_w = np.zeros((nchunks, n), x.dtype)
+    part_w = _work.zeros("rows.part_w", (nchunks, n), np.float64)
+    acc_w = _work.zeros("rows.acc_w", (nchunks, n), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
     scratch = _scratch(nchunks, n, x.dtype, stream)
     _config.launch(_BACKWARD, x.size, grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream)
