@@ -62,6 +62,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import _config
+from . import _work
 
 #: pow kinds: beta = 0.75, 0.5, 1, 0.25, 0, anything else
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
@@ -516,7 +517,7 @@ def _plan(x, sp, lo, hi, backward):
     nch = max(min(nch, threads), min(nch, by_memory))
     # one zeroed scratch row per chunk (numba.get_thread_id() would allow one per thread,
     # but Numba 0.68 segfaults when a cached function calling it is reloaded)
-    scratch = np.zeros((nch, int(offs[-1])), x.dtype)
+    scratch = _work.zeros("lrn.scratch", (nch, int(offs[-1])), x.dtype)  # reused: see _work
     return dict(sp=sp, wa=wa, lo=lo_a, hi=hi_a, rows=rows, cb=cb, mg=mg, offs=offs, nch=nch,
                 scratch=scratch, serial=serial)
 
