@@ -55,8 +55,11 @@ def _stats(x, eps, mean, rstd):
 
 #: rows per group of the backward: their dx coefficients are computed first, then the
 #: elementwise pass runs over column tiles of all of them, so the chunk's grad_weight and
-#: grad_bias accumulator tiles stay in L1 across the group (divides ``FLUSH``)
+#: grad_bias accumulator tiles stay in L1 across the group (divides ``FLUSH``). Only for
+#: rows whose two accumulator rows exceed :data:`GROUP_BYTES`; shorter rows go one by one
+#: (their accumulators stay in L1 anyway, and the row itself stays in L1 between passes).
 GROUP = 8
+GROUP_BYTES = 16 << 10
 
 #: columns per tile of the backward's elementwise pass
 TILE = 512
@@ -65,7 +68,7 @@ TILE = 512
 def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream):
     """grad_x = rstd * (w·dy − mean(w·dy) − x̂ · mean(w·dy·x̂)); Σdy·x̂ and Σdy per chunk.
 
-    Rows go in groups of ``GROUP``. First each row's reduction loop (the two row sums,
+    Rows go in groups of ``coef.shape[2]`` (``GROUP`` or 1). First each row's reduction loop (the two row sums,
     blocked into float64; the row comes from memory and stays in L2), then the
     elementwise loop in ``TILE``-column tiles, each over all rows of the group: it writes
     grad_x (to the chunk's scratch rows when streaming) and adds dy·x̂ and dy into the
@@ -75,6 +78,7 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
     """
     m, n = x.shape
     nchunks = part_w.shape[0]
+    group = coef.shape[2]
     t = x.dtype.type
     one = t(1.0)
     for c in prange(nchunks):
@@ -82,8 +86,8 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
         stop = (c + 1) * m // nchunks
         aw = acc_w[c]
         ab = acc_b[c]
-        for g0 in range(start, stop, GROUP):
-            g1 = min(g0 + GROUP, stop)
+        for g0 in range(start, stop, group):
+            g1 = min(g0 + group, stop)
             for k in range(g1 - g0):
                 i = g0 + k
                 mu = mean[i]
@@ -121,7 +125,7 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
                         ab[j] += dy[j]
             if stream:
                 for k in range(g1 - g0):
-                    stream_scale(grad_x, (g0 + k) * n, scratch, (c * GROUP + k) * n, one, n)
+                    stream_scale(grad_x, (g0 + k) * n, scratch, (c * group + k) * n, one, n)
             if (g1 - start) % FLUSH == 0 or g1 == stop:
                 for j in range(U(n)):
                     part_w[c, j] += aw[j]
@@ -172,9 +176,10 @@ def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
     part_b = _work.zeros("rows.part_b", (nchunks, n), np.float64)
     acc_w = _work.zeros("rows.acc_w", (nchunks, n), x.dtype)
     acc_b = _work.zeros("rows.acc_b", (nchunks, n), x.dtype)
-    coef = _work.empty("rows.coef", (nchunks, 2, GROUP), x.dtype)
+    group = GROUP if 2 * n * x.itemsize > GROUP_BYTES else 1
+    coef = _work.empty("rows.coef", (nchunks, 2, group), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
-    scratch = _work.empty("rows.scratch", (nchunks, GROUP, n if stream else 0), x.dtype)
+    scratch = _work.empty("rows.scratch", (nchunks, group, n if stream else 0), x.dtype)
     _config.launch(_BACKWARD, x.size, grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b,
                    coef, scratch, stream)
     sum_chunks(part_w, grad_weight)
