@@ -1,4 +1,4 @@
-"""Non-temporal (streaming) row stores for large outputs, as llvmlite intrinsics.
+"""Memory-traffic intrinsics: non-temporal (streaming) row stores and software prefetch.
 
 For outputs much larger than the caches, ordinary stores first read every output line
 (read-for-ownership), so a kernel that reads x and writes y moves 3 bytes per byte of y,
@@ -8,11 +8,19 @@ These intrinsics write a contiguous run with ``!nontemporal`` 32-byte vector sto
 outputs of at least :data:`STREAM_BYTES`; smaller outputs stay in cache for the next op.
 
 Arrays are addressed as flat C-contiguous buffers plus an element offset (any ndim).
+
+:func:`prefetch` asks for one cache line ahead of use: the row kernels prefetch the next
+row block by block while they write the current one, so reading rows from memory overlaps
+the computation instead of waiting for each row (the hardware prefetcher alone leaves
+layer_norm forward at ~1.1-1.3 × np.copyto on (8192, 4096); with it ~1.0).
 """
+import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .._config import JIT_OPTIONS
 
 #: outputs of at least this many bytes are written with non-temporal (streaming) stores:
 #: they bypass the caches and skip the read-for-ownership of every output line, as
@@ -161,3 +169,36 @@ def stream_axpby_next(typingctx, out, ob, x, xb, a, y, yb, b, n):
         return None
     sig = types.UniTuple(types.float64, 2)(out, ob, x, xb, a, y, yb, b, n)
     return sig, lambda c, b_, s, a_: _stream_codegen(c, b_, s, a_, True, 2)
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """``llvm.prefetch`` of ``arr[idx]`` (read, keep in all cache levels). Never faults."""
+    if not isinstance(arr, types.Array):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+#: elements of a row written between two batches of prefetches of the next row (the batch
+#: covers the same elements of the next row: ~16 cache lines in flight per thread)
+PREFETCH_BLOCK = 256
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def prefetch_run(row, j0, j1):
+    """Prefetch the cache lines of ``row[j0:j1]`` (a C-contiguous 1-D row)."""
+    for q in range(j0, j1, max(1, 64 // row.itemsize)):
+        prefetch(row, np.uintp(q))

@@ -24,26 +24,37 @@ from .. import _config
 from .._config import REDUCE_CHUNKS
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_var, sum_chunks
-from ._stream import STREAM_BYTES, stream_scale
+from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
 
 
 def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
+    """Large (streamed) outputs: the write loop goes in ``PREFETCH_BLOCK`` runs, each
+    preceded by a prefetch of the same run of the next row."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     one = x.dtype.type(1.0)
     for c in prange(nchunks):
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        stop = (c + 1) * m // nchunks
+        for i in range(c * m // nchunks, stop):
             row = x[i]
             mu, var, mu_t = mean_var(row)
             r = 1.0 / np.sqrt(var + eps)
             mean[i] = mu
             rstd[i] = r
             r_t = x.dtype.type(r)
-            dst = scratch[c] if stream else out[i]
-            for j in range(U(n)):
-                dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
             if stream:
+                nxt = x[min(i + 1, stop - 1)]
+                dst = scratch[c]
+                for j0 in range(0, n, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                    prefetch_run(nxt, j0, j1)
+                    for j in range(U(j0), U(j1)):
+                        dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
                 stream_scale(out, i * n, scratch, c * n, one, n)
+            else:
+                dst = out[i]
+                for j in range(U(n)):
+                    dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
 
 
 def _stats(x, eps, mean, rstd):

@@ -56,13 +56,11 @@ loops vectorise). Serial twins run below ``SERIAL_THRESHOLD`` elements.
 """
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from .. import _config
 from . import _work
+from ._stream import prefetch as _prefetch
 
 #: pow kinds: beta = 0.75, 0.5, 1, 0.25, 0, anything else
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
@@ -92,27 +90,6 @@ U = np.uintp
 #: software-prefetch the next task's block (its rows are many short strided runs when the
 #: window runs across channels of a channels-first array: the hardware prefetcher misses them)
 PREFETCH = True
-
-
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """``llvm.prefetch`` of ``arr[idx]`` (read, keep in all cache levels). Never faults."""
-    if not isinstance(arr, types.Array):
-        return None
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 def pow_kind(beta):

@@ -15,25 +15,35 @@ from numba import prange
 from .. import _config
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
-from ._stream import STREAM_BYTES, stream_scale
+from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
 from .layer_norm import _chunks, _scratch
 
 
 def _forward(x, weight, eps, out, rstd, scratch, stream):
+    """Streamed outputs prefetch the next row run by run, as layer_norm's forward."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     one = x.dtype.type(1.0)
     for c in prange(nchunks):
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        stop = (c + 1) * m // nchunks
+        for i in range(c * m // nchunks, stop):
             row = x[i]
             r = 1.0 / np.sqrt(mean_square(row) + eps)
             rstd[i] = r
             r_t = x.dtype.type(r)
-            dst = scratch[c] if stream else out[i]
-            for j in range(U(n)):
-                dst[j] = row[j] * r_t * weight[j]
             if stream:
+                nxt = x[min(i + 1, stop - 1)]
+                dst = scratch[c]
+                for j0 in range(0, n, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                    prefetch_run(nxt, j0, j1)
+                    for j in range(U(j0), U(j1)):
+                        dst[j] = row[j] * r_t * weight[j]
                 stream_scale(out, i * n, scratch, c * n, one, n)
+            else:
+                dst = out[i]
+                for j in range(U(n)):
+                    dst[j] = row[j] * r_t * weight[j]
 
 
 def _stats(x, eps, rstd):
