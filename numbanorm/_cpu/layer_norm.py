@@ -157,6 +157,7 @@ def _chunks(m):
 
 
 _NO_SCRATCH = {np.dtype(t): np.empty((REDUCE_CHUNKS, 0), t) for t in (np.float32, np.float64)}
+_ONE_CHUNK = {t: a[:1] for t, a in _NO_SCRATCH.items()}  # the small calls' serial kernels
 
 
 def _scratch(nchunks, n, dtype, stream):
@@ -168,6 +169,9 @@ def _scratch(nchunks, n, dtype, stream):
 
 def forward(x, weight, bias, eps, out, mean, rstd):
     """Normalize each row of ``x`` into ``out``; fill ``mean`` and ``rstd``."""
+    if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
+        _FORWARD[1](x, weight, bias, eps, out, mean, rstd, _ONE_CHUNK[x.dtype], False)
+        return
     m, n = x.shape
     stream = out.nbytes >= STREAM_BYTES
     scratch = _scratch(_chunks(m), n, x.dtype, stream)

@@ -16,7 +16,7 @@ from .. import _config
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
 from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
-from .layer_norm import _chunks, _scratch
+from .layer_norm import _ONE_CHUNK, _chunks, _scratch
 
 
 def _forward(x, weight, eps, out, rstd, scratch, stream):
@@ -97,6 +97,9 @@ _BACKWARD = _config.twins(_backward)
 
 def forward(x, weight, eps, out, rstd):
     """RMS-normalize each row of ``x`` into ``out``; fill ``rstd``."""
+    if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
+        _FORWARD[1](x, weight, eps, out, rstd, _ONE_CHUNK[x.dtype], False)
+        return
     m, n = x.shape
     stream = out.nbytes >= STREAM_BYTES
     scratch = _scratch(_chunks(m), n, x.dtype, stream)
