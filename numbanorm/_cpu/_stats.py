@@ -69,7 +69,11 @@ def sum_sq_dev(row, center):
 
 @njit(inline="always", **JIT_OPTIONS)
 def sums_shifted(row, shift):
-    """(Σ_j (row[j] − shift), Σ_j (row[j] − shift)²) as float64 (blocked, one pass)."""
+    """(Σ_j (row[j] − shift), Σ_j (row[j] − shift)²) as float64 (blocked, one pass).
+
+    ``_channels._row_moments`` computes the same sums in the sliced-run loop form that
+    vectorizes best inside the channel kernels; in the row kernels this unsigned-index
+    form is ~25 % faster (layer_norm (32, 768): 5.8 vs 7.3 µs), so both are kept."""
     n = row.shape[0]
     t1 = np.float64(0.0)
     t2 = np.float64(0.0)
