@@ -204,8 +204,6 @@ def _writeable(a):
     return getattr(flags, "writeable", True)
 
 
-
-
 _NDARRAY = np.ndarray
 _INF = math.inf
 

@@ -13,9 +13,9 @@ to the chunk's scratch row(s) and then streamed out with non-temporal stores (no
 read-for-ownership of the output, as ``np.copyto`` does). The backward gives each chunk a
 data-dtype accumulator row for grad_weight/grad_bias (filled in column tiles over groups
 of rows, see :func:`_backward`), flushed every ``FLUSH`` rows into a float64 partial row;
-partials are summed in chunk order afterwards (no atomics). Serial
-twins (``_config.twins``) run below ``SERIAL_THRESHOLD`` elements. Partial and scratch rows
-are the calling thread's reusable work buffers (:mod:`._work`), not fresh arrays.
+partials are summed in chunk order afterwards (no atomics). Serial twins
+(``_config.twins``) run below ``SERIAL_THRESHOLD`` elements. Partial and scratch rows are
+the calling thread's reusable work buffers (:mod:`._work`), not fresh arrays.
 """
 import numpy as np
 from numba import prange
@@ -79,13 +79,13 @@ TILE = 512
 def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream):
     """grad_x = rstd * (w·dy − mean(w·dy) − x̂ · mean(w·dy·x̂)); Σdy·x̂ and Σdy per chunk.
 
-    Rows go in groups of ``coef.shape[2]`` (``GROUP`` or 1). First each row's reduction loop (the two row sums,
-    blocked into float64; the row comes from memory and stays in L2), then the
-    elementwise loop in ``TILE``-column tiles, each over all rows of the group: it writes
-    grad_x (to the chunk's scratch rows when streaming) and adds dy·x̂ and dy into the
-    chunk's data-dtype accumulator rows — the tile of which stays in L1 for the group
-    (accumulating row by row over 16 KiB rows cost a third of the kernel) — flushed into
-    the float64 partial rows every ``FLUSH`` rows. Both loops vectorise.
+    Rows go in groups of ``coef.shape[2]`` (``GROUP`` or 1). First each row's reduction
+    loop (the two row sums, blocked into float64; the row comes from memory and stays in
+    L2), then the elementwise loop in ``TILE``-column tiles, each over all rows of the
+    group: it writes grad_x (to the chunk's scratch rows when streaming) and adds dy·x̂
+    and dy into the chunk's data-dtype accumulator rows, whose tile stays in L1 for the
+    group (accumulating row by row over 16 KiB rows cost a third of the kernel); they are
+    flushed into the float64 partial rows every ``FLUSH`` rows. Both loops vectorise.
     """
     m, n = x.shape
     nchunks = part_w.shape[0]
