@@ -214,8 +214,9 @@ def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     True when every check of the general path would pass with nothing to convert: ``x``
     a non-empty C-contiguous float32/float64 NumPy array, ``normalized_shape`` the int
     length of its last axis, ``eps`` a float >= 0 or None, ``weight``/``bias`` None or
-    ``(N,)`` NumPy arrays of x's dtype (any strides: the kernels index them), ``out``
-    None or a writeable C-contiguous array of x's shape and dtype, and no device forced.
+    C-contiguous ``(N,)`` NumPy arrays of x's dtype (the layouts the kernels are compiled
+    for), ``out`` None or a writeable C-contiguous array of x's shape and dtype, and no
+    device forced.
     False sends the call through the general checks (which then pass or raise the usual
     error). Written for speed: small calls are dominated by argument checking.
     """
@@ -228,9 +229,13 @@ def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     if eps is not None and not (type(eps) is float and 0.0 <= eps < _INF):
         return False
     n1 = (normalized_shape,)
-    if weight is not None and not (type(weight) is _NDARRAY and weight.dtype is dt and weight.shape == n1):
+    if weight is not None and not (
+        type(weight) is _NDARRAY and weight.dtype is dt and weight.shape == n1 and weight.flags.c_contiguous
+    ):
         return False
-    if bias is not None and not (type(bias) is _NDARRAY and bias.dtype is dt and bias.shape == n1):
+    if bias is not None and not (
+        type(bias) is _NDARRAY and bias.dtype is dt and bias.shape == n1 and bias.flags.c_contiguous
+    ):
         return False
     if out is not None:
         if type(out) is not _NDARRAY or out.dtype is not dt or out.shape != shape:
