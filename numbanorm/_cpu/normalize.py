@@ -104,19 +104,8 @@ def _row_dot(g, x, i):
 
 @njit(inline="always", **_opts)
 def _row_norm(x, i, pk, p):
-    n = x.shape[1]
-    a = np.float64(0.0)
-    if pk == P2:
-        for j in range(n):
-            v = np.float64(x[i, j])
-            a += v * v
-    elif pk == P1:
-        for j in range(n):
-            a += abs(np.float64(x[i, j]))
-    else:
-        for j in range(n):
-            a = _acc(np.float64(x[i, j]), a, pk, p)
-    return _finish(a, pk, p)
+    """The p-norm of row ``i``."""
+    return _finish(_row_acc(x, i, pk, p), pk, p)
 
 
 @njit(inline="always", **_opts)
