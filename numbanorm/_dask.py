@@ -142,7 +142,8 @@ def _ones_chunks(chunks, axes):
 
 
 def _finish(result, out):
-    """Honour ``out=``: Dask out → points at the result; NumPy out → filled (computed)."""
+    """Honour ``out=``: Dask out → points at the result; NumPy out → filled (computed) on
+    any scheduler (``dask.distributed`` included)."""
     if out is None:
         return result
     da = _da()
@@ -152,8 +153,22 @@ def _finish(result, out):
         from dask.array.core import handle_out
 
         return handle_out(out, result.astype(out.dtype) if out.dtype != result.dtype else result)
-    da.store(result, out, lock=False)
+    if _in_process_scheduler(result):
+        da.store(result, out, lock=False)  # block by block, straight into out
+    else:  # worker processes would fill pickled copies of out: bring the blocks back
+        np.copyto(out, result.compute(), casting="same_kind")
     return out
+
+
+def _in_process_scheduler(collection):
+    """True when ``collection`` computes in this process (threads or synchronous), where
+    ``da.store`` can write into a host array; False for process pools and distributed."""
+    import dask
+    import dask.local
+    import dask.threaded
+
+    get = dask.base.get_scheduler(collections=[collection])
+    return get in (None, dask.threaded.get, dask.local.get_sync)
 
 
 def _check_out(fn, out, shape, rtype):

@@ -4,17 +4,25 @@
 
     numbanorm scale IN OUT [--method zscore|minmax|l2|layer] [--axis A] [--range LO HI]
                            [--clip] [--ddof D] [--eps E] [--save-stats S.json]
-                           [--load-stats S.json] [--chunk-rows N] [--progress | --no-progress]
+                           [--load-stats S.json] [--chunk-rows N] [--allow-inf]
+                           [--progress | --no-progress]
 
 Methods
 -------
 ``zscore``  :func:`numbanorm.standardize` — statistics over ``--axis`` (default 0: one mean
-            and standard deviation per column), ``--ddof``.
+            and standard deviation per column; ``none``: all axes, one mean and standard
+            deviation for the whole array, as ``axis=None`` in Python), ``--ddof``.
 ``minmax``  :func:`numbanorm.min_max_scale` to ``--range LO HI`` (default 0 1), ``--clip``.
 ``l2``      :func:`numbanorm.normalize` (p=2) of each vector along ``--axis`` (default -1:
             each row), ``--eps``.
 ``layer``   :func:`numbanorm.layer_norm` of each row (``--axis`` must be the last axis),
             ``--eps``.
+
+Missing values: empty CSV fields and NaN are ignored by the statistics and stay NaN.
+Infinite values are refused (exit status 1, naming the first one), as scikit-learn's
+scalers refuse them: an ``inf`` would enter its column's statistics and turn the whole
+column into NaN (zscore) or NaN/0 (minmax), and every element of its vector into NaN or 0
+(l2, layer). ``--allow-inf`` scales such data anyway, with those results.
 
 ``--save-stats`` writes the fitted statistics of ``zscore``/``minmax`` as JSON;
 ``--load-stats`` applies statistics saved from training data to new data (their method,
@@ -33,8 +41,9 @@ Formats
           the output. Empty fields are missing values (NaN). Rows must all have the same
           number of fields.
 
-The output is written to a temporary file next to ``OUT`` and renamed over it only when
-everything succeeded: a failed run never leaves a half-written ``OUT``. Errors (missing or
+The output (and the ``--save-stats`` file) is written to a temporary file next to it and
+renamed over it only when everything succeeded: a failed run never leaves a half-written
+``OUT`` and never touches an existing statistics file. Errors (missing or
 unreadable files, wrong columns, non-numeric data, bad options) print one line on stderr
 and exit with status 1.
 """
@@ -58,13 +67,17 @@ class ScaleError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
+#: ``--axis none``: every axis (Python's ``axis=None``); an absent ``--axis`` is None
+ALL_AXES = "all"
+
+
 # --------------------------------------------------------------------------- argument parsing
 
 
 def _axis_arg(text):
     text = text.strip()
-    if text.lower() == "none":
-        return None
+    if text.lower() in ("none", "all"):
+        return ALL_AXES
     try:
         parts = [int(p) for p in text.replace(" ", "").strip("()").split(",") if p != ""]
     except ValueError:
@@ -87,7 +100,8 @@ def add_parser(subparsers):
     p.add_argument("--method", choices=METHODS, default=None,
                    help="zscore (default), minmax, l2 or layer; with --load-stats: the saved method")
     p.add_argument("--axis", type=_axis_arg, default=None,
-                   help="zscore/minmax: axis or axes reduced over (default 0: per column); "
+                   help="zscore/minmax: axis or axes reduced over (default 0: per column; "
+                        "'none': all axes, as axis=None in Python); "
                         "l2/layer: the axis each vector runs along (default -1: per row)")
     p.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
                    help="minmax target range (default 0 1)")
@@ -98,6 +112,9 @@ def add_parser(subparsers):
     p.add_argument("--load-stats", metavar="FILE.json", help="apply statistics saved by --save-stats")
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                    help="rows per chunk for .npy files (default: about 32 MB of input)")
+    p.add_argument("--allow-inf", action="store_true",
+                   help="scale data holding inf anyway (default: refuse it; its column/vector would "
+                        "become NaN or 0)")
     p.add_argument("--progress", action="store_true",
                    help="always show the progress bar on stderr (default: only when stderr is a terminal)")
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
@@ -287,6 +304,8 @@ def _plan_axes(job, shape, what):
             axis = tuple(axis) if isinstance(axis, list) else axis
         if axis is None:
             axis = 0 if ndim else None
+        elif axis == ALL_AXES:
+            axis = None
         try:
             return reduce_axes("scale", axis, ndim)
         except (ValueError, TypeError) as e:
@@ -295,6 +314,8 @@ def _plan_axes(job, shape, what):
         raise ScaleError(f"{what}: a 0-d array has no vectors to normalize")
     if axis is None:
         axis = -1
+    if axis == ALL_AXES:
+        raise ScaleError(f"--method {job.method} normalizes along one axis, got --axis none")
     if isinstance(axis, tuple):
         if len(axis) != 1:
             raise ScaleError(f"--method {job.method} normalizes along one axis, got --axis {','.join(map(str, axis))}")
@@ -387,6 +408,7 @@ def _scale_source(job, src, sink_factory, what):
         try:
             for r0, r1 in bounds:
                 xb = src.rows(r0, r1)
+                _refuse_inf(job, src, xb, r0, what)
                 out = sink.rows(r0, r1)
                 if method == "l2":
                     numbanorm.normalize(xb, 2.0, ax, eps, out=out)
@@ -412,7 +434,9 @@ def _scale_source(job, src, sink_factory, what):
         elif global_stats:
             st = None
             for r0, r1 in bounds:
-                part = chunk_fn(src.rows(r0, r1), axis=axes)
+                xb = src.rows(r0, r1)
+                _refuse_inf(job, src, xb, r0, what)
+                part = chunk_fn(xb, axis=axes)
                 st = part if st is None else merge_fn(np.concatenate([st, part], axis=0), axis=axes)
                 bar.update()
             params = _params_from_stats(kind, st, ddof, lo, hi)
@@ -421,6 +445,8 @@ def _scale_source(job, src, sink_factory, what):
             params = None
         for r0, r1 in bounds:
             xb = src.rows(r0, r1)
+            if passes == 1:  # pass 1 checked it otherwise
+                _refuse_inf(job, src, xb, r0, what)
             out = sink.rows(r0, r1)
             if params is None:  # statistics per chunk (the reduced axes lie inside every chunk)
                 part = chunk_fn(xb, axis=axes)
@@ -438,6 +464,28 @@ def _scale_source(job, src, sink_factory, what):
     if job.loaded is not None or st is None:
         return sink, None
     return sink, _stats_dict(kind, st, orig_axes, src.fortran, ddof, lo, hi)
+
+
+def _refuse_inf(job, src, xb, r0, what):
+    """ScaleError naming the first infinite value of chunk ``xb`` (rows from ``r0``) unless
+    ``--allow-inf``: it would silently turn its column or vector into NaN / 0."""
+    if job.args.allow_inf or xb.dtype.kind != "f":
+        return
+    bad = np.isinf(xb)
+    if not bad.any():
+        return
+    flat = int(np.argmax(bad.ravel()))
+    value = "-inf" if xb.ravel()[flat] < 0 else "inf"
+    idx = np.unravel_index(flat, xb.shape)
+    idx = (int(idx[0]) + r0,) + tuple(int(i) for i in idx[1:])
+    if src.fortran:  # the C view of a Fortran-order file is its transpose
+        idx = tuple(reversed(idx))
+    part = "column" if job.method in ("zscore", "minmax") else "vector"
+    raise ScaleError(
+        f"{what}: input contains infinity ({value} at index {idx}); it would turn its whole {part} "
+        f"into NaN or 0. Replace it (NaN is ignored as a missing value) or pass --allow-inf to "
+        f"scale anyway"
+    )
 
 
 def _flush(a):
@@ -490,9 +538,22 @@ def _loaded_params(d, kind, stat_shape, fortran, ddof, lo, hi, what):
 # --------------------------------------------------------------------------- formats
 
 
+def _check_writable_dir(path, what):
+    """ScaleError naming the user's ``path`` when its folder is missing or not a folder."""
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(d):
+        raise ScaleError(f"{what} {path}: no such directory {os.path.dirname(path) or d}")
+    if os.path.isdir(path):
+        raise ScaleError(f"{what} {path}: is a directory")
+
+
 def _tmp_path(out):
+    """A new temporary file next to ``out`` (renamed over it on success); errors name ``out``."""
     d = os.path.dirname(os.path.abspath(out)) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp", dir=d)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp", dir=d)
+    except OSError as e:
+        raise ScaleError(f"{out}: cannot write here ({e.strerror or _one_line(e)})") from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -648,15 +709,17 @@ def _load_stats(path):
     return d
 
 
-def _write_json(path, d):
+def _write_json_tmp(path, d):
+    """``d`` as JSON in a temporary file next to ``path``; returns the temporary's path
+    (renamed over ``path`` by the caller once everything else succeeded)."""
     tmp = _tmp_path(path)
     try:
         with open(tmp, "w") as f:
             json.dump(d, f, indent=1)
-        os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)
         raise
+    return tmp
 
 
 def _execute(args):
@@ -684,18 +747,26 @@ def _execute(args):
         raise ScaleError(f"--method {method} has no fitted statistics (--save-stats/--load-stats need zscore or minmax)")
     if args.save_stats and args.load_stats:
         raise ScaleError("--save-stats and --load-stats cannot be combined")
+    _check_writable_dir(out, "output")
+    if args.save_stats:
+        _check_writable_dir(args.save_stats, "--save-stats")
     job = _Job(args, method, loaded)
     handler = {".npy": _do_npy, ".npz": _do_npz, ".csv": _do_csv}[ext_in]
     tmp, stats = handler(job, inp, out)
+    stats_tmp = None
     try:
         if args.save_stats:
             if stats is None:
                 raise ScaleError("no statistics to save")
-            _write_json(args.save_stats, stats)
+            stats_tmp = _write_json_tmp(args.save_stats, stats)
         os.replace(tmp, out)
     except BaseException:
         _unlink(tmp)
+        if stats_tmp is not None:
+            _unlink(stats_tmp)
         raise
+    if stats_tmp is not None:
+        os.replace(stats_tmp, args.save_stats)
 
 
 def run(args):

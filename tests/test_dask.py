@@ -337,9 +337,16 @@ def test_distributed_two_worker_processes(rng):
             nn.StandardScaler().fit(dx2).transform(dx2),
         ]
         results = client.compute(lazy, sync=True)
+        # a NumPy out= with Dask data is filled on the cluster too (not a worker's pickled copy)
+        out_ln, out_st = np.zeros(x.shape), np.zeros(x2.shape, np.float32)
+        got_ln = nn.layer_norm(dx, 4, out=out_ln)
+        got_st = nn.standardize(dx2, out=out_st)
         pids = client.run(lambda: __import__("os").getpid())
         layers = client.run(lambda: __import__("numbanorm").threading_layer())
     assert len(set(pids.values())) == 2
+    assert got_ln is out_ln and got_st is out_st
+    np.testing.assert_array_equal(out_ln, nn.layer_norm(x, 4))
+    np.testing.assert_allclose(out_st, nn.standardize(x2).astype(np.float32), rtol=1e-6)
     assert set(layers.values()) <= {"tbb", "workqueue", "omp"}
     rm2, rv2 = np.zeros(6), np.ones(6)
     np.testing.assert_allclose(results[0], nn.batch_norm(x, rm2, rv2, w, training=True), rtol=RTOL, atol=1e-13)

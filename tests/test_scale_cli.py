@@ -310,3 +310,93 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path):
     assert big - base < 60 * 2**20, (base, big)  # the file is 160 MB (measured: no growth)
     y = np.load(tmp_path / "big_out.npy", mmap_mode="r")
     assert abs(float(np.asarray(y[:, 0]).mean())) < 1e-10
+
+
+# --------------------------------------------------------------------------- silent data loss (issue 16.6)
+
+
+@pytest.mark.parametrize("fmt", [".npy", ".csv"])
+@pytest.mark.parametrize("method", ["zscore", "minmax", "l2"])
+def test_infinity_is_refused_unless_allowed(tmp_path, capsys, data, fmt, method):
+    x = np.nan_to_num(data)
+    x[123, 4] = -np.inf
+    if fmt == ".npy":
+        np.save(tmp_path / "a.npy", x)
+    else:
+        _write_csv(tmp_path / "a.csv", list("abcdef"), x)
+    inp, out = tmp_path / ("a" + fmt), tmp_path / ("o" + fmt)
+    assert _scale(inp, out, "--method", method, "--chunk-rows", 50) == 1
+    line = _error_line(capsys)
+    assert "infinity" in line and "-inf at index (123, 4)" in line and "--allow-inf" in line
+    assert not out.exists()
+    _no_temp_files(tmp_path)
+    assert _scale(inp, out, "--method", method, "--allow-inf") == 0
+    y = np.load(out) if fmt == ".npy" else np.genfromtxt(out, delimiter=",", skip_header=1)
+    expected = {"zscore": nn.standardize, "minmax": nn.min_max_scale,
+                "l2": lambda a: nn.normalize(a, 2.0, -1)}[method](x)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_infinity_in_a_fortran_file_is_named_in_its_own_orientation(tmp_path, capsys, data):
+    x = np.asfortranarray(np.nan_to_num(data))
+    x[7, 2] = np.inf
+    np.save(tmp_path / "f.npy", x)
+    assert _scale(tmp_path / "f.npy", tmp_path / "o.npy") == 1
+    assert "inf at index (7, 2)" in _error_line(capsys)
+
+
+def test_axis_none_means_all_axes_as_in_python(tmp_path, data):
+    np.save(tmp_path / "a.npy", data)
+    for text in ("none", "None"):
+        assert _scale(tmp_path / "a.npy", tmp_path / "o.npy", "--axis", text, "--chunk-rows", 64) == 0
+        np.testing.assert_allclose(np.load(tmp_path / "o.npy"), nn.standardize(data, axis=None),
+                                   rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert _scale(tmp_path / "a.npy", tmp_path / "o.npy", "--method", "minmax", "--axis", "none") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), nn.min_max_scale(data, axis=None), equal_nan=True)
+    # the default stays one statistic per column
+    assert _scale(tmp_path / "a.npy", tmp_path / "o.npy") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), nn.standardize(data, axis=0),
+                               rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_axis_none_with_a_vector_method_is_an_error(tmp_path, capsys, data):
+    np.save(tmp_path / "a.npy", data)
+    assert _scale(tmp_path / "a.npy", tmp_path / "o.npy", "--method", "l2", "--axis", "none") == 1
+    assert "one axis" in _error_line(capsys)
+
+
+def test_failed_run_never_touches_an_existing_stats_file(tmp_path, capsys, data):
+    np.save(tmp_path / "a.npy", data)
+    (tmp_path / "s.json").write_text("old stats")
+    (tmp_path / "out.npy").mkdir()  # the final rename onto OUT fails
+    assert _scale(tmp_path / "a.npy", tmp_path / "out.npy", "--save-stats", tmp_path / "s.json") == 1
+    _error_line(capsys)
+    assert (tmp_path / "s.json").read_text() == "old stats"
+    _no_temp_files(tmp_path)
+    # the inf refusal after pass 1 started leaves it too
+    x = data.copy()
+    x[-1, 0] = np.inf
+    np.save(tmp_path / "b.npy", x)
+    assert _scale(tmp_path / "b.npy", tmp_path / "o.npy", "--save-stats", tmp_path / "s.json",
+                  "--chunk-rows", 10) == 1
+    _error_line(capsys)
+    assert (tmp_path / "s.json").read_text() == "old stats"
+    # success replaces it
+    assert _scale(tmp_path / "a.npy", tmp_path / "o.npy", "--save-stats", tmp_path / "s.json") == 0
+    assert json.loads((tmp_path / "s.json").read_text())["method"] == "zscore"
+    _no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", [".npy", ".npz", ".csv"])
+def test_output_in_a_missing_folder_names_the_users_path(tmp_path, capsys, data, fmt):
+    np.save(tmp_path / "a.npy", data)
+    np.savez(tmp_path / "a.npz", x=data)
+    _write_csv(tmp_path / "a.csv", list("abcdef"), np.nan_to_num(data))
+    out = tmp_path / "nowhere" / ("o" + fmt)
+    assert _scale(tmp_path / ("a" + fmt), out) == 1
+    line = _error_line(capsys)
+    assert str(out) in line and "no such directory" in line and ".tmp" not in line
+    assert _scale(tmp_path / "a.npy", tmp_path / "o.npy", "--save-stats", tmp_path / "nowhere" / "s.json") == 1
+    line = _error_line(capsys)
+    assert "s.json" in line and ".tmp" not in line
+    assert not (tmp_path / "o.npy").exists()

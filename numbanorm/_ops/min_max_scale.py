@@ -102,7 +102,11 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
     -----
     Computed as scikit-learn does, ``y = x * scale + (lo - min * scale)``; a (near-)constant
     position (range below 10 machine epsilons) maps to ``lo``. NaNs are ignored by the
-    min/max and stay NaN. Axis sets whose kept axes are not consecutive cost one copy.
+    min/max and stay NaN. Infinite values are not ignored and raise no error: an ``inf``
+    makes its position's range infinite, so that position's outputs become 0 or NaN.
+    Replace them by NaN first to have them ignored; :class:`numbanorm.MinMaxScaler`
+    refuses them, as scikit-learn does, and so does ``numbanorm scale`` unless given
+    ``--allow-inf``. Axis sets whose kept axes are not consecutive cost one copy.
 
     Examples
     --------

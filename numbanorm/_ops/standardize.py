@@ -215,7 +215,12 @@ def standardize(x, axis=0, ddof=0, *, out=None):
     -----
     NaNs are ignored when computing the statistics and stay NaN in the output. A
     (near-)constant position, as detected by scikit-learn, is only centered (scale 1),
-    so it maps to 0. Statistics are accumulated in float64 around a per-position shift,
+    so it maps to 0. Infinite values are not ignored and raise no error: an ``inf`` enters
+    its position's statistics (mean ±inf, variance NaN), so every output of that position
+    becomes NaN. Replace them by NaN first (``np.where(np.isinf(x), np.nan, x)``) to have
+    them ignored; :class:`numbanorm.StandardScaler` refuses them, as scikit-learn does,
+    and so does ``numbanorm scale`` unless given ``--allow-inf``.
+    Statistics are accumulated in float64 around a per-position shift,
     so float32 data with a large offset standardizes accurately. Axis sets whose kept axes
     are not consecutive (e.g. ``axis=1`` of a 3-D array) cost one transposed copy.
 
