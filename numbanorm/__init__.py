@@ -49,8 +49,13 @@ _NAMES = {
 
 __all__ = sorted(_NAMES)
 
+#: submodules reachable as attributes without an explicit import (loaded on first use)
+_SUBMODULES = ("onnx",)
+
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     try:
         module = _NAMES[name]
     except KeyError:
@@ -61,4 +66,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_NAMES))
+    return sorted(set(globals()) | set(_NAMES) | set(_SUBMODULES))

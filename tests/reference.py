@@ -143,7 +143,7 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=1):
     x = _to_cf(x, channel_axis)
     n, c = x.shape[:2]
-    xg = x.reshape(n, num_groups, -1)
+    xg = x.reshape(n, num_groups, c // num_groups * int(np.prod(x.shape[2:])))
     mean = xg.mean(axis=2, keepdims=True)
     var = ((xg - mean) ** 2).mean(axis=2, keepdims=True)
     y = ((xg - mean) / np.sqrt(var + eps)).reshape(x.shape)
@@ -158,12 +158,12 @@ def group_norm_backward(grad_out, x, num_groups, weight=None, eps=1e-5, *, chann
     x, g = _to_cf(x, channel_axis), _to_cf(grad_out, channel_axis)
     n, c = x.shape[:2]
     w = np.ones(c) if weight is None else _f64(weight)
-    xg = x.reshape(n, num_groups, -1)
+    xg = x.reshape(n, num_groups, c // num_groups * int(np.prod(x.shape[2:])))
     m = xg.shape[2]
     mean = xg.mean(axis=2, keepdims=True)
     rstd = 1.0 / np.sqrt(((xg - mean) ** 2).mean(axis=2, keepdims=True) + eps)
     xhat = (xg - mean) * rstd
-    gw = (g * _chan(w, x.ndim)).reshape(n, num_groups, -1)
+    gw = (g * _chan(w, x.ndim)).reshape(xg.shape)
     grad_x = rstd * (gw - gw.sum(axis=2, keepdims=True) / m - xhat * (gw * xhat).sum(axis=2, keepdims=True) / m)
     axes = (0,) + tuple(range(2, x.ndim))
     grad_w = None if weight is None else (g * xhat.reshape(x.shape)).sum(axis=axes)
@@ -223,6 +223,8 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, clip=False):
     x = _f64(x)
     lo, hi = float(feature_range[0]), float(feature_range[1])
     axes = _scaling_axes(x, axis)
+    if x.size == 0:
+        return x.copy()
     with np.errstate(all="ignore"):
         mn = np.nanmin(x, axis=axes, keepdims=True)
         mx = np.nanmax(x, axis=axes, keepdims=True)
@@ -242,6 +244,8 @@ def _lrn_window(size, convention):
     """(lo, hi): the window of position i is i - lo ... i + hi."""
     if convention == "torch":
         return size // 2, (size - 1) // 2
+    if convention == "onnx":
+        return (size - 1) // 2, size // 2
     return size // 2, size // 2
 
 
@@ -262,10 +266,10 @@ def _lrn_setup(x, size, alpha, mode, convention, channel_axis):
     ca = channel_axis % x.ndim
     if mode == "across_channels":
         axes = (ca,)
-        a = alpha / size if convention == "torch" else alpha
+        a = alpha if convention == "paper" else alpha / size
     else:
         axes = tuple(ax for ax in range(1, x.ndim) if ax != ca)
-        a = alpha / size ** len(axes) if convention == "torch" else alpha
+        a = alpha if convention == "paper" else alpha / size ** len(axes)
     lo, hi = _lrn_window(size, convention)
     return x, axes, a, lo, hi
 
@@ -289,7 +293,7 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
 
 def _lp_norm(x, p, axis):
     if np.isinf(p):
-        return np.abs(x).max(axis=axis, keepdims=True)
+        return np.abs(x).max(axis=axis, keepdims=True, initial=0.0)
     return (np.abs(x) ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
 
 

@@ -421,3 +421,25 @@ def test_gpu_float64_betas_device_arrays_inplace(rng, small_blocks):
     d = cuda.to_device(x)
     LRN(d, 3, 0.5, mode="within_channel", out=d)
     np.testing.assert_allclose(d.copy_to_host(), cpu, rtol=1e-12)
+
+
+# ----------------------------------------------------------------- ONNX convention
+
+
+@pytest.mark.parametrize("mode,channel_axis", [("across_channels", 1), ("across_channels", -1), ("within_channel", 1)])
+def test_onnx_convention_is_torch_mirrored(rng, mode, channel_axis):
+    """ONNX's window i-(size-1)//2 .. i+size//2 is torch's window on the reversed axes."""
+    x = rng.standard_normal((2, 5, 4, 3))
+    g = rng.standard_normal(x.shape)
+    kw = dict(mode=mode, channel_axis=channel_axis)
+    axes = ((channel_axis % x.ndim,) if mode == "across_channels" else (2, 3))
+    for size in (1, 2, 3, 4):
+        y = LRN(x, size, 0.3, 0.75, 1.5, convention="onnx", **kw)
+        mirrored = np.flip(LRN(np.flip(x, axes).copy(), size, 0.3, 0.75, 1.5, **kw), axes)
+        np.testing.assert_allclose(y, mirrored, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(y, ref.local_response_norm(x, size, 0.3, 0.75, 1.5, convention="onnx", **kw),
+                                   rtol=1e-13, atol=1e-15)
+        gx = LRNB(g, x, size, 0.3, 0.75, 1.5, convention="onnx", **kw)
+        gm = np.flip(LRNB(np.flip(g, axes).copy(), np.flip(x, axes).copy(), size, 0.3, 0.75, 1.5, **kw), axes)
+        np.testing.assert_allclose(gx, gm, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(LRN(x, 2, 0.3, 0.75, 1.5, convention="onnx", **kw), LRN(x, 2, 0.3, 0.75, 1.5, **kw))

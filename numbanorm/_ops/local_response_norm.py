@@ -1,6 +1,6 @@
 """Local response normalization (Krizhevsky et al. 2012), forward and backward.
 
-Two modes and two conventions:
+Two modes and three conventions:
 
 * ``mode="across_channels"`` (inter-channel, AlexNet): the window runs over ``size``
   neighbouring channels at each spatial position.
@@ -12,6 +12,9 @@ Two modes and two conventions:
 * ``convention="paper"``: ``b = a / (k + alpha * sum a**2) ** beta`` over
   ``i - size//2 ... i + size//2`` (integer division) clipped to the valid range, alpha not
   divided (for even sizes the window holds ``size + 1`` positions).
+* ``convention="onnx"``: ONNX's ``LRN`` operator — as ``"torch"`` (alpha divided by the
+  number of window positions) but with the window ``i - (size-1)//2 ... i + size//2``,
+  which for even sizes is torch's mirrored (``numbanorm.onnx.lrn`` uses it).
 
 Negative bases: ``k + alpha * sum`` raised to a non-integer power is undefined for a
 negative base. ``k < 0`` with a non-integer ``beta`` makes the base negative wherever the
@@ -27,7 +30,7 @@ from ._common import Output, canonical, prod
 
 _OP = "local_response_norm"
 MODES = ("across_channels", "within_channel")
-CONVENTIONS = ("torch", "paper")
+CONVENTIONS = ("torch", "paper", "onnx")
 
 
 def _plan(fn, shape, size, alpha, beta, k, mode, convention, channel_axis):
@@ -47,10 +50,13 @@ def _plan(fn, shape, size, alpha, beta, k, mode, convention, channel_axis):
         )
     if convention == "torch":
         lo, hi = size // 2, (size - 1) // 2
+    elif convention == "onnx":  # ONNX LRN: floor((size-1)/2) before, ceil((size-1)/2) after
+        lo, hi = (size - 1) // 2, size // 2
     else:
         lo = hi = size // 2
+    divided = convention != "paper"
     if mode == "across_channels":
-        a = alpha / size if convention == "torch" else alpha
+        a = alpha / size if divided else alpha
         shape3 = (prod(shape[:ca]), shape[ca], prod(shape[ca + 1:]))
         sp = (shape[ca],)
     else:
@@ -70,7 +76,7 @@ def _plan(fn, shape, size, alpha, beta, k, mode, convention, channel_axis):
         else:
             sp = tuple(shape[1:-1])
             shape3 = (shape[0], prod(sp), shape[-1])
-        a = alpha / size ** len(sp) if convention == "torch" else alpha
+        a = alpha / size ** len(sp) if divided else alpha
     return shape3, sp, lo, hi, a, k, beta
 
 
@@ -85,8 +91,10 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
     (across channels) or :math:`\alpha / size^{d}` (within channel, d spatial dims), exactly
     ``torch.nn.functional.local_response_norm``. ``convention="paper"``:
     :math:`W(i) = i - \lfloor n/2 \rfloor \ldots i + \lfloor n/2 \rfloor` clipped to the
-    valid range and :math:`\alpha' = \alpha` (Krizhevsky et al. 2012). Within a channel the
-    window is the product of these windows along every spatial axis.
+    valid range and :math:`\alpha' = \alpha` (Krizhevsky et al. 2012).
+    ``convention="onnx"``: ONNX's ``LRN``, :math:`W(i) = i - \lfloor (size-1)/2 \rfloor
+    \ldots i + \lceil (size-1)/2 \rceil` with torch's :math:`\alpha'`. Within a channel
+    the window is the product of these windows along every spatial axis.
 
     Parameters
     ----------
@@ -101,7 +109,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
         ``ValueError`` (the base would be negative); a negative base from a negative
         ``alpha`` gives NaN (torch's behaviour).
     mode : {"across_channels", "within_channel"}
-    convention : {"torch", "paper"}
+    convention : {"torch", "paper", "onnx"}
     channel_axis : int
         Axis of the channels (1 or -1; any non-batch axis for ``"across_channels"``).
     out : array, optional
