@@ -35,6 +35,8 @@ left out of the statistics (numbanorm's ``standardize``), where ONNX propagates 
 compute dtype), so a zero vector gives 0 as in ONNX's reference and a vector whose norm is
 subnormal is scaled by ``1 / tiny`` instead of ``1 / norm``.
 """
+import sys
+
 import numpy as np
 
 from ._ops.batch_norm import batch_norm
@@ -74,12 +76,22 @@ def _cast(a, dtype):
     return a if dtype is None else a.astype(dtype)
 
 
+def _xp(a):
+    """The array module of ``a`` for the small host-side parameter reshapes: CuPy for CuPy
+    arrays (their parameters stay on the GPU), else NumPy."""
+    cupy = sys.modules.get("cupy")
+    return cupy if cupy is not None and isinstance(a, cupy.ndarray) else np
+
+
 def _param(fn, arg, value, shape):
     """An ONNX Scale/B input broadcast (unidirectionally) to ``shape``."""
     if value is None:
         return None
+    if tuple(getattr(value, "shape", ())) == tuple(shape):
+        return value
     try:
-        return np.broadcast_to(np.asarray(value), shape)
+        xp = _xp(value)
+        return xp.broadcast_to(xp.asarray(value), shape)
     except ValueError:
         raise ValueError(f"{fn}(): input '{arg}' must broadcast to shape {tuple(shape)}, "
                          f"got shape {np.shape(value)}") from None
@@ -102,7 +114,6 @@ def layer_normalization(X, Scale, B=None, *, axis=-1, epsilon=1e-5, stash_type=1
     (array([[-1.2247,  0.    ,  1.2247]]), array([[2.]], dtype=float32), array([[1.2247]], dtype=float32))
     """
     fn = "layer_normalization"
-    X = np.asarray(X) if not hasattr(X, "shape") else X
     ax = _axis(fn, axis, len(X.shape))
     nshape = tuple(X.shape[ax:])
     work, back = _stash(fn, X, stash_type)
@@ -151,8 +162,9 @@ def batch_normalization(X, scale, B, input_mean, input_var, *, epsilon=1e-5, mom
     if not int(training_mode):
         return batch_norm(X, input_mean, input_var, scale, B, False, eps=float(epsilon))
     dt = np.result_type(np.float32, X.dtype) if np.dtype(X.dtype).kind == "f" else np.float64
-    rm = np.array(input_mean, dtype=dt)
-    rv = np.array(input_var, dtype=dt)
+    xp = _xp(input_mean)
+    rm = xp.array(input_mean, dtype=dt)  # copies: ONNX returns the updated statistics
+    rv = xp.array(input_var, dtype=dt)
     y = batch_norm(X, rm, rv, scale, B, True, 1.0 - float(momentum), float(epsilon), unbiased_running_var=False)
     return y, rm, rv
 
@@ -189,9 +201,10 @@ def group_normalization(X, scale, bias, *, num_groups, epsilon=1e-5, stash_type=
     c = X.shape[1] if len(X.shape) > 1 else 0
     params = []
     for arg, p in (("scale", scale), ("bias", bias)):
-        p = np.asarray(p)
+        xp = _xp(p)
+        p = xp.asarray(p)
         if p.shape == (g,) and g != c and g > 0 and c % g == 0:
-            p = np.repeat(p, c // g)  # opset 18: per-group values
+            p = xp.repeat(p, c // g)  # opset 18: per-group values
         elif p.shape != (c,):
             raise ValueError(f"{fn}(): input '{arg}' must have shape ({g},) (per group) or ({c},) (per channel), "
                              f"got shape {p.shape}")

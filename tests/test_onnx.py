@@ -175,3 +175,26 @@ def test_docstring_examples():
 
     failed, tried = doctest.testmod(nno, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried >= 9 and failed == 0
+
+
+@pytest.mark.cuda
+def test_operators_run_on_the_cuda_kernels(on_gpu):
+    x = X4[:, :, :2, :3].copy()
+    calls = [
+        lambda: nno.layer_normalization(x, SC[:3], BI[:3]),
+        lambda: (nno.rms_normalization(x, SC[:3]),),
+        lambda: (nno.batch_normalization(x, SC, BI, MEAN, VAR),),
+        lambda: nno.batch_normalization(x, SC, BI, MEAN, VAR, training_mode=1),
+        lambda: (nno.instance_normalization(x, SC, BI),),
+        lambda: (nno.group_normalization(x, SC[:3], BI[:3], num_groups=3),),
+        lambda: (nno.lrn(x, size=2),),
+        lambda: (nno.lp_normalization(x, axis=1, p=1),),
+        lambda: (nno.mean_variance_normalization(x),),
+    ]
+    for call in calls:
+        want = call()
+        with on_gpu():
+            got = call()
+        for g, w in zip(got, want):
+            assert type(g) is np.ndarray
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
