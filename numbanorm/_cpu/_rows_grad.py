@@ -155,3 +155,8 @@ def round_output(kind, buf, src, w, b, mean, rstd, half):
     if b is not None:
         y = y + b.astype(half)
     buf[...] = y
+
+
+def round_half(a):
+    """Round ``a`` (float32) in place to the nearest float16 values."""
+    a[...] = a.astype(np.float16)

@@ -9,7 +9,7 @@ the ``(4, N)`` columns and ``(3, M)`` row statistics) are elementwise kernels.
 """
 import math
 
-from numba import cuda, float64
+from numba import cuda, float16, float32, float64
 
 from . import _layout
 from ._reduce import block_sum2, sum_partials, warp_sum2
@@ -125,6 +125,19 @@ def _row_stats(mean, has_mean, rstd, from_output, rows):
         rows[2, i] = rstd[i]
 
 
+@cuda.jit
+def _round_half(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = float32(float16(a[i]))
+
+
+def round_half(a):
+    """Round the float32 device array ``a`` in place to the nearest float16 values."""
+    flat = a.reshape(a.size)
+    blocks, tpb = _layout.launch_1d(flat.shape[0])
+    _round_half[blocks, tpb](flat)
+
+
 def offset_weight(w, offset):
     """The effective weight ``offset + w`` as a new device array."""
     out = _layout.empty(w.shape, w.dtype)
@@ -183,6 +196,7 @@ def _signatures():
             (_columns, f"void({v}, {v}, boolean, boolean, {m2})"),
             (_row_stats, f"void({v}, boolean, {v}, boolean, {m2})"),
         ]
+    sigs.append((_round_half, "void(float32[::1])"))
     return sigs
 
 
