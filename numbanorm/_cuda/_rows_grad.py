@@ -9,7 +9,8 @@ the ``(4, N)`` columns and ``(3, M)`` row statistics) are elementwise kernels.
 """
 import math
 
-from numba import cuda, float16, float32, float64
+from numba import cuda, float32, float64
+from numba.core.types import float16
 
 from . import _layout
 from ._reduce import block_sum2, sum_partials, warp_sum2
