@@ -47,6 +47,8 @@ _NAMES = {
     "InstanceNorm3d": "modules",
     "GroupNorm": "modules",
     "LocalResponseNorm": "modules",
+    "AddLayerNorm": "modules",
+    "AddRMSNorm": "modules",
     # environment
     "threading_layer": "_config",
 }
