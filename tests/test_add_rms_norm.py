@@ -100,7 +100,7 @@ def test_residual_dtype_keeps_float32_stream_for_half_data(rng):
     np.testing.assert_allclose(s, s64, rtol=1e-7)
     y64 = s64 / np.sqrt((s64 ** 2).mean(-1, keepdims=True) + np.finfo(np.float32).eps) * w
     np.testing.assert_allclose(y.astype(np.float64), y64, rtol=2e-3, atol=2e-3)
-    y2, s2 = add_rms_norm(x, r.astype(np.float16), 64, w)
+    _, s2 = add_rms_norm(x, r.astype(np.float16), 64, w)
     assert s2.dtype == np.float16
 
 
@@ -162,3 +162,27 @@ def test_gpu_matches_cpu(on_gpu, rng, shape):
     np.testing.assert_allclose(rstd, rstd0, rtol=1e-12)
     for a, b in ((gx, g0[0]), (gw, g0[1]), (hx, g1[0]), (hw, g1[1])):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("xdt,rdt", [(np.float64, np.float32), (np.float32, np.float16), (np.float64, np.float16)])
+def test_narrow_residual_stream_is_rounded_before_the_norm(rng, xdt, rdt):
+    """y is the norm of s as returned (PyTorch: norm((x + r).to(residual dtype)))."""
+    x = rng.standard_normal((8, 32)).astype(xdt)
+    r = rng.standard_normal((8, 32)).astype(rdt)
+    y, s = add_rms_norm(x, r, 32, residual_dtype=rdt)
+    assert s.dtype == rdt and y.dtype == xdt
+    np.testing.assert_array_equal(s, (x.astype(np.float64) + r).astype(rdt))
+    np.testing.assert_allclose(y, numbanorm.rms_norm(s.astype(xdt), 32), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_gpu_narrow_residual_stream(on_gpu, rng):
+    x = rng.standard_normal((4, 16))
+    r = rng.standard_normal((4, 16)).astype(np.float16)
+    want = add_rms_norm(x, r, 16, residual_dtype=np.float16)
+    want32 = add_rms_norm(x, r, 16, residual_dtype=np.float32)
+    with on_gpu():
+        got = add_rms_norm(x, r, 16, residual_dtype=np.float16)
+        got32 = add_rms_norm(x, r, 16, residual_dtype=np.float32)
+    for a, b in zip(got + got32, want + want32):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

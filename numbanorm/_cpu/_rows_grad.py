@@ -157,6 +157,6 @@ def round_output(kind, buf, src, w, b, mean, rstd, half):
     buf[...] = y
 
 
-def round_half(a):
-    """Round ``a`` (float32) in place to the nearest float16 values."""
-    a[...] = a.astype(np.float16)
+def round_to(a, dtype):
+    """Round ``a`` in place to the nearest values of the narrower float ``dtype``."""
+    a[...] = a.astype(dtype)

@@ -132,11 +132,30 @@ def _round_half(a):
         a[i] = float32(float16(a[i]))
 
 
-def round_half(a):
-    """Round the float32 device array ``a`` in place to the nearest float16 values."""
+@cuda.jit
+def _round_half_d(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = float64(float16(float32(a[i])))
+
+
+@cuda.jit
+def _round_single(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = float64(float32(a[i]))
+
+
+def round_to(a, dtype):
+    """Round the device array ``a`` in place to the nearest values of the narrower float
+    ``dtype`` (float16 under float32, float32 or float16 under float64)."""
     flat = a.reshape(a.size)
     blocks, tpb = _layout.launch_1d(flat.shape[0])
-    _round_half[blocks, tpb](flat)
+    if str(dtype) == "float32":
+        _round_single[blocks, tpb](flat)
+    elif str(a.dtype) == "float32":
+        _round_half[blocks, tpb](flat)
+    else:  # float16 stream under float64 compute: via float32 (exact: float16 ⊂ float32)
+        _round_single[blocks, tpb](flat)
+        _round_half_d[blocks, tpb](flat)
 
 
 def offset_weight(w, offset):
@@ -197,7 +216,8 @@ def _signatures():
             (_columns, f"void({v}, {v}, boolean, boolean, {m2})"),
             (_row_stats, f"void({v}, boolean, {v}, boolean, {m2})"),
         ]
-    sigs.append((_round_half, "void(float32[::1])"))
+    sigs += [(_round_half, "void(float32[::1])"), (_round_single, "void(float64[::1])"),
+             (_round_half_d, "void(float64[::1])")]
     return sigs
 
 

@@ -12,7 +12,8 @@
 * ``weight_offset`` ``o``: the effective weight is ``o + w`` (Gemma: ``o = 1``), used in
   the forward and for ``grad_x``; ``grad_weight`` is unchanged (d(o + w)/dw = 1). Without
   a weight there is no scaling and the offset is ignored.
-* A half-precision residual stream (``s`` in float16) is rounded before it is normalized:
+* A residual stream narrower than the compute dtype (``s`` in float16, or float32 under
+  float64 ``x``) is rounded before it is normalized:
   ``y`` is the norm of ``s`` as returned (PyTorch's ``norm(x + residual)`` on half
   tensors); a float32 stream (``residual_dtype=np.float32``) is not rounded.
 * ``casting`` (only differs for half-precision data, whose compute dtype is float32;
@@ -164,8 +165,8 @@ def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, w
             k.forward(x2, kern_w, kern_b, eps, res_y.buf, mean, rstd)
         else:
             k.forward(x2, kern_w, eps, res_y.buf, rstd)
-        if add and np.dtype(stype).itemsize < ctype.itemsize:  # half-precision residual stream:
-            dev.kernels("_rows_grad").round_half(res_s.buf)  # y is the norm of s as returned
+        if add and np.dtype(stype).itemsize < ctype.itemsize:  # narrower residual stream:
+            dev.kernels("_rows_grad").round_to(res_s.buf, stype)  # y is the norm of s as returned
             args = (kern_w, kern_b) if centered else (kern_w,)
             dev.kernels(op[4:]).forward(res_s.buf, *args, eps, res_y.buf, *((mean, rstd) if centered else (rstd,)))
         if rounded:
