@@ -48,3 +48,11 @@ def test_errors_are_eager(data):
     x, r, w, *_ = data
     with pytest.raises(ValueError, match="add_rms_norm\\(\\): argument 'weight_offset'"):
         nb.add_rms_norm(da.from_array(x), r, 8, w, weight_offset=float("nan"))
+
+
+def test_numpy_grad_with_dask_y_is_lazy(data):
+    x, _, w, b, g, _ = data
+    y, mean, rstd = nb.layer_norm(x, 8, w, b, return_stats=True)
+    got = nb.layer_norm_backward(g, None, 8, w, y=da.from_array(y, chunks=4), bias=b, rstd=rstd)
+    assert isinstance(got[0], da.Array)
+    np.testing.assert_allclose(got[0].compute(), nb.layer_norm_backward(g, x, 8, w)[0], rtol=1e-9, atol=1e-11)

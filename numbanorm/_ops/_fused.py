@@ -85,7 +85,7 @@ def _overlapping(dev, out, arrays):
     an exact alias is safe: the fused kernels read a row before they write it)."""
     if out is None:
         return ()
-    return tuple(a for a in arrays if not _same_array(out, a) and dev.may_share_memory(out, a))
+    return tuple(a for a in arrays if dev.may_share_memory(out, a) and not _same_array(out, a))
 
 
 def _stype(fn, rtype, residual_dtype, r_dtype):
@@ -186,7 +186,9 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
              bias=None, weight_offset=0.0, out=None, add=True):
     """See the module doc. ``v`` is the forward's normalized input (``x`` or ``s``), or None
     with ``y`` given. Returns ``(grad_x, grad_weight[, grad_bias])``."""
-    dev = _dispatch.device_of(fn, grad_out=grad_y, grad_s=grad_s, x=v, y=y, weight=weight, bias=bias,
+    name = "s" if add else "x"
+    data = {name: v, "y": y} if v is not None else {"y": y, name: v}  # the data first: it fixes the device
+    dev = _dispatch.device_of(fn, **data, grad_out=grad_y, grad_s=grad_s, weight=weight, bias=bias,
                               mean=mean, rstd=rstd, out=out)
     if dev.is_dask:
         from .. import _dask_add
@@ -194,7 +196,6 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
         return _dask_add.backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, eps=eps, mean=mean,
                                   rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=add)
     offset = check_offset(fn, weight_offset)
-    name = "s" if add else "x"
     if (v is None) == (y is None):
         raise ValueError(f"{fn}(): give exactly one of '{name}' (the forward's input) and 'y' (its output), "
                          f"got {'both' if v is not None else 'neither'}")
