@@ -4,8 +4,8 @@ Layout as :mod:`numbanorm._cpu.add_rms_norm` plus ``bias`` ``(N,)`` and ``mean``
 ``rstd = 1/sqrt(var(s) + eps)``. One pass over memory: each row of ``x`` and ``res`` is
 read once; ``s = x + res`` goes to the chunk's scratch row while the shifted sums
 Σ(s − k), Σ(s − k)² are taken about k = the mean of the row's first ``LEAD`` sums (the
-one-pass statistics of :func:`._stats.mean_var`); a row where that shift is too far from the mean is redone in two passes over the cached sum
-(:func:`._stats.mean_var_two_pass`). Then the normalized row is written from the cached
+one-pass statistics of :func:`._stats.mean_var`); a row where that shift is too far from
+the mean is redone in two passes over the cached sum (:func:`._stats.mean_var_two_pass`). Then the normalized row is written from the cached
 sum; streamed outputs use non-temporal stores and prefetch the next rows. Aliasing rules
 as in :mod:`.add_rms_norm` (a row is read completely before its outputs are written).
 """

@@ -94,7 +94,8 @@ def _stype(fn, rtype, residual_dtype, r_dtype):
         try:
             dt = np.dtype(residual_dtype)
         except TypeError:
-            raise TypeError(f"{fn}(): argument 'residual_dtype' must be a float dtype, got {residual_dtype!r}") from None
+            raise TypeError(
+                f"{fn}(): argument 'residual_dtype' must be a float dtype, got {residual_dtype!r}") from None
         if dt not in (np.float16, np.float32, np.float64):
             raise TypeError(f"{fn}(): argument 'residual_dtype' must be float16, float32 or float64, got {dt}")
         return dt
@@ -206,7 +207,8 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
     shape = tuple(va.shape)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != shape:
-        raise ValueError(f"{fn}(): argument 'grad_out' must have the shape of {name} {shape}, got shape {tuple(ga.shape)}")
+        raise ValueError(
+            f"{fn}(): argument 'grad_out' must have the shape of {name} {shape}, got shape {tuple(ga.shape)}")
     gsa = None
     if grad_s is not None:
         gsa = dev.asarray(grad_s)
