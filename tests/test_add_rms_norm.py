@@ -186,3 +186,21 @@ def test_gpu_narrow_residual_stream(on_gpu, rng):
         got32 = add_rms_norm(x, r, 16, residual_dtype=np.float32)
     for a, b in zip(got + got32, want + want32):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fused", ["rms", "layer"])
+def test_plain_fast_path_equals_general_path(rng, fused):
+    """Plain NumPy calls skip the general checks; both paths give bitwise equal results."""
+    x = rng.standard_normal((32, 768)).astype(np.float32)
+    r = rng.standard_normal((32, 768)).astype(np.float32)
+    w = rng.standard_normal(768).astype(np.float32)
+    f = add_rms_norm if fused == "rms" else numbanorm.add_layer_norm
+    y, s = f(x, r, 768, w)
+    general = f(x, r, 768, w, return_stats=True)  # return_stats takes the general path
+    np.testing.assert_array_equal(y, general[0])
+    np.testing.assert_array_equal(s, general[1])
+    xc, rc = x.copy(), r.copy()
+    y2, s2 = f(xc, rc, 768, w, out=xc, residual_out=rc)
+    assert y2 is xc and s2 is rc
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(s2, s)

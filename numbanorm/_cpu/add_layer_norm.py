@@ -75,9 +75,9 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
                 dst = out[i]
                 sdst = s[i]
                 for j in range(U(n)):
-                    v = srow[j]
-                    sdst[j] = v
-                    dst[j] = (v - mu_t) * r_t * weight[j] + bias[j]
+                    dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
+                for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
+                    sdst[j] = srow[j]
 
 
 _FORWARD = _config.twins(_forward)

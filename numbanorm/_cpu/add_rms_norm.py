@@ -8,9 +8,10 @@ Layout: ``x``, ``res`` (the residual), ``s`` (= x + res, the new residual stream
 One pass over memory, as :mod:`numbanorm._cpu.rms_norm`'s forward: each row of ``x`` and
 ``res`` is read once; the sum ``s`` is written into the chunk's scratch row (it stays in
 L1/L2) while its squares are summed (blocked, float64 block totals), then the normalized
-row is computed from that cached copy, and ``s`` copied out of it (writing ``s`` in the
-summing loop makes LLVM's runtime alias check fall back to a scalar loop when ``s`` is
-``res``). Outputs of at least ``STREAM_BYTES`` are written with non-temporal stores (no
+row is computed from that cached copy, and ``s`` copied out of it in a loop of its own
+(writing ``s`` in the summing loop makes LLVM's runtime alias check fall back to a scalar
+loop when ``s`` is ``res``; writing ``s`` and ``y`` in one loop made the (32, 768) call
+2.2x slower). Outputs of at least ``STREAM_BYTES`` are written with non-temporal stores (no
 read-for-ownership), and the next rows of ``x`` and ``res`` are prefetched run by run while the current one is
 written. So a call moves 2 reads + 2 writes per element, against 1 + 1 for ``np.copyto``.
 
@@ -66,9 +67,9 @@ def _forward(x, res, weight, eps, s, out, rstd, scratch, stream):
                 dst = out[i]
                 sdst = s[i]
                 for j in range(U(n)):
-                    v = srow[j]
-                    sdst[j] = v
-                    dst[j] = v * r_t * weight[j]
+                    dst[j] = srow[j] * r_t * weight[j]
+                for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
+                    sdst[j] = srow[j]
 
 
 _FORWARD = _config.twins(_forward)

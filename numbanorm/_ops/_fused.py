@@ -103,6 +103,40 @@ def _stype(fn, rtype, residual_dtype, r_dtype):
     return np.promote_types(rtype, rr)
 
 
+def plain_add(centered, x, residual, n, weight, bias, eps, out, residual_out):
+    """The fused add norms' fast path for plain NumPy calls (as ``layer_norm``'s ``_plain``):
+    ``(y, s)``, or None when the call needs the general checks. Accepts what
+    :func:`_validate.plain_rows` accepts for ``x``/``out`` and ``residual``/``residual_out``
+    (same shape and dtype), with outputs that either are an input or overlap none."""
+    if centered and eps is None:
+        return None
+    if not (_validate.plain_rows(x, n, eps, out, weight, bias)
+            and _validate.plain_rows(residual, n, eps, residual_out, None)):
+        return None
+    if residual.dtype is not x.dtype or residual.shape != x.shape:
+        return None
+    share = np.may_share_memory
+    for o in (out, residual_out):
+        if o is not None and o is not x and o is not residual and (share(o, x) or share(o, residual)):
+            return None
+    if out is not None and residual_out is not None and share(out, residual_out):
+        return None
+    m = x.size // n
+    dt = x.dtype
+    y = np.empty_like(x) if out is None else out
+    s = np.empty_like(x) if residual_out is None else residual_out
+    rows = (m, n)
+    w = np.ones(n, dt) if weight is None else weight
+    k = _dispatch.CPU.kernels("add_layer_norm" if centered else "add_rms_norm")
+    if centered:
+        k.forward(x.reshape(rows), residual.reshape(rows), w, np.zeros(n, dt) if bias is None else bias, eps,
+                  s.reshape(rows), y.reshape(rows), np.empty(m, dt), np.empty(m, dt))
+    else:
+        k.forward(x.reshape(rows), residual.reshape(rows), w, _MACHINE_EPS[dt] if eps is None else eps,
+                  s.reshape(rows), y.reshape(rows), np.empty(m, dt))
+    return y, s
+
+
 def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, weight_offset=0.0,
             casting=None, residual_dtype=None, out=None, residual_out=None, return_stats=False, add=True):
     """See the module doc; returns what the public function returns."""

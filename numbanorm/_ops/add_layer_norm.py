@@ -29,6 +29,10 @@ def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e
     >>> s, y.round(4)
     (array([[2., 3., 4.]]), array([[-1.2247,  0.    ,  1.2247]]))
     """
+    if not (weight_offset or casting is not None or residual_dtype is not None or return_stats is not False):
+        res = _fused.plain_add(True, x, residual, normalized_shape, weight, bias, eps, out, residual_out)
+        if res is not None:
+            return res
     return _fused.forward(_OP, True, x, residual, normalized_shape, weight, bias, eps,
                           weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype, out=out,
                           residual_out=residual_out, return_stats=return_stats)

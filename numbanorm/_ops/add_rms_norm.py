@@ -55,6 +55,10 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, weight
     >>> s, y.round(4)
     (array([[3., 4.]]), array([[0.8485, 1.1314]]))
     """
+    if not (weight_offset or casting is not None or residual_dtype is not None or return_stats is not False):
+        res = _fused.plain_add(False, x, residual, normalized_shape, weight, None, eps, out, residual_out)
+        if res is not None:
+            return res
     return _fused.forward(_OP, False, x, residual, normalized_shape, weight, None, eps,
                           weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype, out=out,
                           residual_out=residual_out, return_stats=return_stats)
