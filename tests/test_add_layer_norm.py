@@ -111,3 +111,18 @@ def test_gpu_matches_cpu(on_gpu, rng, shape):
     for got, want in ((g2, g0), (g3, g1)):
         for a, b_ in zip(got, want):
             np.testing.assert_allclose(a, b_, rtol=1e-9, atol=1e-11)
+
+
+def test_failed_call_changes_nothing(rng):
+    x, r = rng.standard_normal((4, 8)), rng.standard_normal((4, 8))
+    x0, r0 = x.copy(), r.copy()
+    out, sout = np.zeros((4, 8)), np.zeros((4, 8))
+    with pytest.raises(ValueError, match="add_layer_norm\\(\\): argument 'weight' must be an array of shape"):
+        add_layer_norm(x, r, 8, np.ones(7), out=out, residual_out=sout)
+    with pytest.raises(ValueError, match="argument 'residual_out' must be an array of shape"):
+        add_layer_norm(x, r, 8, out=out, residual_out=np.zeros((4, 9)))
+    with pytest.raises(ValueError, match="argument 'eps'"):
+        add_layer_norm(x, r, 8, eps=-1.0, out=out, residual_out=r)
+    assert not out.any() and not sout.any()
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(r, r0)
