@@ -18,7 +18,9 @@ def _fwd_block(*blocks, fn, centered, add, nshape, eps, kw):
     xb = next(it)
     rb = next(it) if add else None
     wb, bb = next(it), next(it)
-    return D._nn()._ops._fused.forward(fn, centered, xb, rb, nshape, wb, bb, eps, return_stats=True, add=add, **kw)
+    from ._ops import _fused  # here: a worker process may not have imported it yet
+
+    return _fused.forward(fn, centered, xb, rb, nshape, wb, bb, eps, return_stats=True, add=add, **kw)
 
 
 def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, weight_offset=0.0, casting=None,
@@ -57,10 +59,11 @@ def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, w
 
 
 def _bw_block(*blocks, fn, centered, names, nshape, eps, offset, nd, add):
+    from ._ops import _fused
+
     kw = dict(zip(names, blocks))
-    got = D._nn()._ops._fused.backward(fn, centered, kw.pop("grad_y"), kw.pop("grad_s", None), kw.pop("v", None),
-                                       nshape, kw.pop("weight", None), eps=eps, weight_offset=offset,
-                                       add=add, **kw)
+    got = _fused.backward(fn, centered, kw.pop("grad_y"), kw.pop("grad_s", None), kw.pop("v", None), nshape,
+                          kw.pop("weight", None), eps=eps, weight_offset=offset, add=add, **kw)
     keep = (1,) * (nd - len(nshape)) + tuple(nshape)
     gw = np.zeros(keep) if got[1] is None else got[1].reshape(keep)
     return (got[0], gw) + ((got[2].reshape(keep),) if centered else ())
