@@ -23,6 +23,10 @@ _NAMES = {
     "group_norm_backward": "_ops.group_norm",
     "local_response_norm": "_ops.local_response_norm",
     "local_response_norm_backward": "_ops.local_response_norm",
+    "add_layer_norm": "_ops.add_layer_norm",
+    "add_layer_norm_backward": "_ops.add_layer_norm",
+    "add_rms_norm": "_ops.add_rms_norm",
+    "add_rms_norm_backward": "_ops.add_rms_norm",
     "normalize": "_ops.normalize",
     "normalize_backward": "_ops.normalize",
     "weight_standardize": "_ops.weight_standardize",
@@ -43,6 +47,8 @@ _NAMES = {
     "InstanceNorm3d": "modules",
     "GroupNorm": "modules",
     "LocalResponseNorm": "modules",
+    "AddLayerNorm": "modules",
+    "AddRMSNorm": "modules",
     # environment
     "threading_layer": "_config",
 }

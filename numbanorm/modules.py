@@ -945,3 +945,97 @@ class LocalResponseNorm(_Layer):
         if self.convention != "torch":
             s += f", convention={self.convention!r}"
         return s
+
+
+# --------------------------------------------------------------------------------------
+# fused residual add + norm (pre-norm transformer blocks)
+
+
+class _AddNorm:
+    """``(y, s) = layer(x, residual)`` with ``s = x + residual``; ``backward(grad_y,
+    grad_s=None)`` returns the gradient w.r.t. ``x``, which is also the gradient w.r.t.
+    ``residual`` (one array). ``memory_efficient=True`` keeps ``y`` instead of ``s`` for
+    the backward (x̂ recomputed from ``y``; needs nonzero weights)."""
+
+    def _init_add(self, weight_offset, memory_efficient):
+        cls = type(self).__name__
+        self.weight_offset = _validate.real(cls, weight_offset, "weight_offset")
+        self.memory_efficient = _bool(cls, memory_efficient, "memory_efficient")
+
+    def __call__(self, x, residual):
+        return self.forward(x, residual)
+
+    def _keep(self, y, s, stats):
+        self._cache = ((None, y) if self.memory_efficient else (s, None)) + tuple(stats)
+
+
+class AddRMSNorm(_AddNorm, RMSNorm):
+    r"""Fused residual add + RMSNorm layer (:func:`numbanorm.add_rms_norm`).
+
+    Constructor arguments of :class:`RMSNorm` plus ``weight_offset`` (Gemma: 1.0; the
+    weight applied is ``weight_offset + weight``) and ``memory_efficient``.
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> layer = numbanorm.AddRMSNorm(2, eps=0.0, dtype=np.float64)
+    >>> y, s = layer(np.array([[1.0, 2.0]]), np.array([[2.0, 2.0]]))
+    >>> s, y.round(4)
+    (array([[3., 4.]]), array([[0.8485, 1.1314]]))
+    >>> gx = layer.backward(np.ones_like(y), np.ones_like(s))
+    """
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None, *,
+                 weight_offset=0.0, memory_efficient=False):
+        self._init_add(weight_offset, memory_efficient)
+        super().__init__(normalized_shape, eps, elementwise_affine, device, dtype)
+
+    def forward(self, x, residual):
+        x, residual = _as_input(x), _as_input(residual)
+        y, s, rstd = _nb.add_rms_norm(x, residual, self.normalized_shape, self.weight, self.eps,
+                                      weight_offset=self.weight_offset, return_stats=True)
+        self._keep(y, s, (rstd,))
+        return y, s
+
+    def backward(self, grad_y, grad_s=None):
+        s, y, rstd = self._saved()
+        gx, gw = _nb.add_rms_norm_backward(grad_y, grad_s, s, self.normalized_shape, self.weight, eps=self.eps,
+                                           rstd=rstd, y=y, weight_offset=self.weight_offset)
+        self._store_grads(weight=gw)
+        return gx
+
+
+class AddLayerNorm(_AddNorm, LayerNorm):
+    r"""Fused residual add + LayerNorm layer (:func:`numbanorm.add_layer_norm`).
+
+    Constructor arguments of :class:`LayerNorm` plus ``weight_offset`` and
+    ``memory_efficient``.
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm
+    >>> layer = numbanorm.AddLayerNorm(3, dtype=np.float64)
+    >>> y, s = layer(np.array([[1.0, 2.0, 3.0]]), np.ones((1, 3)))
+    >>> y.round(4)
+    array([[-1.2247,  0.    ,  1.2247]])
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None, *,
+                 weight_offset=0.0, memory_efficient=False):
+        self._init_add(weight_offset, memory_efficient)
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+
+    def forward(self, x, residual):
+        x, residual = _as_input(x), _as_input(residual)
+        y, s, mean, rstd = _nb.add_layer_norm(x, residual, self.normalized_shape, self.weight, self.bias, self.eps,
+                                              weight_offset=self.weight_offset, return_stats=True)
+        self._keep(y, s, (mean, rstd))
+        return y, s
+
+    def backward(self, grad_y, grad_s=None):
+        s, y, mean, rstd = self._saved()
+        gx, gw, gb = _nb.add_layer_norm_backward(
+            grad_y, grad_s, s, self.normalized_shape, self.weight, eps=self.eps, mean=None if y is not None else mean,
+            rstd=rstd, y=y, bias=self.bias if y is not None else None, weight_offset=self.weight_offset)
+        self._store_grads(weight=gw, bias=gb)
+        return gx

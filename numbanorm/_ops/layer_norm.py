@@ -7,6 +7,7 @@ Canonical view: rows ``(M, N)``, M = prod(leading dims), N = prod(normalized_sha
 import numpy as np
 
 from .. import _dispatch, _validate
+from . import _fused
 from ._common import Output, canonical, prod, stat_result
 
 _OP = "layer_norm"
@@ -30,7 +31,8 @@ def _saved_stat(fn, arg, dev, value, x_shape, k, m, ctype):
     return dev.contiguous(value, ctype).reshape(m)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, return_stats=False):
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, return_stats=False,
+               weight_offset=0.0, casting=None):
     r"""Layer normalization over the trailing ``normalized_shape`` dimensions.
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot w + b
@@ -52,6 +54,11 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     return_stats : bool
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped
         ``x.shape[:-k] + (1,) * k``, for :func:`layer_norm_backward`.
+    weight_offset : float
+        The weight applied is ``weight_offset + weight`` (Gemma: 1.0); default 0.
+    casting : None, "gemma", "llama" or "none"
+        Where half-precision data is rounded (README "Transformer fusions"); None =
+        "gemma": computed in float32, rounded once. No effect on float32/float64 data.
 
     Returns
     -------
@@ -66,6 +73,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     array([[-1.2247,  0.    ,  1.2247],
            [ 0.    ,  0.    ,  0.    ]])
     """
+    if weight_offset or casting is not None:  # weight conventions (numbanorm extension)
+        return _fused.forward(_OP, True, x, None, normalized_shape, weight, bias, eps, weight_offset=weight_offset,
+                              casting=casting, out=out, return_stats=return_stats, add=False)
     if return_stats is False and _validate.plain_rows(x, normalized_shape, eps, out, weight, bias):
         return _plain(x, normalized_shape, weight, bias, eps, out)
     fn = _OP
@@ -115,7 +125,7 @@ def _plain(x, n, weight, bias, eps, out):
 
 
 def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5, mean=None, rstd=None,
-                        out=None):
+                        out=None, y=None, bias=None, weight_offset=0.0):
     r"""Gradients of :func:`layer_norm` with respect to ``x``, ``weight`` and ``bias``.
 
     With :math:`\hat x = (x - \mu)\,r` and :math:`g = w \cdot dy` per row of N elements:
@@ -136,6 +146,14 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
         Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
         ``grad_out``); a numbanorm extension of the API so training loops can reuse the
         gradient buffer.
+    y, bias : arrays, optional
+        Memory-saving form (Apex's ``memory_efficient=True``): pass ``x=None`` and the
+        forward's output ``y`` (plus its ``bias``) and ``rstd``; ``x̂ = (y − b) / w`` is
+        recovered from them. Where a weight is 0, ``x̂`` is unknown: the entries that
+        depend on it (``grad_x`` and ``grad_weight`` of those columns) are NaN, all other
+        entries are exact.
+    weight_offset : float
+        As given to :func:`layer_norm` (the weight applied was ``weight_offset + weight``).
 
     Returns
     -------
@@ -151,6 +169,9 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     >>> bool(np.abs(gx).max() < 1e-12), gb
     (True, array([1., 1., 1.]))
     """
+    if y is not None or bias is not None or weight_offset:  # memory-saving form / weight offset
+        return _fused.backward(_OP + "_backward", True, grad_out, None, x, normalized_shape, weight, eps=eps,
+                               mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=False)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
     if dev.is_dask:

@@ -6,6 +6,7 @@ of the compute dtype (float32 for float16 input). Canonical view: rows ``(M, N)`
 import numpy as np
 
 from .. import _dispatch, _validate
+from . import _fused
 from ._common import Output, canonical, prod, stat_result
 from .layer_norm import _saved_stat, _stat_shape
 
@@ -19,7 +20,8 @@ def _eps(fn, eps, ctype):
     return _MACHINE_EPS[ctype] if eps is None else _validate.eps(fn, eps)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False):
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False, weight_offset=0.0,
+             casting=None):
     r"""Root-mean-square normalization over the trailing ``normalized_shape`` dimensions.
 
     .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot w
@@ -38,6 +40,11 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
         Receives the result (may be ``x``).
     return_stats : bool
         Also return ``rstd = 1/sqrt(E[x²] + eps)`` shaped ``x.shape[:-k] + (1,) * k``.
+    weight_offset : float
+        The weight applied is ``weight_offset + weight`` (Gemma: 1.0); default 0.
+    casting : None, "gemma", "llama" or "none"
+        Where half-precision data is rounded (README "Transformer fusions"); None =
+        "gemma": computed in float32, rounded once. No effect on float32/float64 data.
 
     Returns
     -------
@@ -50,6 +57,9 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     >>> numbanorm.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4)
     array([[0.8485, 1.1314]])
     """
+    if weight_offset or casting is not None:  # weight conventions (numbanorm extension)
+        return _fused.forward(_OP, False, x, None, normalized_shape, weight, None, eps, weight_offset=weight_offset,
+                              casting=casting, out=out, return_stats=return_stats, add=False)
     if return_stats is False and _validate.plain_rows(x, normalized_shape, eps, out, weight):
         return _plain(x, normalized_shape, weight, eps, out)
     fn = _OP
@@ -92,7 +102,8 @@ def _plain(x, n, weight, eps, out):
     return y
 
 
-def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, rstd=None, out=None):
+def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, rstd=None, out=None, y=None,
+                      weight_offset=0.0):
     r"""Gradients of :func:`rms_norm` with respect to ``x`` and ``weight``.
 
     With :math:`r = 1/\sqrt{\overline{x^2} + \epsilon}`, :math:`\hat x = x r`,
@@ -112,6 +123,13 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
         Receives ``grad_x`` (shape of ``x``) and is returned in its place (may be
         ``grad_out``); a numbanorm extension of the API so training loops can reuse the
         gradient buffer.
+    y : array, optional
+        Memory-saving form: pass ``x=None``, the forward's output ``y`` and ``rstd``;
+        ``x̂ = y / w`` is recovered from them. Where a weight is 0 the entries that depend
+        on the unknown ``x̂`` (``grad_x`` and ``grad_weight`` of those columns) are NaN,
+        all other entries are exact.
+    weight_offset : float
+        As given to :func:`rms_norm`.
 
     Returns
     -------
@@ -126,6 +144,9 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     >>> gx.round(4), gw
     (array([[ 0.181 , -0.1358]]), None)
     """
+    if y is not None or weight_offset:  # memory-saving form / weight offset
+        return _fused.backward(_OP + "_backward", False, grad_out, None, x, normalized_shape, weight, eps=eps,
+                               rstd=rstd, y=y, weight_offset=weight_offset, out=out, add=False)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, rstd=rstd, out=out)
     if dev.is_dask:

@@ -1,0 +1,94 @@
+"""Fused residual add + LayerNorm CPU kernels on the rows view.
+
+Layout as :mod:`numbanorm._cpu.add_rms_norm` plus ``bias`` ``(N,)`` and ``mean`` ``(M,)``;
+``rstd = 1/sqrt(var(s) + eps)``. One pass over memory: each row of ``x`` and ``res`` is
+read once; ``s = x + res`` goes to the chunk's scratch row while the shifted sums
+Σ(s − k), Σ(s − k)² are taken about k = the mean of the row's first ``LEAD`` sums (the
+one-pass statistics of :func:`._stats.mean_var`); a row where that shift is too far from
+the mean is redone in two passes over the cached sum (:func:`._stats.mean_var_two_pass`). Then the normalized row is written from the cached
+sum; streamed outputs use non-temporal stores and prefetch the next rows. Aliasing rules
+as in :mod:`.add_rms_norm` (a row is read completely before its outputs are written).
+"""
+import numpy as np
+from numba import prange
+
+from .. import _config
+from ._stats import BLOCK, LEAD, U, mean_var_two_pass
+from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
+from .add_rms_norm import scratch_rows
+from .layer_norm import _chunks
+
+
+def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
+    m, n = x.shape
+    nchunks = scratch.shape[0]
+    t = x.dtype.type
+    one = t(1.0)
+    for c in prange(nchunks):
+        stop = (c + 1) * m // nchunks
+        for i in range(c * m // nchunks, stop):
+            xr = x[i]
+            rr = res[i]
+            srow = scratch[c, 0]
+            lead = min(n, LEAD)
+            k = t(0.0)
+            for j in range(U(lead)):
+                k += xr[j] + rr[j]
+            k = t(k / lead)
+            s1 = np.float64(0.0)
+            s2 = np.float64(0.0)
+            for j0 in range(0, n, BLOCK):
+                b1 = t(0.0)
+                b2 = t(0.0)
+                for j in range(U(j0), U(min(j0 + BLOCK, n))):
+                    v = xr[j] + rr[j]
+                    srow[j] = v
+                    d = v - k
+                    b1 += d
+                    b2 += d * d
+                s1 += b1
+                s2 += b2
+            dm = s1 / n
+            var = s2 / n - dm * dm
+            if dm * dm <= var:
+                mu = k + dm
+                mu_t = t(mu)
+            else:  # shift too far from the mean, or NaN/inf in the row
+                mu, var, mu_t = mean_var_two_pass(srow)
+            r = 1.0 / np.sqrt(var + eps)
+            mean[i] = mu
+            rstd[i] = r
+            r_t = t(r)
+            if stream:
+                nx = x[min(i + 1, stop - 1)]
+                nr = res[min(i + 1, stop - 1)]
+                dst = scratch[c, 1]
+                for j0 in range(0, n, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                    prefetch_run(nx, j0, j1)
+                    prefetch_run(nr, j0, j1)
+                    for j in range(U(j0), U(j1)):
+                        dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
+                stream_scale(s, i * n, scratch, (2 * c) * n, one, n)
+                stream_scale(out, i * n, scratch, (2 * c + 1) * n, one, n)
+            else:
+                dst = out[i]
+                sdst = s[i]
+                for j in range(U(n)):
+                    dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
+                for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
+                    sdst[j] = srow[j]
+
+
+_FORWARD = _config.twins(_forward)
+
+
+def forward(x, res, weight, bias, eps, s, out, mean, rstd):
+    """``s = x + res`` and ``out = (s − mean) * rstd * weight + bias`` per row; fill the stats."""
+    if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
+        _FORWARD[1](x, res, weight, bias, eps, s, out, mean, rstd, scratch_rows(1, x.shape[1], x.dtype, False), False)
+        return
+    m, n = x.shape
+    stream = out.nbytes >= STREAM_BYTES
+    _config.launch(_FORWARD, x.size, x, res, weight, bias, eps, s, out, mean, rstd,
+                   scratch_rows(_chunks(m), n, x.dtype, stream), stream)

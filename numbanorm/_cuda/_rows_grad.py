@@ -1,0 +1,224 @@
+"""Row-normalization backward for the fused and memory-saving paths (CUDA twin of
+``numbanorm/_cpu/_rows_grad.py``: same formulas, layouts and launcher signatures).
+
+``grad_x`` per row (``_layout.launch_rows``: a warp per short row, a block per long row;
+two float64 row sums); ``grad_weight``/``grad_bias`` from per-block float64 column
+partials over fixed row chunks (``_layout.launch_partials``), summed in chunk order by
+``_reduce.sum_partials``: no atomics, reproducible. The small helpers (effective weight,
+the ``(4, N)`` columns and ``(3, M)`` row statistics) are elementwise kernels.
+"""
+import math
+
+from numba import cuda, float32, float64
+from numba.core.types import float16
+
+from . import _layout
+from ._reduce import block_sum2, sum_partials, warp_sum2
+
+
+@cuda.jit(device=True, inline="always")
+def _xhat(v, cols, rows, i, j):
+    return (v[i, j] - cols[1, j] - rows[0, i]) * rows[1, i] * cols[2, j]
+
+
+@cuda.jit(device=True, inline="always")
+def _write(grad_out, v, cols, rows, gs, i, j, a, b, grad_x):
+    g = grad_out[i, j] * cols[0, j]
+    d = rows[2, i] * (g - a - _xhat(v, cols, rows, i, j) * b) + cols[3, j]
+    if gs.shape[0] > 0:
+        d += gs[i, j]
+    grad_x[i, j] = d
+
+
+@cuda.jit
+def _grad_x_warp(grad_out, v, cols, rows, gs, centered, grad_x):
+    m, n = v.shape
+    t = cuda.threadIdx.x
+    lane = t & 31
+    rpb = cuda.blockDim.x >> 5
+    for base in range(cuda.blockIdx.x * rpb, m, cuda.gridDim.x * rpb):
+        i = base + (t >> 5)
+        active = i < m
+        a = float64(0.0)
+        b = float64(0.0)
+        if active:
+            for j in range(lane, n, 32):
+                g = float64(grad_out[i, j]) * cols[0, j]
+                a += g
+                b += g * _xhat(v, cols, rows, i, j)
+        a, b = warp_sum2(a, b)
+        a = a / n if centered else float64(0.0)
+        b = b / n
+        if active:
+            for j in range(lane, n, 32):
+                _write(grad_out, v, cols, rows, gs, i, j, a, b, grad_x)
+
+
+@cuda.jit
+def _grad_x_block(grad_out, v, cols, rows, gs, centered, grad_x):
+    m, n = v.shape
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
+        a = float64(0.0)
+        b = float64(0.0)
+        for j in range(t, n, nt):
+            g = float64(grad_out[i, j]) * cols[0, j]
+            a += g
+            b += g * _xhat(v, cols, rows, i, j)
+        a, b = block_sum2(a, b)
+        a = a / n if centered else float64(0.0)
+        b = b / n
+        for j in range(t, n, nt):
+            _write(grad_out, v, cols, rows, gs, i, j, a, b, grad_x)
+
+
+@cuda.jit
+def _partials(grad_out, v, cols, rows, part):
+    """part[0, c, j] = Σ_{i in chunk c} dy·x̂, part[1, c, j] = Σ dy (float64, row order)."""
+    m, n = v.shape
+    nchunks = part.shape[1]
+    for c in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
+        start = c * m // nchunks
+        stop = (c + 1) * m // nchunks
+        for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+            sw = float64(0.0)
+            sb = float64(0.0)
+            for i in range(start, stop):
+                dy = float64(grad_out[i, j])
+                sw += dy * _xhat(v, cols, rows, i, j)
+                sb += dy
+            part[0, c, j] = sw
+            part[1, c, j] = sb
+
+
+@cuda.jit
+def _add_nanfix(cols, grad_weight):
+    for j in range(cuda.grid(1), grad_weight.shape[0], cuda.gridsize(1)):
+        grad_weight[j] += cols[3, j]
+
+
+@cuda.jit
+def _offset(w, offset, out):
+    for j in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
+        out[j] = w[j] + offset
+
+
+@cuda.jit
+def _columns(w, bias, has_bias, from_output, cols):
+    for j in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
+        wj = w[j]
+        cols[0, j] = wj
+        cols[1, j] = bias[j] if from_output and has_bias else 0.0
+        if from_output:
+            cols[2, j] = 0.0 if wj == 0 else 1.0 / wj
+            cols[3, j] = math.nan if wj == 0 else 0.0
+        else:
+            cols[2, j] = 1.0
+            cols[3, j] = 0.0
+
+
+@cuda.jit
+def _row_stats(mean, has_mean, rstd, from_output, rows):
+    for i in range(cuda.grid(1), rstd.shape[0], cuda.gridsize(1)):
+        rows[0, i] = mean[i] if has_mean and not from_output else 0.0
+        rows[1, i] = 1.0 if from_output else rstd[i]
+        rows[2, i] = rstd[i]
+
+
+@cuda.jit
+def _round_half(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = float32(float16(a[i]))
+
+
+@cuda.jit
+def _round_half_d(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = float64(float16(float32(a[i])))
+
+
+@cuda.jit
+def _round_single(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = float64(float32(a[i]))
+
+
+def round_to(a, dtype):
+    """Round the device array ``a`` in place to the nearest values of the narrower float
+    ``dtype`` (float16 under float32, float32 or float16 under float64)."""
+    flat = a.reshape(a.size)
+    blocks, tpb = _layout.launch_1d(flat.shape[0])
+    if str(dtype) == "float32":
+        _round_single[blocks, tpb](flat)
+    elif str(a.dtype) == "float32":
+        _round_half[blocks, tpb](flat)
+    else:  # float16 stream under float64 compute: via float32 (exact: float16 ⊂ float32)
+        _round_single[blocks, tpb](flat)
+        _round_half_d[blocks, tpb](flat)
+
+
+def offset_weight(w, offset):
+    """The effective weight ``offset + w`` as a new device array."""
+    out = _layout.empty(w.shape, w.dtype)
+    blocks, tpb = _layout.launch_1d(w.shape[0])
+    _offset[blocks, tpb](w, float(offset), out)
+    return out
+
+
+def columns(w, bias, from_output):
+    """The kernel's ``(4, N)`` columns (w, c, k, nanfix)."""
+    n = w.shape[0]
+    cols = _layout.empty((4, n), w.dtype)
+    blocks, tpb = _layout.launch_1d(n)
+    _columns[blocks, tpb](w, w if bias is None else bias, bias is not None, bool(from_output), cols)
+    return cols
+
+
+def row_stats(mean, rstd, from_output):
+    """The kernel's ``(3, M)`` rows (mean, q, rstd)."""
+    m = rstd.shape[0]
+    rows = _layout.empty((3, m), rstd.dtype)
+    blocks, tpb = _layout.launch_1d(m)
+    _row_stats[blocks, tpb](rstd if mean is None else mean, mean is not None, rstd, bool(from_output), rows)
+    return rows
+
+
+def backward(grad_out, v, cols, rows, grad_s, centered, grad_x, grad_weight, grad_bias):
+    """Fill ``grad_x`` (M, N), ``grad_weight`` and ``grad_bias`` (N,); see the CPU twin."""
+    m, n = v.shape
+    if m == 0 or n == 0:
+        return
+    gs = _layout.empty((0, n), v.dtype) if grad_s is None else grad_s
+    warp, blocks, threads = _layout.launch_rows(m, n)
+    k = _grad_x_warp if warp else _grad_x_block
+    k[blocks, threads](grad_out, v, cols, rows, gs, bool(centered), grad_x)
+    grid, threads, chunks = _layout.launch_partials(m, n)
+    part = _layout.empty((2, chunks, n), "float64")
+    _partials[grid, threads](grad_out, v, cols, rows, part)
+    sum_partials(part[0], grad_weight)
+    sum_partials(part[1], grad_bias)
+    blocks, tpb = _layout.launch_1d(n)
+    _add_nanfix[blocks, tpb](cols, grad_weight)
+
+
+def _signatures():
+    sigs = []
+    for t in ("float32", "float64"):
+        m2 = f"{t}[:, ::1]"
+        v = f"{t}[::1]"
+        gx = f"void({m2}, {m2}, {m2}, {m2}, {m2}, boolean, {m2})"
+        sigs += [
+            (_grad_x_warp, gx), (_grad_x_block, gx),
+            (_partials, f"void({m2}, {m2}, {m2}, {m2}, float64[:, :, ::1])"),
+            (_add_nanfix, f"void({m2}, {v})"),
+            (_offset, f"void({v}, float64, {v})"),
+            (_columns, f"void({v}, {v}, boolean, boolean, {m2})"),
+            (_row_stats, f"void({v}, boolean, {v}, boolean, {m2})"),
+        ]
+    sigs += [(_round_half, "void(float32[::1])"), (_round_single, "void(float64[::1])"),
+             (_round_half_d, "void(float64[::1])")]
+    return sigs
+
+
+PTX_SIGNATURES = _signatures()
