@@ -11,7 +11,7 @@ simulator, device-array views.
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import numbanorm as nn
@@ -173,7 +173,8 @@ def _place(draw, shape, target, same):
 
 
 @pytest.mark.parametrize("name,arg", PAIRS, ids=[f"{n}-{a}" for n, a in PAIRS])
-@settings(max_examples=6, deadline=None, derandomize=True, database=None)
+# no shrinking: a regression fails dozens of pairs, and shrinking each would take minutes
+@settings(max_examples=6, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate))
 @given(data=st.data())
 def test_overlapping_out_gives_the_separate_out_result(name, arg, data):
     make, call = CASES[name]
