@@ -144,20 +144,42 @@ def _ones_chunks(chunks, axes):
 def _finish(result, out):
     """Honour ``out=``: Dask out → points at the result; NumPy out → filled (computed) on
     any scheduler (``dask.distributed`` included)."""
+    return _finish_all([result], out)[0]
+
+
+def _finish_all(results, out):
+    """:func:`_finish` for ``results[0]`` of a call with further lazy outputs (statistics,
+    parameter gradients); returns the list with ``results[0]`` replaced by ``out``.
+
+    A NumPy ``out`` is normally filled chunk by chunk (``da.store``) where the scheduler
+    runs in this process. When it shares memory with a host array the graphs read (a Dask
+    array built on views of that memory), storing a chunk could change data that other
+    chunks, or the still-lazy other results, read later; and worker processes (process
+    pools, ``dask.distributed``) would fill pickled copies of ``out``. Then everything is
+    computed first (one pass), ``out`` is filled from the result and the other results
+    come back as Dask arrays of their computed values.
+    """
+    result = results[0]
     if out is None:
-        return result
+        return list(results)
     da = _da()
     if _is_dask(out):
         if tuple(out.shape) != tuple(result.shape):
             raise ValueError(f"argument 'out' must have shape {tuple(result.shape)}, got {tuple(out.shape)}")
         from dask.array.core import handle_out
 
-        return handle_out(out, result.astype(out.dtype) if out.dtype != result.dtype else result)
-    if _in_process_scheduler(result):
+        return [handle_out(out, result.astype(out.dtype) if out.dtype != result.dtype else result)] + list(results[1:])
+    lazy = [r for r in results if _is_dask(r)]
+    disjoint = not isinstance(out, np.ndarray) or not any(np.may_share_memory(out, a) for a in _graph_arrays(lazy))
+    if disjoint and _in_process_scheduler(result):
         da.store(result, out, lock=False)  # block by block, straight into out
-    else:  # worker processes would fill pickled copies of out: bring the blocks back
-        np.copyto(out, result.compute(), casting="same_kind")
-    return out
+        return [out] + list(results[1:])
+    import dask
+
+    values = dask.compute(*results)
+    np.copyto(out, values[0], casting="same_kind")
+    rest = [da.from_array(v, chunks=r.chunks) if _is_dask(r) else v for v, r in zip(values[1:], results[1:])]
+    return [out] + rest
 
 
 def _in_process_scheduler(collection):
@@ -192,8 +214,9 @@ def finish_grad(fn, result, out, like):
         return result
     first = result[0] if isinstance(result, tuple) else result
     _check_out(fn, out, like.shape, first.dtype)
-    first = _finish(first, out)
-    return (first,) + tuple(result[1:]) if isinstance(result, tuple) else first
+    if not isinstance(result, tuple):
+        return _finish(first, out)
+    return tuple(_finish_all(list(result), out))
 
 
 def _dtypes(fn, x):
@@ -322,7 +345,7 @@ def _apply_block(fn, xb, st, axes, kind, ddof, lo, hi, clip):
 
     dev, xa, view, ctype, rtype = _block_view(fn, xb, axes)
     x3 = view.input(dev, xa, ctype)
-    buf, finish = view.output(dev, None, None, ctype, rtype)
+    buf, finish = view.output(dev, None, None, ctype, rtype, None)
     if x3.size:
         if kind == "zscore":
             mean, scale = zscore_params(st["n"].ravel(), st["mean"].ravel(), st["m2"].ravel(), ddof)
@@ -471,8 +494,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
         specs += [(ctype, _stat_chunks(x, trail))] * 2
     res = _blockwise(functools.partial(_ln_block, normalized_shape=nshape, eps=eps, return_stats=return_stats),
                      x, args, specs)
-    y = _finish(res[0], out)
-    return (y, res[1], res[2]) if return_stats else y
+    res = _finish_all(res, out)
+    return (res[0], res[1], res[2]) if return_stats else res[0]
 
 
 def _rms_block(xb, wb, normalized_shape, eps, return_stats):
@@ -495,8 +518,8 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
         specs.append((ctype, _stat_chunks(x, trail)))
     res = _blockwise(functools.partial(_rms_block, normalized_shape=nshape, eps=eps, return_stats=return_stats),
                      x, args, specs)
-    y = _finish(res[0], out)
-    return (y, res[1]) if return_stats else y
+    res = _finish_all(res, out)
+    return (res[0], res[1]) if return_stats else res[0]
 
 
 def _saved_rows(fn, arg, value, x, trail):
@@ -771,7 +794,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=
         specs += [(ctype, _sample_stat_chunks(x, ax, (g,)))] * 2
     res = _blockwise(functools.partial(_group_block, num_groups=num_groups, eps=eps, channel_axis=channel_axis,
                                        return_stats=return_stats, nd=x.ndim, ax=ax), x, args, specs)
-    y = _finish(res[0], out)
+    y, *res[1:] = _finish_all(res, out)
     if not return_stats:
         return y
     return y, _unplace(res[1], x.shape[0], g), _unplace(res[2], x.shape[0], g)
@@ -930,7 +953,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     res = _blockwise(functools.partial(_instance_block, use_input_stats=use_input_stats, eps=eps,
                                        channel_axis=channel_axis, return_stats=return_stats, nd=x.ndim, ax=ax),
                      x, args, specs)
-    y = _finish(res[0], out)
+    y, *res[1:] = _finish_all(res, out)
     if not return_stats:
         return y
     return y, _unplace(res[1], x.shape[0], c), _unplace(res[2], x.shape[0], c)
@@ -996,13 +1019,13 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         args.append((None, None) if p is None else (_aligned(p, (ax,), x.chunks), (ax,)))
     y, = _blockwise(functools.partial(_bn_apply_block, eps=eps, channel_axis=channel_axis), x, args,
                     [(rtype, x.chunks)])
-    y = _finish(y, out)
     if not return_stats:
-        return y
+        return _finish(y, out)
     mean_a = mean if _is_dask(mean) else da.from_array(np.asarray(mean, np.float64))
     var_a = var if _is_dask(var) else da.from_array(np.asarray(var, np.float64))
     rstd = 1.0 / da.sqrt(var_a.astype(np.float64) + eps)
-    return y, mean_a.astype(ctype), rstd.astype(ctype)
+    y, mean_a, rstd = _finish_all([y, mean_a.astype(ctype), rstd.astype(ctype)], out)
+    return y, mean_a, rstd
 
 
 def _bn_sums_block(gb, xb, mb, rb, channel_axis, nd, ax, c):

@@ -116,6 +116,18 @@ def device_of(fn, **arrays):
     return CPU
 
 
+_TOO_HARD = getattr(getattr(np, "exceptions", np), "TooHardError", None) or np.TooHardError
+
+
+def _shares_memory(a, b):
+    """``np.shares_memory`` bounded to a little work; a problem too hard to solve in it
+    counts as overlapping (the caller then refuses or copies, both safe)."""
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 16))
+    except _TOO_HARD:
+        return True
+
+
 _KERNELS = {}
 
 
@@ -155,6 +167,17 @@ class CpuDevice:
 
     def may_share_memory(self, a, b):
         return np.may_share_memory(a, b)
+
+    def shares_memory(self, a, b):
+        """Exact overlap test (NumPy's solver with bounded work; too hard counts as overlap)."""
+        return _shares_memory(a, b)
+
+    def same_array(self, a, b):
+        """The same memory seen the same way: data pointer, shape, strides and dtype."""
+        return a is b or (
+            a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        )
 
     def copyto(self, dst, src):
         np.copyto(dst, src, casting="same_kind")
@@ -208,6 +231,12 @@ class CudaDevice:
 
     def may_share_memory(self, a, b):
         return self._layout.may_share_memory(a, b)
+
+    def shares_memory(self, a, b):
+        return self._layout.shares_memory(a, b)
+
+    def same_array(self, a, b):
+        return self._layout.same_array(a, b)
 
     def copyto(self, dst, src):
         self._layout.copyto(dst, src)

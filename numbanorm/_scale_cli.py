@@ -362,7 +362,7 @@ def _apply(xb, axes, params, lo, hi, clip, out):
     ctype, rtype = _validate.float_dtypes("scale", "x", xb.dtype)
     view = View(xb.shape, axes)
     x3 = view.input(dev, xb, ctype)
-    buf, finish = view.output(dev, out, out, ctype, rtype)
+    buf, finish = view.output(dev, out, out, ctype, rtype, xb)
     if x3.size:
         flat = [np.ascontiguousarray(p, np.float64).ravel() for p in params]
         dev.kernels("standardize").transform(x3, *flat, lo, hi, clip, buf)

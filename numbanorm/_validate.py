@@ -206,6 +206,7 @@ def _writeable(a):
 
 _NDARRAY = np.ndarray
 _INF = math.inf
+_MAY_SHARE = np.may_share_memory
 
 
 def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
@@ -215,8 +216,9 @@ def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     a non-empty C-contiguous float32/float64 NumPy array, ``normalized_shape`` the int
     length of its last axis, ``eps`` a float >= 0 or None, ``weight``/``bias`` None or
     C-contiguous ``(N,)`` NumPy arrays of x's dtype (the layouts the kernels are compiled
-    for), ``out`` None or a writeable C-contiguous array of x's shape and dtype, and no
-    device forced.
+    for), ``out`` None or a writeable C-contiguous array of x's shape and dtype that is
+    either ``x`` itself or shares no memory with ``x``, ``weight`` or ``bias`` (any other
+    overlap goes through the general path's scratch buffer), and no device forced.
     False sends the call through the general checks (which then pass or raise the usual
     error). Written for speed: small calls are dominated by argument checking.
     """
@@ -242,5 +244,9 @@ def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
             return False
         flags = out.flags
         if not (flags.c_contiguous and flags.writeable):
+            return False
+        if (out is not x and _MAY_SHARE(out, x)) or (weight is not None and _MAY_SHARE(out, weight)) or (
+            bias is not None and _MAY_SHARE(out, bias)
+        ):
             return False
     return x.flags.c_contiguous and _dispatch._FORCED.get() is None

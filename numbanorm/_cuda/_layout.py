@@ -426,12 +426,20 @@ def is_c_contiguous(a):
     return as_device_array(a).is_c_contiguous()
 
 
+def _pointer(a):
+    """Address of element 0 of a device array (a view's own, as Numba passes it to kernels)."""
+    return a._ary.__array_interface__["data"][0] if SIMULATOR else a.device_ctypes_pointer.value
+
+
 def _span(a):
-    """Absolute byte range [lo, hi) of a device array's elements; None when it is empty."""
+    """Absolute byte range [lo, hi) of a device array's elements; None when it is empty.
+
+    Element 0 is at :func:`_pointer`; negative strides reach below it (``_extent``).
+    """
     a = as_device_array(a)
     if a.size == 0:
         return None
-    ptr = a._ary.__array_interface__["data"][0] if SIMULATOR else a.device_ctypes_pointer.value
+    ptr = _pointer(a)
     lo, hi = _extent(a.shape, a.strides, a.dtype.itemsize)
     return ptr + lo, ptr + hi
 
@@ -440,6 +448,49 @@ def may_share_memory(a, b):
     """Whether two device arrays' memory ranges overlap (conservative, as NumPy's)."""
     sa, sb = _span(a), _span(b)
     return sa is not None and sb is not None and sa[0] < sb[1] and sb[0] < sa[1]
+
+
+_TOO_HARD = getattr(getattr(np, "exceptions", np), "TooHardError", None) or np.TooHardError
+
+
+def _address_view(a, root, lo):
+    """A host array with ``a``'s element addresses shifted by ``-lo`` into ``root`` (a
+    byte view that is never read): NumPy's overlap solver needs only the addresses."""
+    size = a.dtype.itemsize
+    off = _pointer(a) - lo
+    one = root[off:off + size].view(np.dtype((np.void, size)))
+    return np.lib.stride_tricks.as_strided(one, tuple(a.shape), tuple(a.strides), writeable=False)
+
+
+def shares_memory(a, b):
+    """Whether two device arrays share an element's bytes (exact, unlike
+    :func:`may_share_memory`: interleaved views of one buffer do not).
+
+    Solved by ``np.shares_memory`` on address-only host stand-ins of the two arrays
+    (bounded work; too hard counts as sharing).
+    """
+    a, b = as_device_array(a), as_device_array(b)
+    sa, sb = _span(a), _span(b)
+    if sa is None or sb is None or not (sa[0] < sb[1] and sb[0] < sa[1]):
+        return False
+    lo = min(sa[0], sb[0])
+    span = max(sa[1], sb[1]) - lo
+    # ``span`` bytes of addresses over a 1-byte allocation: views, never dereferenced
+    root = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (span,), (1,), writeable=False)
+    try:
+        return bool(np.shares_memory(_address_view(a, root, lo), _address_view(b, root, lo), max_work=1 << 16))
+    except _TOO_HARD:
+        return True
+
+
+def same_array(a, b):
+    """Whether two device arrays are the same memory seen the same way (pointer, shape,
+    strides, dtype): an exact alias, as opposed to a partial overlap."""
+    a, b = as_device_array(a), as_device_array(b)
+    return a is b or (
+        tuple(a.shape) == tuple(b.shape) and tuple(a.strides) == tuple(b.strides)
+        and a.dtype == b.dtype and _pointer(a) == _pointer(b)
+    )
 
 
 def _coalesce(shape, s1, s2):

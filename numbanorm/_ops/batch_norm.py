@@ -13,7 +13,7 @@ import operator
 import numpy as np
 
 from .. import _dispatch, _validate
-from ._common import Output, canonical, prod, stat_result
+from ._common import Output, canonical, check_disjoint, prod, stat_result
 
 _OP = "batch_norm"
 F64 = _validate.F64
@@ -283,7 +283,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
     kern = dev.kernels(_OP)
     view = (1, o, c, i)
-    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype)
+    if training:
+        check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, w, b, rm, rv), inplace=True)
     mean = dev.empty((1, c), F64)
     rstd = dev.empty((1, c), F64)
     w = dev.xp.ones(c, ctype) if w is None else w
@@ -389,7 +391,7 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
 
     kern = dev.kernels(_OP)
     view = (1, o, c, i)
-    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga))
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga, w, rm, rv, mean, rstd))
     grad_x = res.buf
     grad_w = dev.zeros(c, ctype)
     grad_b = dev.zeros(c, ctype)

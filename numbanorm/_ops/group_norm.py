@@ -35,7 +35,7 @@ def grouped_forward(fn, dev, kern, xa, ax, groups, w, b, eps, out, out_a, ctype,
     """Normalize per (n, group) on the (N, O, C, I) view. Returns (y, mean, rstd, var, view)."""
     view = group_view(xa.shape, ax)
     nb, o, c, i = view
-    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype)
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, w, b), inplace=True)
     mean = dev.empty((nb, groups), F64)
     rstd = dev.empty((nb, groups), F64)
     var = dev.empty((nb, groups), F64)
@@ -65,7 +65,7 @@ def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd
     mean, rstd = saved_stats(fn, dev, mean, rstd, (nb, groups), (nb, groups))
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
-    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga))
+    res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga, w, mean, rstd))
     grad_x = res.buf
     grad_w = dev.zeros(c, ctype)
     grad_b = dev.zeros(c, ctype)

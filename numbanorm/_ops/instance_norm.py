@@ -8,7 +8,7 @@ Canonical view: ``(N, O, C, I)`` as in :mod:`.group_norm` (channels-first rows
 ``(N·C, spatial)``, channels-last ``(N, spatial, C)`` without transposing).
 """
 from .. import _dispatch, _validate
-from ._common import Output, canonical, stat_result
+from ._common import Output, canonical, check_disjoint, stat_result
 from .batch_norm import F64, batches_tracked, increment, momentum_arg, running_stats, update_running
 from .group_norm import group_view, grouped_backward, grouped_forward
 
@@ -119,6 +119,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
 
     kern = dev.kernels(_OP)
     if use_input_stats:
+        check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
         y, mean, rstd, var, _ = grouped_forward(fn, dev, kern, xa, ax, c, w, b, eps, out, out_a, ctype, rtype)
         if rm is not None:
             if nb and c and s:
@@ -127,7 +128,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
             increment(nbt_arr)
     else:
         view = (nb, o, c, i)
-        res = Output(dev, out, out_a, xa.shape, view, ctype, rtype)
+        res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, w, b, rm, rv), inplace=True)
         mean = dev.empty((nb, c), F64)
         rstd = dev.empty((nb, c), F64)
         if nb and c:

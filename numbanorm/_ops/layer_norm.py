@@ -95,7 +95,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     b = _validate.param(fn, "bias", dev, bias, nshape, ctype)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
-    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype)
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, w, b), inplace=True)
     mean = dev.empty(m, ctype)
     rstd = dev.empty(m, ctype)
     if m and n:
@@ -200,7 +200,7 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     kern = dev.kernels(_OP)
-    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga))
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga, w, mean, rstd))
     grad_x = res.buf
     grad_w = dev.zeros(n, ctype)
     grad_b = dev.zeros(n, ctype)

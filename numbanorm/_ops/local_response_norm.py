@@ -141,7 +141,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
     shape3, sp, lo, hi, a, k, beta = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode,
                                            convention, channel_axis)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
-    res = Output(dev, out, out_a, xa.shape, shape3, ctype, rtype)
+    res = Output(dev, out, out_a, xa.shape, shape3, ctype, rtype, inputs=(xa,), inplace=True)
     if res.buf.size:
         dev.kernels(_OP).forward(canonical(dev, xa, shape3, ctype), sp, lo, hi, a, k, beta, res.buf)
     return res.result()

@@ -134,7 +134,7 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
 
     view = View(xa.shape, axes)
     x3 = view.input(dev, xa, ctype)
-    buf, finish = view.output(dev, out, out_a, ctype, rtype)
+    buf, finish = view.output(dev, out, out_a, ctype, rtype, xa)
     if x3.size:
         data_min, data_max = extrema(dev, x3)
         params, _, _ = minmax_params(data_min, data_max, lo, hi)

@@ -102,11 +102,11 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
     outer, c_len, inner = _views(tuple(xa.shape), ax)
     kern = dev.kernels(_OP)
     if inner == 1:
-        res = Output(dev, out, out_a, xa.shape, (outer, c_len), ctype, rtype)
+        res = Output(dev, out, out_a, xa.shape, (outer, c_len), ctype, rtype, inputs=(xa,), inplace=True)
         if res.buf.size:
             kern.forward_rows(canonical(dev, xa, (outer, c_len), ctype), p, eps, res.buf)
     else:
-        res = Output(dev, out, out_a, xa.shape, (outer, c_len, inner), ctype, rtype)
+        res = Output(dev, out, out_a, xa.shape, (outer, c_len, inner), ctype, rtype, inputs=(xa,), inplace=True)
         if res.buf.size:
             kern.forward_channels(canonical(dev, xa, (outer, c_len, inner), ctype), p, eps, res.buf)
     return res.result()

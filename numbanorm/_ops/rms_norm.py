@@ -78,7 +78,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
-    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype)
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, w), inplace=True)
     rstd = dev.empty(m, ctype)
     if m and n:
         w = dev.xp.ones(n, ctype) if w is None else w
@@ -172,7 +172,7 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     kern = dev.kernels(_OP)
-    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga))
+    res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga, w, rstd))
     grad_x = res.buf
     grad_w = dev.zeros(n, ctype)
     if m and n:

@@ -109,12 +109,16 @@ class View:
             xa = permute(dev, xa, self.perm)
         return dev.contiguous(xa, ctype).reshape(self.dims)
 
-    def output(self, dev, user_out, out_a, ctype, rtype):
-        """An output buffer in the (O, C, I) layout; ``finish()`` returns the result."""
+    def output(self, dev, user_out, out_a, ctype, rtype, xa):
+        """An output buffer in the (O, C, I) layout; ``finish()`` returns the result.
+
+        ``xa`` is the input the kernel reads: an ``out`` overlapping it other than exactly
+        (``out=x``) gets a scratch buffer (:class:`._common.Output`).
+        """
         if out_a is not None and getattr(dev, "kind", None) == "numpy":
             # NumPy arrays forced onto the GPU (tests): out_a is a device copy of the
             # caller's out; compute into a device buffer and copy the result back
-            buf, fin = self.output(dev, None, None, ctype, rtype)
+            buf, fin = self.output(dev, None, None, ctype, rtype, xa)
 
             def finish_host():
                 np.copyto(user_out, fin(), casting="same_kind")
@@ -122,7 +126,7 @@ class View:
 
             return buf, finish_host
         if self.perm is None:
-            res = Output(dev, user_out, out_a, self.shape, self.dims, ctype, rtype)
+            res = Output(dev, user_out, out_a, self.shape, self.dims, ctype, rtype, inputs=(xa,), inplace=True)
             return res.buf, res.result
         buf = dev.empty(self.dims, ctype)
         pshape = tuple(self.shape[a] for a in self.perm)
@@ -248,7 +252,7 @@ def standardize(x, axis=0, ddof=0, *, out=None):
 
     view = View(xa.shape, axes)
     x3 = view.input(dev, xa, ctype)
-    buf, finish = view.output(dev, out, out_a, ctype, rtype)
+    buf, finish = view.output(dev, out, out_a, ctype, rtype, xa)
     if x3.size:
         count, mean, m2 = moments(dev, x3)
         mean, scale = zscore_params(count, mean, m2, ddof)

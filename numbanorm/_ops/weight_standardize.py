@@ -74,7 +74,7 @@ def weight_standardize(weight, eps=1e-5, *, out=None):
     m, n = _rows(fn, tuple(wa.shape))
     eps = _validate.eps(fn, eps)
     out_a = _validate.out(fn, dev, out, wa.shape, rtype)
-    res = Output(dev, out, out_a, wa.shape, (m, n), ctype, rtype)
+    res = Output(dev, out, out_a, wa.shape, (m, n), ctype, rtype, inputs=(wa,), inplace=True)
     if m and n:
         dev.kernels(_OP).forward(canonical(dev, wa, (m, n), ctype), eps, res.buf)
     return res.result()
