@@ -195,6 +195,62 @@ def layer_norm_cases(draw, backward=False, rms=False):
     return Case(fn, run, expect, [x, w, b], out=out, valid=valid, rtype=rtype)
 
 
+@st.composite
+def add_norm_cases(draw, backward=False, rms=False):
+    """The fused residual-add norms: y = norm(x + residual), s = x + residual (forward);
+    gradients of both outputs (backward)."""
+    fn = ("add_rms_norm" if rms else "add_layer_norm") + ("_backward" if backward else "")
+    nd = draw(st.integers(1, 3))
+    shape = tuple(draw(dims()) for _ in range(nd))
+    dtype = draw(st.sampled_from([d for d in DATA_DTYPES if "int" not in d]))
+    x = draw(arrays(shape, dtype, scale=draw(st.sampled_from([0.5, 2.0])), offset=draw(st.sampled_from([0.0, 3.0]))))
+    nshape = tuple(shape[nd - 1:])
+    ns = nshape[0] if draw(st.booleans()) else nshape
+    eps, ok = _eps(draw, allow_none=rms)
+    valid = {False: False, None: None}.get(ok, True)
+    pdt = draw(st.sampled_from(PARAM_DTYPES))
+    w = draw(arrays(nshape, pdt, 0.5, 1.0)) if draw(st.booleans()) else None
+    offset = draw(st.sampled_from([0.0, 1.0]))
+    rtype = _result_dtype(dtype)
+    ctype = np.float64 if rtype == np.float64 else np.float32
+    ref_eps = (np.finfo(ctype).eps if eps is None else eps) if rms else eps
+    wref = None if w is None else w.astype(np.float64) + offset
+    if backward:
+        s_ = draw(arrays(shape, dtype))
+        gy = draw(arrays(shape, draw(st.sampled_from(["float32", "float64"]))))
+        gs = draw(arrays(shape, "float64")) if draw(st.booleans()) else None
+        sc, gyc = s_.copy(), gy.copy()
+        gsc = None if gs is None else gs.copy()
+        nn_fn = nn.add_rms_norm_backward if rms else nn.add_layer_norm_backward
+
+        def run():
+            return nn_fn(gy, gs, s_, ns, w, eps=eps, weight_offset=offset)
+
+        def expect():
+            r = (ref.rms_norm_backward(gyc, sc, nshape, wref, ref_eps) if rms
+                 else ref.layer_norm_backward(gyc, sc, nshape, wref, ref_eps))
+            gx = r[0] if gsc is None else r[0] + gsc
+            gw = None if w is None else r[1]
+            return (gx, gw) if rms else (gx, gw, r[2])
+
+        return Case(fn, run, expect, [s_, gy, gs, w], valid=valid, rtype=rtype)
+    r_ = draw(arrays(shape, dtype))
+    b = draw(arrays(nshape, pdt)) if (not rms and draw(st.booleans())) else None
+    xc, rc = x.astype(np.float64), r_.astype(np.float64)
+    nn_fn = nn.add_rms_norm if rms else nn.add_layer_norm
+    args = () if rms else (b,)
+
+    def run():
+        return nn_fn(x, r_, ns, w, *args, eps, weight_offset=offset)
+
+    def expect():
+        s64 = (xc + rc).astype(rtype).astype(np.float64)  # s is rounded to its dtype first
+        y = ref.rms_norm(s64, nshape, wref, ref_eps) if rms else ref.layer_norm(s64, nshape, wref, b, eps)
+        return y, xc + rc
+
+    return Case(fn, run, expect, [x, r_, w, b], valid=valid, rtype=rtype)
+
+
 # --------------------------------------------------------------------------- batch family
 
 
@@ -484,6 +540,10 @@ STRATEGIES = {
     "layer_norm_backward": layer_norm_cases(backward=True),
     "rms_norm": layer_norm_cases(rms=True),
     "rms_norm_backward": layer_norm_cases(backward=True, rms=True),
+    "add_rms_norm": add_norm_cases(rms=True),
+    "add_rms_norm_backward": add_norm_cases(backward=True, rms=True),
+    "add_layer_norm": add_norm_cases(),
+    "add_layer_norm_backward": add_norm_cases(backward=True),
     "batch_norm": batch_norm_cases(),
     "batch_norm_backward": batch_norm_cases(backward=True),
     "group_norm": group_norm_cases(),
