@@ -61,7 +61,7 @@ def running_stats(fn, dev, running_mean, running_var, c, update):
                 f"{fn}(): argument '{name}' must be an array (it is updated in place when "
                 f"training), got {_validate.describe(value)}"
             )
-        a = dev.asarray(value)
+        a = _validate.array(fn, name, dev, value)
         if a.dtype.kind != "f":
             raise TypeError(f"{fn}(): argument '{name}' must be a floating array, got dtype {a.dtype}")
         if tuple(a.shape) != (c,):
@@ -156,7 +156,7 @@ def saved_stats(fn, dev, mean, rstd, shape, view_shape):
         return None, None
     out = []
     for name, value in (("mean", mean), ("rstd", rstd)):
-        a = dev.asarray(value)
+        a = _validate.array(fn, name, dev, value)
         if a.dtype.kind != "f":
             raise TypeError(f"{fn}(): argument '{name}' must be a floating array, got dtype {a.dtype}")
         if tuple(a.shape) != tuple(shape):
@@ -255,7 +255,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                                 channel_axis=channel_axis, out=out, return_stats=return_stats,
                                 num_batches_tracked=num_batches_tracked,
                                 unbiased_running_var=unbiased_running_var)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
     training = _validate.flag(fn, training, "training")
@@ -367,8 +367,8 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
                                         running_var=running_var, eps=eps, mean=mean, rstd=rstd,
                                         channel_axis=channel_axis)
         return _dask.finish_grad(fn, res, out, x)
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     check_grad(fn, ga, xa)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)

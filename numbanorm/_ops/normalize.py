@@ -92,7 +92,7 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
         from .. import _dask
 
         return _dask.normalize(x, p, axis, eps, out=out)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     p = _p(fn, p)
     ax = _axis(fn, axis, xa.ndim)
@@ -154,8 +154,8 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
         from .. import _dask
 
         return _dask.finish_grad(fn, _dask.normalize_backward(grad_out, x, p, axis, eps), out, x)
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != tuple(xa.shape):
