@@ -333,3 +333,15 @@ def test_layers_non_array_inputs():
                 cls(*args)(bad)
     layer = nn.LayerNorm(3)
     np.testing.assert_array_equal(layer([[1.0, 2.0, 3.0]]), nn.layer_norm(np.array([[1.0, 2.0, 3.0]]), 3))
+
+
+def test_dask_masked_chunks_and_parameters_refused_and_non_native_chunks_work():
+    da = pytest.importorskip("dask.array")
+    x = _arrays(6)(6, C, L)
+    with pytest.raises(TypeError, match=r"^standardize\(\): argument 'x' must not be a masked array"):
+        nn.standardize(da.from_array(np.ma.masked_array(x, mask=x > 1), chunks=(2, C, L)))
+    with pytest.raises(TypeError, match=r"^layer_norm\(\): argument 'weight' must not be a masked array"):
+        nn.layer_norm(da.from_array(x, chunks=(2, C, L)), L, np.ma.masked_array(np.ones(L)))
+    y = nn.layer_norm(da.from_array(x.astype(SWAP), chunks=(2, C, L)), L)
+    assert y.dtype == np.float32 and y.dtype.isnative
+    np.testing.assert_array_equal(y.compute(), nn.layer_norm(x.astype(np.float32), L))
