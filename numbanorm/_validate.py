@@ -18,6 +18,7 @@ F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 _NDARRAY = np.ndarray
 _INF = math.inf
+_CPU = _dispatch.CPU
 
 
 def _type_error(fn, arg, expected, got):
@@ -105,13 +106,13 @@ def array(fn, arg, dev, value):
     an object/string array, and masked arrays (whose mask would be silently dropped) are
     a ``TypeError`` naming the function and the argument.
     """
-    if type(value) is not _NDARRAY:
-        check_array_like(fn, arg, value)
-        a = dev.asarray(value)
-        if a.dtype.kind in "OSUV" and not hasattr(value, "dtype"):
-            raise _type_error(fn, arg, _ARRAY, describe(value))
-        return a
-    return dev.asarray(value)
+    if type(value) is _NDARRAY:
+        return value if dev is _CPU else dev.asarray(value)  # fast path: one call like dev.asarray
+    check_array_like(fn, arg, value)
+    a = dev.asarray(value)
+    if a.dtype.kind in "OSUV" and not hasattr(value, "dtype"):
+        raise _type_error(fn, arg, _ARRAY, describe(value))
+    return a
 
 
 def check_array_like(fn, arg, value):
