@@ -273,8 +273,6 @@ def _writeable(a):
     return getattr(flags, "writeable", True)
 
 
-
-
 def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     """Fast path of the row normalizations' forward (``layer_norm``, ``rms_norm``).
 

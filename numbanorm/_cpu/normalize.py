@@ -18,8 +18,8 @@ Two canonical layouts (DESIGN.md):
 ``pk`` selects the norm: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → any other p (given as
 ``p``; for p < 0 a zero element makes the norm 0, as ``|0|**p = inf``), 4 → p = -inf
 (min |x|, accumulated as the maximum of -|x|), 5 → p = 0 (the count of nonzeros, no
-gradient through it), as ``torch.linalg.vector_norm``. Norms are accumulated in float64. NaN propagates (also through the inf-norm's
-maximum); ``max(norm, eps)`` keeps NaN. Each kernel has a serial twin used below
+gradient through it), as ``torch.linalg.vector_norm``. Norms are accumulated in float64.
+NaN propagates (also through the inf-norm's maximum); ``max(norm, eps)`` keeps NaN. Each kernel has a serial twin used below
 ``SERIAL_THRESHOLD`` elements.
 
 Backward (matches torch autograd of ``x / norm(x).clamp_min(eps)``)::

@@ -26,7 +26,9 @@ _OP = "normalize"
 def _p(fn, p):
     """Any real p but NaN: inf, -inf (min |x|), 0 (count of nonzeros), p < 0 (torch's norms)."""
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"{fn}(): argument 'p' must be a real number (inf and -inf allowed), got {_validate.describe(p)}")
+        raise TypeError(
+            f"{fn}(): argument 'p' must be a real number (inf and -inf allowed), got {_validate.describe(p)}"
+        )
     p = float(p)
     if math.isnan(p):
         raise ValueError(f"{fn}(): argument 'p' must be a real number (inf and -inf allowed), got {p}")
