@@ -220,6 +220,8 @@ def finish_grad(fn, result, out, like):
 
 
 def _dtypes(fn, x):
+    if _validate.is_masked(getattr(x, "_meta", None)):  # chunks are masked arrays: refused (README)
+        raise _validate.masked_error(fn, "x", x)
     return _validate.float_dtypes(fn, "x", x.dtype)
 
 

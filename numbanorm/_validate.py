@@ -7,6 +7,7 @@ Checks run before any kernel, so a call that raises changes nothing.
 import math
 import numbers
 import operator
+import sys
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from . import _dispatch
 F16 = np.dtype(np.float16)
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
+_NDARRAY = np.ndarray
+_INF = math.inf
+_CPU = _dispatch.CPU
 
 
 def _type_error(fn, arg, expected, got):
@@ -27,6 +31,8 @@ def _value_error(fn, arg, expected, got):
 
 def describe(a):
     """Short description of a value for error messages."""
+    if a is None:
+        return "None"
     if hasattr(a, "shape") and hasattr(a, "dtype"):
         return f"{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
     return f"{type(a).__name__} {a!r}"
@@ -40,11 +46,16 @@ def float_dtypes(fn, arg, dtype):
 
     float32 → float32; float64 → float64; float16 → computed in float32, returned as
     float16; bool and integers → float64. Everything else is a ``TypeError``.
+    Non-native byte order (``>f4`` on a little-endian machine: FITS, some ``.npy``/HDF5
+    files) follows the same rules and gives native-order types: the kernels' contiguous
+    copy converts the data once, as NumPy does.
     """
     rule = _RULES.get(dtype)
     if rule is not None:
         return rule
     dtype = np.dtype(dtype)
+    if not dtype.isnative:
+        dtype = dtype.newbyteorder("=")
     if dtype == F32 or dtype == F64:
         return dtype, dtype
     if dtype == F16:
@@ -54,6 +65,62 @@ def float_dtypes(fn, arg, dtype):
     raise _type_error(
         fn, arg, "a real array of float16/32/64, integer or bool dtype", f"dtype {dtype}"
     )
+
+
+_ARRAY = "an array (NumPy, GPU or Dask array, or a nested sequence of numbers)"
+_NOT_ARRAYS = (str, bytes, bytearray, dict, set, frozenset)
+# functions whose statistics ignore NaN: a masked x can become x.filled(np.nan)
+_NAN_IGNORING = ("standardize", "min_max_scale", "StandardScaler", "MinMaxScaler")
+
+
+def is_masked(value):
+    """True for a ``numpy.ma.MaskedArray`` (without importing ``numpy.ma``)."""
+    ma = sys.modules.get("numpy.ma")
+    return ma is not None and isinstance(value, ma.MaskedArray)
+
+
+def masked_error(fn, arg, value):
+    """The ``TypeError`` for a masked array: numbanorm does not honour masks (README)."""
+    if arg in ("x", "X") and fn.split(".")[0] in _NAN_IGNORING:
+        how = (
+            f"pass {arg}.filled(np.nan) to leave the masked values out of the statistics "
+            "(NaN is ignored there and stays NaN in the result), or np.asarray("
+            f"{arg}) to use them"
+        )
+    else:
+        how = (
+            f"pass {arg}.filled(value) with a fill value of your choice, or np.asarray({arg}) "
+            "to use the masked values as they are"
+        )
+    return TypeError(
+        f"{fn}(): argument '{arg}' must not be a masked array (masks are not honoured: the "
+        f"masked values would enter the computation), got {describe(value)}; {how}"
+    )
+
+
+def array(fn, arg, dev, value):
+    """A required array argument (``x``, ``grad_out``, ...) as an array of ``dev``.
+
+    NumPy, GPU arrays and array_likes (nested lists of numbers, objects with
+    ``__array__``) are accepted; ``None``, strings, bytes, dicts, objects NumPy turns into
+    an object/string array, and masked arrays (whose mask would be silently dropped) are
+    a ``TypeError`` naming the function and the argument.
+    """
+    if type(value) is _NDARRAY:
+        return value if dev is _CPU else dev.asarray(value)  # fast path: one call like dev.asarray
+    check_array_like(fn, arg, value)
+    a = dev.asarray(value)
+    if a.dtype.kind in "OSUV" and not hasattr(value, "dtype"):
+        raise _type_error(fn, arg, _ARRAY, describe(value))
+    return a
+
+
+def check_array_like(fn, arg, value):
+    """Refuse what cannot be an array argument (see :func:`array`); None included."""
+    if value is None or isinstance(value, _NOT_ARRAYS):
+        raise _type_error(fn, arg, _ARRAY, describe(value))
+    if is_masked(value):
+        raise masked_error(fn, arg, value)
 
 
 def eps(fn, value, arg="eps"):
@@ -162,7 +229,7 @@ def param(fn, arg, dev, value, shape, dtype):
         and value.ndim == 1 and value.flags.c_contiguous
     ):
         return value
-    value = dev.asarray(value)
+    value = array(fn, arg, dev, value)
     if value.dtype.kind not in "fiub":
         raise _type_error(fn, arg, "a real array", f"dtype {value.dtype}")
     if tuple(value.shape) != tuple(shape):
@@ -182,6 +249,8 @@ def out(fn, dev, value, shape, dtype, arg="out"):
             return value  # fast path
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         raise _type_error(fn, arg, "an array", describe(value))
+    if is_masked(value):
+        raise masked_error(fn, arg, value)
     value = dev.asarray(value)
     if tuple(value.shape) != tuple(shape):
         raise _value_error(fn, arg, f"an array of shape {tuple(shape)}", f"shape {tuple(value.shape)}")
@@ -204,8 +273,6 @@ def _writeable(a):
     return getattr(flags, "writeable", True)
 
 
-_NDARRAY = np.ndarray
-_INF = math.inf
 _MAY_SHARE = np.may_share_memory
 
 

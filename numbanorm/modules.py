@@ -222,8 +222,17 @@ def _cast(a, dtype, device):
     return _place(_to_host(a).astype(dtype), device)
 
 
-def _as_input(a):
-    return a if hasattr(a, "shape") and hasattr(a, "ndim") else np.asarray(a)
+def _as_input(layer, a, arg="x"):
+    """A layer's input as an array (array_likes through ``np.asarray``).
+
+    None, strings, dicts, other non-arrays and masked arrays are a ``TypeError`` naming
+    the layer, as the functions do for their arguments.
+    """
+    if hasattr(a, "shape") and hasattr(a, "ndim"):
+        if type(a) is not np.ndarray:
+            _validate.check_array_like(type(layer).__name__, arg, a)
+        return a
+    return _validate.array(type(layer).__name__, arg, _dispatch.CPU, a)
 
 
 # --------------------------------------------------------------------------------------
@@ -350,6 +359,11 @@ class _Layer:
         for name, cur in current.items():
             if name not in state_dict:
                 continue
+            if _validate.is_masked(state_dict[name]):
+                raise TypeError(
+                    f"{fn}: entry '{name}' must not be a masked array (masks are not honoured), "
+                    "got a MaskedArray; pass .filled(value) or np.asarray(...)"
+                )
             value = _to_host(state_dict[name])
             if value.dtype.kind not in "fiub":
                 raise TypeError(f"{fn}: entry '{name}' must be a real array, got dtype {value.dtype}")
@@ -502,7 +516,7 @@ class LayerNorm(_Layer):
             self.bias = self._new_buffer("bias", 0.0, self.normalized_shape)
 
     def forward(self, x):
-        x = _as_input(x)
+        x = _as_input(self, x)
         y, mean, rstd = _nb.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps, return_stats=True)
         self._cache = (x, mean, rstd)
         return y
@@ -555,7 +569,7 @@ class RMSNorm(_Layer):
             self.weight = self._new_buffer("weight", 1.0, self.normalized_shape)
 
     def forward(self, x):
-        x = _as_input(x)
+        x = _as_input(self, x)
         y, rstd = _nb.rms_norm(x, self.normalized_shape, self.weight, self.eps, return_stats=True)
         self._cache = (x, rstd)
         return y
@@ -640,7 +654,7 @@ class _BatchNorm(_NormBase):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias, channel_axis)
 
     def forward(self, x):
-        x = _as_input(x)
+        x = _as_input(self, x)
         if x.ndim not in self._dims:
             raise _ndim_error(self, x, self._dims, self._what)
         ax = self._axis(x.ndim)
@@ -726,7 +740,7 @@ class _InstanceNorm(_NormBase):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias, channel_axis)
 
     def forward(self, x):
-        x = _as_input(x)
+        x = _as_input(self, x)
         k = self._no_batch_dim
         if x.ndim not in (k, k + 1):
             raise _ndim_error(self, x, (k, k + 1), self._what)
@@ -758,7 +772,7 @@ class _InstanceNorm(_NormBase):
 
     def backward(self, grad_out):
         xb, unbatched, use_input_stats, rm, rv, mean, rstd = self._saved()
-        g = _as_input(grad_out)
+        g = _as_input(self, grad_out, "grad_out")
         if unbatched:
             g = g.reshape(tuple(xb.shape)) if tuple(g.shape) == tuple(xb.shape[1:]) else g
         if use_input_stats:
@@ -851,7 +865,7 @@ class GroupNorm(_Layer):
             self.bias = self._new_buffer("bias", 0.0, self.num_channels)
 
     def forward(self, x):
-        x = _as_input(x)
+        x = _as_input(self, x)
         if x.ndim < 2:
             raise ValueError(
                 f"GroupNorm(): argument 'x' must be (N, C, *) with at least 2 dimensions, got {x.ndim}-D input"
@@ -916,7 +930,7 @@ class LocalResponseNorm(_Layer):
         super().__init__(dtype)
 
     def forward(self, x):
-        x = _as_input(x)
+        x = _as_input(self, x)
         if x.ndim < 3:
             raise ValueError(
                 f"LocalResponseNorm(): argument 'x' must have 3 or more dimensions (N, C, *): "

@@ -210,6 +210,10 @@ class _Data:
     def __init__(self, est, X, fn, reset, check_features=True):
         self.est, self.fn = est, fn
         self.user = X
+        if _validate.is_masked(X):
+            raise _validate.masked_error(f"{type(est).__name__}.{fn}", "X", X)
+        if isinstance(X, np.ndarray) and not X.dtype.isnative:
+            X = X.astype(X.dtype.newbyteorder("="))  # ">f4" (FITS, .npy): native once, as NumPy does
         where = _dispatch._where(X)
         self.kind = where
         if where == "dask":
@@ -390,6 +394,8 @@ def _sample_weight(sample_weight, data):
     """Validated (n,) float64 weights (scikit-learn's rules and messages)."""
     if data.kind == "dask" and _dispatch._is_dask(sample_weight):
         return sample_weight
+    if _validate.is_masked(sample_weight):
+        raise _validate.masked_error(f"{type(data.est).__name__}.fit", "sample_weight", sample_weight)
     if data.kind == "cpu" and HAVE_SKLEARN:
         return np.asarray(_check_sample_weight(sample_weight, data.X, dtype=_F64), dtype=_F64)
     if data.kind == "cuda" and _dispatch._is_gpu(sample_weight):

@@ -292,9 +292,15 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
 
 
 def _lp_norm(x, p, axis):
-    if np.isinf(p):
+    """torch.linalg.vector_norm: max |x| (inf), min |x| (-inf), the count of nonzeros (0)."""
+    if p == np.inf:
         return np.abs(x).max(axis=axis, keepdims=True, initial=0.0)
-    return (np.abs(x) ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
+    if p == -np.inf:
+        return np.abs(x).min(axis=axis, keepdims=True, initial=np.inf)
+    if p == 0:
+        return (x != 0).sum(axis=axis, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore"):  # p < 0: |0|**p = inf, the norm is 0
+        return (np.abs(x) ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
 
 
 def normalize(x, p=2.0, axis=1, eps=1e-12):
@@ -311,6 +317,8 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12):
         if np.isinf(p):
             mask = (np.abs(x) == n) | np.isnan(x)
             dn = np.sign(x) * mask / mask.sum(axis=axis, keepdims=True)
+        elif p == 0:  # the count of nonzeros has no gradient
+            dn = np.zeros_like(x)
         else:
             dn = np.sign(x) * np.abs(x) ** (p - 1) * n ** (1 - p)
             dn = np.where((x == 0) | (n == 0), 0.0, dn)

@@ -434,6 +434,36 @@ def _bad_calls(x, rm, rv):
     ]
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_parity_one_dimensional_empty_input(torch, training, dtype):
+    """x of shape (0,): torch returns an empty result and touches nothing, for running
+    statistics of any length; so does numbanorm (running statistics required in eval, API)."""
+    F = torch.nn.functional
+    for c in (0, 3):
+        trm, trv = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+        ty = F.batch_norm(torch.zeros(0, dtype=torch.float64), trm, trv, training=training)
+        rm, rv = np.zeros(c), np.ones(c)
+        y = batch_norm(np.zeros(0, dtype), rm, rv, training=training)
+        assert y.shape == tuple(ty.shape) == (0,) and y.dtype == dtype
+        np.testing.assert_array_equal(rm, trm.numpy())
+        np.testing.assert_array_equal(rv, trv.numpy())
+        out = np.zeros(0, dtype)
+        y, mean, rstd = batch_norm(np.zeros(0, dtype), rm, rv, training=training, out=out, return_stats=True)
+        assert y is out and mean.shape == rstd.shape == (0,)
+    if training:
+        assert F.batch_norm(torch.zeros(0), None, None, training=True).shape == (0,)
+        assert batch_norm(np.zeros(0), None, None, training=True).shape == (0,)
+    else:
+        with pytest.raises(ValueError, match="required when training=False"):
+            batch_norm(np.zeros(0), None, None)
+    for bad in (dict(momentum="a"), dict(eps=-1.0), dict(weight="w")):
+        with pytest.raises((TypeError, ValueError), match=r"batch_norm\(\): argument"):
+            batch_norm(np.zeros(0), np.zeros(3), np.ones(3), training=training, **bad)
+    with pytest.raises(ValueError, match="at least 2 dimensions"):  # non-empty 1-D: no channel axis
+        batch_norm(np.zeros(3), np.zeros(3), np.ones(3))
+
+
 def test_validation_errors_leave_everything_untouched(rng):
     x = _data(rng, (4, 3, 5))
     rm, rv = _stats(rng, 3)

@@ -65,6 +65,55 @@ def test_torch_parity_eps_clamp_and_inf_ties(torch):
         np.testing.assert_allclose(normalize_backward(g, x, p, 1, eps), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
 
 
+P_NONPOS = [0.0, -1.0, -2.5, -0.5, -np.inf]
+
+
+def _nonpos_input(rng, shape):
+    """Zeros (norm 0 for p < 0, skipped by the p = 0 count), ties of the minimum, a zero vector."""
+    x = rng.standard_normal(shape)
+    x.flat[::7] = 0.0
+    x[0] = 0.0
+    x[-1, ...] = np.round(x[-1, ...] * 2) / 2 + 0.5  # repeated values: ties of min |x|
+    return x
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 7), 1), ((4, 7), 0), ((3, 5, 6), 1), ((3, 5, 6), -1)])
+@pytest.mark.parametrize("p", P_NONPOS)
+def test_torch_parity_p_nonpositive(torch, rng, shape, axis, p):
+    """p = 0 (count of nonzeros), p < 0 and p = -inf (min |x|) as torch: forward and autograd."""
+    F = torch.nn.functional
+    x = _nonpos_input(rng, shape)
+    g = rng.standard_normal(shape)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = F.normalize(tx, p=float(p), dim=axis)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(normalize(x, p, axis), ty.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(normalize_backward(g, x, p, axis), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(normalize(x, p, axis), ref.normalize(x, p, axis), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(normalize_backward(g, x, p, axis), ref.normalize_backward(g, x, p, axis),
+                               rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, np.inf, 0.5, 0.0, -1.0, -np.inf])
+def test_torch_parity_zero_dim(torch, p):
+    """A 0-d input is one vector of one element along dim 0 / -1 (torch); other dims: IndexError."""
+    F = torch.nn.functional
+    for v in (-3.0, 0.0, 2.5):
+        for axis in (0, -1):
+            tx = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+            ty = F.normalize(tx, p=float(p), dim=axis)
+            ty.backward(torch.tensor(2.0, dtype=torch.float64))
+            y = normalize(np.float64(v), p, axis)
+            gx = normalize_backward(np.float64(2.0), np.float64(v), p, axis)
+            assert y.shape == () and gx.shape == ()
+            np.testing.assert_allclose(y, ty.item(), rtol=1e-14)
+            np.testing.assert_allclose(gx, tx.grad.item(), rtol=1e-12, atol=1e-15)
+    with pytest.raises(IndexError):
+        F.normalize(torch.tensor(1.0), dim=1)
+    with pytest.raises(IndexError):
+        normalize(np.float64(1.0), axis=1)
+
+
 @pytest.mark.parametrize("axis", [0, 1, -1])
 @pytest.mark.parametrize("p", [2.0, 1.0, np.inf, 0.7, 3.0])
 def test_finite_differences(rng, axis, p):
@@ -212,11 +261,10 @@ def test_streaming_store_path_matches(rng, monkeypatch, dtype):
 
 def test_validation_errors(rng):
     x = rng.standard_normal((3, 4))
-    for p in (0, -1.0, -np.inf, np.nan):
-        with pytest.raises(ValueError, match=r"normalize\(\): argument 'p'"):
-            normalize(x, p)
-        with pytest.raises(ValueError, match=r"normalize_backward\(\): argument 'p'"):
-            normalize_backward(x, x, p)
+    with pytest.raises(ValueError, match=r"normalize\(\): argument 'p'"):
+        normalize(x, np.nan)
+    with pytest.raises(ValueError, match=r"normalize_backward\(\): argument 'p'"):
+        normalize_backward(x, x, np.nan)
     for p in ("2", None, True, 1 + 2j):
         with pytest.raises(TypeError, match="argument 'p'"):
             normalize(x, p)
@@ -227,8 +275,11 @@ def test_validation_errors(rng):
             normalize(x, axis=axis)
     with pytest.raises(TypeError, match="argument 'axis'"):
         normalize(x, axis=1.0)
-    with pytest.raises(ValueError, match="argument 'axis'"):
-        normalize(np.float64(3.0), axis=0)
+    for axis in (1, -2):  # a 0-d input has axis 0 / -1 only (torch)
+        with pytest.raises(IndexError, match="argument 'axis'"):
+            normalize(np.float64(3.0), axis=axis)
+        with pytest.raises(IndexError, match="argument 'axis'"):
+            normalize_backward(np.float64(1.0), np.float64(3.0), axis=axis)
     for eps in (-1.0, np.nan, np.inf):
         with pytest.raises(ValueError, match="argument 'eps'"):
             normalize(x, eps=eps)
@@ -246,7 +297,7 @@ def test_validation_errors(rng):
     with pytest.raises(TypeError, match="argument 'out'"):
         normalize(x, out=np.empty((3, 4), np.int64))
     with pytest.raises(ValueError, match="argument 'p'"):
-        normalize(x, -2.0, out=out)
+        normalize(x, np.nan, out=out)
     np.testing.assert_array_equal(out, 7.0)  # a failed call changes nothing
 
 
@@ -318,3 +369,17 @@ def test_gpu_float64_device_out_inplace_and_zero_rows(small_blocks):
     np.testing.assert_allclose(gx.copy_to_host(), cpu[1], rtol=1e-12, atol=1e-15, equal_nan=True)
     assert normalize(d, axis=1, out=d) is d  # in place
     np.testing.assert_allclose(d.copy_to_host(), cpu[0], rtol=1e-12, equal_nan=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape,axis", [((5, 40), -1), ((2, 7, 6), 1)])
+@pytest.mark.parametrize("p", [0.0, -1.5, -np.inf])
+def test_gpu_matches_cpu_p_nonpositive(rng, small_blocks, shape, axis, p):
+    x = _nonpos_input(rng, shape)
+    g = rng.standard_normal(shape)
+    cpu = normalize(x, p, axis), normalize_backward(g, x, p, axis), normalize(np.float64(-2.0), p, 0)
+    with _dispatch.force_device("cuda"):
+        gpu = normalize(x, p, axis), normalize_backward(g, x, p, axis), normalize(np.float64(-2.0), p, 0)
+    for u, v in zip(cpu, gpu):
+        assert isinstance(v, np.ndarray) and v.dtype == u.dtype and v.shape == u.shape
+        np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-14)

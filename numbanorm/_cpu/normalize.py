@@ -15,9 +15,11 @@ Two canonical layouts (DESIGN.md):
   float64 scratch row of B accumulators (allocated outside the ``prange``), so the inner
   loops run over contiguous ``j`` (flat arrays, unsigned offsets) and vectorise.
 
-``pk`` selects the norm: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → any other p > 0 (given
-as ``p``). Norms are accumulated in float64. NaN propagates (also through the inf-norm's
-maximum); ``max(norm, eps)`` keeps NaN. Each kernel has a serial twin used below
+``pk`` selects the norm: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → any other p (given as
+``p``; for p < 0 a zero element makes the norm 0, as ``|0|**p = inf``), 4 → p = -inf
+(min |x|, accumulated as the maximum of -|x|), 5 → p = 0 (the count of nonzeros, no
+gradient through it), as ``torch.linalg.vector_norm``. Norms are accumulated in float64.
+NaN propagates (also through the inf-norm's maximum); ``max(norm, eps)`` keeps NaN. Each kernel has a serial twin used below
 ``SERIAL_THRESHOLD`` elements.
 
 Backward (matches torch autograd of ``x / norm(x).clamp_min(eps)``)::
@@ -25,7 +27,7 @@ Backward (matches torch autograd of ``x / norm(x).clamp_min(eps)``)::
     dx_j = dy_j / d - [n >= eps] * (sum_i dy_i x_i) / d**2 * dn/dx_j,   d = max(n, eps)
 
 with ``dn/dx_j`` = ``x_j / n`` (p = 2), ``sign(x_j)`` (p = 1),
-``sign(x_j) * [|x_j| == n] / #ties`` (p = inf) and ``sign(x_j) |x_j|**(p-1) n**(1-p)``
+``sign(x_j) * [|x_j| == n] / #ties`` (p = ±inf), 0 (p = 0) and ``sign(x_j) |x_j|**(p-1) n**(1-p)``
 otherwise, taken as 0 where ``x_j == 0`` or ``n == 0`` (torch's masks).
 """
 import numba
@@ -39,12 +41,19 @@ from ._stream import stream_axpby_next as _stream_axpby_next
 from ._stream import stream_scale as _stream_scale
 from ._stream import stream_scale_next as _stream_scale_next
 
-P2, P1, PINF, PGEN = 0, 1, 2, 3
+P2, P1, PINF, PGEN, PNINF, P0 = 0, 1, 2, 3, 4, 5
+INF = np.inf
 
 _opts = _config.JIT_OPTIONS
 
 #: unsigned index type (no negative-index wrap-around checks: the loops vectorise)
 U = np.uintp
+
+
+@njit(inline="always", **_opts)
+def _init(pk):
+    """The identity of a norm accumulator: -inf for p = -inf (a maximum of -|x|), else 0."""
+    return -INF if pk == PNINF else np.float64(0.0)
 
 
 @njit(inline="always", **_opts)
@@ -59,9 +68,16 @@ def _acc(v, a, pk, p):
         if av > a or av != av:
             return av
         return a
+    if pk == PNINF:  # the maximum of -|x| (NaN-propagating): min |x| = -max(-|x|)
+        nv = -abs(v)
+        if nv > a or nv != nv:
+            return nv
+        return a
+    if pk == P0:  # the count of nonzeros (NaN counts, as NaN != 0)
+        return a + (1.0 if v != 0.0 else 0.0)
     av = abs(v)
     if av == 0.0:
-        return a
+        return a if p > 0.0 else a + INF  # |0|**p = inf for p < 0: the norm is 0
     return a + av ** p
 
 
@@ -70,8 +86,10 @@ def _finish(a, pk, p):
     """Norm from its accumulator."""
     if pk == P2:
         return np.sqrt(a)
-    if pk == P1 or pk == PINF:
+    if pk == P1 or pk == PINF or pk == P0:
         return a
+    if pk == PNINF:
+        return -a
     return a ** (1.0 / p)
 
 
@@ -88,6 +106,7 @@ def _row_acc(x, i, pk, p):
         for j in range(n):
             a += abs(np.float64(x[i, j]))
     else:
+        a = _init(pk)
         for j in range(n):
             a = _acc(np.float64(x[i, j]), a, pk, p)
     return a
@@ -124,10 +143,12 @@ def _dnorm(v, nrm, pk, p, cnt):
         return v / nrm
     if pk == P1:
         return sg
-    if pk == PINF:
+    if pk == PINF or pk == PNINF:
         av = abs(v)
         if av == nrm:
             return sg / cnt
+        return 0.0
+    if pk == P0:
         return 0.0
     return sg * abs(v) ** (p - 1.0) * nrm ** (1.0 - p)
 
@@ -198,7 +219,7 @@ def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch, stream):
                 nrm = _finish(a, pk, p)
                 d = _clamp(nrm, eps)
                 inv_d = 1.0 / d
-                coef = s * inv_d * inv_d if nrm >= eps else 0.0
+                coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
                 nxt = i + 1
                 if pk == P2:
                     c2 = coef / nrm if nrm != 0.0 else coef * 0.0
@@ -221,7 +242,7 @@ def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch, stream):
                             grad_x[i, j] = grad_out[i, j] * inv_t + x[i, j] * nc2_t
                     continue
                 cnt = np.float64(0.0)
-                if pk == PINF:
+                if pk == PINF or pk == PNINF:
                     for j in range(n):
                         av = abs(np.float64(x[i, j]))
                         if av == nrm or av != av:
@@ -245,6 +266,7 @@ def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
     nblk = (inner + bsize - 1) // bsize
     ntasks = outer * nblk
     nch = acc.shape[0]
+    init = _init(pk)
     for ch in prange(nch):
         a = acc[ch]
         dt = dbuf[ch]
@@ -254,7 +276,7 @@ def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
             nb = min(inner, j0 + bsize) - j0
             base = o * c_len * inner + j0
             for j in range(nb):
-                a[j] = 0.0
+                a[j] = init
             for c in range(c_len):
                 rb = base + c * inner
                 if pk == P2:
@@ -284,6 +306,7 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
     nblk = (inner + bsize - 1) // bsize
     ntasks = outer * nblk
     nch = acc.shape[0]
+    init = _init(pk)
     for ch in prange(nch):
         a0 = acc[ch, 0]
         a1 = acc[ch, 1]
@@ -296,7 +319,7 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
             nb = min(inner, j0 + bsize) - j0
             base = o * c_len * inner + j0
             for j in range(nb):
-                a0[j] = 0.0
+                a0[j] = init
                 a1[j] = 0.0
                 a4[j] = 0.0
             for c in range(c_len):
@@ -316,7 +339,7 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
                 d = _clamp(nrm, eps)
                 a0[j] = nrm
                 a2[j] = 1.0 / d
-                a3[j] = a1[j] * a2[j] * a2[j] if nrm >= eps else 0.0
+                a3[j] = a1[j] * a2[j] * a2[j] if nrm >= eps and pk != P0 else 0.0
             if pk == P2:
                 for j in range(nb):  # a3 <- coef / n (the p = 2 factor of x)
                     a3[j] = a3[j] / a0[j] if a0[j] != 0.0 else a3[j] * 0.0
@@ -325,7 +348,7 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
                     for j in range(nb):
                         df[U(rb + j)] = gf[U(rb + j)] * a2[j] - a3[j] * xf[U(rb + j)]
                 continue
-            if pk == PINF:
+            if pk == PINF or pk == PNINF:
                 for c in range(c_len):
                     rb = base + c * inner
                     for j in range(nb):
@@ -353,6 +376,10 @@ def _pkind(p):
         return P1
     if p == np.inf:
         return PINF
+    if p == -np.inf:
+        return PNINF
+    if p == 0.0:
+        return P0
     return PGEN
 
 

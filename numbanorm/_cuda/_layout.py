@@ -351,6 +351,8 @@ def _wrap_strided(raw, lo, shape, strides, dtype):
 def _host_to_device(h):
     if h.dtype.kind not in _MOVABLE_KINDS:
         return h  # the public function's dtype check reports it
+    if not h.dtype.isnative:  # ">f4" from FITS/.npy: device arrays and kernels take native order
+        h = h.astype(h.dtype.newbyteorder("="))
     if h.size == 0 or h.flags.c_contiguous or h.flags.f_contiguous or h.ndim == 0:
         if h.size == 0:
             return empty(h.shape, h.dtype)

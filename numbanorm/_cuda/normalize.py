@@ -14,7 +14,8 @@ Thread mapping:
   ``outer * inner`` columns; consecutive threads take consecutive ``j`` (coalesced); each
   thread loops over C (norm, then write; the backward adds the ``sum dy x`` loop).
 
-``pk``: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → other p. The backward is torch's
+``pk``: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → other p (p < 0 included), 4 → p = -inf
+(the maximum of -|x|, reduced with the max reductions), 5 → p = 0 (count of nonzeros). The backward is torch's
 autograd of ``x / norm(x).clamp_min(eps)`` (see the CPU module). Deterministic: the
 reductions' order depends only on the launch shape; no atomics.
 """
@@ -25,7 +26,14 @@ from numba import cuda, float64
 from . import _layout
 from ._reduce import block_max, block_sum, block_sum2, warp_max, warp_sum, warp_sum2
 
-P2, P1, PINF, PGEN = 0, 1, 2, 3
+P2, P1, PINF, PGEN, PNINF, P0 = 0, 1, 2, 3, 4, 5
+INF = math.inf
+
+
+@cuda.jit(device=True, inline="always")
+def _init(pk):
+    # identity of a norm accumulator: -inf for p = -inf (a maximum of -|x|), else 0
+    return -INF if pk == PNINF else float64(0.0)
 
 
 @cuda.jit(device=True, inline="always")
@@ -39,9 +47,16 @@ def _acc(v, a, pk, p):
         if av > a or av != av:
             return av
         return a
+    if pk == PNINF:  # the maximum of -|x| (NaN-propagating): min |x| = -max(-|x|)
+        nv = -abs(v)
+        if nv > a or nv != nv:
+            return nv
+        return a
+    if pk == P0:  # the count of nonzeros (NaN counts, as NaN != 0)
+        return a + (1.0 if v != 0.0 else 0.0)
     av = abs(v)
     if av == 0.0:
-        return a
+        return a if p > 0.0 else a + INF  # |0|**p = inf for p < 0: the norm is 0
     return a + av ** p
 
 
@@ -49,8 +64,10 @@ def _acc(v, a, pk, p):
 def _finish(a, pk, p):
     if pk == P2:
         return math.sqrt(a)
-    if pk == P1 or pk == PINF:
+    if pk == P1 or pk == PINF or pk == P0:
         return a
+    if pk == PNINF:
+        return -a
     return a ** (1.0 / p)
 
 
@@ -68,9 +85,11 @@ def _dnorm(v, nrm, pk, p, cnt):
         return v / nrm
     if pk == P1:
         return sg
-    if pk == PINF:
+    if pk == PINF or pk == PNINF:
         if abs(v) == nrm:
             return sg / cnt
+        return 0.0
+    if pk == P0:
         return 0.0
     return sg * abs(v) ** (p - 1.0) * nrm ** (1.0 - p)
 
@@ -93,11 +112,11 @@ def _rows_forward_warp(x, pk, p, eps, out):
     for base in range(cuda.blockIdx.x * rpb, m, cuda.gridDim.x * rpb):
         i = base + (t >> 5)
         active = i < m
-        a = float64(0.0)
+        a = _init(pk)
         if active:
             for j in range(lane, n, 32):
                 a = _acc(float64(x[i, j]), a, pk, p)
-        if pk == PINF:
+        if pk == PINF or pk == PNINF:
             a = warp_max(a)
         else:
             a = warp_sum(a)
@@ -113,10 +132,10 @@ def _rows_forward_block(x, pk, p, eps, out):
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
     for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        a = float64(0.0)
+        a = _init(pk)
         for j in range(t, n, nt):
             a = _acc(float64(x[i, j]), a, pk, p)
-        if pk == PINF:
+        if pk == PINF or pk == PNINF:
             a = block_max(a)
         else:
             a = block_sum(a)
@@ -134,28 +153,28 @@ def _rows_backward_warp(grad_out, x, pk, p, eps, grad_x):
     for base in range(cuda.blockIdx.x * rpb, m, cuda.gridDim.x * rpb):
         i = base + (t >> 5)
         active = i < m
-        a = float64(0.0)
+        a = _init(pk)
         s = float64(0.0)
         if active:
             for j in range(lane, n, 32):
                 v = float64(x[i, j])
                 a = _acc(v, a, pk, p)
                 s += float64(grad_out[i, j]) * v
-        if pk == PINF:
+        if pk == PINF or pk == PNINF:
             a = warp_max(a)
             s = warp_sum(s)
         else:
             a, s = warp_sum2(a, s)
         nrm = _finish(a, pk, p)
         cnt = float64(0.0)
-        if pk == PINF:
+        if pk == PINF or pk == PNINF:
             if active:
                 for j in range(lane, n, 32):
                     if _is_tie(float64(x[i, j]), nrm):
                         cnt += 1.0
             cnt = warp_sum(cnt)
         inv_d = 1.0 / _clamp(nrm, eps)
-        coef = s * inv_d * inv_d if nrm >= eps else 0.0
+        coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
         if active:
             for j in range(lane, n, 32):
                 v = float64(x[i, j])
@@ -168,26 +187,26 @@ def _rows_backward_block(grad_out, x, pk, p, eps, grad_x):
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
     for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        a = float64(0.0)
+        a = _init(pk)
         s = float64(0.0)
         for j in range(t, n, nt):
             v = float64(x[i, j])
             a = _acc(v, a, pk, p)
             s += float64(grad_out[i, j]) * v
-        if pk == PINF:
+        if pk == PINF or pk == PNINF:
             a = block_max(a)
             s = block_sum(s)
         else:
             a, s = block_sum2(a, s)
         nrm = _finish(a, pk, p)
         cnt = float64(0.0)
-        if pk == PINF:
+        if pk == PINF or pk == PNINF:
             for j in range(t, n, nt):
                 if _is_tie(float64(x[i, j]), nrm):
                     cnt += 1.0
             cnt = block_sum(cnt)
         inv_d = 1.0 / _clamp(nrm, eps)
-        coef = s * inv_d * inv_d if nrm >= eps else 0.0
+        coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
         for j in range(t, n, nt):
             v = float64(x[i, j])
             grad_x[i, j] = grad_out[i, j] * inv_d - coef * _dnorm(v, nrm, pk, p, cnt)
@@ -202,7 +221,7 @@ def _chan_forward(x, pk, p, eps, out):
     for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         o = col // inner
         j = col - o * inner
-        a = float64(0.0)
+        a = _init(pk)
         for c in range(c_len):
             a = _acc(float64(x[o, c, j]), a, pk, p)
         d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
@@ -216,7 +235,7 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x):
     for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         o = col // inner
         j = col - o * inner
-        a = float64(0.0)
+        a = _init(pk)
         s = float64(0.0)
         for c in range(c_len):
             v = float64(x[o, c, j])
@@ -224,12 +243,12 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x):
             s += float64(grad_out[o, c, j]) * v
         nrm = _finish(a, pk, p)
         cnt = float64(0.0)
-        if pk == PINF:
+        if pk == PINF or pk == PNINF:
             for c in range(c_len):
                 if _is_tie(float64(x[o, c, j]), nrm):
                     cnt += 1.0
         inv_d = 1.0 / _clamp(nrm, eps)
-        coef = s * inv_d * inv_d if nrm >= eps else 0.0
+        coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
         for c in range(c_len):
             v = float64(x[o, c, j])
             grad_x[o, c, j] = grad_out[o, c, j] * inv_d - coef * _dnorm(v, nrm, pk, p, cnt)
@@ -245,6 +264,10 @@ def _pkind(p):
         return P1
     if p == math.inf:
         return PINF
+    if p == -math.inf:
+        return PNINF
+    if p == 0.0:
+        return P0
     return PGEN
 
 

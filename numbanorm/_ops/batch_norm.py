@@ -61,7 +61,7 @@ def running_stats(fn, dev, running_mean, running_var, c, update):
                 f"{fn}(): argument '{name}' must be an array (it is updated in place when "
                 f"training), got {_validate.describe(value)}"
             )
-        a = dev.asarray(value)
+        a = _validate.array(fn, name, dev, value)
         if a.dtype.kind != "f":
             raise TypeError(f"{fn}(): argument '{name}' must be a floating array, got dtype {a.dtype}")
         if tuple(a.shape) != (c,):
@@ -156,7 +156,7 @@ def saved_stats(fn, dev, mean, rstd, shape, view_shape):
         return None, None
     out = []
     for name, value in (("mean", mean), ("rstd", rstd)):
-        a = dev.asarray(value)
+        a = _validate.array(fn, name, dev, value)
         if a.dtype.kind != "f":
             raise TypeError(f"{fn}(): argument '{name}' must be a floating array, got dtype {a.dtype}")
         if tuple(a.shape) != tuple(shape):
@@ -232,7 +232,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     Raises ``ValueError`` for one value per channel in training (PyTorch's rule), for
     ``training=False`` without running statistics and for wrongly sized running statistics
     or affine parameters; running statistics are left untouched by any call that raises.
-    An empty batch leaves the running statistics as they are.
+    An empty batch leaves the running statistics as they are. A 1-D empty ``x`` (shape
+    ``(0,)``) returns an empty result, as torch does (parameters of any length, untouched).
 
     Examples
     --------
@@ -255,8 +256,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                                 channel_axis=channel_axis, out=out, return_stats=return_stats,
                                 num_batches_tracked=num_batches_tracked,
                                 unbiased_running_var=unbiased_running_var)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    if xa.ndim == 1 and xa.shape[0] == 0:
+        return _empty_1d(fn, dev, xa, running_mean, running_var, weight, bias, training, momentum, eps,
+                         out, return_stats, num_batches_tracked, unbiased_running_var, ctype, rtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
     training = _validate.flag(fn, training, "training")
     mom = momentum_arg(fn, momentum)
@@ -314,6 +318,41 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return y, stat_result(dev, mean, (c,), ctype), stat_result(dev, rstd, (c,), ctype)
 
 
+def _empty_1d(fn, dev, xa, running_mean, running_var, weight, bias, training, momentum, eps, out,
+              return_stats, num_batches_tracked, unbiased, ctype, rtype):
+    """``batch_norm`` of a 1-D empty ``x`` (shape (0,)): an empty result, as torch returns.
+
+    There is no channel axis, so the parameters are checked as 1-D real arrays of any
+    length (torch does not look at them either) and nothing is updated.
+    """
+    _validate.flag(fn, training, "training")
+    momentum_arg(fn, momentum)
+    _validate.eps(fn, eps)
+    return_stats = _validate.flag(fn, return_stats, "return_stats")
+    _validate.flag(fn, unbiased, "unbiased_running_var")
+    batches_tracked(fn, num_batches_tracked)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(
+            f"{fn}(): arguments 'running_mean' and 'running_var' must be given together, got only one"
+        )
+    if not training and running_mean is None:
+        raise ValueError(
+            f"{fn}(): arguments 'running_mean' and 'running_var' are required when "
+            "training=False, got None"
+        )
+    for name, value in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                        ("bias", bias)):
+        if value is not None:
+            a = _validate.array(fn, name, dev, value)
+            if a.dtype.kind not in "fiub" or len(a.shape) != 1:
+                raise TypeError(f"{fn}(): argument '{name}' must be a 1-D real array, got {_validate.describe(a)}")
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    y = Output(dev, out, out_a, xa.shape, xa.shape, ctype, rtype).result()
+    if not return_stats:
+        return y
+    return y, stat_result(dev, dev.empty(0, ctype), (0,)), stat_result(dev, dev.empty(0, ctype), (0,))
+
+
 def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean=None, running_var=None,
                         eps=1e-5, mean=None, rstd=None, channel_axis=1, out=None):
     r"""Gradients of :func:`batch_norm` with respect to ``x``, ``weight`` and ``bias``.
@@ -369,8 +408,8 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
                                         running_var=running_var, eps=eps, mean=mean, rstd=rstd,
                                         channel_axis=channel_axis)
         return _dask.finish_grad(fn, res, out, x)
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     check_grad(fn, ga, xa)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)

@@ -52,8 +52,8 @@ def grouped_forward(fn, dev, kern, xa, ax, groups, w, b, eps, out, out_a, ctype,
 
 def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd, channel_axis, out):
     """Shared body of group_norm_backward / instance_norm_backward (``groups`` None = C)."""
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     check_grad(fn, ga, xa)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
@@ -131,7 +131,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=
 
         return _dask.group_norm(x, num_groups, weight, bias, eps, channel_axis=channel_axis, out=out,
                                 return_stats=return_stats)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
     c = xa.shape[ax]

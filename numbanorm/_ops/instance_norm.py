@@ -91,7 +91,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
                                    eps, channel_axis=channel_axis, out=out, return_stats=return_stats,
                                    num_batches_tracked=num_batches_tracked,
                                    unbiased_running_var=unbiased_running_var)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
     use_input_stats = _validate.flag(fn, use_input_stats, "use_input_stats")

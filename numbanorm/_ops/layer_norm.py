@@ -19,7 +19,7 @@ def _stat_shape(x_shape, k):
 
 def _saved_stat(fn, arg, dev, value, x_shape, k, m, ctype):
     """Saved mean/rstd: shaped like the leading dims, with or without trailing 1s."""
-    value = dev.asarray(value)
+    value = _validate.array(fn, arg, dev, value)
     lead = tuple(x_shape[: len(x_shape) - k])
     if tuple(value.shape) not in (lead, lead + (1,) * k):
         raise ValueError(
@@ -84,7 +84,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
         from .. import _dask
 
         return _dask.layer_norm(x, normalized_shape, weight, bias, eps, out=out, return_stats=return_stats)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
     eps = _validate.eps(fn, eps)
@@ -179,8 +179,8 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
 
         res = _dask.layer_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd)
         return _dask.finish_grad(fn, res, out, x)
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != tuple(xa.shape):

@@ -136,7 +136,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
 
         return _dask.local_response_norm(x, size, alpha, beta, k, mode=mode, convention=convention,
                                          channel_axis=channel_axis, out=out)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     shape3, sp, lo, hi, a, k, beta = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode,
                                            convention, channel_axis)
@@ -189,8 +189,8 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
         res = _dask.local_response_norm_backward(grad_out, x, size, alpha, beta, k, mode=mode,
                                                  convention=convention, channel_axis=channel_axis)
         return _dask.finish_grad(fn, res, out, x)
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != tuple(xa.shape):

@@ -125,7 +125,7 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
         from .. import _dask
 
         return _dask.min_max_scale(x, feature_range, axis, clip=clip, out=out)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     lo, hi = feature_range_arg(fn, feature_range)
     axes = reduce_axes(fn, axis, xa.ndim)

@@ -1,7 +1,10 @@
 """Lp normalization along one axis, forward and backward.
 
 Semantics follow ``torch.nn.functional.normalize``: ``y = x / max(||x||_p, eps)`` with
-the norm over ``axis`` (torch's ``dim``), any ``p > 0`` including ``inf``; the gradient
+the norm over ``axis`` (torch's ``dim``) as ``torch.linalg.vector_norm`` defines it for any
+real ``p``: ``inf`` (max |x|), ``-inf`` (min |x|), ``0`` (the count of nonzeros, which has
+no gradient), ``p < 0`` (``(sum |x|**p)**(1/p)``, 0 when an element is 0); a 0-d input is
+one vector of one element along ``axis`` 0 or -1 (other axes: ``AxisError``); the gradient
 is torch autograd's (the ``eps`` clamp passes the gradient through the norm where
 ``norm >= eps`` and blocks it where ``norm < eps``, giving ``dy / eps``).
 
@@ -21,31 +24,37 @@ _OP = "normalize"
 
 
 def _p(fn, p):
+    """Any real p but NaN: inf, -inf (min |x|), 0 (count of nonzeros), p < 0 (torch's norms)."""
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"{fn}(): argument 'p' must be a real number > 0 (inf allowed), got {_validate.describe(p)}")
+        raise TypeError(
+            f"{fn}(): argument 'p' must be a real number (inf and -inf allowed), got {_validate.describe(p)}"
+        )
     p = float(p)
-    if math.isnan(p) or p <= 0:
-        raise ValueError(f"{fn}(): argument 'p' must be a real number > 0 (inf allowed), got {p}")
+    if math.isnan(p):
+        raise ValueError(f"{fn}(): argument 'p' must be a real number (inf and -inf allowed), got {p}")
     return p
 
 
 def _axis(fn, axis, ndim):
+    """The normalized axis; a 0-d input is one vector of one element along axis 0 or -1 (torch)."""
     if isinstance(axis, (bool, np.bool_)):
         raise TypeError(f"{fn}(): argument 'axis' must be an integer, got {_validate.describe(axis)}")
     try:
         ax = operator.index(axis)
     except TypeError:
         raise TypeError(f"{fn}(): argument 'axis' must be an integer, got {_validate.describe(axis)}") from None
-    if ndim == 0 or not -ndim <= ax < ndim:
+    dims = max(ndim, 1)
+    if not -dims <= ax < dims:
         raise np.exceptions.AxisError(
             f"{fn}(): argument 'axis' must be an axis of the {ndim}-D input "
-            f"(-{ndim} <= axis < {ndim}), got {axis}"
+            f"(-{dims} <= axis < {dims}), got {axis}"
         )
-    return ax % ndim
+    return ax % dims
 
 
 def _views(shape, ax):
-    """(outer, C, inner) around axis ``ax``."""
+    """(outer, C, inner) around axis ``ax`` (a 0-d input: one vector of one element)."""
+    shape = shape or (1,)
     return prod(shape[:ax]), shape[ax], prod(shape[ax + 1:])
 
 
@@ -60,11 +69,13 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
     Parameters
     ----------
     x : array_like
-        Input of any shape with at least one dimension; NumPy (CPU kernels), GPU array
-        (CUDA kernels) or Dask array.
+        Input of any shape; NumPy (CPU kernels), GPU array (CUDA kernels) or Dask array.
+        A 0-d input is one vector of one element (``axis`` 0 or -1, as torch).
     p : float
-        The exponent, any real ``p > 0``, or ``inf`` (maximum norm). ``p <= 0`` is a
-        ``ValueError``.
+        The exponent, any real number: ``inf`` (maximum norm), ``-inf`` (min |x|), ``0``
+        (the number of nonzero elements), ``p < 0`` (``(sum |x|**p)**(1/p)``, 0 when an
+        element is 0, so ``y = x / eps`` there), as ``torch.linalg.vector_norm``. NaN is
+        a ``ValueError``.
     axis : int
         The axis to normalize along (negative counts from the end). Default 1 (torch's
         ``dim=1``).
@@ -92,7 +103,7 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
         from .. import _dask
 
         return _dask.normalize(x, p, axis, eps, out=out)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     p = _p(fn, p)
     ax = _axis(fn, axis, xa.ndim)
@@ -122,7 +133,7 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
 
     where :math:`\partial n / \partial x_j` is :math:`x_j / n` for p = 2,
     :math:`\mathrm{sign}(x_j)` for p = 1, :math:`\mathrm{sign}(x_j)` shared equally among the
-    entries attaining the maximum for p = inf, and
+    entries attaining the maximum (minimum) for p = inf (-inf), 0 for p = 0, and
     :math:`\mathrm{sign}(x_j) |x_j|^{p-1} n^{1-p}` otherwise (0 where :math:`x_j = 0`).
     Below ``eps`` the result is ``grad_out / eps``.
 
@@ -154,8 +165,8 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
         from .. import _dask
 
         return _dask.finish_grad(fn, _dask.normalize_backward(grad_out, x, p, axis, eps), out, x)
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != tuple(xa.shape):

@@ -68,7 +68,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
         from .. import _dask
 
         return _dask.rms_norm(x, normalized_shape, weight, eps, out=out, return_stats=return_stats)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
     eps = _eps(fn, eps, ctype)
@@ -154,8 +154,8 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
 
         res = _dask.rms_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, rstd=rstd)
         return _dask.finish_grad(fn, res, out, x)
-    xa = dev.asarray(x)
-    ga = dev.asarray(grad_out)
+    xa = _validate.array(fn, "x", dev, x)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != tuple(xa.shape):

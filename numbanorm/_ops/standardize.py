@@ -244,7 +244,7 @@ def standardize(x, axis=0, ddof=0, *, out=None):
         from .. import _dask
 
         return _dask.standardize(x, axis, ddof, out=out)
-    xa = dev.asarray(x)
+    xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     axes = reduce_axes(fn, axis, xa.ndim)
     ddof = ddof_arg(fn, ddof)

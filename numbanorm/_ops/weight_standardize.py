@@ -69,7 +69,7 @@ def weight_standardize(weight, eps=1e-5, *, out=None):
         from .. import _dask
 
         return _dask.weight_standardize(weight, eps, out=out)
-    wa = dev.asarray(weight)
+    wa = _validate.array(fn, "weight", dev, weight)
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
     m, n = _rows(fn, tuple(wa.shape))
     eps = _validate.eps(fn, eps)
@@ -118,8 +118,8 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5, *, out=None):
         from .. import _dask
 
         return _dask.finish_grad(fn, _dask.weight_standardize_backward(grad_out, weight, eps), out, weight)
-    wa = dev.asarray(weight)
-    ga = dev.asarray(grad_out)
+    wa = _validate.array(fn, "weight", dev, weight)
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != tuple(wa.shape):
