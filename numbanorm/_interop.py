@@ -56,8 +56,6 @@ def memory(a):
             return "cpu"
         if code is not None:
             return f"{_DL_NAMES.get(code, 'unknown')} memory (DLPack device type {code})"
-    if getattr(t, "__cuda_array_interface__", None) is None:
-        return "cpu"
     try:  # CPU torch tensors and JAX arrays: the class property raises on the instance
         a.__cuda_array_interface__
     except Exception:
