@@ -58,14 +58,18 @@ def validate(est, X, ns, reset, check_features):
     return check_array(X, **params)
 
 
-def move_attributes(est, ns, names):
-    """Fitted NumPy array attributes ``names`` of ``est`` moved to ``ns`` (None: left alone)."""
+def move_attributes(est, ns, names, scalars=False):
+    """Fitted NumPy array attributes ``names`` of ``est`` moved to ``ns`` (None: left alone).
+
+    ``scalars=True`` moves NumPy scalars too, as 0-d arrays (``StandardScaler``'s
+    ``n_samples_seen_``, which scikit-learn keeps as a 0-d array of the namespace).
+    """
     if ns is None:
         return
     for name in names:
         value = getattr(est, name, None)
-        if isinstance(value, np.ndarray):
-            setattr(est, name, ns.move(value))
+        if isinstance(value, np.ndarray) or (scalars and isinstance(value, np.generic)):
+            setattr(est, name, ns.move(np.asarray(value)))
 
 
 def host(a, dtype=None):

@@ -568,7 +568,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if bad.any():
             raise _inf_error(data.dtype)
         self._update(data, count, mean_b, m2_b, weighted=w is not None)
-        _scaler_api.move_attributes(self, data.ns, ("mean_", "var_", "scale_", "n_samples_seen_"))
+        _scaler_api.move_attributes(self, data.ns, ("mean_", "var_", "scale_", "n_samples_seen_"), scalars=True)
         return data
 
     def _update(self, data, count, mean_b, m2_b, weighted):
@@ -612,7 +612,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _check_namespace(self, X, method):
         if HAVE_SKLEARN:
-            _scaler_api.check_same_namespace(X, self, "scale_" if self.with_std else "mean_", method)
+            attr = next((a for a in ("scale_", "mean_") if getattr(self, a, None) is not None), "n_samples_seen_")
+            _scaler_api.check_same_namespace(X, self, attr, method)
 
     def _params(self):
         sub = self.mean_ if self.with_mean else 0.0
