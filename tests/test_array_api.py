@@ -72,25 +72,53 @@ def test_transform_refuses_another_namespace_than_fit(cls):
     checks.check_array_api_same_namespace(cls.__name__, cls(), "array_api_strict")
 
 
-@pytest.mark.parametrize("cls", [numbanorm.StandardScaler, numbanorm.MinMaxScaler])
-def test_torch_keeps_namespace_for_every_method(cls):
+def _torch():
     import torch
 
+    return torch.from_numpy, lambda t: t.numpy(), lambda t: isinstance(t, torch.Tensor) and t.device.type == "cpu"
+
+
+def _strict():
+    import array_api_strict as xs
+
+    dev = xs.Device("device1")
+    return (lambda a: xs.asarray(a, device=dev), np.from_dlpack,
+            lambda a: type(a) is type(xs.asarray(1.0)) and a.device == dev)
+
+
+@pytest.mark.parametrize("lib", [_torch, _strict], ids=["torch", "array_api_strict"])
+@pytest.mark.parametrize("cls", [numbanorm.StandardScaler, numbanorm.MinMaxScaler])
+def test_every_method_keeps_namespace_and_device(cls, lib):
+    make, back, is_ours = lib()
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((20, 3)), rng.standard_normal((7, 3))
+    a[3, 1] = np.nan  # ignored by fit, kept by transform
     ref = cls().partial_fit(a).partial_fit(b)
     with config_context(array_api_dispatch=True):
-        est = cls().partial_fit(torch.from_numpy(a)).partial_fit(torch.from_numpy(b))
+        est = cls().partial_fit(make(a)).partial_fit(make(b))
         for name in ("scale_", "min_", "mean_", "var_", "data_min_", "data_max_", "data_range_"):
             if hasattr(ref, name):
-                assert isinstance(getattr(est, name), torch.Tensor), name
-                np.testing.assert_allclose(getattr(est, name).numpy(), getattr(ref, name), rtol=1e-12)
-        t = torch.from_numpy(b.astype(np.float32))
-        y = est.transform(t)
-        assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
-        back = est.inverse_transform(y)
-        assert isinstance(back, torch.Tensor)
-        np.testing.assert_allclose(back.numpy(), b, rtol=1e-5, atol=1e-5)
-        z = est.fit_transform(torch.from_numpy(a))
-        assert isinstance(z, torch.Tensor)
-        np.testing.assert_allclose(z.numpy(), cls().fit_transform(a), rtol=1e-12)
+                assert is_ours(getattr(est, name)), name
+                np.testing.assert_allclose(back(getattr(est, name)), getattr(ref, name), rtol=1e-12)
+        y = est.transform(make(a.astype(np.float32)))
+        assert is_ours(y) and back(y).dtype == np.float32
+        np.testing.assert_allclose(back(y), ref.transform(a.astype(np.float32)), rtol=1e-6)
+        inv = est.inverse_transform(y)
+        assert is_ours(inv)
+        np.testing.assert_allclose(back(inv), a, rtol=1e-5, atol=1e-5)
+        z = est.fit_transform(make(a))
+        assert is_ours(z)
+        np.testing.assert_allclose(back(z), cls().fit_transform(a), rtol=1e-12)
+        with pytest.raises(ValueError, match="must use the same namespace"):
+            est.transform(a)
+
+
+def test_copy_false_overwrites_the_torch_input_in_place():
+    import torch
+
+    a = np.random.default_rng(1).standard_normal((6, 2))
+    t = torch.from_numpy(a.copy())
+    with config_context(array_api_dispatch=True):
+        y = numbanorm.StandardScaler(copy=False).fit(t).transform(t)
+    assert y is t
+    np.testing.assert_allclose(t.numpy(), (a - a.mean(0)) / a.std(0), rtol=1e-12)
