@@ -221,8 +221,8 @@ class CudaDevice:
         return self._layout
 
     def asarray(self, a):
-        if self.host:
-            return self._layout.as_device_array(_interop.host_view(a))
+        if self.host or type(a) is np.ndarray or _interop.memory(a) != "cuda":
+            return self._layout.as_device_array(_interop.host_view(a))  # copied to the device
         return self._layout.as_device_array(_interop.cuda_view(a))
 
     def empty(self, shape, dtype):
