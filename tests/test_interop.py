@@ -116,6 +116,22 @@ def test_every_function_round_trips(kind, name):
     _check_same(kind, ref, got, kind.device(conv_args[0]))
 
 
+@pytest.mark.parametrize("name", list(CALLS))
+def test_every_function_writes_out_or_refuses_jax(kind, name):
+    fn, args, kwargs, other = CALLS[name]
+    ref = _leaves(fn(*args, **kwargs, **other))[0]
+    out = kind.make(np.zeros_like(ref))
+    call = lambda: fn(*[kind.convert(a) for a in args], **{k: kind.convert(v) for k, v in kwargs.items()},
+                      **other, out=out)
+    if kind.name == "jax":
+        with pytest.raises(TypeError, match="JAX arrays are immutable"):
+            call()
+        return
+    got = call()
+    assert _leaves(got)[0] is out
+    np.testing.assert_allclose(kind.back(out), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_batch_norm_training_updates_foreign_running_stats_in_place(torch):
     rm, rv = torch.zeros(3), torch.ones(3)
     ref_m, ref_v = np.zeros(3, np.float32), np.ones(3, np.float32)
@@ -147,6 +163,10 @@ def test_jax_out_is_a_type_error_saying_immutable():
         numbanorm.layer_norm(x, 4, out=jnp.zeros((5, 4), jnp.float32))
     with pytest.raises(TypeError, match="immutable"):
         numbanorm.normalize_backward(x, x, out=x)
+    rm, rv = jnp.zeros(3), jnp.ones(3)  # updated in place when training: refused, unchanged
+    with pytest.raises(ValueError, match="running_mean.*writeable"):
+        numbanorm.batch_norm(jnp.asarray(X4), rm, rv, training=True)
+    assert float(rm.sum()) == 0.0 and float(rv.sum()) == 3.0
 
 
 def test_torch_requires_grad_strided_integer_and_bool(torch):
