@@ -31,10 +31,11 @@ _FORCED = contextvars.ContextVar("numbanorm_forced_device", default=None)
 
 @contextlib.contextmanager
 def force_device(name):
-    """Inside the block, ``"cuda"`` runs calls on NumPy inputs through the CUDA kernels.
+    """Inside the block, ``"cuda"`` runs calls on host inputs through the CUDA kernels.
 
-    NumPy inputs are copied to the device, run through the CUDA kernels (the simulator when
-    ``NUMBA_ENABLE_CUDASIM=1``) and the results copied back to NumPy (``out=`` included).
+    Host inputs (NumPy, CPU torch tensors, ...) are copied to the device, run through the
+    CUDA kernels (the simulator when ``NUMBA_ENABLE_CUDASIM=1``) and the results copied
+    back to the host in the caller's type (``out=`` and running statistics included).
     ``"cpu"`` undoes an enclosing ``"cuda"`` block; GPU arrays always run on the GPU.
     """
     if name not in ("cpu", "cuda"):
