@@ -232,6 +232,12 @@ def test_device_comes_from_memory_not_class(torch):
         numbanorm.normalize(Metal())
 
 
+def test_every_kind_in_host_memory_goes_to_the_cpu(kind):
+    a = kind.make(X2)
+    assert _dispatch._where(a) == "cpu"
+    assert _interop.kind(a) == {"array_api_strict": "array_api"}.get(kind.name, kind.name)
+
+
 def test_kinds():
     assert _interop.kind(np.ones(2)) == "numpy"
     assert _interop.kind([1.0]) == "numpy"
