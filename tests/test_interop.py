@@ -5,7 +5,16 @@ CPU, ``array_api_strict`` on a non-default device, and, under the CUDA simulator
 object exposing ``__cuda_array_interface__`` and PyTorch CPU tensors forced through the GPU
 kernels); each result's type, device, dtype and values are checked against the NumPy call.
 A kind whose library is not installed is skipped. The torch CUDA and CuPy paths need a GPU.
+
+The JAX cases run in a child pytest process (``test_jax_cases_in_a_subprocess``): JAX starts
+threads when it creates its first array, and later tests that fork (multiprocessing, Dask)
+could deadlock in a process where JAX runs.
 """
+import importlib.util
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -13,6 +22,7 @@ import numbanorm
 from numbanorm import _dispatch, _interop
 
 RNG = np.random.default_rng(7)
+IN_JAX_CHILD = os.environ.get("NUMBANORM_TEST_JAX") == "1"
 
 
 def _arr(*shape):
@@ -84,7 +94,7 @@ def _strict_kind():
 KINDS = {"torch": _torch_kind, "jax": _jax_kind, "array_api_strict": _strict_kind}
 
 
-@pytest.fixture(params=list(KINDS), scope="module")
+@pytest.fixture(params=[k for k in KINDS if k != "jax" or IN_JAX_CHILD], scope="module")
 def kind(request):
     return KINDS[request.param]()
 
@@ -117,7 +127,7 @@ def test_every_function_round_trips(kind, name):
 
 
 @pytest.mark.parametrize("name", list(CALLS))
-def test_every_function_writes_out_or_refuses_jax(kind, name):
+def test_every_function_writes_out_where_writable(kind, name):
     fn, args, kwargs, other = CALLS[name]
     ref = _leaves(fn(*args, **kwargs, **other))[0]
     out = kind.make(np.zeros_like(ref))
@@ -154,6 +164,7 @@ def test_torch_out_is_written_and_returned(torch):
     np.testing.assert_allclose(gx.numpy(), numbanorm.layer_norm_backward(G2, X2, 4)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(not IN_JAX_CHILD, reason="runs in test_jax_cases_in_a_subprocess")
 def test_jax_out_is_a_type_error_saying_immutable():
     pytest.importorskip("jax")
     import jax.numpy as jnp
@@ -167,6 +178,19 @@ def test_jax_out_is_a_type_error_saying_immutable():
     with pytest.raises(ValueError, match="running_mean.*writeable"):
         numbanorm.batch_norm(jnp.asarray(X4), rm, rv, training=True)
     assert float(rm.sum()) == 0.0 and float(rv.sum()) == 3.0
+
+
+@pytest.mark.skipif(IN_JAX_CHILD, reason="this is the child")
+def test_jax_cases_in_a_subprocess():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    env = dict(os.environ, NUMBANORM_TEST_JAX="1")
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "jax and not subprocess"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert " passed" in res.stdout and " skipped" not in res.stdout, res.stdout[-2000:]
 
 
 def test_torch_requires_grad_strided_integer_and_bool(torch):
