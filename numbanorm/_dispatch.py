@@ -1,16 +1,21 @@
-"""Device choice: NumPy → CPU kernels, ``__cuda_array_interface__`` → CUDA kernels.
+"""Device choice from where the arrays' memory is: CPU kernels or CUDA kernels.
 
 Public functions call :func:`device_of` once with every array argument (by name). It
-returns a :class:`Device` that converts arguments to the kernel side's array type,
-allocates, makes canonical contiguous views, and wraps results back into the caller's
-array type (CuPy in → CuPy out; other GPU arrays → Numba device arrays; NumPy → NumPy).
+returns a :class:`Device` that converts arguments to the kernel side's array type
+(zero-copy: NumPy views of CPU memory, Numba device arrays of CUDA memory), allocates,
+makes canonical contiguous views, and wraps results back into the caller's array type
+on the caller's device: NumPy → NumPy, CuPy → CuPy, PyTorch → PyTorch, JAX → JAX,
+``array_api_strict`` (any ``__array_namespace__`` object) → its namespace, other
+``__cuda_array_interface__`` objects → Numba device arrays. The type of ``x`` (the first
+named argument) decides; the other arguments are converted (:mod:`._interop`).
 
-CuPy and ``numba.cuda`` are never imported here for NumPy users: GPU arrays are
-recognised by the ``__cuda_array_interface__`` attribute of their type, and the
-simulator's fake device arrays by their module, as array-api-compat does.
+The device comes from each object's memory, not its type: ``__dlpack_device__``, then
+``__cuda_array_interface__`` present on the instance (PyTorch and JAX define it on the
+class of CPU arrays too). CuPy, PyTorch, JAX and ``numba.cuda`` are never imported here
+for NumPy users; the simulator's fake device arrays are recognised by their module.
 
-Tests force the GPU path on NumPy inputs with :func:`force_device` (the CUDA simulator
-tests run this way: NumPy in, simulated kernels, NumPy out).
+Tests force the GPU path on host inputs with :func:`force_device` (the CUDA simulator
+tests run this way: host arrays in, simulated kernels, results back in the caller's type).
 """
 import contextlib
 import contextvars
@@ -19,15 +24,18 @@ import sys
 
 import numpy as np
 
+from . import _interop
+
 _FORCED = contextvars.ContextVar("numbanorm_forced_device", default=None)
 
 
 @contextlib.contextmanager
 def force_device(name):
-    """Inside the block, ``"cuda"`` runs calls on NumPy inputs through the CUDA kernels.
+    """Inside the block, ``"cuda"`` runs calls on host inputs through the CUDA kernels.
 
-    NumPy inputs are copied to the device, run through the CUDA kernels (the simulator when
-    ``NUMBA_ENABLE_CUDASIM=1``) and the results copied back to NumPy (``out=`` included).
+    Host inputs (NumPy, CPU torch tensors, ...) are copied to the device, run through the
+    CUDA kernels (the simulator when ``NUMBA_ENABLE_CUDASIM=1``) and the results copied
+    back to the host in the caller's type (``out=`` and running statistics included).
     ``"cpu"`` undoes an enclosing ``"cuda"`` block; GPU arrays always run on the GPU.
     """
     if name not in ("cpu", "cuda"):
@@ -45,14 +53,8 @@ def _is_dask(a):
 
 
 def _is_gpu(a):
-    if hasattr(type(a), "__cuda_array_interface__") or getattr(type(a), "__cuda_ndarray__", False):
-        return True
-    # the CUDA simulator's device arrays have no __cuda_array_interface__
-    return type(a).__module__.startswith("numba.cuda.simulator")
-
-
-def _is_cupy(a):
-    return type(a).__module__.startswith("cupy")
+    """Whether ``a``'s memory is CUDA memory (see :func:`._interop.memory`)."""
+    return type(a) is not np.ndarray and _interop.memory(a) == "cuda"
 
 
 def _where(a):
@@ -62,9 +64,11 @@ def _where(a):
         return "cpu"
     if _is_dask(a):
         return "dask"
-    if _is_gpu(a):
-        return "cuda"
-    return "cpu"
+    return _interop.memory(a)
+
+
+def _place(w):
+    return {"cuda": "GPU", "cpu": "host"}.get(w, w)
 
 
 def device_of(fn, **arrays):
@@ -95,25 +99,37 @@ def device_of(fn, **arrays):
                     "pass host (NumPy) parameters with Dask data"
                 )
         return DASK
-    kinds = set(p for p in places.values() if p != "dask")
     if "dask" in places.values():
         name = next(n for n, w in places.items() if w == "dask")
         raise TypeError(
             f"{fn}(): argument '{name}' is a Dask array but '{first}' is not; "
             f"pass a Dask array as '{first}' to compute lazily"
         )
-    if len(kinds) > 1:
-        where = ", ".join(f"'{n}' on {'GPU' if w == 'cuda' else 'host (NumPy)'}" for n, w in places.items())
+    for name, w in places.items():
+        if w not in ("cpu", "cuda"):
+            raise TypeError(
+                f"{fn}(): argument '{name}' must be in host or CUDA memory, got an array in {w}"
+            )
+    if len(set(places.values())) > 1:
+        where = ", ".join(f"'{n}' on {_place(w)}" for n, w in places.items())
         raise TypeError(
             f"{fn}(): all array arguments must live on the same device, got {where}; "
-            "move them with numba.cuda.to_device / cupy.asarray or .get() / np.asarray"
+            "move them with numba.cuda.to_device / cupy.asarray / tensor.cuda() or "
+            ".get() / tensor.cpu() / np.asarray"
         )
-    forced = _FORCED.get()
-    if forced == "cuda" and main == "cpu":
-        return CudaDevice("numpy")
+    out = arrays.get("out")
+    if out is not None and _interop.is_immutable(out):
+        raise TypeError(
+            f"{fn}(): argument 'out' must be a writeable array, got a JAX array (JAX arrays "
+            "are immutable); omit out= and use the returned array"
+        )
+    x = arrays[first]
+    kind = "numpy" if x is None else _interop.kind(x)
     if main == "cuda":
-        return CudaDevice("cupy" if _is_cupy(arrays[first]) else "numba")
-    return CPU
+        return CudaDevice(kind, x)
+    if _FORCED.get() == "cuda":
+        return CudaDevice(kind, x, host=True)
+    return CPU if kind == "numpy" else CpuDevice(kind, x)
 
 
 _TOO_HARD = getattr(getattr(np, "exceptions", np), "TooHardError", None) or np.TooHardError
@@ -140,17 +156,26 @@ def _kernel_module(package, op):
 
 
 class CpuDevice:
-    """NumPy arrays, ``numbanorm._cpu`` kernels."""
+    """NumPy arrays, ``numbanorm._cpu`` kernels.
+
+    Arguments in CPU memory become zero-copy NumPy views (:func:`._interop.host_view`);
+    results come back as ``kind`` ("numpy", "torch", "jax", "array_api": see
+    :func:`._interop.kind`) on the device of ``like`` (the caller's ``x``).
+    """
 
     name = "cpu"
     is_dask = False
+    host = True
     xp = np
+
+    def __init__(self, kind="numpy", like=None):
+        self.kind, self.like = kind, like
 
     def kernels(self, op):
         return _kernel_module("_cpu", op)
 
     def asarray(self, a):
-        return a if type(a) is np.ndarray else np.asarray(a)
+        return a if type(a) is np.ndarray else _interop.host_view(a)
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype)
@@ -186,25 +211,30 @@ class CpuDevice:
         return a.astype(dtype)
 
     def wrap(self, a):
-        return a
+        return a if self.kind == "numpy" else _interop.wrap_host(self.kind, self.like, a)
 
     def to_host(self, a):
         return a
+
+    def copy_back(self, user, a):
+        """Nothing to do: kernels wrote ``out=`` through its zero-copy view."""
 
 
 class CudaDevice:
     """GPU arrays (Numba device arrays inside), ``numbanorm._cuda`` kernels.
 
-    ``kind`` is what the caller passed as ``x``: "cupy" (results wrapped as CuPy arrays),
-    "numba" (Numba device arrays or any ``__cuda_array_interface__`` object) or "numpy"
-    (forced by :func:`force_device`; results copied back to the host).
+    ``kind`` is the library of the caller's ``x`` (:func:`._interop.kind`); results are
+    wrapped back into it on the device of ``like`` (CuPy in, CuPy out; torch in, torch
+    out; any other ``__cuda_array_interface__`` object: a Numba device array).
+    ``host=True`` (forced by :func:`force_device` on data in CPU memory): arguments are
+    copied to the device and results copied back to the host in the caller's type.
     """
 
     name = "cuda"
     is_dask = False
 
-    def __init__(self, kind):
-        self.kind = kind
+    def __init__(self, kind, like=None, host=False):
+        self.kind, self.like, self.host = kind, like, host
         self._layout = importlib.import_module("numbanorm._cuda._layout")
 
     def kernels(self, op):
@@ -215,7 +245,9 @@ class CudaDevice:
         return self._layout
 
     def asarray(self, a):
-        return self._layout.as_device_array(a)
+        if self.host or type(a) is np.ndarray or _interop.memory(a) != "cuda":
+            return self._layout.as_device_array(_interop.host_view(a))  # copied to the device
+        return self._layout.as_device_array(_interop.cuda_view(a))
 
     def empty(self, shape, dtype):
         return self._layout.empty(shape, dtype)
@@ -247,16 +279,18 @@ class CudaDevice:
     def wrap(self, a):
         if a is None:
             return None
-        if self.kind == "numpy":
-            return a.copy_to_host()
-        if self.kind == "cupy":
-            import cupy
-
-            return cupy.asarray(a)
-        return a
+        if self.host:
+            return _interop.wrap_host(self.kind, self.like, a.copy_to_host())
+        return _interop.wrap_device(self.kind, self.like, a)
 
     def to_host(self, a):
         return a.copy_to_host()
+
+    def copy_back(self, user, a):
+        """Host ``out=`` forced through the GPU: copy the device result ``a`` into it."""
+        if self.host:
+            host = self._layout.ascontiguous(a, a.dtype).copy_to_host()
+            np.copyto(_interop.host_view(user), host, casting="same_kind")
 
 
 class DaskDevice:

@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from . import _dispatch, _validate
+from . import _dispatch, _interop, _scaler_api, _validate
 from ._ops import min_max_scale as _mm
 from ._ops import standardize as _std
 
@@ -214,12 +214,20 @@ class _Data:
             raise _validate.masked_error(f"{type(est).__name__}.{fn}", "X", X)
         if isinstance(X, np.ndarray) and not X.dtype.isnative:
             X = X.astype(X.dtype.newbyteorder("="))  # ">f4" (FITS, .npy): native once, as NumPy does
+        # scikit-learn's array-API mode with a non-NumPy X: validated in its namespace,
+        # results and fitted attributes go back there (see numbanorm._scaler_api)
+        self.ns = _scaler_api.namespace(X) if HAVE_SKLEARN else None
+        if self.ns is not None:
+            X = self.xp_X = _scaler_api.validate(est, X, self.ns, reset, check_features)
+            check_features = False  # done by scikit-learn
         where = _dispatch._where(X)
         self.kind = where
         if where == "dask":
             self._init_dask(X, reset, check_features)
         elif where == "cuda":
             self._init_gpu(X, reset, check_features)
+        elif self.ns is not None:
+            self._init_namespace_cpu(X)
         else:
             self._init_cpu(X, reset, check_features)
 
@@ -249,6 +257,16 @@ class _Data:
             self.owned = not np.may_share_memory(X, user)
         else:
             self.owned = isinstance(user, (list, tuple))
+
+    def _init_namespace_cpu(self, X):
+        """A validated array of another namespace in CPU memory: its zero-copy NumPy view."""
+        xa = self.xa0 = _interop.host_view(X)
+        self.dev = _dispatch.CPU
+        self.X = xa
+        self.n, self.f = xa.shape
+        self.dtype = xa.dtype
+        self.ctype = _F32 if xa.dtype == _F16 else xa.dtype
+        self.owned = not np.may_share_memory(xa, _interop.host_view(self.user))
 
     def _init_gpu(self, X, reset, check_features):
         est = self.est
@@ -344,7 +362,7 @@ class _Data:
 
     def apply(self, sub, mul, div, add, copy, lo=0.0, hi=0.0, clip=False):
         """y = ((X − sub) · mul) / div + add per feature (clipped), in X's array type."""
-        params = [np.broadcast_to(np.asarray(p, dtype=_F64), (self.f,)) for p in (sub, mul, div, add)]
+        params = [np.broadcast_to(_scaler_api.host64(p), (self.f,)) for p in (sub, mul, div, add)]
         if self.kind == "dask":
             from . import _dask
 
@@ -367,7 +385,12 @@ class _Data:
                 out3 = out.reshape(self.n, self.f, 1)
             sub, mul, div, add = _std.device_params(dev, *params)
             dev.kernels("standardize").transform(x3, sub, mul, div, add, lo, hi, clip, out3)
-            return out if out.dtype == self.dtype else out.astype(self.dtype)
+            y = out if out.dtype == self.dtype else out.astype(self.dtype)
+            if self.ns is None:
+                return y
+            if y is self.xa0:
+                return self.xp_X  # overwritten in place through its view (copy=False)
+            return _interop.wrap_host(_interop.kind(self.xp_X), self.xp_X, y)
         out3 = dev.empty(x3.shape, self.ctype)
         sub, mul, div, add = _std.device_params(dev, *params)
         dev.kernels("standardize").transform(x3, sub, mul, div, add, lo, hi, clip, out3)
@@ -396,6 +419,8 @@ def _sample_weight(sample_weight, data):
         return sample_weight
     if _validate.is_masked(sample_weight):
         raise _validate.masked_error(f"{type(data.est).__name__}.fit", "sample_weight", sample_weight)
+    if data.ns is not None and not isinstance(sample_weight, numbers.Number):
+        sample_weight = _scaler_api.host64(sample_weight)  # any namespace and device
     if data.kind == "cpu" and HAVE_SKLEARN:
         return np.asarray(_check_sample_weight(sample_weight, data.X, dtype=_F64), dtype=_F64)
     if data.kind == "cuda" and _dispatch._is_gpu(sample_weight):
@@ -549,6 +574,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if bad.any():
             raise _inf_error(data.dtype)
         self._update(data, count, mean_b, m2_b, weighted=w is not None)
+        _scaler_api.move_attributes(self, data.ns, ("mean_", "var_", "scale_", "n_samples_seen_"), scalars=True)
         return data
 
     def _update(self, data, count, mean_b, m2_b, weighted):
@@ -556,10 +582,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         dtype = np.dtype(np.int64) if not weighted else (data.dtype if data.dtype != _F16 else _F32)
         if not hasattr(self, "n_samples_seen_"):
             seen = np.zeros(f, dtype=dtype)
-        elif np.size(self.n_samples_seen_) == 1:
-            seen = np.repeat(self.n_samples_seen_, f).astype(dtype, copy=False)
+        elif np.size(_scaler_api.host(self.n_samples_seen_)) == 1:
+            seen = np.repeat(_scaler_api.host(self.n_samples_seen_), f).astype(dtype, copy=False)
         else:
-            seen = np.asarray(self.n_samples_seen_)
+            seen = _scaler_api.host(self.n_samples_seen_)
         if not self.with_mean and not self.with_std:
             self.mean_ = None
             self.var_ = None
@@ -568,8 +594,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             if not hasattr(self, "scale_"):
                 last_mean, last_m2, n_a = np.zeros(f), np.zeros(f), np.zeros(f)
             else:
-                last_mean = np.asarray(self.mean_, _F64)
-                last_m2 = None if self.var_ is None else np.asarray(self.var_, _F64) * np.asarray(seen, _F64)
+                last_mean = _scaler_api.host64(self.mean_)
+                last_m2 = None if self.var_ is None else _scaler_api.host64(self.var_) * np.asarray(seen, _F64)
                 n_a = np.asarray(seen, _F64)
             if not self.with_std:
                 last_m2 = None
@@ -590,6 +616,11 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         else:
             self.scale_ = None
 
+    def _check_namespace(self, X, method):
+        if HAVE_SKLEARN:
+            attr = next((a for a in ("scale_", "mean_") if getattr(self, a, None) is not None), "n_samples_seen_")
+            _scaler_api.check_same_namespace(X, self, attr, method)
+
     def _params(self):
         sub = self.mean_ if self.with_mean else 0.0
         div = self.scale_ if self.with_std else 1.0
@@ -609,6 +640,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_tr : array like ``X`` (NumPy, GPU or lazy Dask), float32 kept as float32
         """
         check_is_fitted(self)
+        self._check_namespace(X, "transform")
         copy = self.copy if copy is None else copy
         data = _Data(self, X, "transform", reset=False)
         data.check_inf()
@@ -647,6 +679,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_original : array like ``X``
         """
         check_is_fitted(self)
+        self._check_namespace(X, "inverse_transform")
         copy = self.copy if copy is None else copy
         data = _Data(self, X, "inverse_transform", reset=False, check_features=False)
         _check_n_features(self, data.f, reset=False)
@@ -658,6 +691,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
+        tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
@@ -794,8 +828,8 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if first_pass:
             self.n_samples_seen_ = data.n
         else:
-            data_min = np.fmin(self.data_min_, data_min)
-            data_max = np.fmax(self.data_max_, data_max)
+            data_min = np.fmin(_scaler_api.host64(self.data_min_), data_min)
+            data_max = np.fmax(_scaler_api.host64(self.data_max_), data_max)
             self.n_samples_seen_ += data.n
         (_, _, _, _), scale, min_ = _mm.minmax_params(data_min, data_max, lo, hi)
         self.scale_ = scale
@@ -803,6 +837,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.data_min_ = data_min
         self.data_max_ = data_max
         self.data_range_ = data_max - data_min
+        _scaler_api.move_attributes(self, data.ns, ("scale_", "min_", "data_min_", "data_max_", "data_range_"))
         return data, lo, hi
 
     def transform(self, X):
@@ -817,6 +852,8 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Xt : array like ``X``
         """
         check_is_fitted(self)
+        if HAVE_SKLEARN:
+            _scaler_api.check_same_namespace(X, self, "scale_", "transform")
         lo, hi = self._check_params()
         data = _Data(self, X, "transform", reset=False)
         data.check_inf()
@@ -851,6 +888,8 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_original : array like ``X``
         """
         check_is_fitted(self)
+        if HAVE_SKLEARN:
+            _scaler_api.check_same_namespace(X, self, "scale_", "inverse_transform")
         data = _Data(self, X, "inverse_transform", reset=False, check_features=False)
         _check_n_features(self, data.f, reset=False)
         data.check_inf()
@@ -859,4 +898,5 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
+        tags.array_api_support = True
         return tags

@@ -1,8 +1,6 @@
 """Helpers shared by the public functions: canonical views and output buffers."""
 import math
 
-import numpy as np
-
 
 def canonical(dev, x, shape2, ctype):
     """``x`` as a C-contiguous ``ctype`` array of shape ``shape2`` (copied only if needed)."""
@@ -47,9 +45,9 @@ class Output:
             return self.dev.wrap(y)
         if not self.direct:
             self.dev.copyto(self.out, self.buf.reshape(self.shape))
-        if self.out is not self.user_out and self.dev.name == "cuda" and type(self.user_out) is np.ndarray:
-            # NumPy out= forced onto the GPU (force_device): ``out`` is its device copy
-            np.copyto(self.user_out, self.dev.to_host(self.dev.contiguous(self.out, self.out.dtype)))
+        if self.out is not self.user_out:
+            # host out= forced onto the GPU (force_device): ``out`` is its device copy
+            self.dev.copy_back(self.user_out, self.out)
         return self.user_out
 
 

@@ -12,7 +12,7 @@ import operator
 
 import numpy as np
 
-from .. import _dispatch, _validate
+from .. import _dispatch, _interop, _validate
 from ._common import Output, canonical, check_disjoint, prod, stat_result
 
 _OP = "batch_norm"
@@ -76,14 +76,15 @@ def running_stats(fn, dev, running_mean, running_var, c, update):
 
 
 def _counter(value):
-    """A 1-element counter array as something with copy_to_host/copy_to_device (device) or NumPy."""
+    """A 1-element counter array as something with copy_to_host/copy_to_device (device) or a
+    zero-copy NumPy view of host memory (NumPy, torch, ... tensors)."""
     if hasattr(value, "copy_to_host"):  # Numba device array (or the simulator's)
         return value
-    if hasattr(type(value), "__cuda_array_interface__"):  # CuPy, torch.cuda, ...: zero-copy view
+    if _dispatch._is_gpu(value):  # CuPy, torch.cuda, ...: zero-copy view
         from numba import cuda
 
-        return cuda.as_cuda_array(value)
-    return value
+        return cuda.as_cuda_array(_interop.cuda_view(value))
+    return _interop.host_view(value)
 
 
 def batches_tracked(fn, value):
@@ -95,16 +96,16 @@ def batches_tracked(fn, value):
     if value is None:
         return 0, None
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        if np.dtype(value.dtype).kind not in "iu" or prod(value.shape) != 1:
+        arr = _counter(value)
+        if np.dtype(arr.dtype).kind not in "iu" or prod(arr.shape) != 1:
             raise TypeError(
                 f"{fn}(): argument 'num_batches_tracked' must be an int or a 1-element integer "
                 f"array, got {_validate.describe(value)}"
             )
-        if not _validate._writeable(value):
+        if not _validate._writeable(arr):
             raise ValueError(
                 f"{fn}(): argument 'num_batches_tracked' must be a writeable array, got a read-only array"
             )
-        arr = _counter(value)
         host = arr.copy_to_host() if hasattr(arr, "copy_to_host") else np.asarray(arr)
         count = int(host.reshape(-1)[0])
     else:
@@ -142,8 +143,8 @@ def update_running(dev, kern, mean, var, count, factor, unbiased, running, user)
     rm, rv = (dev.contiguous(a, F64) for a in running)
     kern.update_running(mean, var, count, factor, unbiased, rm, rv)
     for new, arr, obj in zip((rm, rv), running, user):
-        if dev.name == "cuda" and isinstance(obj, np.ndarray):  # force_device("cuda") on host data
-            np.copyto(obj, dev.to_host(new), casting="same_kind")
+        if dev.name == "cuda" and dev.host:  # force_device("cuda") on host data
+            np.copyto(_interop.host_view(obj), dev.to_host(new), casting="same_kind")
         elif new is not arr:
             dev.copyto(arr, new)
 
