@@ -182,6 +182,32 @@ def _finish_all(results, out):
     return [out] + rest
 
 
+def _graph_arrays(arrays, depth=4):
+    """The NumPy arrays the graphs of Dask ``arrays`` hold: graph values and, a few levels
+    deep, task arguments (``args``/``kwargs`` of tasks, ``functools.partial`` arguments,
+    ``DataNode`` values, tuples, lists, dicts)."""
+    todo = [(v, 0) for a in arrays for v in dict(a.__dask_graph__()).values()]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, np.ndarray):
+            yield v
+            continue
+        if d >= depth or isinstance(v, (str, bytes, int, float, complex, np.generic)) or v is None:
+            continue
+        if isinstance(v, (tuple, list)):
+            todo.extend((e, d + 1) for e in v)
+        elif isinstance(v, dict):
+            todo.extend((e, d + 1) for e in v.values())
+        else:
+            for name in ("value", "args", "kwargs", "keywords"):
+                e = getattr(v, name, None)
+                if e is not None:
+                    todo.append((e, d + 1))
+            f = getattr(v, "func", None)
+            if isinstance(f, functools.partial):
+                todo.append((f, d + 1))
+
+
 def _in_process_scheduler(collection):
     """True when ``collection`` computes in this process (threads or synchronous), where
     ``da.store`` can write into a host array; False for process pools and distributed."""
