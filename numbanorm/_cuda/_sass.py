@@ -46,6 +46,8 @@ import tempfile
 
 #: per-element global loads of store-free (reduction) loops, by "module.kernel"; default 1
 READS = {
+    "_rows._split_backward_ln_t256_v4": 3,
+    "_rows._split_backward_rms_t256_v4": 3,
     "layer_norm._grad_x_warp": 3,
     "layer_norm._grad_x_block": 3,
     "layer_norm._partials": 4,
@@ -68,8 +70,7 @@ READS = {
 
 #: the kernel families the issue's table covers (module, kernels); None = every kernel
 FAMILIES = [
-    ("layer_norm", None),
-    ("rms_norm", None),
+    ("_rows", None),
     ("_channels", ["_moments_inner", "_moments_last", "_grad_moments_inner", "_grad_moments_last",
                    "_apply", "_grad_apply"]),
     ("standardize", ["_moments_cols", "_moments_segs", "_transform"]),
@@ -229,10 +230,8 @@ def _compile(module, index, cc):
 def measure(module, kernel_name, dtype="float32", cc=(9, 0), threads=256):
     """:class:`Report` of ``numbanorm._cuda.<module>.<kernel_name>`` for ``dtype`` data."""
     mod = importlib.import_module(f"numbanorm._cuda.{module}")
-    index = next(
-        i for i, (k, s) in enumerate(mod.PTX_SIGNATURES)
-        if k.py_func.__name__ == kernel_name and dtype in s.split("(", 1)[1].split(",")[0]
-    )
+    named = [(i, s) for i, (k, s) in enumerate(mod.PTX_SIGNATURES) if k.py_func.__name__ == kernel_name]
+    index = next((i for i, s in named if f"{dtype}[" in s), named[0][0])
     sig = mod.PTX_SIGNATURES[index][1]
     ptx, info, sass = _compile(module, index, tuple(cc))
     m = _PTXAS.search(info)
