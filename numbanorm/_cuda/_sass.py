@@ -19,6 +19,8 @@ are skipped)
 
 * the elements it stores (``STG``; ``.64``/``.128`` count 2/4 float32 or 1/2 float64
   elements), when it stores (every element-wise pass writes one output per element);
+* (row loops first drop the per-row scalars of :data:`ROW_SCALARS`: statistics stored
+  and loaded once per row)
 * otherwise the elements it loads divided by ``reads`` (the number of per-element global
   loads of the kernel's reduction loops: 1 for a forward statistic of ``x``; 2-3 for a
   backward one reading ``dy``, ``x`` and sometimes ``weight``), listed per kernel in
@@ -66,6 +68,19 @@ READS = {
     "weight_standardize._backward_warp": 2,
     "weight_standardize._backward_block": 2,
     "local_response_norm._grad_tp": 2,
+}
+
+#: per-row scalars inside a row loop (stores, loads; width-weighted like the elements),
+#: by kernel-name prefix: the row statistics written (mean, rstd, chunk partials) and
+#: read (shift, saved mean/rstd, merged coefficients) once per row, not per element
+ROW_SCALARS = {
+    "_rows._forward_rows_ln": (2, 1),
+    "_rows._forward_rows_rms": (1, 0),
+    "_rows._stats_rows_ln": (2, 1),
+    "_rows._stats_rows_rms": (1, 0),
+    "_rows._split_stats_ln": (8, 1),
+    "_rows._split_stats_rms": (2, 0),
+    "_rows._split_backward": (4, 2),
 }
 
 #: the kernel families the issue's table covers (module, kernels); None = every kernel
@@ -163,7 +178,7 @@ def parse_sass(text):
     return insns, labels
 
 
-def find_loops(insns, labels, itemsize, reads):
+def find_loops(insns, labels, itemsize, reads, scalars=(0, 0)):
     """Innermost loops with global memory accesses, see the module docstring."""
     spans = []
     for addr, text in insns:
@@ -184,7 +199,11 @@ def find_loops(insns, labels, itemsize, reads):
                     stores += n
         if not loads:
             continue  # no global access, or a fill / empty-row path that only stores
+        stores = max(stores - scalars[0], 0)
+        loads = max(loads - scalars[1], 0)
         elements = stores if stores else loads / reads
+        if not elements:
+            continue
         loops.append(Loop(start, end, len(body), loads, stores, elements, len(body) / elements))
     for prev, cur in zip(loops, loops[1:]):
         if bool(prev.stores) == bool(cur.stores) and cur.elements < prev.elements and not prev.remainder:
@@ -241,7 +260,9 @@ def measure(module, kernel_name, dtype="float32", cc=(9, 0), threads=256):
     shared = int(sm.group(1)) if sm else 0
     itemsize = 8 if dtype == "float64" else (2 if dtype == "float16" else 4)
     insns, labels = parse_sass(sass)
-    loops = find_loops(insns, labels, itemsize, READS.get(f"{module}.{kernel_name}", 1))
+    name = f"{module}.{kernel_name}"
+    scalars = next((v for k, v in ROW_SCALARS.items() if name.startswith(k)), (0, 0))
+    loops = find_loops(insns, labels, itemsize, READS.get(name, 1), scalars)
     total = sum(lp.per_element for lp in loops if not lp.remainder)
     return Report(
         f"{module}.{kernel_name}", sig, regs, spill_st, spill_ld, stack, ".local" in ptx, shared,
