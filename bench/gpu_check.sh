@@ -15,7 +15,7 @@ unset NUMBA_ENABLE_CUDASIM
   echo "## nvidia-smi"; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1 | head -3
   echo "## tests on the device"
   timeout 240 "$PY" -m pytest -q -x -m cuda -p no:cacheprovider \
-    tests/test_cuda_rows.py tests/test_cuda_split.py tests/test_cuda.py 2>&1 | tail -15
+    tests/test_cuda_rows.py tests/test_cuda_split.py tests/test_cuda_reduce.py tests/test_cuda.py 2>&1 | tail -15
   echo "## numbanorm bench (GPU rows)"
   timeout 90 "$PY" -m numbanorm bench layer_norm rms_norm --quick --no-torch --markdown 2>&1 | grep -i -E "gpu|^\||^#" | head -40
   echo "## gpu_check.py"
