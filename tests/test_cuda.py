@@ -1,8 +1,8 @@
 """CUDA path in Numba's simulator: layout helpers, reductions, dispatch, LayerNorm/RMSNorm.
 
 Run with ``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda.py`` (on a machine with a
-GPU these run on the device). Launch settings are lowered (64 threads = 2 warps per block,
-at most 3 blocks) so several blocks run and grid-stride loops loop; the row-length
+GPU these run on the device). Launch settings are lowered (128 threads = 4 warps per block,
+at most 4 blocks) so several blocks run and grid-stride loops loop; the row-length
 threshold between the warp-per-row and block-per-row kernels is lowered to reach both.
 Shapes are tiny: the simulator runs every thread as a Python thread.
 """
@@ -41,7 +41,7 @@ def small_launches(request):
         return
     from numbanorm._cuda import _layout
 
-    with _layout.launch_settings(threads_per_block=64, max_blocks=3, partial_blocks=3):
+    with _layout.launch_settings(threads_per_block=128, max_blocks=4, partial_blocks=4):
         yield
 
 

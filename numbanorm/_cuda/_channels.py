@@ -19,7 +19,8 @@ Thread mapping
     channel inside a 32-channel tile (coalesced along C), ``threadIdx.y`` strides over the
     chunk's rows; the ``y`` partials are added in ``y`` order through shared memory.
 
-  The second stage (``_group_stats`` / ``_grad_coefficients``: one thread per ``(b, g)``;
+  The second stage (``_group_stats`` / ``_grad_coefficients``: one block per ``(b, g)``,
+  threads over the group's channels, block reductions;
   ``_grad_params``: one thread per channel) adds the partials in chunk order. No atomics.
 * Element-wise passes (``_apply``, ``_grad_apply``): a 2-D view, rows = the ``(b, o, c)``
   runs of I values (coefficients per row) or, channels-last, the ``(b, o)`` positions with
@@ -35,14 +36,15 @@ import math
 from numba import cuda, float64
 
 from . import _layout
-from ._reduce import block_sum2
+from ._reduce import block_sum, block_sum2
 
 
 def _chunks(n, slices, threads):
     """Chunks per (b, c) slice of ``n`` values: about ``partial_blocks`` work items in all,
-    each at least ``4 * threads`` values."""
+    each at least ``2 * threads`` values (two per thread: enough chunks that a
+    ``(256, 1024)`` BatchNorm1d still gets 512 blocks)."""
     target = _layout.settings()["partial_blocks"]
-    return max(1, min(-(-target // max(slices, 1)), n // (4 * threads)))
+    return max(1, min(-(-target // max(slices, 1)), n // (2 * threads)))
 
 
 # --- stage 1: partial sums ---------------------------------------------------------------
@@ -177,54 +179,61 @@ def _grad_moments_last(dy, x, mean, nchunks, part1, part2):
 
 
 @cuda.jit
-def _group_stats(x, part1, part2, eps, mean, var, rstd):
-    """Per (b, g): merge chunk partials per channel, channels into the group (Chan)."""
-    nb, no, nc, ni = x.shape
+def _group_stats(shift, part1, part2, n_, eps, mean, var, rstd):
+    """Per (b, g), one block: merge the chunk partials per channel (threads stride over the
+    group's channels, chunks summed in order), channels into the group with Chan's
+    formula through two block reductions. ``shift[b, c]`` is ``x[b, 0, c, 0]``."""
+    nb, nk, nc = part1.shape
     groups = mean.shape[1]
     cg = nc // groups
-    nk = part1.shape[1]
-    n = float64(no * ni)
-    for w in range(cuda.grid(1), nb * groups, cuda.gridsize(1)):
+    n = float64(n_)
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for w in range(cuda.blockIdx.x, nb * groups, cuda.gridDim.x):
         b = w // groups
         g = w - b * groups
         tot = float64(0.0)
-        for c in range(g * cg, (g + 1) * cg):
+        for c in range(g * cg + t, (g + 1) * cg, nt):
             s1 = float64(0.0)
             for k in range(nk):
                 s1 += part1[b, k, c]
-            tot += x[b, 0, c, 0] + s1 / n
-        mu = tot / cg
+            tot += shift[b, c] + s1 / n
+        mu = block_sum(tot) / cg
         m2 = float64(0.0)
-        for c in range(g * cg, (g + 1) * cg):
+        for c in range(g * cg + t, (g + 1) * cg, nt):
             s1 = float64(0.0)
             s2 = float64(0.0)
             for k in range(nk):
                 s1 += part1[b, k, c]
                 s2 += part2[b, k, c]
-            d = (x[b, 0, c, 0] + s1 / n) - mu
+            d = (shift[b, c] + s1 / n) - mu
             m2 += (s2 - s1 * (s1 / n)) + n * d * d
-        v = m2 / (n * cg)
+        v = block_sum(m2) / (n * cg)
         if v < 0.0:
-            v = 0.0
-        mean[b, g] = mu
-        var[b, g] = v
-        rstd[b, g] = 1.0 / math.sqrt(v + eps)
+            v = float64(0.0)
+        if t == 0:
+            mean[b, g] = mu
+            var[b, g] = v
+            rstd[b, g] = float64(1.0) / math.sqrt(v + eps)
 
 
 @cuda.jit
 def _grad_coefficients(part1, part2, weight, rstd, count, training, alpha, beta, gamma, sum1, sum2):
-    """Per (b, g): dx = alpha·dy + beta·(x − μ) + gamma coefficients; per-(b, c) sums."""
+    """Per (b, g), one block: dx = alpha·dy + beta·(x − μ) + gamma coefficients; per-(b, c)
+    sums (threads stride over the group's channels; two block reductions)."""
     nb, nk, nc = part1.shape
     groups = rstd.shape[1]
     cg = nc // groups
     ng = float64(count) * cg
-    for w in range(cuda.grid(1), nb * groups, cuda.gridsize(1)):
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for w in range(cuda.blockIdx.x, nb * groups, cuda.gridDim.x):
         b = w // groups
         g = w - b * groups
         r = rstd[b, g]
         sg = float64(0.0)
         sgx = float64(0.0)
-        for c in range(g * cg, (g + 1) * cg):
+        for c in range(g * cg + t, (g + 1) * cg, nt):
             s1 = float64(0.0)
             s2 = float64(0.0)
             for k in range(nk):
@@ -234,15 +243,23 @@ def _grad_coefficients(part1, part2, weight, rstd, count, training, alpha, beta,
             sum2[b, c] = s2
             sg += weight[c] * s1
             sgx += weight[c] * s2
+        sg, sgx = block_sum2(sg, sgx)
         be = float64(0.0)
         ga = float64(0.0)
         if training:
             be = -r * r * r * sgx / ng
             ga = -r * sg / ng
-        for c in range(g * cg, (g + 1) * cg):
+        for c in range(g * cg + t, (g + 1) * cg, nt):
             alpha[b, c] = r * weight[c]
             beta[b, c] = be
             gamma[b, c] = ga
+
+
+def _stage2_launch(nb, groups, cg):
+    """(blocks, threads) of the stage-2 kernels: one block per (b, g), whole warps over the
+    group's channels."""
+    threads = max(32, min(_tpb(), 32 * -(-cg // 32)))
+    return max(1, min(nb * groups, _layout.settings()["max_blocks"])), threads
 
 
 @cuda.jit
@@ -349,8 +366,8 @@ def stats(x, groups, eps, mean, rstd, var):
     """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
     nb = x.shape[0]
     p1, p2 = _partial_sums(_moments_inner, _moments_last, x, (x,))
-    blocks, tpb = _layout.launch_1d(nb * groups)
-    _group_stats[blocks, tpb](x, p1, p2, float(eps), mean, var, rstd)
+    blocks, tpb = _stage2_launch(nb, groups, x.shape[2] // groups)
+    _group_stats[blocks, tpb](x[:, 0, :, 0], p1, p2, x.shape[1] * x.shape[3], float(eps), mean, var, rstd)
 
 
 def _rows_view(x):
@@ -393,7 +410,7 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     groups = mean.shape[1]
     p1, p2 = _partial_sums(_grad_moments_inner, _grad_moments_last, x, (grad_out, x, mean))
     coef = [_layout.empty((nb, nc), "float64") for _ in range(5)]
-    blocks, tpb = _layout.launch_1d(nb * groups)
+    blocks, tpb = _stage2_launch(nb, groups, nc // groups)
     _grad_coefficients[blocks, tpb](p1, p2, weight, rstd, no * ni, bool(training), *coef)
     alpha, beta, gamma, sum1, sum2 = coef
     blocks, tpb = _layout.launch_1d(nc)
@@ -426,7 +443,7 @@ def _signatures():
             (_moments_last, f"void({a3}, {i64}, {f64_3}, {f64_3})"),
             (_grad_moments_inner, f"void({a4}, {a4}, {f64_2}, {i64}, {f64_3}, {f64_3})"),
             (_grad_moments_last, f"void({a3}, {a3}, {f64_2}, {i64}, {f64_3}, {f64_3})"),
-            (_group_stats, f"void({a4}, {f64_3}, {f64_3}, float64, {f64_2}, {f64_2}, {f64_2})"),
+            (_group_stats, f"void({t}[:, :], {f64_3}, {f64_3}, {i64}, float64, {f64_2}, {f64_2}, {f64_2})"),
             (_grad_coefficients, f"void({f64_3}, {f64_3}, {a1}, {f64_2}, {i64}, boolean, "
                                  f"{f64_2}, {f64_2}, {f64_2}, {f64_2}, {f64_2})"),
             (_grad_params, f"void({f64_2}, {f64_2}, {f64_2}, {a1}, {a1})"),

@@ -49,6 +49,9 @@ Settings (module-level, see :func:`set_launch` / :func:`launch_settings`):
 ``warp_row_max``
     row kernels use one warp per row up to this row length, one block per row above
     (default 1024).
+``sm_count``, ``row_vpt``, ``row_threads``, ``split_min``
+    inputs of the row plans of :mod:`numbanorm._cuda._plan` (SM count: None = the
+    device's; values per thread; largest row team; shortest row split across blocks).
 ``partial_blocks``
     target number of blocks of the per-block partial-sum kernels of deterministic column
     reductions (default 512, 4 in the simulator). Fixed numbers (not the SM count), so a
@@ -129,6 +132,11 @@ _DEFAULTS = {
     "max_blocks": 4 if SIMULATOR else 4096,
     "warp_row_max": 1024,
     "partial_blocks": 4 if SIMULATOR else 512,
+    # row plans (_plan.plan_rows): None = the device's SM count
+    "sm_count": None,
+    "row_vpt": 16,
+    "row_threads": 1024,
+    "split_min": 4096,
 }
 _settings = dict(_DEFAULTS)
 
@@ -144,6 +152,10 @@ def _check_setting(name, value):
     if value is None:
         return _DEFAULTS[name]
     value = operator.index(value)
+    if name in ("sm_count", "row_vpt", "row_threads", "split_min") and value < 1:
+        raise ValueError(f"set_launch(): {name!r} must be >= 1, got {value}")
+    if name in ("row_vpt", "row_threads") and value & (value - 1):
+        raise ValueError(f"set_launch(): {name!r} must be a power of two, got {value}")
     if name == "threads_per_block" and not (32 <= value <= 1024 and value % 32 == 0):
         raise ValueError(f"set_launch(): 'threads_per_block' must be a multiple of 32 in 32..1024, got {value}")
     if name in ("max_blocks", "partial_blocks") and value < 1:

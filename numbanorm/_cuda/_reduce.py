@@ -44,7 +44,8 @@ API
 ``sum_partials(part, out)``
     host launcher: ``out[j] = Σ_c part[c, j]`` summed in ``c`` order (the second,
     deterministic stage of per-block partial sums: ``part`` is a C-contiguous float64
-    ``(chunks, N)`` device array, ``out`` any contiguous float ``(N,)`` device array).
+    ``(chunks, N)`` device array (or float32: the per-team partials of the row kernels,
+    still summed in float64), ``out`` any contiguous float ``(N,)`` device array).
 """
 import math
 
@@ -409,6 +410,7 @@ def _check_reductions(x, out):
 
 PTX_SIGNATURES = [
     (_sum_partials, "void(float64[:, ::1], float32[::1])"),
+    (_sum_partials, "void(float32[:, ::1], float32[::1])"),
     (_sum_partials, "void(float64[:, ::1], float64[::1])"),
     (_check_reductions, "void(float32[:, ::1], float64[:, :, ::1])"),
     (_check_reductions, "void(float64[:, ::1], float64[:, :, ::1])"),

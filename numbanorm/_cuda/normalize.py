@@ -12,7 +12,11 @@ Thread mapping:
   pass re-reads the row (L1/L2).
 * channels ``(outer, C, inner)``: one thread per column ``(o, j)``, grid-stride over the
   ``outer * inner`` columns; consecutive threads take consecutive ``j`` (coalesced); each
-  thread loops over C (norm, then write; the backward adds the ``sum dy x`` loop).
+  thread loops over C (norm, then write; the backward adds the ``sum dy x`` loop). With
+  too few columns to fill the device (fewer than ``2 * SM`` blocks, e.g. ``(1_000_000, 64)``
+  along axis 0) the forward cuts C into chunks instead: per-chunk partials
+  (``_chan_partial``, grid ``(column blocks, chunks)``), merged in chunk order
+  (``_chan_finish``), then the write pass on the same grid (``_chan_apply``).
 
 ``pk``: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → other p (p < 0 included), 4 → p = -inf
 (the maximum of -|x|, reduced with the max reductions), 5 → p = 0 (count of nonzeros). The backward is torch's
@@ -23,7 +27,7 @@ import math
 
 from numba import cuda, float64
 
-from . import _layout
+from . import _layout, _plan
 from ._reduce import block_max, block_sum, block_sum2, warp_max, warp_sum, warp_sum2
 
 P2, P1, PINF, PGEN, PNINF, P0 = 0, 1, 2, 3, 4, 5
@@ -254,6 +258,62 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x):
             grad_x[o, c, j] = grad_out[o, c, j] * inv_d - coef * _dnorm(v, nrm, pk, p, cnt)
 
 
+@cuda.jit(device=True, inline="always")
+def _merge(a, b, pk):
+    """Combine two partial accumulators (sums add; p = inf: NaN-propagating max)."""
+    if pk == PINF:
+        if b > a or b != b:
+            return b
+        return a
+    return a + b
+
+
+@cuda.jit
+def _chan_partial(x, pk, p, part):
+    """Few columns, long C: ``part[k, col]`` = the accumulator of column ``col = o * inner + j``
+    over chunk ``k`` of C (grid ``(column blocks, chunks)``, chunk ``k`` =
+    ``k * C // chunks .. (k + 1) * C // chunks``)."""
+    outer, c_len, inner = x.shape
+    nchunks = part.shape[0]
+    for k in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
+        c0 = k * c_len // nchunks
+        c1 = (k + 1) * c_len // nchunks
+        for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+            o = col // inner
+            j = col - o * inner
+            a = float64(0.0)
+            for c in range(c0, c1):
+                a = _acc(float64(x[o, c, j]), a, pk, p)
+            part[k, col] = a
+
+
+@cuda.jit
+def _chan_finish(part, pk, p, eps, den):
+    """``den[col] = max(||x[o, :, j]||_p, eps)`` from the chunk partials, in chunk order."""
+    nchunks, ncols = part.shape
+    for col in range(cuda.grid(1), ncols, cuda.gridsize(1)):
+        a = part[0, col]
+        for k in range(1, nchunks):
+            a = _merge(a, part[k, col], pk)
+        den[col] = _clamp(_finish(a, pk, p), eps)
+
+
+@cuda.jit
+def _chan_apply(x, den, out):
+    """``out = x / den[column]`` over the same (column block, chunk) grid as ``_chan_partial``."""
+    outer, c_len, inner = x.shape
+    nchunks = cuda.gridDim.y
+    k = cuda.blockIdx.y
+    c0 = k * c_len // nchunks
+    c1 = (k + 1) * c_len // nchunks
+    for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = col // inner
+        j = col - o * inner
+        d = out.dtype.type(den[col])
+        for c in range(c0, c1):
+            out[o, c, j] = x[o, c, j] / d
+
+
 # ------------------------------------------------------------------- launchers
 
 
@@ -297,7 +357,25 @@ def forward_channels(x, p, eps, out):
     if x.size == 0:
         return
     blocks, threads = _layout.launch_1d(outer * inner)
+    c_len = x.shape[1]
+    if blocks < 2 * _plan.sm_count() and c_len >= 64:
+        _forward_channels_split(x, p, eps, out)
+        return
     _chan_forward[blocks, threads](x, _pkind(p), float(p), float(eps), out)
+
+
+def _forward_channels_split(x, p, eps, out):
+    """Few columns (e.g. ``(1_000_000, 64)`` along axis 0): C is cut into chunks so that
+    about ``partial_blocks`` blocks share the reduction (a serial walk over C per thread
+    would run on one block); partials merged in chunk order, then a parallel write pass."""
+    outer, c_len, inner = x.shape
+    grid, threads, chunks = _layout.launch_partials(c_len, outer * inner)
+    part = _layout.empty((chunks, outer * inner), "float64")
+    den = _layout.empty(outer * inner, "float64")
+    _chan_partial[grid, threads](x, _pkind(p), float(p), part)
+    blocks, tpb = _layout.launch_1d(outer * inner)
+    _chan_finish[blocks, tpb](part, _pkind(p), float(p), float(eps), den)
+    _chan_apply[grid, threads](x, den, out)
 
 
 def backward_channels(grad_out, x, p, eps, grad_x):
@@ -321,8 +399,10 @@ def _signatures():
             (_rows_backward_block, f"void({m2}, {m2}, int64, float64, float64, {m2})"),
             (_chan_forward, f"void({m3}, int64, float64, float64, {m3})"),
             (_chan_backward, f"void({m3}, {m3}, int64, float64, float64, {m3})"),
+            (_chan_partial, f"void({m3}, int64, float64, float64[:, ::1])"),
+            (_chan_apply, f"void({m3}, float64[::1], {m3})"),
         ]
     return sigs
 
 
-PTX_SIGNATURES = _signatures()
+PTX_SIGNATURES = _signatures() + [(_chan_finish, "void(float64[:, ::1], int64, float64, float64, float64[::1])")]

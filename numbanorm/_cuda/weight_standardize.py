@@ -16,8 +16,37 @@ import math
 from numba import cuda, float64
 
 from . import _layout
-from ._reduce import block_sum2, warp_sum2
-from .layer_norm import _block_row_moments, _warp_row_moments
+from ._reduce import block_sum, block_sum2, warp_sum, warp_sum2
+
+
+@cuda.jit(device=True, inline="always")
+def _warp_row_moments(x, i, active, lane, n):
+    """(mean, biased variance) of row ``i`` by one warp, float64, on every lane."""
+    s = float64(0.0)
+    if active:
+        for j in range(lane, n, 32):
+            s += x[i, j]
+    mu = warp_sum(s) / n
+    ss = float64(0.0)
+    if active:
+        for j in range(lane, n, 32):
+            d = x[i, j] - mu
+            ss += d * d
+    return mu, warp_sum(ss) / n
+
+
+@cuda.jit(device=True, inline="always")
+def _block_row_moments(x, i, t, nt, n):
+    """(mean, biased variance) of row ``i`` by the whole block, float64."""
+    s = float64(0.0)
+    for j in range(t, n, nt):
+        s += x[i, j]
+    mu = block_sum(s) / n
+    ss = float64(0.0)
+    for j in range(t, n, nt):
+        d = x[i, j] - mu
+        ss += d * d
+    return mu, block_sum(ss) / n
 
 
 @cuda.jit
