@@ -158,7 +158,7 @@ def build_parser():
     b.add_argument("--compile", action="store_true",
                    help="first-call (compile) time of every public function, fresh process each, "
                         "empty then filled cache")
-    b.add_argument("--quick", action="store_true", help="fewer repeats")
+    b.add_argument("--quick", action="store_true", help="fewer repeats (3; default 5, --full 7)")
     b.add_argument("--repeat", type=int, default=None, help="interleaved repeats (min is reported)")
     b.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     b.add_argument("--markdown", action="store_true", help="print a Markdown table")

@@ -135,7 +135,7 @@ def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch"
         fns = {"copyto": lambda: np.copyto(dst, x), "stream": lambda: stream_copy(dst, x), **fns}
         nbytes = 2 * x.nbytes
         number = max(1, int(2e6 // max(x.size, 1))) if x.size < 2e6 else 1
-        rep = repeat or (3 if quick else 7)
+        rep = repeat or (3 if quick else 7 if full else 5)
         times = time_interleaved(fns, repeat=rep, number=number)
         row = {"op": op, "case": label, "shape": tuple(shape), "dtype": str(np.dtype(dtype))}
         for k, t in times.items():
