@@ -57,8 +57,8 @@ def test_rows_report_both_copies_and_the_faster_as_limit(monkeypatch):
     monkeypatch.setattr(layer_norm, "CASES", [("forward", (32, 768), "float32", layer_norm.forward),
                                               ("backward", (32, 768), "float32", layer_norm.backward)])
     started, done = [], []
-    rows = _bench.run(["layer_norm"], repeat=1, impls=["numbanorm"],
-                      on_start=lambda *a: started.append(a[1]), on_row=lambda r: done.append((r["case"], len(started))))
+    rows = _bench.run(["layer_norm"], repeat=1, impls=["numbanorm"], on_start=lambda *a: started.append(a[1]),
+                      on_row=lambda r: done.append((r["case"], len(started))))
     assert done == [("forward", 1), ("backward", 2)]  # each row reported before the next case starts
     for r in rows:
         assert r["limit"] == min(r["copyto"], r["stream"])
