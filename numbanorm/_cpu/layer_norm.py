@@ -13,15 +13,12 @@ to the chunk's scratch row(s) and then streamed out with non-temporal stores (no
 read-for-ownership of the output, as ``np.copyto`` does). The backward gives each chunk a
 data-dtype accumulator row for grad_weight/grad_bias (filled in column tiles over groups
 of rows, see :func:`_backward`), flushed every ``FLUSH`` rows into a float64 partial row;
-partials are summed in chunk order afterwards (no atomics). The forward and backward
-kernels are thin ``prange`` loops over one chunk function (``_forward_rows``,
-``_backward_rows``), which calls below ``SERIAL_THRESHOLD`` elements run directly over all
-chunks (:func:`launch_rows`): one compiled body serves both sizes, and a parfor body full
-of loops cost about twice its serial compile. Partial and scratch rows are
+partials are summed in chunk order afterwards (no atomics). Serial twins
+(``_config.twins``) run below ``SERIAL_THRESHOLD`` elements. Partial and scratch rows are
 the calling thread's reusable work buffers (:mod:`._work`), not fresh arrays.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .. import _config
 from .._config import REDUCE_CHUNKS
@@ -30,14 +27,13 @@ from ._stats import BLOCK, FLUSH, U, mean_var, sum_chunks
 from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
 
 
-@njit(**_config.JIT_OPTIONS)
-def _forward_rows(x, weight, bias, eps, out, mean, rstd, scratch, stream, c0, c1):
+def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
     """Large (streamed) outputs: the write loop goes in ``PREFETCH_BLOCK`` runs, each
     preceded by a prefetch of the same run of the next row."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     one = x.dtype.type(1.0)
-    for c in range(c0, c1):
+    for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             row = x[i]
@@ -61,12 +57,6 @@ def _forward_rows(x, weight, bias, eps, out, mean, rstd, scratch, stream, c0, c1
                     dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
 
 
-def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
-    """The parallel kernel: a thin ``prange`` over :func:`_forward_rows`, one chunk each."""
-    for c in prange(scratch.shape[0]):
-        _forward_rows(x, weight, bias, eps, out, mean, rstd, scratch, stream, c, c + 1)
-
-
 def _stats(x, eps, mean, rstd):
     for i in prange(x.shape[0]):
         mu, var, _ = mean_var(x[i])
@@ -86,9 +76,7 @@ GROUP_BYTES = 16 << 10
 TILE = 512
 
 
-@njit(**_config.JIT_OPTIONS)
-def _backward_rows(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream,
-                   c0, c1):
+def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream):
     """grad_x = rstd * (w·dy − mean(w·dy) − x̂ · mean(w·dy·x̂)); Σdy·x̂ and Σdy per chunk.
 
     Rows go in groups of ``coef.shape[2]`` (``GROUP`` or 1). First each row's reduction
@@ -104,7 +92,7 @@ def _backward_rows(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w
     group = coef.shape[2]
     t = x.dtype.type
     one = t(1.0)
-    for c in range(c0, c1):
+    for c in prange(nchunks):
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
         aw = acc_w[c]
@@ -157,26 +145,9 @@ def _backward_rows(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w
                     ab[j] = 0.0
 
 
-def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream):
-    """The parallel kernel: a thin ``prange`` over :func:`_backward_rows`, one chunk each."""
-    for c in prange(part_w.shape[0]):
-        _backward_rows(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream,
-                       c, c + 1)
-
-
-_FORWARD = njit(parallel=True, **_config.JIT_OPTIONS)(_forward)
+_FORWARD = _config.twins(_forward)
 _STATS = _config.twins(_stats)
-_BACKWARD = njit(parallel=True, **_config.JIT_OPTIONS)(_backward)
-
-
-def launch_rows(rows, par, size, nchunks, *args):
-    """Run a row-chunk kernel: below ``SERIAL_THRESHOLD`` elements its chunk function
-    ``rows`` over all ``nchunks`` chunks in one call (no serial twin to compile), else the
-    thin parallel kernel ``par`` (serialised by ``KERNEL_LOCK`` where needed)."""
-    if size < _config.SERIAL_THRESHOLD:
-        return rows(*args, 0, nchunks)
-    with _config.KERNEL_LOCK:
-        return par(*args)
+_BACKWARD = _config.twins(_backward)
 
 
 def _chunks(m):
@@ -198,14 +169,13 @@ def _scratch(nchunks, n, dtype, stream):
 
 def forward(x, weight, bias, eps, out, mean, rstd):
     """Normalize each row of ``x`` into ``out``; fill ``mean`` and ``rstd``."""
-    if x.size < _config.SERIAL_THRESHOLD:  # small call: one chunk, no streaming
-        _forward_rows(x, weight, bias, eps, out, mean, rstd, _ONE_CHUNK[x.dtype], False, 0, 1)
+    if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
+        _FORWARD[1](x, weight, bias, eps, out, mean, rstd, _ONE_CHUNK[x.dtype], False)
         return
     m, n = x.shape
     stream = out.nbytes >= STREAM_BYTES
     scratch = _scratch(_chunks(m), n, x.dtype, stream)
-    launch_rows(_forward_rows, _FORWARD, x.size, scratch.shape[0], x, weight, bias, eps, out, mean, rstd, scratch,
-                stream)
+    _config.launch(_FORWARD, x.size, x, weight, bias, eps, out, mean, rstd, scratch, stream)
 
 
 def stats(x, eps, mean, rstd):
@@ -225,7 +195,7 @@ def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
     coef = _work.empty("rows.coef", (nchunks, 2, group), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
     scratch = _work.empty("rows.scratch", (nchunks, group, n if stream else 0), x.dtype)
-    launch_rows(_backward_rows, _BACKWARD, x.size, nchunks, grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b,
-                part_w, part_b, coef, scratch, stream)
+    _config.launch(_BACKWARD, x.size, grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b,
+                   coef, scratch, stream)
     sum_chunks(part_w, grad_weight)
     sum_chunks(part_b, grad_bias)

@@ -7,26 +7,24 @@ compute dtype; ``weight`` is ``(N,)`` (ones when the caller gave none); ``rstd``
 Thread mapping as in :mod:`numbanorm._cpu.layer_norm`: a ``prange`` over a fixed number of
 row chunks, each row read once, large outputs streamed from the chunk's scratch row with
 non-temporal stores, grad_weight from per-chunk accumulator rows flushed to float64
-partials summed in chunk order (deterministic). Forward and backward are thin ``prange``
-loops over one chunk function, called directly below ``SERIAL_THRESHOLD`` (as layer_norm).
+partials summed in chunk order (deterministic). Serial twins below ``SERIAL_THRESHOLD``.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .. import _config
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
 from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
-from .layer_norm import _ONE_CHUNK, _chunks, _scratch, launch_rows
+from .layer_norm import _ONE_CHUNK, _chunks, _scratch
 
 
-@njit(**_config.JIT_OPTIONS)
-def _forward_rows(x, weight, eps, out, rstd, scratch, stream, c0, c1):
+def _forward(x, weight, eps, out, rstd, scratch, stream):
     """Streamed outputs prefetch the next row run by run, as layer_norm's forward."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     one = x.dtype.type(1.0)
-    for c in range(c0, c1):
+    for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             row = x[i]
@@ -48,19 +46,12 @@ def _forward_rows(x, weight, eps, out, rstd, scratch, stream, c0, c1):
                     dst[j] = row[j] * r_t * weight[j]
 
 
-def _forward(x, weight, eps, out, rstd, scratch, stream):
-    """The parallel kernel: a thin ``prange`` over :func:`_forward_rows`, one chunk each."""
-    for c in prange(scratch.shape[0]):
-        _forward_rows(x, weight, eps, out, rstd, scratch, stream, c, c + 1)
-
-
 def _stats(x, eps, rstd):
     for i in prange(x.shape[0]):
         rstd[i] = 1.0 / np.sqrt(mean_square(x[i]) + eps)
 
 
-@njit(**_config.JIT_OPTIONS)
-def _backward_rows(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream, c0, c1):
+def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream):
     """grad_x = rstd * (w·dy − x̂ · mean(w·dy·x̂)), x̂ = x·rstd; Σdy·x̂ per chunk.
 
     Per row: a reduction loop (blocked into float64), then an elementwise loop writing
@@ -71,7 +62,7 @@ def _backward_rows(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, st
     nchunks = part_w.shape[0]
     t = x.dtype.type
     one = t(1.0)
-    for c in range(c0, c1):
+    for c in prange(nchunks):
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
         aw = acc_w[c]
@@ -99,26 +90,20 @@ def _backward_rows(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, st
                     aw[j] = 0.0
 
 
-def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream):
-    """The parallel kernel: a thin ``prange`` over :func:`_backward_rows`, one chunk each."""
-    for c in prange(part_w.shape[0]):
-        _backward_rows(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream, c, c + 1)
-
-
-_FORWARD = njit(parallel=True, **_config.JIT_OPTIONS)(_forward)
+_FORWARD = _config.twins(_forward)
 _STATS = _config.twins(_stats)
-_BACKWARD = njit(parallel=True, **_config.JIT_OPTIONS)(_backward)
+_BACKWARD = _config.twins(_backward)
 
 
 def forward(x, weight, eps, out, rstd):
     """RMS-normalize each row of ``x`` into ``out``; fill ``rstd``."""
-    if x.size < _config.SERIAL_THRESHOLD:  # small call: one chunk, no streaming
-        _forward_rows(x, weight, eps, out, rstd, _ONE_CHUNK[x.dtype], False, 0, 1)
+    if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
+        _FORWARD[1](x, weight, eps, out, rstd, _ONE_CHUNK[x.dtype], False)
         return
     m, n = x.shape
     stream = out.nbytes >= STREAM_BYTES
     scratch = _scratch(_chunks(m), n, x.dtype, stream)
-    launch_rows(_forward_rows, _FORWARD, x.size, scratch.shape[0], x, weight, eps, out, rstd, scratch, stream)
+    _config.launch(_FORWARD, x.size, x, weight, eps, out, rstd, scratch, stream)
 
 
 def stats(x, eps, rstd):
@@ -134,6 +119,5 @@ def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
     acc_w = _work.zeros("rows.acc_w", (nchunks, n), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
     scratch = _scratch(nchunks, n, x.dtype, stream)
-    launch_rows(_backward_rows, _BACKWARD, x.size, nchunks, grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch,
-                stream)
+    _config.launch(_BACKWARD, x.size, grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream)
     sum_chunks(part_w, grad_weight)
