@@ -75,7 +75,7 @@ def _finish(a, pk, p):
     return a ** (1.0 / p)
 
 
-@njit(**_opts)
+@njit(inline="always", **_opts)
 def _row_acc(x, i, pk, p):
     """Norm accumulator of row ``i`` (sum of powers, or the max for p = inf)."""
     n = x.shape[1]
@@ -93,7 +93,7 @@ def _row_acc(x, i, pk, p):
     return a
 
 
-@njit(**_opts)
+@njit(inline="always", **_opts)
 def _row_dot(g, x, i):
     n = x.shape[1]
     s = np.float64(0.0)
@@ -102,7 +102,7 @@ def _row_dot(g, x, i):
     return s
 
 
-@njit(**_opts)
+@njit(inline="always", **_opts)
 def _row_norm(x, i, pk, p):
     """The p-norm of row ``i``."""
     return _finish(_row_acc(x, i, pk, p), pk, p)
