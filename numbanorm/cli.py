@@ -3,7 +3,10 @@
 Sub-commands
 ------------
 bench   time every normalization against NumPy, PyTorch (if installed) and this machine's
-        copy bandwidth; prints a table (``--markdown`` for the README), ``--plot FILE.png``.
+        copy bandwidth (the faster of np.copyto and an all-threads streaming copy); a quick
+        set by default (``--full``: every case), rows printed as they finish, a table
+        (``--markdown`` for the README), ``--plot FILE.png``; ``--compile``: first-call
+        (compile) times in fresh processes.
 info    report the environment: versions, threading layer, CPU count, CUDA devices.
 scale   normalize a data file (.npy / .npz / .csv): see ``numbanorm scale --help``.
 """
@@ -14,20 +17,78 @@ import platform
 import sys
 
 
+def _progress(total, unit):
+    """A tqdm bar on stderr (shown after 2 s, only on a terminal), or None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit=unit, file=sys.stderr, delay=2, disable=None, leave=False)
+
+
+def _emit(bar, text):
+    """Print a finished row now (above the progress bar when there is one)."""
+    if bar is None or bar.disable:
+        print(text, flush=True)
+    else:
+        bar.write(text, file=sys.stdout)
+        sys.stdout.flush()
+
+
+def _bench_compile(args):
+    from ._bench import _compile
+
+    names = [n for n in _compile.CALLS if not args.ops or any(n.startswith(o) for o in args.ops)]
+    bar = _progress(2 * len(names), "call")
+    print(f"# numbanorm bench --compile on {_machine()}", flush=True)
+    print(_compile.header(args.markdown), flush=True)
+
+    def done(row):
+        _emit(bar, _compile.row_line(row, args.markdown))
+        if bar is not None:
+            bar.update()
+
+    rows = _compile.run(args.ops, on_row=done)
+    if bar is not None:
+        bar.close()
+    print(_compile.summary(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
 def _bench(args):
     from . import _bench
 
+    if args.compile:
+        return _bench_compile(args)
+    cases = list(_bench.all_cases(args.ops, full=args.full))
     if args.list:
-        for op, (label, shape, dtype, _) in _bench.all_cases(args.ops):
+        for op, (label, shape, dtype, _) in cases:
             print(f"{op:24s} {label:12s} {'x'.join(map(str, shape)):>16s} {dtype}")
         return 0
-    impls = ["numbanorm", "numpy", "sklearn"] + ([] if args.no_torch else ["torch"])
-    rows = _bench.run(args.ops, quick=args.quick, repeat=args.repeat, impls=impls)
-    if not rows:
+    if not cases:
         print(f"numbanorm bench: no case matches {args.ops!r}; see --list", file=sys.stderr)
         return 2
-    print(f"# numbanorm bench on {_machine()}")
-    print(_bench.table(rows, markdown=args.markdown))
+    impls = ["numbanorm", "numpy", "sklearn"] + ([] if args.no_torch else ["torch"])
+    bar = _progress(len(cases), "case")
+    print(f"# numbanorm bench on {_machine()}", flush=True)
+    print(_bench.header(args.markdown), flush=True)
+
+    def start(op, label, shape, dtype):
+        if bar is not None:
+            bar.set_description(f"{op} {label} {'x'.join(map(str, shape))}", refresh=True)
+
+    def done(row):
+        _emit(bar, _bench.line(row, args.markdown))
+        if bar is not None:
+            bar.update()
+
+    rows = _bench.run(args.ops, quick=args.quick, repeat=args.repeat, impls=impls, full=args.full,
+                      on_start=start, on_row=done)
+    if bar is not None:
+        bar.close()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=str)
@@ -92,12 +153,17 @@ def build_parser():
 
     b = sub.add_parser("bench", help="benchmark every normalization on built-in shapes")
     b.add_argument("ops", nargs="*", help="only these ops (prefix match), e.g. layer_norm rms_norm")
-    b.add_argument("--quick", action="store_true", help="fewer repeats")
+    b.add_argument("--full", action="store_true",
+                   help="every case (the README table); default: one shape per op and direction")
+    b.add_argument("--compile", action="store_true",
+                   help="first-call (compile) time of every public function, fresh process each, "
+                        "empty then filled cache")
+    b.add_argument("--quick", action="store_true", help="fewer repeats (3; default 5, --full 7)")
     b.add_argument("--repeat", type=int, default=None, help="interleaved repeats (min is reported)")
     b.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     b.add_argument("--markdown", action="store_true", help="print a Markdown table")
     b.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    b.add_argument("--plot", metavar="FILE.png", help="draw the ratios to np.copyto")
+    b.add_argument("--plot", metavar="FILE.png", help="draw the ratios to the copy limit")
     b.add_argument("--list", action="store_true", help="list the cases and exit")
     b.set_defaults(func=_bench)
 

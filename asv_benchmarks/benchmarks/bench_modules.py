@@ -4,7 +4,8 @@
 then ``backward`` storing the parameter gradients), ``torch`` (the ``torch.nn`` twin,
 forward + autograd backward; skipped without PyTorch), ``copyto`` (``np.copyto`` of the
 input twice: the memory-traffic floor of reading x and writing y, then reading the
-gradient and writing grad_x).
+gradient and writing grad_x), ``stream_copy`` (the same two copies with the all-threads
+streaming copy; the faster copy is the floor).
 """
 import numpy as np
 
@@ -15,7 +16,7 @@ LAYER_CASES = {
     "BatchNorm2d": (lambda mod, shape: mod.BatchNorm2d(shape[1]), shapes((8, 64, 32, 32), (32, 128, 28, 28))),
     "GroupNorm": (lambda mod, shape: mod.GroupNorm(8, shape[1]), shapes((8, 64, 32, 32))),
 }
-IMPLS = ["numbanorm", "torch", "copyto"]
+IMPLS = ["numbanorm", "torch", "copyto", "stream_copy"]  # append-only
 
 
 def _step(layer_name, shape, impl):
@@ -29,6 +30,17 @@ def _step(layer_name, shape, impl):
         def run():
             np.copyto(dst, x)
             np.copyto(dst, g)
+
+        return run
+    if impl == "stream_copy":
+        from numbanorm._bench._copy import stream_copy
+
+        dst = np.empty_like(x)
+        stream_copy(dst, x)  # compile outside the timing
+
+        def run():
+            stream_copy(dst, x)
+            stream_copy(dst, g)
 
         return run
     if impl == "numbanorm":

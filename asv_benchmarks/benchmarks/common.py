@@ -5,7 +5,10 @@ Every ``bench_<op>.py`` benchmarks one normalization with the parameters
 
 * ``numbanorm``: the CPU kernels on NumPy input (``out=`` preallocated where the op has it);
 * ``numbanorm_gpu``: the CUDA kernels on device arrays (skipped without a real GPU);
-* ``copyto``: ``np.copyto`` of the input — this machine's memory-bandwidth limit;
+* ``copyto``: ``np.copyto`` of the input (one thread of memcpy);
+* ``stream_copy``: the all-threads streaming copy of the input
+  (:func:`numbanorm._bench._copy.stream_copy`); the faster of the two copies is this
+  machine's memory-bandwidth limit (``numbanorm bench``'s "× copy limit");
 * ``numpy``: a plain NumPy implementation;
 * ``torch``: PyTorch's CPU kernels (skipped when PyTorch is absent).
 
@@ -26,7 +29,7 @@ def shapes(*values):
     return list(values[:1]) if SMOKE else list(values)
 
 
-IMPLS = ["numbanorm", "numbanorm_gpu", "copyto", "numpy", "torch"]
+IMPLS = ["numbanorm", "numbanorm_gpu", "copyto", "numpy", "torch", "stream_copy"]  # append-only
 if SMOKE:  # CI checks that every numbanorm benchmark runs; the baselines are timed by `numbanorm bench`
     IMPLS = ["numbanorm", "copyto"]
 
@@ -44,6 +47,12 @@ def pick(setup, shape, dtype, impl):
     if impl == "copyto":
         dst = np.empty_like(x)
         return lambda: np.copyto(dst, x)
+    if impl == "stream_copy":
+        from numbanorm._bench._copy import stream_copy
+
+        dst = np.empty_like(x)
+        stream_copy(dst, x)  # compile outside the timing
+        return lambda: stream_copy(dst, x)
     if impl not in fns:
         raise NotImplementedError(f"{impl} not available")
     return fns[impl]

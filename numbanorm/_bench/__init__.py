@@ -4,10 +4,15 @@ Each ``numbanorm/_bench/<op>.py`` defines ``CASES``: a list of
 ``(label, shape, dtype, setup)`` where ``setup(shape, dtype)`` returns
 ``(x, {"numbanorm": fn, "numpy": fn, "torch": fn})`` — zero-argument callables
 (``"torch"`` only when PyTorch is installed, ``"sklearn"`` for the scalers; ``"numbanorm_gpu"`` — device arrays,
-wrapped with :func:`gpu_timed` — only when :func:`gpu_available`). The runner adds the ``np.copyto`` baseline
-of ``x`` (the memory-bandwidth limit: read + write of the input), times every callable as
-the minimum of several interleaved repeats (this machine is noisy), and reports times,
-GB/s (2 × x.nbytes / time) and ratios to copyto and to PyTorch.
+wrapped with :func:`gpu_timed` — only when :func:`gpu_available`). The runner adds two copies
+of ``x`` as the memory-bandwidth limit (read + write of the input): ``np.copyto`` (one
+thread of memcpy) and :func:`numbanorm._bench._copy.stream_copy` (all threads, streaming
+stores); the faster of the two is the "copy limit". It times every callable as the minimum
+of several interleaved repeats (this machine is noisy), and reports times, GB/s
+(2 × x.nbytes / time) and ratios to the copy limit and to PyTorch.
+
+By default :func:`run` times the quick set (:func:`quick_cases`: per op and direction,
+its first case at its largest shape); ``full=True`` times every case.
 The asv benchmarks in ``asv_benchmarks/`` reuse these setups.
 """
 import importlib
@@ -69,13 +74,33 @@ def op_modules():
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
-def all_cases(ops=None):
+def all_cases(ops=None, full=True):
+    """``(op, (label, shape, dtype, setup))`` of the ops matching ``ops`` (prefix or
+    substring; all when empty): every case, or the quick set when ``full`` is false."""
     for name in op_modules():
         if ops and not any(name.startswith(o) or o in name for o in ops):
             continue
         mod = importlib.import_module(f"{__name__}.{name}")
-        for case in mod.CASES:
+        for case in (mod.CASES if full else quick_cases(mod.CASES)):
             yield name, case
+
+
+def direction(label):
+    """"backward" for the gradient cases, else "forward"."""
+    return "backward" if "backward" in label else "forward"
+
+
+def quick_cases(cases):
+    """The default set: per direction (forward, backward), the first label listed, at its
+    largest shape (the first such case: float32 before a later float64 one)."""
+    first = {}
+    for case in cases:
+        first.setdefault(direction(case[0]), case[0])
+    picked = []
+    for label in first.values():
+        mine = [c for c in cases if c[0] == label]
+        picked.append(max(mine, key=lambda c: int(np.prod(c[1]))))
+    return picked
 
 
 def time_interleaved(fns, repeat=7, number=1, warmup=1):
@@ -93,25 +118,36 @@ def time_interleaved(fns, repeat=7, number=1, warmup=1):
     return best
 
 
-def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch", "sklearn")):
-    """Run the cases; returns a list of row dicts (one per case)."""
+def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch", "sklearn"), full=False,
+        on_start=None, on_row=None):
+    """Run the cases (the quick set unless ``full``); returns a list of row dicts (one per
+    case). ``on_start(op, label, shape, dtype)`` is called before each case and
+    ``on_row(row)`` as each row finishes."""
+    from ._copy import stream_copy
+
     rows = []
-    for op, (label, shape, dtype, setup) in all_cases(ops):
+    for op, (label, shape, dtype, setup) in all_cases(ops, full=full):
+        if on_start is not None:
+            on_start(op, label, shape, dtype)
         x, fns = setup(shape, dtype)
         fns = {k: v for k, v in fns.items() if k in impls}
         dst = np.empty_like(x)
-        fns = {"copyto": lambda: np.copyto(dst, x), **fns}
+        fns = {"copyto": lambda: np.copyto(dst, x), "stream": lambda: stream_copy(dst, x), **fns}
         nbytes = 2 * x.nbytes
         number = max(1, int(2e6 // max(x.size, 1))) if x.size < 2e6 else 1
-        rep = repeat or (3 if quick else 7)
+        rep = repeat or (3 if quick else 7 if full else 5)
         times = time_interleaved(fns, repeat=rep, number=number)
         row = {"op": op, "case": label, "shape": tuple(shape), "dtype": str(np.dtype(dtype))}
         for k, t in times.items():
             row[k] = t
         row["gbps"] = nbytes / times["numbanorm"] / 1e9
+        row["limit"] = min(times["copyto"], times["stream"])
+        row["x_limit"] = times["numbanorm"] / row["limit"]
         row["x_copyto"] = times["numbanorm"] / times["copyto"]
         row["torch_speedup"] = times["torch"] / times["numbanorm"] if "torch" in times else None
         rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows
 
 
@@ -121,30 +157,48 @@ def _fmt_t(t):
     return f"{t * 1e3:.3f} ms" if t >= 1e-4 else f"{t * 1e6:.1f} µs"
 
 
+HEAD = ["op", "case", "shape", "dtype", "numbanorm", "GB/s", "× copy limit", "copyto", "stream copy", "numpy",
+        "torch", "torch / numbanorm", "sklearn"]
+
+#: column widths of the plain-text table (rows are printed as they finish, so fixed)
+WIDTHS = [20, 26, 16, 7, 10, 6, 12, 10, 11, 10, 10, 17, 10]
+
+
+def cells(r):
+    """The table cells of one row."""
+    return [
+        r["op"], r["case"], "×".join(map(str, r["shape"])), r["dtype"], _fmt_t(r["numbanorm"]),
+        f"{r['gbps']:.1f}", f"{r['x_limit']:.2f}", _fmt_t(r["copyto"]), _fmt_t(r.get("stream")),
+        _fmt_t(r.get("numpy")), _fmt_t(r.get("torch")),
+        "-" if r["torch_speedup"] is None else f"{r['torch_speedup']:.1f}×", _fmt_t(r.get("sklearn")),
+    ]
+
+
+def header(markdown=False):
+    """The table's header line(s)."""
+    if markdown:
+        return "| " + " | ".join(HEAD) + " |\n" + "|" + "---|" * len(HEAD)
+    fmt = "  ".join("{:<%d}" % w for w in WIDTHS)
+    return fmt.format(*HEAD) + "\n" + fmt.format(*("-" * w for w in WIDTHS))
+
+
+def line(r, markdown=False):
+    """One row of the table as text."""
+    c = cells(r)
+    if markdown:
+        return "| " + " | ".join(c) + " |"
+    return "  ".join(v.ljust(w) for v, w in zip(c, WIDTHS)).rstrip()
+
+
 def table(rows, markdown=False):
     """The benchmark table as text (``markdown=True``: a GitHub table for the README)."""
-    head = ["op", "case", "shape", "dtype", "numbanorm", "GB/s", "× copyto", "copyto", "numpy", "torch",
-            "torch / numbanorm", "sklearn"]
-    lines = []
-    for r in rows:
-        lines.append([
-            r["op"], r["case"], "×".join(map(str, r["shape"])), r["dtype"], _fmt_t(r["numbanorm"]),
-            f"{r['gbps']:.1f}", f"{r['x_copyto']:.2f}", _fmt_t(r["copyto"]), _fmt_t(r.get("numpy")),
-            _fmt_t(r.get("torch")), "-" if r["torch_speedup"] is None else f"{r['torch_speedup']:.1f}×",
-            _fmt_t(r.get("sklearn")),
-        ])
-    if markdown:
-        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(c) + " |" for c in lines]
-        return "\n".join(out)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in lines])
+    return "\n".join([header(markdown)] + [line(r, markdown) for r in rows])
 
 
 def plot(rows, path):
-    """Horizontal bars of the time relative to np.copyto per case (lower is better;
-    1 = as fast as copying the input), numbanorm beside PyTorch CPU."""
+    """Horizontal bars of the time relative to the copy limit (the faster of np.copyto and
+    the streaming copy) per case (lower is better; 1 = as fast as copying the input),
+    numbanorm beside PyTorch CPU."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,13 +208,13 @@ def plot(rows, path):
     ys = np.arange(len(rows))[::-1]
     fig, ax = plt.subplots(figsize=(9, 0.22 * len(rows) + 1.5))
     height = 0.4
-    ax.barh(ys + height / 2, [r["x_copyto"] for r in rows], height, label="numbanorm")
-    tor = [r["torch"] / r["copyto"] if r.get("torch") else 0 for r in rows]
+    ax.barh(ys + height / 2, [r["x_limit"] for r in rows], height, label="numbanorm")
+    tor = [r["torch"] / r["limit"] if r.get("torch") else 0 for r in rows]
     if any(tor):
         ax.barh(ys - height / 2, tor, height, label="PyTorch CPU")
-    ax.axvline(1.0, color="k", lw=0.8, ls="--", label="np.copyto (bandwidth limit)")
+    ax.axvline(1.0, color="k", lw=0.8, ls="--", label="copy limit (faster of np.copyto, streaming copy)")
     ax.set_yticks(ys, labels, fontsize=6)
-    ax.set_xlabel("time / np.copyto time (lower is better)")
+    ax.set_xlabel("time / copy-limit time (lower is better)")
     ax.set_xscale("log")
     ax.set_ylim(-1, len(rows))
     ax.legend(loc="lower right", fontsize=7)

@@ -52,7 +52,15 @@ Backward::
 with ``s = k + a S`` and ``p = s ** -beta``: a second window sum over the transposed
 window (``lo`` and ``hi`` swapped), done with the same padded passes.
 Kernels are compiled with ``error_model="numpy"`` (no zero-division branches, so the
-loops vectorise). Serial twins run below ``SERIAL_THRESHOLD`` elements.
+loops vectorise). Below ``SERIAL_THRESHOLD`` elements the whole call is one chunk, run by
+calling the chunk function directly (no serial twin).
+
+Compile time: the helpers are ordinary (called, not ``inline="always"``) njit functions,
+so each is typed, lowered and cached once instead of once per call site, and the
+``prange`` kernels are thin loops over :func:`_forward_chunk` / :func:`_backward_chunk`
+(a parfor body full of loops cost 2-3 × its serial compile). Calls pass ``np.int64``
+zeros and ones rather than literals, which would compile a second copy of a helper per
+literal signature. Measured with ``numbanorm bench --compile`` (README).
 """
 import numba
 import numpy as np
@@ -111,7 +119,7 @@ def _bpow(b, pk, beta):
     return b ** beta
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _tapsum(src, sbase, stride, w, n, dst, dbase):
     """dst[dbase + i] = sum_{d < w} src[sbase + d * stride + i] for i < n.
 
@@ -144,7 +152,7 @@ def _tapsum(src, sbase, stride, w, n, dst, dbase):
                 dst[U(dbase + i)] += src[U(sd + i)]
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _seg(sp, wa, off, r, p, cb, mg):
     """Stage-0 index of the first element of interior segment ``p`` of row ``r``.
 
@@ -168,10 +176,10 @@ def _seg(sp, wa, off, r, p, cb, mg):
     return mg + base * sp[nd - 1] * cb
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _sq_block(xf, xo, xs, dst, do, ds, nl, n):
     """dst[do + l ds + i] = xf[xo + l xs + i] ** 2 for l < nl, i < n (one call per
-    block: array arguments of inlined helpers are reference-counted per call)."""
+    block: array arguments of called helpers are reference-counted per call)."""
     for l in range(nl):
         xb = xo + l * xs
         db = do + l * ds
@@ -180,26 +188,27 @@ def _sq_block(xf, xo, xs, dst, do, ds, nl, n):
             dst[U(db + i)] = v * v
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _load(xf, o0, nr, c0, nc, length, inner, sp, wa, off, cb, mg, buf, b0):
     """Squares of the block into the stage-0 buffer at ``buf[b0:]`` (interior at ``off``)."""
     nd = sp.shape[0]
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
+    Z, I1 = np.int64(0), np.int64(1)  # not literals: one compiled helper for both call forms
     if cb == 1 and nd == 1:  # consecutive rows are one contiguous run
-        _sq_block(xf, o0 * length, 0, buf, b0 + mg, 0, 1, nr * length)
+        _sq_block(xf, o0 * length, Z, buf, b0 + mg, Z, I1, nr * length)
         return
     for r in range(nr):
         for p in range(nps):
             b = b0 + _seg(sp, wa, off, r, p, cb, mg)
             pos = (o0 + r) * length + p * seglen
             if cb == 1:
-                _sq_block(xf, pos, 0, buf, b, 0, 1, seglen)
+                _sq_block(xf, pos, Z, buf, b, Z, I1, seglen)
             else:
                 _sq_block(xf, pos * inner + c0, inner, buf, b, cb, seglen, nc)
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi):
     j0 = max(0, l - lo)
     j1 = min(last - 1, l + hi)
@@ -218,7 +227,7 @@ def _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi):
             buf[U(o + q)] += buf[U(sj + q)]
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _edge_fix(buf, src, dst, nruns, last, cb, lo, hi):
     """Recompute the clipped last-axis window sums of the first ``lo`` and the last ``hi``
     positions of every run (the flat tap sum read across run boundaries there)."""
@@ -232,7 +241,7 @@ def _edge_fix(buf, src, dst, nruns, last, cb, lo, hi):
             _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi)
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _window(buf, offs, first, sp, wa, lo, hi, nr, cb, mg):
     """Window sums of the stage-0 buffer ``first`` through the stage buffers
     first+1 .. first+nd of ``buf`` (last axis first, then axes nd-2 .. 0). ``lo``/``hi``:
@@ -264,7 +273,7 @@ def _window(buf, offs, first, sp, wa, lo, hi, nr, cb, mg):
             _tapsum(buf, src + pr * la_src * post, post, wa[a], la_dst * post, buf, dst + pr * la_dst * post)
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
     """of[xo + l xs + i] = x / (k + alpha * s[so + l ss + i]) ** beta for l < nl, i < n
     (one loop nest per pow kind, so each inner loop vectorises)."""
@@ -300,7 +309,7 @@ def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
                 of[U(xb + i)] = xf[U(xb + i)] / _bpow(k + alpha * s[U(sb + i)], pk, beta)
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk):
     """s <- p = base ** -beta; t <- dy x p / base (base = k + alpha s), over an
     (nl, n) block with strides xs (x, dy), ss (s) and ts (t)."""
@@ -338,7 +347,7 @@ def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk
                 s[U(sb + i)] = pi
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
     """dx = dy p + c2 x u over an (nl, n) block (u shares p's layout, at ``uo``)."""
     for l in range(nl):
@@ -349,7 +358,7 @@ def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
             df[U(xb + i)] = gf[U(xb + i)] * p[U(pb + i)] + c2 * xf[U(xb + i)] * u[U(ub + i)]
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _task(t, outer, inner, rows, cb):
     """(o0, number of rows, c0, number of valid lanes) of task ``t``."""
     if inner == 1:
@@ -361,7 +370,7 @@ def _task(t, outer, inner, rows, cb):
     return o0, 1, c0, min(cb, inner - c0)
 
 
-@njit(inline="always", **_opts)
+@njit(**_opts)
 def _prefetch_task(xf, t, ntasks, outer, length, inner, rows, cb):
     """Prefetch the strided rows of task ``t`` (only for lanes blocks: cb > 1)."""
     if cb == 1 or t >= ntasks:
@@ -380,35 +389,46 @@ def _ntasks(outer, inner, rows, cb):
     return outer * ((inner + cb - 1) // cb)
 
 
-_ntasks_nb = njit(inline="always", **_opts)(_ntasks)
+_ntasks_nb = njit(**_opts)(_ntasks)
 
 
-def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf, out, scratch):
-    """Scratch segments: stage buffers 0 .. nd (the last one holds the window sums)."""
+@njit(**_opts)
+def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, buf, t0, t1):
+    """Tasks ``t0 .. t1 - 1`` of :func:`_forward` with the chunk's scratch row ``buf``."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
     nd = sp.shape[0]
     ntasks = _ntasks_nb(outer, inner, rows, cb)
     so = offs[nd] + (mg if nd == 1 else 0)
+    Z, I1 = np.int64(0), np.int64(1)  # not literals: one compiled helper for both call forms
+    for t in range(t0, t1):
+        o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+        _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+        if pf:
+            _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
+        _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+        if cb == 1:
+            _write_y(xf, o0 * length, Z, buf, so, Z, of, I1, nr * length, k, alpha, beta, pk)
+        else:
+            _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
+
+
+def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf, out, scratch):
+    """Scratch segments: stage buffers 0 .. nd (the last one holds the window sums).
+    A thin ``prange`` over chunks of tasks: the chunk body is one compiled function shared
+    by the parallel and serial twins (compiling it inside the parfor cost 2-3 × as long)."""
+    outer, length, inner = x.shape
+    ntasks = _ntasks_nb(outer, inner, rows, cb)
     for ch in prange(nch):
-        buf = scratch[ch]
-        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
-            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
-            if pf:
-                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
-            if cb == 1:
-                _write_y(xf, o0 * length, 0, buf, so, 0, of, 1, nr * length, k, alpha, beta, pk)
-            else:
-                _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
+        _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, scratch[ch],
+                       ch * ntasks // nch, (ch + 1) * ntasks // nch)
 
 
-def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, nch, pf, grad_x,
-              scratch):
-    """Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
-    place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums)."""
+@njit(**_opts)
+def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
+                    buf, first, stop):
+    """Tasks ``first .. stop - 1`` of :func:`_backward` with the chunk's scratch row ``buf``."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
@@ -422,41 +442,52 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
     t0 = offs[nd + 1]
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
+    Z, I1 = np.int64(0), np.int64(1)  # not literals: one compiled helper for both call forms
+    for t in range(first, stop):
+        o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+        _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+        if pf:
+            if t == first:
+                _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
+            _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
+            _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
+        _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+        # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
+        if cb == 1 and nd == 1:
+            _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
+                    k, alpha, beta, one, pk)
+        else:
+            for r in range(nr):
+                for p in range(nps):
+                    b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
+                    pos = r * length + p * seglen
+                    if cb == 1:
+                        _grad_t(gf, xf, o0 * length + pos, Z, buf, so + pos, Z, buf, b, Z, I1, seglen,
+                                k, alpha, beta, one, pk)
+                    else:
+                        _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
+                                buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
+        _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
+        if cb == 1:
+            _grad_x(gf, xf, o0 * length, Z, buf, so, Z, buf, uo, df, I1, nr * length, c2)
+        else:
+            _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
+
+
+def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, nch, pf, grad_x,
+              scratch):
+    """Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
+    place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums).
+    A thin ``prange`` over :func:`_backward_chunk`, as :func:`_forward`."""
+    outer, length, inner = x.shape
+    ntasks = _ntasks_nb(outer, inner, rows, cb)
     for ch in prange(nch):
-        buf = scratch[ch]
-        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
-            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
-            if pf:
-                if t == ch * ntasks // nch:
-                    _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
-                _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
-                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-            _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
-            # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
-            if cb == 1 and nd == 1:
-                _grad_t(gf, xf, o0 * length, 0, buf, so, 0, buf, t0 + mg, 0, 1, nr * length,
-                        k, alpha, beta, one, pk)
-            else:
-                for r in range(nr):
-                    for p in range(nps):
-                        b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
-                        pos = r * length + p * seglen
-                        if cb == 1:
-                            _grad_t(gf, xf, o0 * length + pos, 0, buf, so + pos, 0, buf, b, 0, 1, seglen,
-                                    k, alpha, beta, one, pk)
-                        else:
-                            _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
-                                    buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
-            _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
-            if cb == 1:
-                _grad_x(gf, xf, o0 * length, 0, buf, so, 0, buf, uo, df, 1, nr * length, c2)
-            else:
-                _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
+        _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
+                        scratch[ch], ch * ntasks // nch, (ch + 1) * ntasks // nch)
 
 
-_forward_par, _forward_ser = _config.twins(_forward)
-_backward_par, _backward_ser = _config.twins(_backward)
+_forward_par = numba.njit(parallel=True, **_opts)(_forward)
+_backward_par = numba.njit(parallel=True, **_opts)(_backward)
 
 
 def _plan(x, sp, lo, hi, backward):
@@ -510,8 +541,9 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
     t = x.dtype.type
     args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), pow_kind(beta),
             pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, out, pl["scratch"])
-    if pl["serial"]:
-        _forward_ser(*args)
+    if pl["serial"]:  # one chunk: its function directly (no serial twin to compile)
+        ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
+        _forward_chunk(*args[:13], args[14], args[15], pl["scratch"][0], 0, ntasks)
     else:
         with _config.KERNEL_LOCK:
             _forward_par(*args)
@@ -523,8 +555,9 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     t = x.dtype.type
     args = (grad_out, x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), t(1),
             pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, grad_x, pl["scratch"])
-    if pl["serial"]:
-        _backward_ser(*args)
+    if pl["serial"]:  # one chunk: its function directly (no serial twin to compile)
+        ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
+        _backward_chunk(*args[:15], args[16], args[17], pl["scratch"][0], 0, ntasks)
     else:
         with _config.KERNEL_LOCK:
             _backward_par(*args)
