@@ -1005,7 +1005,7 @@ class AddRMSNorm(_AddNorm, RMSNorm):
         super().__init__(normalized_shape, eps, elementwise_affine, device, dtype)
 
     def forward(self, x, residual):
-        x, residual = _as_input(x), _as_input(residual)
+        x, residual = _as_input(self, x), _as_input(self, residual, "residual")
         y, s, rstd = _nb.add_rms_norm(x, residual, self.normalized_shape, self.weight, self.eps,
                                       weight_offset=self.weight_offset, return_stats=True)
         self._keep(y, s, (rstd,))
@@ -1040,7 +1040,7 @@ class AddLayerNorm(_AddNorm, LayerNorm):
         super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, x, residual):
-        x, residual = _as_input(x), _as_input(residual)
+        x, residual = _as_input(self, x), _as_input(self, residual, "residual")
         y, s, mean, rstd = _nb.add_layer_norm(x, residual, self.normalized_shape, self.weight, self.bias, self.eps,
                                               weight_offset=self.weight_offset, return_stats=True)
         self._keep(y, s, (mean, rstd))

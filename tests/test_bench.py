@@ -86,7 +86,7 @@ def test_list_default_is_quick_and_full_lists_all(capsys):
 
 
 def test_compile_bench_covers_every_public_function():
-    layers = {"LayerNorm", "RMSNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d",
+    layers = {"AddLayerNorm", "AddRMSNorm", "LayerNorm", "RMSNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d",
               "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "LocalResponseNorm", "threading_layer"}
     assert set(_compile.CALLS) == set(numbanorm.__all__) - layers
 
