@@ -56,7 +56,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: cache paths handed out by our locator (index files there are locked)
 _OUR_PATHS = set()
 
-_RELATIVE_IMPORT = re.compile(r"^\s*from\s+(\.+)(\w*)\s+import\s+\(?([\w\s,]+)", re.M)
+_RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*)", re.M)
 
 
 def user_cache_dir():
@@ -96,27 +96,27 @@ def _imported_files(py_file):
         if module:
             candidates = [os.path.join(base, *module.split(".")) + ".py"]
         else:  # from . import a, b
-            candidates = [os.path.join(base, n.strip()) + ".py" for n in names.split(",") if n.strip()]
+            names = [n.split()[0] for n in names.strip("()").replace("\n", " ").split(",") if n.strip()]
+            candidates = [os.path.join(base, n) + ".py" for n in names]
         found += [c for c in candidates if os.path.isfile(c) and c.startswith(PACKAGE_DIR)]
     return found
 
 
-def _stat_key(path):
-    st = os.stat(path)
-    return st.st_mtime_ns, st.st_size
+def _dependencies(py_file):
+    """``py_file`` and, transitively, the numbanorm modules it imports, sorted."""
+    seen, todo = set(), [py_file]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += _imported_files(path)
+    return tuple(sorted(seen))
 
 
 @functools.lru_cache(maxsize=None)
-def _stamp(py_file, stat_key):
-    """SHA-256 over ``py_file`` and, transitively, the numbanorm modules it imports."""
-    seen, todo, h = set(), [py_file], hashlib.sha256()
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        todo += _imported_files(path)
-    for path in sorted(seen):
+def _stamp(files, stat_keys):
+    h = hashlib.sha256()
+    for path in files:
         h.update(path[len(PACKAGE_DIR):].encode())
         with open(path, "rb") as f:
             h.update(f.read())
@@ -124,9 +124,12 @@ def _stamp(py_file, stat_key):
 
 
 def source_stamp(py_file):
-    """The freshness stamp of the cache entries of kernels defined in ``py_file``."""
-    deps = sorted(set([py_file] + _imported_files(py_file)))
-    return _stamp(py_file, tuple(_stat_key(p) for p in deps))
+    """The freshness stamp of the cache entries of kernels defined in ``py_file``: a
+    SHA-256 over it and the modules it imports relatively, transitively (memoised on
+    their modification times and sizes, as Numba's own stamp)."""
+    files = _dependencies(py_file)
+    stat_keys = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
+    return _stamp(files, stat_keys)
 
 
 class Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
