@@ -84,10 +84,23 @@ def cache_path(py_file):
 def _imported_files(py_file):
     """Source files of the numbanorm modules ``py_file`` imports relatively."""
     try:
+        return _parse_imports(py_file, _stat_key(py_file))
+    except OSError:
+        return ()
+
+
+def _stat_key(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_imports(py_file, stat_key):
+    try:
         with open(py_file, encoding="utf-8") as f:
             text = f.read()
     except OSError:
-        return []
+        return ()
     found = []
     for dots, module, names in _RELATIVE_IMPORT.findall(text):
         base = os.path.dirname(py_file)
@@ -99,7 +112,7 @@ def _imported_files(py_file):
             names = [n.split()[0] for n in names.strip("()").replace("\n", " ").split(",") if n.strip()]
             candidates = [os.path.join(base, n) + ".py" for n in names]
         found += [c for c in candidates if os.path.isfile(c) and c.startswith(PACKAGE_DIR)]
-    return found
+    return tuple(found)
 
 
 def _dependencies(py_file):
@@ -128,8 +141,7 @@ def source_stamp(py_file):
     SHA-256 over it and the modules it imports relatively, transitively (memoised on
     their modification times and sizes, as Numba's own stamp)."""
     files = _dependencies(py_file)
-    stat_keys = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
-    return _stamp(files, stat_keys)
+    return _stamp(files, tuple(map(_stat_key, files)))
 
 
 class Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
