@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: one small case (it still compiles and runs kernels) and the full test suite one test
 #: run from the editable install. NUMBANORM_TEST_README_EXTRAS=1 keeps the extras
 #: (PyTorch, matplotlib, the test extras: 18 minutes on the project's loaded 2-core machine).
-MAIN_JOB = ("numbanorm bench --plot bench.png", "numbanorm bench rms_norm --quick --repeat 1 --no-torch")
+MAIN_JOB = ("numbanorm bench --plot bench.png", "numbanorm bench weight_standardize --quick --repeat 1 --no-torch")
 TEST_RUN = ("python -m pytest -q", "python -m pytest -q -p no:cacheprovider tests/test_readme.py -k marked")
 EXTRAS = (('".[torch,plot]"', '"."'), ('".[test,torch]"', '"." pytest'))
 
