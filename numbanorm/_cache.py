@@ -174,9 +174,16 @@ def _index_lock(cache_file):
     if fcntl is None or cache_file._cache_path not in _OUR_PATHS:
         yield
         return
-    fd = os.open(cache_file._index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(cache_file._index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # cannot create the lock file: Numba's unlocked behaviour
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks
+            pass
         yield
     finally:
         os.close(fd)  # releases the lock
