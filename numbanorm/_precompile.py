@@ -156,11 +156,16 @@ OPS = {
 }
 
 
+#: other names (prefix-matched too) of the ``scaling`` entry
+ALIASES = {"scaling": ("min_max_scale", "standardize", "scalers", "StandardScaler", "MinMaxScaler")}
+
+
 def select(ops=None):
     """The op names matching the prefixes ``ops`` (all when empty); ValueError if none."""
     if not ops:
         return list(OPS)
-    chosen = [name for name in OPS if any(name.startswith(p) for p in ops)]
+    chosen = [name for name in OPS
+              if any(n.startswith(p) for p in ops for n in (name,) + ALIASES.get(name, ()))]
     if not chosen:
         raise ValueError(f"numbanorm precompile: no op matches {' '.join(ops)}; known: {', '.join(OPS)}")
     return chosen

@@ -124,6 +124,9 @@ def test_precompile_list_and_unknown_op(capsys):
     out = capsys.readouterr().out
     assert "layer_norm" in out and "rms_norm" not in out and "large" in out and "cache directory:" in out
     assert cli.main(["precompile", "--ops", "no_such_op"]) == 2
+    from numbanorm import _precompile
+
+    assert _precompile.select(["standardize", "rms"]) == ["rms_norm", "scaling"]
 
 
 _CHECK = r'''
