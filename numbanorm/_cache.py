@@ -53,6 +53,9 @@ except ImportError:  # Windows
 #: the numbanorm package directory: only functions defined below it use our locator
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
+#: this module holds no kernel code: editing it does not invalidate cached kernels
+_THIS_FILE = os.path.abspath(__file__)
+
 #: cache paths handed out by our locator (index files there are locked)
 _OUR_PATHS = set()
 
@@ -111,7 +114,7 @@ def _parse_imports(py_file, stat_key):
         else:  # from . import a, b
             names = [n.split()[0] for n in names.strip("()").replace("\n", " ").split(",") if n.strip()]
             candidates = [os.path.join(base, n) + ".py" for n in names]
-        found += [c for c in candidates if os.path.isfile(c) and c.startswith(PACKAGE_DIR)]
+        found += [c for c in candidates if os.path.isfile(c) and c.startswith(PACKAGE_DIR) and c != _THIS_FILE]
     return tuple(found)
 
 
