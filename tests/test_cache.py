@@ -130,6 +130,7 @@ def test_precompile_list_and_unknown_op(capsys):
 
 
 _CHECK = r'''
+import numpy as np
 import numbanorm
 from numbanorm import _precompile
 
