@@ -1,7 +1,7 @@
 """numbanorm: fast, framework-free normalizations as Numba CPU and CUDA kernels.
 
 Every public name is loaded on first use (PEP 562), so ``import numbanorm`` stays
-fast and never imports Numba's CUDA target or CuPy. See ``shared/API.md`` for the
+fast and never imports Numba's CUDA target or CuPy. See ``docs/api.md`` for the
 contract and ``README.md`` for examples.
 """
 import importlib

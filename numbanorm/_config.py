@@ -17,6 +17,9 @@ NUMBANORM_THREADING_LAYER
     ``NUMBA_THREADING_LAYER`` is respected too.
 NUMBANORM_SERIAL_THRESHOLD
     Element count below which the serial kernel twin is used (default 32768).
+NUMBA_CACHE_DIR
+    Where compiled kernels are cached (default: the user cache directory, see
+    :mod:`numbanorm._cache`; never the installed package).
 """
 import contextlib
 import ctypes
@@ -26,6 +29,11 @@ import threading
 import types
 
 import numba
+
+from . import _cache
+
+# before any kernel is decorated: Numba picks a function's cache location then
+_cache.install()
 
 #: fastmath flags for every CPU kernel: lets LLVM vectorise reductions while keeping
 #: NaN/inf semantics (no 'nnan'/'ninf').
@@ -89,6 +97,19 @@ numba.config.THREADING_LAYER = _LAYER
 
 #: serialises parallel launches when the layer is not thread-safe (workqueue fallback).
 KERNEL_LOCK = threading.Lock() if _LAYER == "workqueue" else contextlib.nullcontext()
+
+
+def _reinit_after_fork():
+    """In a forked child: a fresh :data:`KERNEL_LOCK`. The parent's may have been held by
+    a thread inside a kernel, a thread the child does not have, so it would never be
+    released and the child's first parallel kernel would wait forever."""
+    global KERNEL_LOCK
+    if _LAYER == "workqueue":
+        KERNEL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def twins(f, options=None):

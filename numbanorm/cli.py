@@ -8,6 +8,7 @@ bench   time every normalization against NumPy, PyTorch (if installed) and this 
         (``--markdown`` for the README), ``--plot FILE.png``; ``--compile``: first-call
         (compile) times in fresh processes.
 info    report the environment: versions, threading layer, CPU count, CUDA devices.
+precompile  compile the common kernel specializations into the disk cache once.
 scale   normalize a data file (.npy / .npz / .csv): see ``numbanorm scale --help``.
 """
 import argparse
@@ -170,6 +171,10 @@ def build_parser():
     i = sub.add_parser("info", help="report versions, threading layer and devices")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_info)
+
+    from . import _precompile
+
+    _precompile.add_parser(sub)
 
     try:
         from . import _scale_cli

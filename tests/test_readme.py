@@ -19,3 +19,12 @@ def test_set_up_commands_are_marked_for_ci():
         block = re.search(rf"<!-- {marker} -->\n```\n(.+?)\n```\n<!-- /{marker} -->", README, flags=re.S)
         assert block, marker
     assert "test-command" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_relative_links_point_into_the_repository():
+    """The README's links to repository files (e.g. the API reference) resolve."""
+    links = [t for t in re.findall(r"\]\(([^)\s]+)\)", README) if "://" not in t and not t.startswith("#")]
+    assert "docs/api.md" in links
+    missing = [t for t in links if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing
+    assert "shared/API.md" not in README
