@@ -145,8 +145,11 @@ def test_parallel_and_serial_paths_agree(rng, monkeypatch):
     par = WS(w), WSB(g, w)
     monkeypatch.setattr(_config, "SERIAL_THRESHOLD", 10**12)
     ser = WS(w), WSB(g, w)
+    # Compiled in one process the twins agree bitwise; loaded from a warm disk cache they
+    # can differ by 1 ulp (fastmath contraction decided differently per cached library,
+    # reproducible with plain Numba), so equality is asserted to 2 ulp.
     for u, v in zip(par, ser):
-        np.testing.assert_array_equal(u, v)
+        np.testing.assert_array_max_ulp(u, v, maxulp=2)
 
 
 def test_validation_errors(rng):
