@@ -1,0 +1,303 @@
+"""Forward kernels of the grouped channel statistics (CPU): shifted sums, group merges and
+the normalize passes, for the three kernel families of :mod:`._channels` (generic chunked
+reductions and element-wise passes; fused rows; fused slabs), each as parallel/serial twins.
+
+The layouts, the numerics and the choice between the families are described in
+:mod:`._channels`, which holds the entry points; the backward kernels are in
+:mod:`._channels_grad`.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _config
+
+_opts = _config.JIT_OPTIONS
+
+#: values summed in the data dtype before a float64 accumulation (I-runs or channels-last rows).
+BLOCK = 256
+
+
+# --- inline building blocks --------------------------------------------------------------
+
+
+@njit(**_opts, inline="always")
+def _row_moments(xr, k):
+    """(Σ(x−k), Σ(x−k)²) of a 1-D row as float64; ``k`` in the data dtype."""
+    s = np.float64(0.0)
+    ss = np.float64(0.0)
+    for i0 in range(0, xr.shape[0], BLOCK):
+        xb = xr[i0:i0 + BLOCK]  # a sliced run and range(len): the form LLVM vectorizes
+        a = k - k
+        q = k - k
+        for i in range(xb.shape[0]):
+            v = xb[i] - k
+            a += v
+            q += v * v
+        s += a
+        ss += q
+    return s, ss
+
+
+@njit(**_opts, inline="always")
+def _slab_moments(x2, o0, o1, k, a1, a2, t1, t2):
+    """a1[c] += Σ(x2[o, c] − k[c]), a2[c] += Σ(...)² over rows o0..o1 of an (O, C) array.
+
+    Runs of ``BLOCK`` rows are summed into ``t1``/``t2`` (data dtype, 4 rows per sweep over
+    the channels), then into the float64 ``a1``/``a2``.
+    """
+    nc = x2.shape[1]
+    for ob in range(o0, o1, BLOCK):
+        oe = min(ob + BLOCK, o1)
+        for c in range(nc):
+            t1[c] = 0.0
+            t2[c] = 0.0
+        o = ob
+        while o + 4 <= oe:
+            r0 = x2[o]
+            r1 = x2[o + 1]
+            r2 = x2[o + 2]
+            r3 = x2[o + 3]
+            for c in range(nc):
+                kc = k[c]
+                v0 = r0[c] - kc
+                v1 = r1[c] - kc
+                v2 = r2[c] - kc
+                v3 = r3[c] - kc
+                t1[c] += (v0 + v1) + (v2 + v3)
+                t2[c] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            o += 4
+        while o < oe:
+            r0 = x2[o]
+            for c in range(nc):
+                v0 = r0[c] - k[c]
+                t1[c] += v0
+                t2[c] += v0 * v0
+            o += 1
+        for c in range(nc):
+            a1[c] += t1[c]
+            a2[c] += t2[c]
+
+
+@njit(**_opts, inline="always")
+def _merge_group(k, s1, s2, n, c0, cg):
+    """(mean, biased var) of channels c0..c0+cg from per-channel shifted sums (Chan)."""
+    tot = np.float64(0.0)
+    for c in range(c0, c0 + cg):
+        tot += k[c] + s1[c] / n
+    mu = tot / cg
+    m2 = np.float64(0.0)
+    for c in range(c0, c0 + cg):
+        d = (k[c] + s1[c] / n) - mu
+        m2 += (s2[c] - s1[c] * (s1[c] / n)) + n * d * d
+    v = m2 / (n * cg)
+    if v < 0.0:
+        v = 0.0
+    return mu, v
+
+
+# --- generic: reductions -----------------------------------------------------------------
+
+
+def _moments_inner(x, ko, ki, p1, p2):
+    """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for I > 1; K = x[b, 0, c, 0]."""
+    nb, no, nc, ni = x.shape
+    per = ko * ki
+    for it in prange(nb * per):
+        b = it // per
+        r = it - b * per
+        jo = r // ki
+        ji = r - jo * ki
+        i0 = ji * ni // ki
+        i1 = (ji + 1) * ni // ki
+        for o in range(jo * no // ko, (jo + 1) * no // ko):
+            for c in range(nc):
+                s, ss = _row_moments(x[b, o, c, i0:i1], x[b, 0, c, 0])
+                p1[b, r, c] += s
+                p2[b, r, c] += ss
+
+
+def _moments_last(x, ko, p1, p2, t1, t2):
+    """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for the (B, O, C) channels-last view."""
+    nb, no, nc = x.shape
+    for it in prange(nb * ko):
+        b = it // ko
+        r = it - b * ko
+        _slab_moments(x[b], r * no // ko, (r + 1) * no // ko, x[b, 0], p1[b, r], p2[b, r], t1[it], t2[it])
+
+
+# --- generic: element-wise pass ----------------------------------------------------------
+
+
+def _apply_inner(x, mean, scale, shift, out):
+    """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for I > 1."""
+    nb, no, nc, ni = x.shape
+    per = no * nc
+    for t in prange(nb * per):
+        b = t // per
+        r = t - b * per
+        o = r // nc
+        c = r - o * nc
+        m = mean[b, c]
+        s = scale[b, c]
+        h = shift[b, c]
+        xr = x[b, o, c]
+        yr = out[b, o, c]
+        for i in range(ni):
+            yr[i] = (xr[i] - m) * s + h
+
+
+def _apply_last(x, mean, scale, shift, out):
+    """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for the (B, O, C) view."""
+    nb, no, nc = x.shape
+    for t in prange(nb * no):
+        b = t // no
+        o = t - b * no
+        m = mean[b]
+        s = scale[b]
+        h = shift[b]
+        xr = x[b, o]
+        yr = out[b, o]
+        for c in range(nc):
+            yr[c] = (xr[c] - m[c]) * s[c] + h[c]
+
+
+# --- rows: channels-first groups, fused --------------------------------------------------
+
+
+def _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
+    """One (b, g) row per iteration: shifted sums, then normalize while the row is in cache.
+
+    ``x``/``out``: (B, C, I); ``coef``: (B, C, 3) scratch of the data dtype (each iteration
+    owns its channels' entries: μ_hi, scale, shift).
+    """
+    nb, nc, ni = x.shape
+    cg = nc // groups
+    n = np.float64(cg * ni)
+    for t in prange(nb * groups):
+        b = t // groups
+        g = t - b * groups
+        c0 = g * cg
+        k = x[b, c0, 0]
+        s = np.float64(0.0)
+        ss = np.float64(0.0)
+        for c in range(c0, c0 + cg):
+            a, q = _row_moments(x[b, c], k)
+            s += a
+            ss += q
+        d = s / n
+        v = ss / n - d * d
+        if v < 0.0:
+            v = 0.0
+        r = 1.0 / np.sqrt(v + eps)
+        mu = k + d
+        mean[b, g] = mu
+        var[b, g] = v
+        rstd[b, g] = r
+        for c in range(c0, c0 + cg):
+            cf = coef[b, c]
+            cf[0] = mu
+            sc = r * weight[c]
+            cf[1] = sc
+            cf[2] = bias[c] - (mu - cf[0]) * sc
+            m_t = cf[0]
+            s_t = cf[1]
+            h_t = cf[2]
+            xr = x[b, c]
+            yr = out[b, c]
+            for i in range(ni):
+                yr[i] = (xr[i] - m_t) * s_t + h_t
+
+
+# --- slab: channels-last groups, fused per sample ----------------------------------------
+
+
+def _slab_forward(x, groups, eps, weight, bias, out, mean, rstd, var, acc, tmp):
+    """One sample's (O, C) slab per iteration: per-channel shifted sums, merge, normalize.
+
+    ``acc``: (B, 3, C) float64 scratch; ``tmp``: (B, 5, C) scratch of the data dtype.
+    """
+    nb, no, nc = x.shape
+    cg = nc // groups
+    n = np.float64(no)
+    for b in prange(nb):
+        a1 = acc[b, 0]
+        a2 = acc[b, 1]
+        k64 = acc[b, 2]
+        k = x[b, 0]
+        for c in range(nc):
+            a1[c] = 0.0
+            a2[c] = 0.0
+            k64[c] = k[c]
+        _slab_moments(x[b], 0, no, k, a1, a2, tmp[b, 0], tmp[b, 1])
+        m_t = tmp[b, 2]
+        s_t = tmp[b, 3]
+        h_t = tmp[b, 4]
+        for g in range(groups):
+            mu, v = _merge_group(k64, a1, a2, n, g * cg, cg)
+            r = 1.0 / np.sqrt(v + eps)
+            mean[b, g] = mu
+            var[b, g] = v
+            rstd[b, g] = r
+            for c in range(g * cg, (g + 1) * cg):
+                m_t[c] = mu
+                sc = r * weight[c]
+                s_t[c] = sc
+                h_t[c] = bias[c] - (mu - m_t[c]) * sc
+        for o in range(no):
+            xr = x[b, o]
+            yr = out[b, o]
+            for c in range(nc):
+                yr[c] = (xr[c] - m_t[c]) * s_t[c] + h_t[c]
+
+
+_MOM_INNER = _config.twins(_moments_inner)
+_MOM_LAST = _config.twins(_moments_last)
+_APPLY_INNER = _config.twins(_apply_inner)
+_APPLY_LAST = _config.twins(_apply_last)
+_ROWS_FWD = _config.twins(_rows_forward)
+_SLAB_FWD = _config.twins(_slab_forward)
+
+
+# --- small serial finishing steps (per (b, c) / (b, g) arrays) ---------------------------
+
+
+@njit(**_opts)
+def _group_stats(x, p1, p2, groups, eps, mean, var, rstd):
+    """Merge the partials into per-(b, g) mean, biased variance and 1/sqrt(var + eps)."""
+    nb, no, nc, ni = x.shape
+    n = np.float64(no * ni)
+    cg = nc // groups
+    nparts = p1.shape[1]
+    k = np.empty(nc)
+    s1 = np.empty(nc)
+    s2 = np.empty(nc)
+    for b in range(nb):
+        for c in range(nc):
+            k[c] = x[b, 0, c, 0]
+            a = np.float64(0.0)
+            q = np.float64(0.0)
+            for r in range(nparts):
+                a += p1[b, r, c]
+                q += p2[b, r, c]
+            s1[c] = a
+            s2[c] = q
+        for g in range(groups):
+            mu, v = _merge_group(k, s1, s2, n, g * cg, cg)
+            mean[b, g] = mu
+            var[b, g] = v
+            rstd[b, g] = 1.0 / np.sqrt(v + eps)
+
+
+@njit(**_opts)
+def _expand(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc):
+    """Per-(b, c) coefficients of the normalize pass: μ_hi, scale, bias − μ_lo·scale."""
+    nb, nc = m_bc.shape
+    cg = nc // mean.shape[1]
+    for b in range(nb):
+        for c in range(nc):
+            g = c // cg
+            mu = mean[b, g]
+            m_bc[b, c] = mu
+            sc = rstd[b, g] * weight[c]
+            scale_bc[b, c] = sc
+            shift_bc[b, c] = bias[c] - (mu - m_bc[b, c]) * sc

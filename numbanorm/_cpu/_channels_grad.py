@@ -1,0 +1,374 @@
+"""Backward kernels of the grouped channel statistics (CPU): the gradient sums Σdy and
+Σdy·(x−μ), the dx passes (training and constant statistics) and the per-(b, c) finishing
+steps (coefficients, parameter gradients), for the kernel families of :mod:`._channels`,
+each as parallel/serial twins.
+
+The layouts and numerics are described in :mod:`._channels`, which holds the entry
+points; the forward kernels (and ``BLOCK``) are in :mod:`._channels_forward`.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _config
+from ._channels_forward import BLOCK
+
+_opts = _config.JIT_OPTIONS
+
+
+# --- inline building blocks --------------------------------------------------------------
+
+
+@njit(**_opts, inline="always")
+def _row_grad_sums(gr, xr, m):
+    """(Σg, Σg·(x−m)) of 1-D rows as float64; ``m`` in the data dtype."""
+    s = np.float64(0.0)
+    sx = np.float64(0.0)
+    for i0 in range(0, xr.shape[0], BLOCK):
+        gb = gr[i0:i0 + BLOCK]
+        xb = xr[i0:i0 + BLOCK]
+        a = m - m
+        q = m - m
+        for i in range(xb.shape[0]):
+            g = gb[i]
+            a += g
+            q += g * (xb[i] - m)
+        s += a
+        sx += q
+    return s, sx
+
+
+@njit(**_opts, inline="always")
+def _row_grad_sums_dx(gr, xr, m, alpha, dr):
+    """As :func:`_row_grad_sums`, also writing ``dr = alpha·g`` (constant statistics)."""
+    s = np.float64(0.0)
+    sx = np.float64(0.0)
+    for i0 in range(0, xr.shape[0], BLOCK):
+        gb = gr[i0:i0 + BLOCK]
+        xb = xr[i0:i0 + BLOCK]
+        db = dr[i0:i0 + BLOCK]
+        a = m - m
+        q = m - m
+        for i in range(xb.shape[0]):
+            g = gb[i]
+            db[i] = alpha * g
+            a += g
+            q += g * (xb[i] - m)
+        s += a
+        sx += q
+    return s, sx
+
+
+@njit(**_opts, inline="always")
+def _slab_grad_sums(g2, x2, o0, o1, m, a1, a2, t1, t2):
+    """a1[c] += Σ g2[o, c], a2[c] += Σ g2·(x2 − m[c]) over rows o0..o1 (blocked as above)."""
+    nc = x2.shape[1]
+    for ob in range(o0, o1, BLOCK):
+        oe = min(ob + BLOCK, o1)
+        for c in range(nc):
+            t1[c] = 0.0
+            t2[c] = 0.0
+        o = ob
+        while o + 2 <= oe:
+            g0 = g2[o]
+            g1 = g2[o + 1]
+            r0 = x2[o]
+            r1 = x2[o + 1]
+            for c in range(nc):
+                mc = m[c]
+                t1[c] += g0[c] + g1[c]
+                t2[c] += g0[c] * (r0[c] - mc) + g1[c] * (r1[c] - mc)
+            o += 2
+        while o < oe:
+            g0 = g2[o]
+            r0 = x2[o]
+            for c in range(nc):
+                t1[c] += g0[c]
+                t2[c] += g0[c] * (r0[c] - m[c])
+            o += 1
+        for c in range(nc):
+            a1[c] += t1[c]
+            a2[c] += t2[c]
+
+
+# --- generic: reductions -----------------------------------------------------------------
+
+
+def _grad_moments_inner(dy, x, mean, ko, ki, q1, q2):
+    """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for I > 1 (``mean`` in the data dtype)."""
+    nb, no, nc, ni = x.shape
+    per = ko * ki
+    for it in prange(nb * per):
+        b = it // per
+        r = it - b * per
+        jo = r // ki
+        ji = r - jo * ki
+        i0 = ji * ni // ki
+        i1 = (ji + 1) * ni // ki
+        for o in range(jo * no // ko, (jo + 1) * no // ko):
+            for c in range(nc):
+                s, sx = _row_grad_sums(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c])
+                q1[b, r, c] += s
+                q2[b, r, c] += sx
+
+
+def _grad_moments_last(dy, x, mean, ko, q1, q2, t1, t2):
+    """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for the (B, O, C) view."""
+    nb, no, nc = x.shape
+    for it in prange(nb * ko):
+        b = it // ko
+        r = it - b * ko
+        _slab_grad_sums(dy[b], x[b], r * no // ko, (r + 1) * no // ko, mean[b], q1[b, r], q2[b, r],
+                        t1[it], t2[it])
+
+
+def _grad_eval_inner(dy, x, mean, alpha, ko, ki, q1, q2, dx):
+    """Constant statistics: partial Σdy, Σdy·(x−mean) and dx = alpha·dy in one pass, I > 1."""
+    nb, no, nc, ni = x.shape
+    per = ko * ki
+    for it in prange(nb * per):
+        b = it // per
+        r = it - b * per
+        jo = r // ki
+        ji = r - jo * ki
+        i0 = ji * ni // ki
+        i1 = (ji + 1) * ni // ki
+        for o in range(jo * no // ko, (jo + 1) * no // ko):
+            for c in range(nc):
+                s, sx = _row_grad_sums_dx(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c], alpha[b, c],
+                                          dx[b, o, c, i0:i1])
+                q1[b, r, c] += s
+                q2[b, r, c] += sx
+
+
+def _grad_eval_last(dy, x, mean, alpha, ko, q1, q2, dx, t1, t2):
+    """Constant statistics, (B, O, C) view: dx = alpha·dy, then the partial sums of the rows."""
+    nb, no, nc = x.shape
+    for it in prange(nb * ko):
+        b = it // ko
+        r = it - b * ko
+        o0 = r * no // ko
+        o1 = (r + 1) * no // ko
+        a = alpha[b]
+        for o in range(o0, o1):
+            gr = dy[b, o]
+            dr = dx[b, o]
+            for c in range(nc):
+                dr[c] = a[c] * gr[c]
+        _slab_grad_sums(dy[b], x[b], o0, o1, mean[b], q1[b, r], q2[b, r], t1[it], t2[it])
+
+
+# --- generic: element-wise pass ----------------------------------------------------------
+
+
+def _grad_apply_inner(dy, x, mean, alpha, beta, gamma, dx):
+    """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), for I > 1."""
+    nb, no, nc, ni = x.shape
+    per = no * nc
+    for t in prange(nb * per):
+        b = t // per
+        r = t - b * per
+        o = r // nc
+        c = r - o * nc
+        m = mean[b, c]
+        a = alpha[b, c]
+        be = beta[b, c]
+        ga = gamma[b, c]
+        gr = dy[b, o, c]
+        xr = x[b, o, c]
+        dr = dx[b, o, c]
+        for i in range(ni):
+            dr[i] = a * gr[i] + be * (xr[i] - m) + ga
+
+
+def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx):
+    """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), (B, O, C) view."""
+    nb, no, nc = x.shape
+    for t in prange(nb * no):
+        b = t // no
+        o = t - b * no
+        m = mean[b]
+        a = alpha[b]
+        be = beta[b]
+        ga = gamma[b]
+        xr = x[b, o]
+        gr = dy[b, o]
+        dr = dx[b, o]
+        for c in range(nc):
+            dr[c] = a[c] * gr[c] + be[c] * (xr[c] - m[c]) + ga[c]
+
+
+# --- rows: channels-first groups, fused --------------------------------------------------
+
+
+def _rows_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef):
+    """One (b, g) row per iteration: Σdy, Σdy(x−μ) per channel, then dx from the cached row.
+
+    ``sum1``/``sum2``: (B, C) float64 outputs; ``coef``: (B, C, 4) scratch of the data dtype.
+    """
+    nb, nc, ni = x.shape
+    groups = mean.shape[1]
+    cg = nc // groups
+    ng = np.float64(cg * ni)
+    for t in prange(nb * groups):
+        b = t // groups
+        g = t - b * groups
+        c0 = g * cg
+        mu = mean[b, g]
+        r = rstd[b, g]
+        cf0 = coef[b, c0]
+        cf0[0] = mu
+        m_t = cf0[0]
+        lo = mu - m_t
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
+        for c in range(c0, c0 + cg):
+            a, bx = _row_grad_sums(dy[b, c], x[b, c], m_t)
+            bx -= lo * a
+            sum1[b, c] = a
+            sum2[b, c] = bx
+            sg += weight[c] * a
+            sgx += weight[c] * bx
+        be = -r * r * r * sgx / ng
+        ga = -r * sg / ng - be * lo
+        for c in range(c0, c0 + cg):
+            cf = coef[b, c]
+            cf[0] = mu
+            cf[1] = r * weight[c]
+            cf[2] = be
+            cf[3] = ga
+            al = cf[1]
+            be_t = cf[2]
+            ga_t = cf[3]
+            gr = dy[b, c]
+            xr = x[b, c]
+            dr = dx[b, c]
+            for i in range(ni):
+                dr[i] = al * gr[i] + be_t * (xr[i] - m_t) + ga_t
+
+
+# --- slab: channels-last groups, fused per sample ----------------------------------------
+
+
+def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp):
+    """One sample's (O, C) slab per iteration: Σdy, Σdy(x−μ) per channel, then dx.
+
+    ``sum1``/``sum2``: (B, C) float64 outputs; ``tmp``: (B, 6, C) scratch of the data dtype.
+    """
+    nb, no, nc = x.shape
+    groups = mean.shape[1]
+    cg = nc // groups
+    ng = np.float64(no * cg)
+    for b in prange(nb):
+        a1 = sum1[b]
+        a2 = sum2[b]
+        m_t = tmp[b, 0]
+        for c in range(nc):
+            a1[c] = 0.0
+            a2[c] = 0.0
+            m_t[c] = mean[b, c // cg]
+        _slab_grad_sums(dy[b], x[b], 0, no, m_t, a1, a2, tmp[b, 4], tmp[b, 5])
+        al = tmp[b, 1]
+        be = tmp[b, 2]
+        ga = tmp[b, 3]
+        for g in range(groups):
+            r = rstd[b, g]
+            lo = mean[b, g] - m_t[g * cg]
+            sg = np.float64(0.0)
+            sgx = np.float64(0.0)
+            for c in range(g * cg, (g + 1) * cg):
+                a2[c] -= lo * a1[c]
+                sg += weight[c] * a1[c]
+                sgx += weight[c] * a2[c]
+            beta = -r * r * r * sgx / ng
+            gamma = -r * sg / ng - beta * lo
+            for c in range(g * cg, (g + 1) * cg):
+                al[c] = r * weight[c]
+                be[c] = beta
+                ga[c] = gamma
+        for o in range(no):
+            xr = x[b, o]
+            gr = dy[b, o]
+            dr = dx[b, o]
+            for c in range(nc):
+                dr[c] = al[c] * gr[c] + be[c] * (xr[c] - m_t[c]) + ga[c]
+
+
+_GMOM_INNER = _config.twins(_grad_moments_inner)
+_GMOM_LAST = _config.twins(_grad_moments_last)
+_GEVAL_INNER = _config.twins(_grad_eval_inner)
+_GEVAL_LAST = _config.twins(_grad_eval_last)
+_GAPPLY_INNER = _config.twins(_grad_apply_inner)
+_GAPPLY_LAST = _config.twins(_grad_apply_last)
+_ROWS_BWD = _config.twins(_rows_backward)
+_SLAB_BWD = _config.twins(_slab_backward)
+
+
+# --- small serial finishing steps (per (b, c) / (b, g) arrays) ---------------------------
+
+
+@njit(**_opts)
+def _expand_mean(mean, m_bc):
+    nb, nc = m_bc.shape
+    cg = nc // mean.shape[1]
+    for b in range(nb):
+        for c in range(nc):
+            m_bc[b, c] = mean[b, c // cg]
+
+
+@njit(**_opts)
+def _merge_partials(q1, q2, mean, m_bc, sum1, sum2):
+    """sum1 = Σ_k q1, sum2 = Σ_k q2 − μ_lo·sum1 (chunk order): Σdy and Σdy·(x − μ)."""
+    nb, nparts, nc = q1.shape
+    cg = nc // mean.shape[1]
+    for b in range(nb):
+        for c in range(nc):
+            a = np.float64(0.0)
+            q = np.float64(0.0)
+            for k in range(nparts):
+                a += q1[b, k, c]
+                q += q2[b, k, c]
+            sum1[b, c] = a
+            sum2[b, c] = q - (mean[b, c // cg] - m_bc[b, c]) * a
+
+
+@njit(**_opts)
+def _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, count, training, alpha, beta, gamma):
+    """Per-(b, c) coefficients of dx = alpha·dy + beta·(x − μ_hi) + gamma.
+
+    With ĝ = w·dy over the N_g = count·C/G elements of a group, r = rstd:
+    dx = r·w·dy − r·mean(ĝ) − (x−μ)·r³·mean(ĝ·(x−μ))  (training; the last two terms vanish
+    when the statistics are constants, ``training=False``); μ_lo folds into gamma.
+    """
+    nb, nc = sum1.shape
+    groups = rstd.shape[1]
+    cg = nc // groups
+    ng = np.float64(count) * cg
+    for b in range(nb):
+        for g in range(groups):
+            r = rstd[b, g]
+            sg = np.float64(0.0)
+            sgx = np.float64(0.0)
+            for c in range(g * cg, (g + 1) * cg):
+                sg += weight[c] * sum1[b, c]
+                sgx += weight[c] * sum2[b, c]
+            be = -r * r * r * sgx / ng if training else 0.0
+            ga = -r * sg / ng if training else 0.0
+            for c in range(g * cg, (g + 1) * cg):
+                alpha[b, c] = r * weight[c]
+                beta[b, c] = be
+                gamma[b, c] = ga - be * (mean[b, g] - m_bc[b, c])
+
+
+@njit(**_opts)
+def _param_grads(sum1, sum2, rstd, grad_weight, grad_bias):
+    """grad_weight[c] = Σ_b rstd[b, g]·Σdy(x−μ), grad_bias[c] = Σ_b Σdy, in b order."""
+    nb, nc = sum1.shape
+    cg = nc // rstd.shape[1]
+    for c in range(nc):
+        sw = np.float64(0.0)
+        sb = np.float64(0.0)
+        for b in range(nb):
+            sw += rstd[b, c // cg] * sum2[b, c]
+            sb += sum1[b, c]
+        grad_weight[c] = sw
+        grad_bias[c] = sb
