@@ -622,3 +622,23 @@ def test_mixed_input_dtype_and_pickle():
     clone = pickle.loads(pickle.dumps(bn))
     assert_state_equal(clone.state_dict(), bn.state_dict())
     assert repr(clone) == repr(bn)
+
+
+def test_classes_keep_their_public_module():
+    """The classes live in private per-family submodules of numbanorm.modules but keep it as
+    their home: numbanorm.X and numbanorm.modules.X are one object, and pickles name
+    numbanorm.modules (not the private layout, which may move again)."""
+    import pickle
+
+    import numbanorm.modules as mods
+
+    layers = [n for n in nb.__all__
+              if isinstance(getattr(nb, n), type) and issubclass(getattr(nb, n), mods._base._Layer)]
+    assert {"LayerNorm", "AddRMSNorm", "BatchNorm2d", "InstanceNorm3d", "GroupNorm", "LocalResponseNorm"} <= set(layers)
+    for name in layers + mods.__all__ + ["IncompatibleKeys"]:
+        cls = getattr(mods, name)
+        assert cls.__module__ == "numbanorm.modules", name
+        assert name not in nb.__all__ or getattr(nb, name) is cls, name
+    data = pickle.dumps(nb.GroupNorm(2, 4))
+    assert b"numbanorm.modules" in data and b"numbanorm.modules._" not in data
+    assert repr(pickle.loads(data)) == "GroupNorm(2, 4, eps=1e-05, affine=True, bias=True)"
