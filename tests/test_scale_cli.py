@@ -242,7 +242,7 @@ def test_failure_mid_run_keeps_existing_output(tmp_path, data, monkeypatch, caps
     np.save(tmp_path / "a.npy", data)
     np.save(tmp_path / "out.npy", np.arange(3.0))
     calls = {"n": 0}
-    real = _scale_cli._apply
+    real = _scale_cli._passes._apply
 
     def failing(*a, **k):
         calls["n"] += 1
@@ -250,7 +250,7 @@ def test_failure_mid_run_keeps_existing_output(tmp_path, data, monkeypatch, caps
             raise ValueError("disk on fire")
         return real(*a, **k)
 
-    monkeypatch.setattr(_scale_cli, "_apply", failing)
+    monkeypatch.setattr(_scale_cli._passes, "_apply", failing)
     assert _scale(tmp_path / "a.npy", tmp_path / "out.npy", "--chunk-rows", 10, "--save-stats",
                   tmp_path / "s.json") == 1
     assert "disk on fire" in _error_line(capsys)
