@@ -1,5 +1,4 @@
-"""The local-response-normalization layer :class:`LocalResponseNorm` (no parameters).
-"""
+"""The local-response-normalization layer :class:`LocalResponseNorm` (no parameters)."""
 import numbanorm as _nb
 
 from .. import _validate
