@@ -76,7 +76,7 @@ def device_of(fn, **arrays):
 
     The first named argument is the data (``x``): its kind fixes the result type.
     Mixing host and GPU arrays is a ``TypeError`` that says which argument is where.
-    A Dask ``x`` returns the Dask marker device (parameters may be NumPy or Dask).
+    A Dask ``x`` returns the Dask device :data:`DASK` (parameters may be NumPy or Dask).
     """
     if _FORCED.get() is None:  # fast path: all NumPy (or None)
         for a in arrays.values():
@@ -164,7 +164,7 @@ class CpuDevice:
     """
 
     name = "cpu"
-    is_dask = False
+    deferred = False
     host = True
     xp = np
 
@@ -231,7 +231,7 @@ class CudaDevice:
     """
 
     name = "cuda"
-    is_dask = False
+    deferred = False
 
     def __init__(self, kind, like=None, host=False):
         self.kind, self.like, self.host = kind, like, host
@@ -293,11 +293,37 @@ class CudaDevice:
             np.copyto(_interop.host_view(user), host, casting="same_kind")
 
 
+_BUILDERS = {}
+
+
+def _builder(eager):
+    """The Dask graph builder of public function ``eager``: the function of the same name in
+    the module of the same name under ``numbanorm._dask`` (``numbanorm._ops.layer_norm.
+    layer_norm`` -> ``numbanorm._dask.layer_norm.layer_norm``), imported on first use."""
+    try:
+        return _BUILDERS[eager]
+    except KeyError:
+        module = eager.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
+        b = _BUILDERS[eager] = getattr(importlib.import_module(module), eager.__name__)
+        return b
+
+
 class DaskDevice:
-    """Marker: the data is a Dask array; public functions hand over to ``numbanorm._dask``."""
+    """Dask arrays: the "kernels" are the graph builders of ``numbanorm._dask``.
+
+    Public functions check ``dev.deferred`` once after :func:`device_of` and hand the call
+    to :meth:`build` with their own function object; the builder makes the blockwise /
+    reduction graph whose per-block tasks run that function (on NumPy or CuPy blocks, so
+    through the CPU or CUDA kernels) and whose statistics come from
+    :mod:`numbanorm._stats_host`. Nothing under ``numbanorm._ops`` imports ``_dask``.
+    """
 
     name = "dask"
-    is_dask = True
+    deferred = True
+
+    def build(self, eager, *args, **kwargs):
+        """``eager(*args, **kwargs)`` as a lazy Dask result (see :mod:`numbanorm._dask`)."""
+        return _builder(eager)(eager, *args, **kwargs)
 
 
 CPU = CpuDevice()

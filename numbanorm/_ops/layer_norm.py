@@ -80,10 +80,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
         return _plain(x, normalized_shape, weight, bias, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.layer_norm(x, normalized_shape, weight, bias, eps, out=out, return_stats=return_stats)
+    if dev.deferred:
+        return dev.build(layer_norm, x, normalized_shape, weight, bias, eps, out=out, return_stats=return_stats)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
@@ -174,11 +172,8 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
                                mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=False)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        res = _dask.layer_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd)
-        return _dask.finish_grad(fn, res, out, x)
+    if dev.deferred:
+        return dev.build(layer_norm_backward, grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
