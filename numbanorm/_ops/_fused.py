@@ -65,9 +65,9 @@ def _stat_shape(x_shape, k):
 
 
 def _saved(fn, arg, dev, value, x_shape, k, m, ctype):
-    from .layer_norm import _saved_stat
+    from ._rows import saved_stat
 
-    return _saved_stat(fn, arg, dev, value, x_shape, k, m, ctype)
+    return saved_stat(fn, arg, dev, value, x_shape, k, m, ctype)
 
 
 def _same_array(a, b):

@@ -9,26 +9,9 @@ import numpy as np
 from .. import _dispatch, _validate
 from . import _fused
 from ._common import Output, canonical, prod, stat_result
+from ._rows import saved_stat as _saved_stat, stat_shape as _stat_shape  # noqa: F401 - rms_norm's too
 
 _OP = "layer_norm"
-
-
-def _stat_shape(x_shape, k):
-    return tuple(x_shape[: len(x_shape) - k]) + (1,) * k
-
-
-def _saved_stat(fn, arg, dev, value, x_shape, k, m, ctype):
-    """Saved mean/rstd: shaped like the leading dims, with or without trailing 1s."""
-    value = _validate.array(fn, arg, dev, value)
-    lead = tuple(x_shape[: len(x_shape) - k])
-    if tuple(value.shape) not in (lead, lead + (1,) * k):
-        raise ValueError(
-            f"{fn}(): argument '{arg}' must have shape {lead + (1,) * k} (as returned with "
-            f"return_stats=True) or {lead}, got shape {tuple(value.shape)}"
-        )
-    if value.dtype.kind != "f":
-        raise TypeError(f"{fn}(): argument '{arg}' must be a floating array, got dtype {value.dtype}")
-    return dev.contiguous(value, ctype).reshape(m)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, return_stats=False,
