@@ -1,4 +1,4 @@
-"""Device choice from where the arrays' memory is: CPU kernels or CUDA kernels.
+"""Device choice from where the arrays' memory is: CPU kernels, CUDA kernels or Dask graphs.
 
 Public functions call :func:`device_of` once with every array argument (by name). It
 returns a :class:`Device` that converts arguments to the kernel side's array type
@@ -13,6 +13,10 @@ The device comes from each object's memory, not its type: ``__dlpack_device__``,
 ``__cuda_array_interface__`` present on the instance (PyTorch and JAX define it on the
 class of CPU arrays too). CuPy, PyTorch, JAX and ``numba.cuda`` are never imported here
 for NumPy users; the simulator's fake device arrays are recognised by their module.
+
+A Dask ``x`` gives :data:`DASK`, whose "kernels" are the graph builders of
+``numbanorm._dask``: the public function checks ``dev.deferred`` and hands the call to
+``dev.build(<itself>, ...)`` (:class:`DaskDevice`).
 
 Tests force the GPU path on host inputs with :func:`force_device` (the CUDA simulator
 tests run this way: host arrays in, simulated kernels, results back in the caller's type).

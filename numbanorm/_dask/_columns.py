@@ -56,8 +56,8 @@ def column_transform(X, sub, mul, div, add, lo, hi, clip, rtype):
     """
     params = [(aligned(np.ascontiguousarray(p, np.float64), (1,), X.chunks), (1,)) for p in (sub, mul, div, add)]
     y, = blockwise(functools.partial(_param_block, _column_block, lo=float(lo), hi=float(hi), clip=bool(clip),
-                                      rtype=np.dtype(rtype)),
-                    X, [(X, (0, 1))] + params, [(rtype, X.chunks)])
+                                     rtype=np.dtype(rtype)),
+                   X, [(X, (0, 1))] + params, [(rtype, X.chunks)])
     return y
 
 

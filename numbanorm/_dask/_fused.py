@@ -31,7 +31,7 @@ def forward(eager, fn, centered, x, residual, normalized_shape, weight, bias, ep
     probe = D.probe_shape(x.shape, trail)
     pr = np.zeros(probe, getattr(residual, "dtype", x.dtype)) if add else None
     py = eager(fn, centered, np.zeros(probe, x.dtype), pr, normalized_shape, D.probe_param(weight),
-                        D.probe_param(bias), eps, return_stats=True, add=add, **kw)
+               D.probe_param(bias), eps, return_stats=True, add=add, **kw)
     rtype = py[0].dtype
     D.check_out(fn, out, x.shape, rtype)
     if add:
@@ -57,7 +57,7 @@ def forward(eager, fn, centered, x, residual, normalized_shape, weight, bias, ep
 def _bw_block(eager, *blocks, fn, centered, names, nshape, eps, offset, nd, add):
     kw = dict(zip(names, blocks))
     got = eager(fn, centered, kw.pop("grad_y"), kw.pop("grad_s", None), kw.pop("v", None), nshape,
-                          kw.pop("weight", None), eps=eps, weight_offset=offset, add=add, **kw)
+                kw.pop("weight", None), eps=eps, weight_offset=offset, add=add, **kw)
     keep = (1,) * (nd - len(nshape)) + tuple(nshape)
     gw = np.zeros(keep) if got[1] is None else got[1].reshape(keep)
     return (got[0], gw) + ((got[2].reshape(keep),) if centered else ())
@@ -74,9 +74,9 @@ def backward(eager, fn, centered, grad_y, grad_s, v, normalized_shape, weight, *
     pz = np.zeros(probe, data.dtype)
     stat = np.ones(probe[: data.ndim - len(trail)], data.dtype)
     eager(fn, centered, pz, None if grad_s is None else pz, None if v is None else pz, normalized_shape,
-                    D.probe_param(weight), eps=eps, mean=None if mean is None else stat,
-                    rstd=None if rstd is None else stat, y=None if y is None else pz, bias=D.probe_param(bias),
-                    weight_offset=weight_offset, add=add)
+          D.probe_param(weight), eps=eps, mean=None if mean is None else stat,
+          rstd=None if rstd is None else stat, y=None if y is None else pz, bias=D.probe_param(bias),
+          weight_offset=weight_offset, add=add)
     data = D.rechunk(data, trail)
     whole = tuple(range(data.ndim))
     rows = tuple(None if a in trail else a for a in range(data.ndim))

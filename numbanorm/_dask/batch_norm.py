@@ -14,7 +14,8 @@ import numpy as np
 from .. import _dispatch, _validate
 from .._stats_host import batches_tracked, increment, momentum_arg, update_running
 from ._graph import (
-    aligned, blockwise, check_grad, check_out, dask_array, dtypes, finish_grad, finish_out, finish_outs, is_dask, like_chunks, ones_chunks, probe_param, probe_shape,
+    aligned, blockwise, check_grad, check_out, dask_array, dtypes, finish_grad, finish_out, finish_outs,
+    is_dask, like_chunks, ones_chunks, probe_param, probe_shape,
 )
 from ._stats import reduce_moments
 
@@ -69,9 +70,9 @@ def batch_norm(eager, x, running_mean, running_var, weight=None, bias=None, trai
     prm = None if running_mean is None else np.array(probe_param(running_mean), copy=True)
     prv = None if running_var is None else np.array(probe_param(running_var), copy=True)
     eager(probe, prm, prv, probe_param(weight), probe_param(bias), training, momentum, eps,
-                     channel_axis=channel_axis, return_stats=return_stats,
-                     num_batches_tracked=None if hasattr(num_batches_tracked, "shape") else num_batches_tracked,
-                     unbiased_running_var=unbiased_running_var)
+          channel_axis=channel_axis, return_stats=return_stats,
+          num_batches_tracked=None if hasattr(num_batches_tracked, "shape") else num_batches_tracked,
+          unbiased_running_var=unbiased_running_var)
     training = bool(training)
     n = int(np.prod([s for a, s in enumerate(x.shape) if a != ax]))
     if training and n == 1:
@@ -89,19 +90,19 @@ def batch_norm(eager, x, running_mean, running_var, weight=None, bias=None, trai
             if running_mean is not None:
                 mean, var = da.compute(mean, var)
                 running_update("batch_norm", mean.reshape(1, c), var.reshape(1, c), n, momentum,
-                                num_batches_tracked, bool(unbiased_running_var), running_mean, running_var)
+                               num_batches_tracked, bool(unbiased_running_var), running_mean, running_var)
         else:
             mean = var = np.full(c, np.nan)
             if running_mean is not None:
                 running_update("batch_norm", None, None, 0, momentum, num_batches_tracked,
-                                bool(unbiased_running_var), running_mean, running_var)
+                               bool(unbiased_running_var), running_mean, running_var)
     else:
         mean, var = running_mean, running_var
     args = [(x, tuple(range(x.ndim)))]
     for p in (mean, var, weight, bias):
         args.append((None, None) if p is None else (aligned(p, (ax,), x.chunks), (ax,)))
     y, = blockwise(functools.partial(_bn_apply_block, eager, eps=eps, channel_axis=channel_axis), x, args,
-                    [(rtype, x.chunks)])
+                   [(rtype, x.chunks)])
     if not return_stats:
         return finish_out(y, out)
     mean_a = mean if is_dask(mean) else da.from_array(np.asarray(mean, np.float64))
@@ -115,7 +116,7 @@ def _bn_sums_block(eager, gb, xb, mb, rb, channel_axis, nd, ax, c):
     """Per-block Σdy and Σdy·x̂ per channel (eval-mode backward with the global statistics)."""
     cb = xb.shape[ax]
     _, gw, gbias = eager(gb, xb, np.ones(cb, np.float64 if xb.dtype == np.float64 else np.float32),
-                                            training=False, mean=mb, rstd=rb, channel_axis=channel_axis)
+                         training=False, mean=mb, rstd=rb, channel_axis=channel_axis)
     keep = tuple(cb if a == ax else 1 for a in range(nd))
     return np.asarray(gbias, np.float64).reshape(keep), np.asarray(gw, np.float64).reshape(keep)
 
@@ -133,8 +134,8 @@ def _bn_grad_block(gb, xb, mb, rb, wb, sdy, sdyx, n, ax, rtype):
     return ((w * r * (dy - a - xhat * b)).astype(rtype),)
 
 
-def batch_norm_backward(eager, grad_out, x, weight=None, *, training=True, running_mean=None, running_var=None, eps=1e-5,
-                        mean=None, rstd=None, channel_axis=1, out=None):
+def batch_norm_backward(eager, grad_out, x, weight=None, *, training=True, running_mean=None, running_var=None,
+                        eps=1e-5, mean=None, rstd=None, channel_axis=1, out=None):
     """Dask :func:`numbanorm.batch_norm_backward`: per-channel sums by tree reduction, grad_x blockwise."""
     fn = "batch_norm_backward"
     da = dask_array()
@@ -144,8 +145,8 @@ def batch_norm_backward(eager, grad_out, x, weight=None, *, training=True, runni
     c = x.shape[ax]
     probe = probe_shape(x.shape, (ax,))
     eager(np.zeros(probe, x.dtype), np.zeros(probe, x.dtype), probe_param(weight),
-                              training=training, running_mean=probe_param(running_mean), running_var=probe_param(running_var),
-                              eps=eps, mean=probe_param(mean), rstd=probe_param(rstd), channel_axis=channel_axis)
+          training=training, running_mean=probe_param(running_mean), running_var=probe_param(running_var),
+          eps=eps, mean=probe_param(mean), rstd=probe_param(rstd), channel_axis=channel_axis)
     training = bool(training)
     red = tuple(a for a in range(x.ndim) if a != ax)
     n = int(np.prod([s for a, s in enumerate(x.shape) if a != ax]))
@@ -163,8 +164,8 @@ def batch_norm_backward(eager, grad_out, x, weight=None, *, training=True, runni
     r_a = aligned(rstd, (ax,), x.chunks)
     pchunks = ones_chunks(x.chunks, red)
     sdy, sdyx = blockwise(functools.partial(_bn_sums_block, eager, channel_axis=channel_axis, nd=x.ndim, ax=ax, c=c), x,
-                           [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), (m_a, (ax,)), (r_a, (ax,))],
-                           [(np.float64, pchunks), (np.float64, pchunks)])
+                          [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), (m_a, (ax,)), (r_a, (ax,))],
+                          [(np.float64, pchunks), (np.float64, pchunks)])
     sdy = sdy.sum(axis=red, dtype=np.float64).reshape(c)
     sdyx = sdyx.sum(axis=red, dtype=np.float64).reshape(c)
     if training:
@@ -172,13 +173,13 @@ def batch_norm_backward(eager, grad_out, x, weight=None, *, training=True, runni
                 (None, None) if weight is None else (aligned(weight, (ax,), x.chunks), (ax,)),
                 (sdy.rechunk((x.chunks[ax],)), (ax,)), (sdyx.rechunk((x.chunks[ax],)), (ax,))]
         gx, = blockwise(functools.partial(_bn_grad_block, n=n, ax=ax, rtype=np.dtype(rtype)), x, args,
-                         [(rtype, x.chunks)])
+                        [(rtype, x.chunks)])
     else:
         args = [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))),
                 (None, None) if weight is None else (aligned(weight, (ax,), x.chunks), (ax,)),
                 (m_a, (ax,)), (r_a, (ax,))]
         gx, = blockwise(functools.partial(_bn_eval_grad_block, eager, channel_axis=channel_axis), x, args,
-                         [(rtype, x.chunks)])
+                        [(rtype, x.chunks)])
     gw = None if weight is None else sdyx.astype(rtype)
     return finish_grad(fn, (gx, gw, sdy.astype(rtype)), out, x)
 

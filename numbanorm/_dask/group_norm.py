@@ -11,7 +11,8 @@ import numpy as np
 
 from .. import _validate
 from ._graph import (
-    aligned, blockwise, check_grad, check_out, dtypes, finish_grad, finish_outs, like_chunks, ones_chunks, probe_param, probe_shape, rechunk, sum_partials,
+    aligned, blockwise, check_grad, check_out, dtypes, finish_grad, finish_outs, like_chunks, ones_chunks,
+    probe_param, probe_shape, rechunk, sum_partials,
 )
 
 
@@ -47,7 +48,7 @@ def group_norm(eager, x, num_groups, weight=None, bias=None, eps=1e-5, *, channe
     ax = _validate.channel_axis(fn, channel_axis, x.ndim)
     whole = tuple(range(1, x.ndim))
     eager(np.zeros(probe_shape(x.shape, whole), x.dtype), num_groups, probe_param(weight), probe_param(bias),
-                     eps, channel_axis=channel_axis, return_stats=return_stats)
+          eps, channel_axis=channel_axis, return_stats=return_stats)
     check_out(fn, out, x.shape, rtype)
     x = rechunk(x, whole)
     args = [(x, tuple(range(x.ndim)))]
@@ -58,7 +59,7 @@ def group_norm(eager, x, num_groups, weight=None, bias=None, eps=1e-5, *, channe
     if return_stats:
         specs += [(ctype, sample_stat_chunks(x, ax, (g,)))] * 2
     res = blockwise(functools.partial(_group_block, eager, num_groups=num_groups, eps=eps, channel_axis=channel_axis,
-                                       return_stats=return_stats, nd=x.ndim, ax=ax), x, args, specs)
+                                      return_stats=return_stats, nd=x.ndim, ax=ax), x, args, specs)
     y, *res[1:] = finish_outs(res, out)
     if not return_stats:
         return y
@@ -76,7 +77,7 @@ def saved_samples(fn, arg, value, n, k, x, ax, aligned_to_channels):
 def _grouped_bw_block(eager, gb, xb, wb, mb, rb, op, num_groups, eps, channel_axis, nd, ax):
     if op == "group_norm":
         gx, gw, gbias = eager(gb, xb, num_groups, wb, eps=eps, mean=mb, rstd=rb,
-                                               channel_axis=channel_axis)
+                              channel_axis=channel_axis)
     else:
         gx, gw, gbias = eager(gb, xb, wb, eps=eps, mean=mb, rstd=rb, channel_axis=channel_axis)
     keep = tuple(xb.shape[ax] if a == ax else 1 for a in range(nd))
@@ -95,11 +96,11 @@ def grouped_backward(eager, fn, op, grad_out, x, num_groups, weight, eps, mean, 
     probe = probe_shape(x.shape, whole + (ax,))
     if op == "group_norm":
         eager(np.zeros(probe, x.dtype), np.zeros(probe, x.dtype), num_groups, probe_param(weight),
-                               eps=eps, channel_axis=channel_axis)
+              eps=eps, channel_axis=channel_axis)
         k = int(num_groups)
     else:
         eager(np.zeros(probe, x.dtype), np.zeros(probe, x.dtype), probe_param(weight), eps=eps,
-                                  channel_axis=channel_axis)
+              channel_axis=channel_axis)
         k = c
     x = rechunk(x, whole)
     g = like_chunks(grad_out, x.chunks)
@@ -115,8 +116,8 @@ def grouped_backward(eager, fn, op, grad_out, x, num_groups, weight, eps, mean, 
     red = tuple(a for a in range(x.ndim) if a != ax)
     pchunks = ones_chunks(x.chunks, red)
     gx, gw, gb = blockwise(functools.partial(_grouped_bw_block, eager, op=op, num_groups=num_groups, eps=eps,
-                                              channel_axis=channel_axis, nd=x.ndim, ax=ax),
-                            x, args, [(rtype, x.chunks), (np.float64, pchunks), (np.float64, pchunks)])
+                                             channel_axis=channel_axis, nd=x.ndim, ax=ax),
+                           x, args, [(rtype, x.chunks), (np.float64, pchunks), (np.float64, pchunks)])
     gw = None if weight is None else sum_partials(gw, red, (c,), rtype)
     return gx, gw, sum_partials(gb, red, (c,), rtype)
 

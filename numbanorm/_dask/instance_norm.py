@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 from .. import _validate
-from ._graph import aligned, check_out, dtypes, finish_grad, finish_outs, probe_param, probe_shape, rechunk, blockwise
+from ._graph import aligned, blockwise, check_out, dtypes, finish_grad, finish_outs, probe_param, probe_shape, rechunk
 from ._stats import reduce_moments
 from .batch_norm import host_running, running_update
 from .group_norm import grouped_backward, place, sample_stat_chunks, unplace
@@ -15,7 +15,7 @@ from .group_norm import grouped_backward, place, sample_stat_chunks, unplace
 
 def _instance_block(eager, xb, wb, bb, rm, rv, use_input_stats, eps, channel_axis, return_stats, nd, ax):
     r = eager(xb, rm, rv, wb, bb, use_input_stats=use_input_stats, eps=eps,
-                            channel_axis=channel_axis, return_stats=return_stats)
+              channel_axis=channel_axis, return_stats=return_stats)
     if not return_stats:
         return (r,)
     y, m, s = r
@@ -38,9 +38,9 @@ def instance_norm(eager, x, running_mean=None, running_var=None, weight=None, bi
     prm = None if running_mean is None else np.array(probe_param(running_mean), copy=True)
     prv = None if running_var is None else np.array(probe_param(running_var), copy=True)
     eager(probe, prm, prv, probe_param(weight), probe_param(bias), use_input_stats, momentum, eps,
-                        channel_axis=channel_axis, return_stats=return_stats,
-                        num_batches_tracked=None if hasattr(num_batches_tracked, "shape") else num_batches_tracked,
-                        unbiased_running_var=unbiased_running_var)
+          channel_axis=channel_axis, return_stats=return_stats,
+          num_batches_tracked=None if hasattr(num_batches_tracked, "shape") else num_batches_tracked,
+          unbiased_running_var=unbiased_running_var)
     use_input_stats = bool(use_input_stats)
     host_running(fn, running_mean, running_var, use_input_stats)
     check_out(fn, out, x.shape, rtype)
@@ -57,7 +57,7 @@ def instance_norm(eager, x, running_mean=None, running_var=None, weight=None, bi
             mean = var = None
             s = 0
         running_update("instance_norm", mean, var, s, momentum, num_batches_tracked, bool(unbiased_running_var),
-                        running_mean, running_var)
+                       running_mean, running_var)
     rm_b, rv_b = (None, None) if use_input_stats else (running_mean, running_var)
     args = [(x, tuple(range(x.ndim)))]
     for p in (weight, bias, rm_b, rv_b):
@@ -66,8 +66,8 @@ def instance_norm(eager, x, running_mean=None, running_var=None, weight=None, bi
     if return_stats:
         specs += [(ctype, sample_stat_chunks(x, ax, x.chunks[ax]))] * 2
     res = blockwise(functools.partial(_instance_block, eager, use_input_stats=use_input_stats, eps=eps,
-                                       channel_axis=channel_axis, return_stats=return_stats, nd=x.ndim, ax=ax),
-                     x, args, specs)
+                                      channel_axis=channel_axis, return_stats=return_stats, nd=x.ndim, ax=ax),
+                    x, args, specs)
     y, *res[1:] = finish_outs(res, out)
     if not return_stats:
         return y

@@ -23,7 +23,7 @@ def layer_norm(eager, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, 
     nshape, trail = trailing(fn, x, normalized_shape)
     ctype, rtype = dtypes(fn, x)
     eager(np.zeros(probe_shape(x.shape, trail), x.dtype), normalized_shape, probe_param(weight),
-                     probe_param(bias), eps, return_stats=return_stats)
+          probe_param(bias), eps, return_stats=return_stats)
     check_out(fn, out, x.shape, rtype)
     x = rechunk(x, trail)
     args = [(x, tuple(range(x.ndim)))]
@@ -33,7 +33,7 @@ def layer_norm(eager, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, 
     if return_stats:
         specs += [(ctype, stat_chunks(x, trail))] * 2
     res = blockwise(functools.partial(_ln_block, eager, normalized_shape=nshape, eps=eps, return_stats=return_stats),
-                     x, args, specs)
+                    x, args, specs)
     res = finish_outs(res, out)
     return (res[0], res[1], res[2]) if return_stats else res[0]
 
@@ -55,7 +55,7 @@ def layer_norm_backward(eager, grad_out, x, normalized_shape, weight=None, *, ep
         raise ValueError(f"{fn}(): arguments 'mean' and 'rstd' must be given together, got only one")
     probe = probe_shape(x.shape, trail)
     eager(np.zeros(probe, grad_out.dtype if hasattr(grad_out, "dtype") else x.dtype),
-                              np.zeros(probe, x.dtype), normalized_shape, probe_param(weight), eps=eps)
+          np.zeros(probe, x.dtype), normalized_shape, probe_param(weight), eps=eps)
     x = rechunk(x, trail)
     g = like_chunks(grad_out, x.chunks)
     lead_axes = tuple(a for a in range(x.ndim) if a not in trail)
@@ -68,7 +68,7 @@ def layer_norm_backward(eager, grad_out, x, normalized_shape, weight=None, *, ep
         args += [(None, None), (None, None)]
     pchunks = ones_chunks(x.chunks, lead_axes)
     gx, gw, gb = blockwise(functools.partial(_ln_bw_block, eager, normalized_shape=nshape, eps=eps, nd=x.ndim,
-                                              k=len(trail)),
-                            x, args, [(rtype, x.chunks), (np.float64, pchunks), (np.float64, pchunks)])
+                                             k=len(trail)),
+                           x, args, [(rtype, x.chunks), (np.float64, pchunks), (np.float64, pchunks)])
     gw = None if weight is None else sum_partials(gw, lead_axes, nshape, rtype)
     return finish_grad(fn, (gx, gw, sum_partials(gb, lead_axes, nshape, rtype)), out, x)

@@ -21,7 +21,7 @@ def _lrn_axes(fn, x, mode, channel_axis):
 
 def _lrn_block(eager, xb, size, alpha, beta, k, mode, convention, channel_axis):
     return (eager(xb, size, alpha, beta, k, mode=mode, convention=convention,
-                                      channel_axis=channel_axis),)
+                  channel_axis=channel_axis),)
 
 
 def local_response_norm(eager, x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_channels", convention="torch",
@@ -35,13 +35,13 @@ def local_response_norm(eager, x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="a
     check_out(fn, out, x.shape, rtype)
     x = rechunk(x, whole)
     y, = blockwise(functools.partial(_lrn_block, eager, size=size, alpha=alpha, beta=beta, k=k, **kw), x,
-                    [(x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
+                   [(x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
     return finish_out(y, out)
 
 
 def _lrn_bw_block(eager, gb, xb, size, alpha, beta, k, mode, convention, channel_axis):
     return (eager(gb, xb, size, alpha, beta, k, mode=mode, convention=convention,
-                                               channel_axis=channel_axis),)
+                  channel_axis=channel_axis),)
 
 
 def local_response_norm_backward(eager, grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_channels",
@@ -57,5 +57,5 @@ def local_response_norm_backward(eager, grad_out, x, size, alpha=1e-4, beta=0.75
     x = rechunk(x, whole)
     g = like_chunks(grad_out, x.chunks)
     gx, = blockwise(functools.partial(_lrn_bw_block, eager, size=size, alpha=alpha, beta=beta, k=k, **kw), x,
-                     [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
-    return finish_grad(fn, (gx), out, x)
+                    [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
+    return finish_grad(fn, gx, out, x)

@@ -21,7 +21,7 @@ def min_max_scale(eager, x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out
         return finish_out(x.astype(rtype), out)
     st = reduce_extrema(x, axes)
     y, = blockwise(functools.partial(apply_block, fn, axes=axes, kind="minmax", ddof=0.0, lo=lo, hi=hi,
-                                      clip=clip),
-                    x, [(x, tuple(range(x.ndim))), (st, tuple(None if a in axes else a for a in range(x.ndim)))],
-                    [(rtype, x.chunks)])
+                                     clip=clip),
+                   x, [(x, tuple(range(x.ndim))), (st, tuple(None if a in axes else a for a in range(x.ndim)))],
+                   [(rtype, x.chunks)])
     return finish_out(y, out)

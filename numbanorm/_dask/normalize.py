@@ -33,7 +33,7 @@ def normalize(eager, x, p=2.0, axis=1, eps=1e-12, *, out=None):
     check_out(fn, out, x.shape, rtype)
     x = rechunk(x, (ax,))
     y, = blockwise(functools.partial(_normalize_block, eager, p=p, axis=axis, eps=eps), x, [(x, tuple(range(x.ndim)))],
-                    [(rtype, x.chunks)])
+                   [(rtype, x.chunks)])
     return finish_out(y, out)
 
 
@@ -50,5 +50,5 @@ def normalize_backward(eager, grad_out, x, p=2.0, axis=1, eps=1e-12, out=None):
     x = rechunk(x, (ax,))
     g = like_chunks(grad_out, x.chunks)
     gx, = blockwise(functools.partial(_normalize_bw_block, eager, p=p, axis=axis, eps=eps), x,
-                     [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
-    return finish_grad(fn, (gx), out, x)
+                    [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
+    return finish_grad(fn, gx, out, x)

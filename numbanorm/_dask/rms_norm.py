@@ -5,7 +5,8 @@ import functools
 import numpy as np
 
 from ._graph import (
-    aligned, blockwise, check_grad, check_out, dtypes, finish_grad, finish_outs, like_chunks, ones_chunks, probe_param, probe_shape, rechunk, saved_rows, stat_chunks, sum_partials, trailing,
+    aligned, blockwise, check_grad, check_out, dtypes, finish_grad, finish_outs, like_chunks, ones_chunks,
+    probe_param, probe_shape, rechunk, saved_rows, stat_chunks, sum_partials, trailing,
 )
 
 
@@ -20,7 +21,7 @@ def rms_norm(eager, x, normalized_shape, weight=None, eps=None, *, out=None, ret
     nshape, trail = trailing(fn, x, normalized_shape)
     ctype, rtype = dtypes(fn, x)
     eager(np.zeros(probe_shape(x.shape, trail), x.dtype), normalized_shape, probe_param(weight), eps,
-                   return_stats=return_stats)
+          return_stats=return_stats)
     check_out(fn, out, x.shape, rtype)
     x = rechunk(x, trail)
     args = [(x, tuple(range(x.ndim))), (None, None) if weight is None else (aligned(weight, trail, x.chunks), trail)]
@@ -28,7 +29,7 @@ def rms_norm(eager, x, normalized_shape, weight=None, eps=None, *, out=None, ret
     if return_stats:
         specs.append((ctype, stat_chunks(x, trail)))
     res = blockwise(functools.partial(_rms_block, eager, normalized_shape=nshape, eps=eps, return_stats=return_stats),
-                     x, args, specs)
+                    x, args, specs)
     res = finish_outs(res, out)
     return (res[0], res[1]) if return_stats else res[0]
 
@@ -47,7 +48,7 @@ def rms_norm_backward(eager, grad_out, x, normalized_shape, weight=None, *, eps=
     check_grad(fn, grad_out, x)
     probe = probe_shape(x.shape, trail)
     eager(np.zeros(probe, x.dtype), np.zeros(probe, x.dtype), normalized_shape, probe_param(weight),
-                            eps=eps)
+          eps=eps)
     x = rechunk(x, trail)
     g = like_chunks(grad_out, x.chunks)
     lead_axes = tuple(a for a in range(x.ndim) if a not in trail)
@@ -58,6 +59,7 @@ def rms_norm_backward(eager, grad_out, x, normalized_shape, weight=None, *, eps=
     else:
         args.append((None, None))
     pchunks = ones_chunks(x.chunks, lead_axes)
-    gx, gw = blockwise(functools.partial(_rms_bw_block, eager, normalized_shape=nshape, eps=eps, nd=x.ndim, k=len(trail)),
-                        x, args, [(rtype, x.chunks), (np.float64, pchunks)])
+    gx, gw = blockwise(functools.partial(_rms_bw_block, eager, normalized_shape=nshape, eps=eps, nd=x.ndim,
+                                         k=len(trail)),
+                       x, args, [(rtype, x.chunks), (np.float64, pchunks)])
     return finish_grad(fn, (gx, (None if weight is None else sum_partials(gw, lead_axes, nshape, rtype))), out, x)

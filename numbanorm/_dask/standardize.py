@@ -41,7 +41,7 @@ def standardize(eager, x, axis=0, ddof=0, *, out=None):
         return finish_out(x.astype(rtype), out)
     st = reduce_moments(x, axes)
     y, = blockwise(functools.partial(apply_block, fn, axes=axes, kind="zscore", ddof=ddof, lo=0.0, hi=0.0,
-                                      clip=False),
-                    x, [(x, tuple(range(x.ndim))), (st, tuple(None if a in axes else a for a in range(x.ndim)))],
-                    [(rtype, x.chunks)])
+                                     clip=False),
+                   x, [(x, tuple(range(x.ndim))), (st, tuple(None if a in axes else a for a in range(x.ndim)))],
+                   [(rtype, x.chunks)])
     return finish_out(y, out)

@@ -39,6 +39,7 @@ def weight_standardize_backward(eager, grad_out, weight, eps=1e-5, out=None):
     eager(np.zeros(probe, weight.dtype), np.zeros(probe, weight.dtype), eps)
     w = rechunk(weight, whole)
     g = like_chunks(grad_out, w.chunks)
-    gw, = blockwise(functools.partial(_ws_bw_block, eager, eps=eps), w, [(g, tuple(range(w.ndim))), (w, tuple(range(w.ndim)))],
-                     [(rtype, w.chunks)])
-    return finish_grad(fn, (gw), out, weight)
+    gw, = blockwise(functools.partial(_ws_bw_block, eager, eps=eps), w,
+                    [(g, tuple(range(w.ndim))), (w, tuple(range(w.ndim)))],
+                    [(rtype, w.chunks)])
+    return finish_grad(fn, gw, out, weight)
