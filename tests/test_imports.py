@@ -157,3 +157,22 @@ def test_walker_sees_relative_and_function_level_imports(tmp_path):
     (pkg / "c.py").write_text("def g():\n    from .a import b\n")  # closes c -> a -> sub.b -> c
     cycle = find_cycle(import_graph(pkg))
     assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"pkg.a", "pkg.sub.b", "pkg.c"}
+
+
+def test_every_dask_handoff_has_a_builder():
+    """Each ``dev.build(<op function>, ...)`` in ``_ops/<mod>.py`` has its builder: a function
+    of that name in ``_dask/<mod>.py`` taking the in-memory function first (the rule
+    ``_dispatch._builder`` follows)."""
+    handoffs = 0
+    for path in sorted((ROOT / "_ops").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "build"):
+                continue
+            name = node.args[0].id
+            target = ROOT / "_dask" / path.name
+            assert target.exists(), f"{path.name}: no _dask/{path.name} for {name}"
+            defs = {d.name: d for d in ast.parse(target.read_text()).body if isinstance(d, ast.FunctionDef)}
+            assert name in defs, f"_dask/{path.name} has no builder {name}()"
+            assert defs[name].args.args[0].arg == "eager", f"_dask/{path.name}:{name}() must take 'eager' first"
+            handoffs += 1
+    assert handoffs >= 20
