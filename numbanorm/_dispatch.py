@@ -1,4 +1,4 @@
-"""Device choice from where the arrays' memory is: CPU kernels or CUDA kernels.
+"""Device choice from where the arrays' memory is: CPU kernels, CUDA kernels or Dask graphs.
 
 Public functions call :func:`device_of` once with every array argument (by name). It
 returns a :class:`Device` that converts arguments to the kernel side's array type
@@ -13,6 +13,10 @@ The device comes from each object's memory, not its type: ``__dlpack_device__``,
 ``__cuda_array_interface__`` present on the instance (PyTorch and JAX define it on the
 class of CPU arrays too). CuPy, PyTorch, JAX and ``numba.cuda`` are never imported here
 for NumPy users; the simulator's fake device arrays are recognised by their module.
+
+A Dask ``x`` gives :data:`DASK`, whose "kernels" are the graph builders of
+``numbanorm._dask``: the public function checks ``dev.deferred`` and hands the call to
+``dev.build(<itself>, ...)`` (:class:`DaskDevice`).
 
 Tests force the GPU path on host inputs with :func:`force_device` (the CUDA simulator
 tests run this way: host arrays in, simulated kernels, results back in the caller's type).
@@ -76,7 +80,7 @@ def device_of(fn, **arrays):
 
     The first named argument is the data (``x``): its kind fixes the result type.
     Mixing host and GPU arrays is a ``TypeError`` that says which argument is where.
-    A Dask ``x`` returns the Dask marker device (parameters may be NumPy or Dask).
+    A Dask ``x`` returns the Dask device :data:`DASK` (parameters may be NumPy or Dask).
     """
     if _FORCED.get() is None:  # fast path: all NumPy (or None)
         for a in arrays.values():
@@ -164,7 +168,7 @@ class CpuDevice:
     """
 
     name = "cpu"
-    is_dask = False
+    deferred = False
     host = True
     xp = np
 
@@ -231,7 +235,7 @@ class CudaDevice:
     """
 
     name = "cuda"
-    is_dask = False
+    deferred = False
 
     def __init__(self, kind, like=None, host=False):
         self.kind, self.like, self.host = kind, like, host
@@ -293,11 +297,37 @@ class CudaDevice:
             np.copyto(_interop.host_view(user), host, casting="same_kind")
 
 
+_BUILDERS = {}
+
+
+def _builder(eager):
+    """The Dask graph builder of public function ``eager``: the function of the same name in
+    the module of the same name under ``numbanorm._dask`` (``numbanorm._ops.layer_norm.
+    layer_norm`` -> ``numbanorm._dask.layer_norm.layer_norm``), imported on first use."""
+    try:
+        return _BUILDERS[eager]
+    except KeyError:
+        module = eager.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
+        b = _BUILDERS[eager] = getattr(importlib.import_module(module), eager.__name__)
+        return b
+
+
 class DaskDevice:
-    """Marker: the data is a Dask array; public functions hand over to ``numbanorm._dask``."""
+    """Dask arrays: the "kernels" are the graph builders of ``numbanorm._dask``.
+
+    Public functions check ``dev.deferred`` once after :func:`device_of` and hand the call
+    to :meth:`build` with their own function object; the builder makes the blockwise /
+    reduction graph whose per-block tasks run that function (on NumPy or CuPy blocks, so
+    through the CPU or CUDA kernels) and whose statistics come from
+    :mod:`numbanorm._stats_host`. Nothing under ``numbanorm._ops`` imports ``_dask``.
+    """
 
     name = "dask"
-    is_dask = True
+    deferred = True
+
+    def build(self, eager, *args, **kwargs):
+        """``eager(*args, **kwargs)`` as a lazy Dask result (see :mod:`numbanorm._dask`)."""
+        return _builder(eager)(eager, *args, **kwargs)
 
 
 CPU = CpuDevice()

@@ -65,9 +65,9 @@ def _stat_shape(x_shape, k):
 
 
 def _saved(fn, arg, dev, value, x_shape, k, m, ctype):
-    from .layer_norm import _saved_stat
+    from ._rows import saved_stat
 
-    return _saved_stat(fn, arg, dev, value, x_shape, k, m, ctype)
+    return saved_stat(fn, arg, dev, value, x_shape, k, m, ctype)
 
 
 def _same_array(a, b):
@@ -142,12 +142,10 @@ def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, w
     """See the module doc; returns what the public function returns."""
     dev = _dispatch.device_of(fn, x=x, residual=residual, weight=weight, bias=bias, out=out,
                               residual_out=residual_out)
-    if dev.is_dask:
-        from .. import _dask_add
-
-        return _dask_add.forward(fn, centered, x, residual, normalized_shape, weight, bias, eps,
-                                 weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype,
-                                 out=out, residual_out=residual_out, return_stats=return_stats, add=add)
+    if dev.deferred:
+        return dev.build(forward, fn, centered, x, residual, normalized_shape, weight, bias, eps,
+                         weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype,
+                         out=out, residual_out=residual_out, return_stats=return_stats, add=add)
     offset = check_offset(fn, weight_offset)
     casting = check_casting(fn, casting)
     return_stats = _validate.flag(fn, return_stats, "return_stats")
@@ -225,11 +223,9 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
     data = {name: v, "y": y} if v is not None else {"y": y, name: v}  # the data first: it fixes the device
     dev = _dispatch.device_of(fn, **data, grad_out=grad_y, grad_s=grad_s, weight=weight, bias=bias,
                               mean=mean, rstd=rstd, out=out)
-    if dev.is_dask:
-        from .. import _dask_add
-
-        return _dask_add.backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, eps=eps, mean=mean,
-                                  rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=add)
+    if dev.deferred:
+        return dev.build(backward, fn, centered, grad_y, grad_s, v, normalized_shape, weight, eps=eps, mean=mean,
+                         rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=add)
     offset = check_offset(fn, weight_offset)
     if (v is None) == (y is None):
         raise ValueError(f"{fn}(): give exactly one of '{name}' (the forward's input) and 'y' (its output), "

@@ -6,13 +6,13 @@ Canonical view: channels ``(1, O, C, I)`` with O = prod(dims before the channel 
 I = prod(dims after it): NCHW gives O = N, I = H·W; channels-last (``channel_axis=-1``) gives
 O = N·H·W, I = 1. Both are plain reshapes, never transposed copies.
 
-The helpers for running statistics here are shared with :mod:`.instance_norm`.
+The running-statistics helpers (shared with :mod:`.instance_norm` and the Dask builders)
+live in :mod:`numbanorm._stats_host`.
 """
-import operator
-
 import numpy as np
 
-from .. import _dispatch, _interop, _validate
+from .. import _dispatch, _validate
+from .._stats_host import batches_tracked, increment, momentum_arg, update_running  # noqa: F401 - also instance_norm's
 from ._common import Output, canonical, check_disjoint, prod, stat_result
 
 _OP = "batch_norm"
@@ -32,11 +32,6 @@ def check_grad(fn, ga, xa):
             f"{fn}(): argument 'grad_out' must have the shape of x {tuple(xa.shape)}, "
             f"got shape {tuple(ga.shape)}"
         )
-
-
-def momentum_arg(fn, value):
-    """None (cumulative average) or a finite real number."""
-    return None if value is None else _validate.real(fn, value, "momentum")
 
 
 def running_stats(fn, dev, running_mean, running_var, c, update):
@@ -73,80 +68,6 @@ def running_stats(fn, dev, running_mean, running_var, c, update):
             raise ValueError(f"{fn}(): argument '{name}' must be a writeable array, got a read-only array")
         arrays.append(a)
     return tuple(arrays)
-
-
-def _counter(value):
-    """A 1-element counter array as something with copy_to_host/copy_to_device (device) or a
-    zero-copy NumPy view of host memory (NumPy, torch, ... tensors)."""
-    if hasattr(value, "copy_to_host"):  # Numba device array (or the simulator's)
-        return value
-    if _dispatch._is_gpu(value):  # CuPy, torch.cuda, ...: zero-copy view
-        from numba import cuda
-
-        return cuda.as_cuda_array(_interop.cuda_view(value))
-    return _interop.host_view(value)
-
-
-def batches_tracked(fn, value):
-    """``num_batches_tracked``: None (= 0), an int >= 0, or a 1-element integer array.
-
-    Returns (count, array or None): the array (host or device) is incremented in place
-    after a training step.
-    """
-    if value is None:
-        return 0, None
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        arr = _counter(value)
-        if np.dtype(arr.dtype).kind not in "iu" or prod(arr.shape) != 1:
-            raise TypeError(
-                f"{fn}(): argument 'num_batches_tracked' must be an int or a 1-element integer "
-                f"array, got {_validate.describe(value)}"
-            )
-        if not _validate._writeable(arr):
-            raise ValueError(
-                f"{fn}(): argument 'num_batches_tracked' must be a writeable array, got a read-only array"
-            )
-        host = arr.copy_to_host() if hasattr(arr, "copy_to_host") else np.asarray(arr)
-        count = int(host.reshape(-1)[0])
-    else:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{fn}(): argument 'num_batches_tracked' must be an int, got {value!r}")
-        try:
-            count = operator.index(value)
-        except TypeError:
-            raise TypeError(
-                f"{fn}(): argument 'num_batches_tracked' must be an int or a 1-element integer "
-                f"array, got {_validate.describe(value)}"
-            ) from None
-        arr = None
-    if count < 0:
-        raise ValueError(f"{fn}(): argument 'num_batches_tracked' must be >= 0, got {count}")
-    return count, arr
-
-
-def increment(arr):
-    """num_batches_tracked += 1 in the caller's counter (host or device)."""
-    if arr is None:
-        return
-    if hasattr(arr, "copy_to_host"):
-        arr.copy_to_device(arr.copy_to_host() + 1)
-    else:
-        arr += 1
-
-
-def update_running(dev, kern, mean, var, count, factor, unbiased, running, user):
-    """Update the caller's running statistics in place (in float64, stored in their dtype).
-
-    ``running``: the (mean, var) arrays of the device; ``user``: the objects the caller
-    passed (NumPy arrays forced through the GPU get the result copied back).
-    """
-    rm, rv = (dev.contiguous(a, F64) for a in running)
-    kern.update_running(mean, var, count, factor, unbiased, rm, rv)
-    for new, arr, obj in zip((rm, rv), running, user):
-        if dev.name == "cuda" and dev.host:  # force_device("cuda") on host data
-            np.copyto(_interop.host_view(obj), dev.to_host(new), casting="same_kind")
-        elif new is not arr:
-            dev.copyto(arr, new)
 
 
 def saved_stats(fn, dev, mean, rstd, shape, view_shape):
@@ -250,13 +171,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
                               weight=weight, bias=bias, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
-                                channel_axis=channel_axis, out=out, return_stats=return_stats,
-                                num_batches_tracked=num_batches_tracked,
-                                unbiased_running_var=unbiased_running_var)
+    if dev.deferred:
+        return dev.build(batch_norm, x, running_mean, running_var, weight, bias, training, momentum, eps,
+                         channel_axis=channel_axis, out=out, return_stats=return_stats,
+                         num_batches_tracked=num_batches_tracked,
+                         unbiased_running_var=unbiased_running_var)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     if xa.ndim == 1 and xa.shape[0] == 0:
@@ -402,13 +321,10 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, running_mean=running_mean,
                               running_var=running_var, mean=mean, rstd=rstd, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        res = _dask.batch_norm_backward(grad_out, x, weight, training=training, running_mean=running_mean,
-                                        running_var=running_var, eps=eps, mean=mean, rstd=rstd,
-                                        channel_axis=channel_axis)
-        return _dask.finish_grad(fn, res, out, x)
+    if dev.deferred:
+        return dev.build(batch_norm_backward, grad_out, x, weight, training=training, running_mean=running_mean,
+                         running_var=running_var, eps=eps, mean=mean, rstd=rstd,
+                         channel_axis=channel_axis, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)

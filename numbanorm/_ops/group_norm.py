@@ -126,11 +126,9 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.group_norm(x, num_groups, weight, bias, eps, channel_axis=channel_axis, out=out,
-                                return_stats=return_stats)
+    if dev.deferred:
+        return dev.build(group_norm, x, num_groups, weight, bias, eps, channel_axis=channel_axis, out=out,
+                         return_stats=return_stats)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
@@ -192,12 +190,9 @@ def group_norm_backward(grad_out, x, num_groups, weight=None, *, eps=1e-5, mean=
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        res = _dask.group_norm_backward(grad_out, x, num_groups, weight, eps=eps, mean=mean, rstd=rstd,
-                                        channel_axis=channel_axis)
-        return _dask.finish_grad(fn, res, out, x)
+    if dev.deferred:
+        return dev.build(group_norm_backward, grad_out, x, num_groups, weight, eps=eps, mean=mean, rstd=rstd,
+                         channel_axis=channel_axis, out=out)
     if num_groups is None:
         raise TypeError(f"{fn}(): argument 'num_groups' must be an integer >= 1, got None")
     return grouped_backward(fn, dev, dev.kernels(_OP), grad_out, x, num_groups, weight, eps, mean, rstd,

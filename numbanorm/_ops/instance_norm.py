@@ -84,13 +84,11 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
                               weight=weight, bias=bias, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
-                                   eps, channel_axis=channel_axis, out=out, return_stats=return_stats,
-                                   num_batches_tracked=num_batches_tracked,
-                                   unbiased_running_var=unbiased_running_var)
+    if dev.deferred:
+        return dev.build(instance_norm, x, running_mean, running_var, weight, bias, use_input_stats, momentum,
+                         eps, channel_axis=channel_axis, out=out, return_stats=return_stats,
+                         num_batches_tracked=num_batches_tracked,
+                         unbiased_running_var=unbiased_running_var)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
@@ -182,11 +180,8 @@ def instance_norm_backward(grad_out, x, weight=None, *, eps=1e-5, mean=None, rst
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        res = _dask.instance_norm_backward(grad_out, x, weight, eps=eps, mean=mean, rstd=rstd,
-                                           channel_axis=channel_axis)
-        return _dask.finish_grad(fn, res, out, x)
+    if dev.deferred:
+        return dev.build(instance_norm_backward, grad_out, x, weight, eps=eps, mean=mean, rstd=rstd,
+                         channel_axis=channel_axis, out=out)
     return grouped_backward(fn, dev, dev.kernels(_OP), grad_out, x, None, weight, eps, mean, rstd,
                             channel_axis, out)

@@ -9,26 +9,9 @@ import numpy as np
 from .. import _dispatch, _validate
 from . import _fused
 from ._common import Output, canonical, prod, stat_result
+from ._rows import saved_stat as _saved_stat, stat_shape as _stat_shape  # noqa: F401 - rms_norm's too
 
 _OP = "layer_norm"
-
-
-def _stat_shape(x_shape, k):
-    return tuple(x_shape[: len(x_shape) - k]) + (1,) * k
-
-
-def _saved_stat(fn, arg, dev, value, x_shape, k, m, ctype):
-    """Saved mean/rstd: shaped like the leading dims, with or without trailing 1s."""
-    value = _validate.array(fn, arg, dev, value)
-    lead = tuple(x_shape[: len(x_shape) - k])
-    if tuple(value.shape) not in (lead, lead + (1,) * k):
-        raise ValueError(
-            f"{fn}(): argument '{arg}' must have shape {lead + (1,) * k} (as returned with "
-            f"return_stats=True) or {lead}, got shape {tuple(value.shape)}"
-        )
-    if value.dtype.kind != "f":
-        raise TypeError(f"{fn}(): argument '{arg}' must be a floating array, got dtype {value.dtype}")
-    return dev.contiguous(value, ctype).reshape(m)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, return_stats=False,
@@ -80,10 +63,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
         return _plain(x, normalized_shape, weight, bias, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.layer_norm(x, normalized_shape, weight, bias, eps, out=out, return_stats=return_stats)
+    if dev.deferred:
+        return dev.build(layer_norm, x, normalized_shape, weight, bias, eps, out=out, return_stats=return_stats)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
@@ -174,11 +155,8 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
                                mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=False)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        res = _dask.layer_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd)
-        return _dask.finish_grad(fn, res, out, x)
+    if dev.deferred:
+        return dev.build(layer_norm_backward, grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)

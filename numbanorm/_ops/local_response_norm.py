@@ -131,11 +131,9 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.local_response_norm(x, size, alpha, beta, k, mode=mode, convention=convention,
-                                         channel_axis=channel_axis, out=out)
+    if dev.deferred:
+        return dev.build(local_response_norm, x, size, alpha, beta, k, mode=mode, convention=convention,
+                         channel_axis=channel_axis, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     shape3, sp, lo, hi, a, k, beta = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode,
@@ -183,12 +181,9 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        res = _dask.local_response_norm_backward(grad_out, x, size, alpha, beta, k, mode=mode,
-                                                 convention=convention, channel_axis=channel_axis)
-        return _dask.finish_grad(fn, res, out, x)
+    if dev.deferred:
+        return dev.build(local_response_norm_backward, grad_out, x, size, alpha, beta, k, mode=mode,
+                         convention=convention, channel_axis=channel_axis, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)

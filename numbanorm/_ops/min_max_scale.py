@@ -7,69 +7,16 @@ the output, a (near-)constant feature (range < 10 eps) maps to ``lo``, optional 
 to ``[lo, hi]``.
 
 Canonical view: channels ``(O, C, I)``, shared with :mod:`numbanorm._ops.standardize`.
+
+The argument check, the extrema and the transform parameters live in
+:mod:`numbanorm._stats_host`; the names imported from there stay importable here.
 """
-import math
-import numbers
-
-import numpy as np
-
 from .. import _dispatch, _validate
-from .standardize import View, device_params, host, reduce_axes
+from .._stats_host import (  # noqa: F401 - re-exported for the scalers and numbanorm scale
+    View, device_params, extrema, feature_range_arg, handle_zeros, minmax_params, reduce_axes,
+)
 
 _OP = "min_max_scale"
-_F64 = np.dtype(np.float64)
-
-
-def feature_range_arg(fn, value, arg="feature_range"):
-    """(lo, hi) as Python floats, finite, lo < hi."""
-    expected = "a pair (min, max) of finite real numbers with min < max"
-    try:
-        lo, hi = value
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}(): argument '{arg}' must be {expected}, got {_validate.describe(value)}") from None
-    for v in (lo, hi):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-            raise TypeError(f"{fn}(): argument '{arg}' must be {expected}, got {_validate.describe(value)}")
-    lo, hi = float(lo), float(hi)
-    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-        raise ValueError(f"{fn}(): argument '{arg}' must be {expected}, got {tuple(value)!r}")
-    return lo, hi
-
-
-def extrema(dev, x3):
-    """(data_min, data_max) float64 NumPy arrays per channel; NaN where no value."""
-    c = x3.shape[1]
-    mn, mx = dev.empty(c, _F64), dev.empty(c, _F64)
-    dev.kernels(_OP).extrema(x3, mn, mx)
-    mn, mx = host(dev, mn), host(dev, mx)
-    none = mn > mx
-    mn[none] = np.nan
-    mx[none] = np.nan
-    return mn, mx
-
-
-def handle_zeros(rng):
-    """scikit-learn's ``_handle_zeros_in_scale``: ranges below 10 eps become 1 (and a mask)."""
-    const = rng < 10 * np.finfo(np.float64).eps
-    out = rng.copy()
-    out[const] = 1.0
-    return out, const
-
-
-def minmax_params(data_min, data_max, lo, hi):
-    """(sub, mul, div, add) of the transform, plus (scale_, min_) as scikit-learn defines them.
-
-    Non-constant positions: y = x · scale + min_ (scikit-learn's rounding); constant ones:
-    y = (x − data_min) · scale + lo, so that a constant feature maps exactly to ``lo``.
-    """
-    with np.errstate(invalid="ignore", over="ignore"):
-        rng = data_max - data_min
-        denom, const = handle_zeros(rng)
-        scale = (hi - lo) / denom
-        min_ = lo - data_min * scale
-    sub = np.where(const, data_min, 0.0)
-    add = np.where(const, lo, min_)
-    return (sub, scale, np.ones_like(scale), add), scale, min_
 
 
 def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
@@ -121,10 +68,8 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.min_max_scale(x, feature_range, axis, clip=clip, out=out)
+    if dev.deferred:
+        return dev.build(min_max_scale, x, feature_range, axis, clip=clip, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     lo, hi = feature_range_arg(fn, feature_range)

@@ -99,10 +99,8 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.normalize(x, p, axis, eps, out=out)
+    if dev.deferred:
+        return dev.build(normalize, x, p, axis, eps, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     p = _p(fn, p)
@@ -161,10 +159,8 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.finish_grad(fn, _dask.normalize_backward(grad_out, x, p, axis, eps), out, x)
+    if dev.deferred:
+        return dev.build(normalize_backward, grad_out, x, p, axis, eps, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)

@@ -64,10 +64,8 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
         return _plain(x, normalized_shape, weight, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.rms_norm(x, normalized_shape, weight, eps, out=out, return_stats=return_stats)
+    if dev.deferred:
+        return dev.build(rms_norm, x, normalized_shape, weight, eps, out=out, return_stats=return_stats)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
@@ -149,11 +147,8 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
                                rstd=rstd, y=y, weight_offset=weight_offset, out=out, add=False)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, rstd=rstd, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        res = _dask.rms_norm_backward(grad_out, x, normalized_shape, weight, eps=eps, rstd=rstd)
-        return _dask.finish_grad(fn, res, out, x)
+    if dev.deferred:
+        return dev.build(rms_norm_backward, grad_out, x, normalized_shape, weight, eps=eps, rstd=rstd, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)

@@ -65,10 +65,8 @@ def weight_standardize(weight, eps=1e-5, *, out=None):
     """
     fn = _OP
     dev = _dispatch.device_of(fn, weight=weight, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.weight_standardize(weight, eps, out=out)
+    if dev.deferred:
+        return dev.build(weight_standardize, weight, eps, out=out)
     wa = _validate.array(fn, "weight", dev, weight)
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
     m, n = _rows(fn, tuple(wa.shape))
@@ -114,10 +112,8 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5, *, out=None):
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, weight=weight, grad_out=grad_out, out=out)
-    if dev.is_dask:
-        from .. import _dask
-
-        return _dask.finish_grad(fn, _dask.weight_standardize_backward(grad_out, weight, eps), out, weight)
+    if dev.deferred:
+        return dev.build(weight_standardize_backward, grad_out, weight, eps, out=out)
     wa = _validate.array(fn, "weight", dev, weight)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
