@@ -46,8 +46,3 @@ Decisions where the lazy model and in-place updates meet:
   ``w·r·(dy − mean(dy) − x̂·mean(dy·x̂))`` runs in NumPy inside each block (the per-channel
   sums it needs come from the kernels); everything else runs in numbanorm kernels.
 """
-# the per-block partials and merges, as ``numbanorm scale`` (numbanorm._scale_cli) uses them
-from .._stats_host import extrema_chunk as _extrema_chunk  # noqa: F401
-from .._stats_host import merge_extrema as _merge_extrema  # noqa: F401
-from .._stats_host import merge_moments as _merge_moments  # noqa: F401
-from .._stats_host import moments_chunk as _moments_chunk  # noqa: F401

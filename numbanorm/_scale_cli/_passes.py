@@ -166,7 +166,7 @@ def _apply(xb, axes, params, lo, hi, clip, out):
 
 def _scale_source(job, src, sink_factory, what):
     """Scale one array; returns its statistics dict (zscore/minmax) or None."""
-    from .. import _dask
+    from .. import _stats_host
 
     args = job.args
     method = job.method
@@ -216,8 +216,8 @@ def _scale_source(job, src, sink_factory, what):
         return sink, None
 
     kind = "zscore" if method == "zscore" else "minmax"
-    chunk_fn = _dask._moments_chunk if kind == "zscore" else _dask._extrema_chunk
-    merge_fn = _dask._merge_moments if kind == "zscore" else _dask._merge_extrema
+    chunk_fn = _stats_host.moments_chunk if kind == "zscore" else _stats_host.extrema_chunk
+    merge_fn = _stats_host.merge_moments if kind == "zscore" else _stats_host.merge_extrema
     stat_shape = tuple(1 if a in axes else s for a, s in enumerate(src.shape))
     global_stats = 0 in axes
     passes = 2 if (global_stats and job.loaded is None) else 1
