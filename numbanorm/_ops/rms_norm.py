@@ -6,7 +6,7 @@ of the compute dtype (float32 for float16 input). Canonical view: rows ``(M, N)`
 import numpy as np
 
 from .. import _dispatch, _validate
-from . import _fused
+from . import _fused, _lowp
 from ._common import Output, canonical, prod, stat_result
 from .layer_norm import _saved_stat, _stat_shape
 
@@ -21,7 +21,7 @@ def _eps(fn, eps, ctype):
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False, weight_offset=0.0,
-             casting=None):
+             casting=None, quantize=None):
     r"""Root-mean-square normalization over the trailing ``normalized_shape`` dimensions.
 
     .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot w
@@ -57,11 +57,16 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     >>> numbanorm.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4)
     array([[0.8485, 1.1314]])
     """
+    if (quantize is None and not weight_offset and casting is None and return_stats is False
+            and _validate.plain_rows(x, normalized_shape, eps, out, weight)):
+        return _plain(x, normalized_shape, weight, eps, out)
+    if quantize is not None or _lowp.wanted(x, casting):  # 16-bit data / quantized outputs (extensions)
+        return _lowp.rows_forward(_OP, False, x, None, normalized_shape, weight, None, eps,
+                                  weight_offset=weight_offset, casting=casting, out=out, return_stats=return_stats,
+                                  quantize=quantize)
     if weight_offset or casting is not None:  # weight conventions (numbanorm extension)
         return _fused.forward(_OP, False, x, None, normalized_shape, weight, None, eps, weight_offset=weight_offset,
                               casting=casting, out=out, return_stats=return_stats, add=False)
-    if return_stats is False and _validate.plain_rows(x, normalized_shape, eps, out, weight):
-        return _plain(x, normalized_shape, weight, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, out=out)
     if dev.is_dask:

@@ -1,0 +1,144 @@
+"""16-bit and 8-bit float formats in CPU kernels, as bit patterns (Numba has no CPU float16).
+
+The kernels see a bfloat16 array as ``uint16`` and a float16 array as ``int16`` (zero-copy
+views made by :mod:`numbanorm._ops._lowp`); the integer type tells :func:`load` and
+:func:`put` which format the bits are, so one kernel source compiles for both (and for
+plain float32/float64 arrays, read and written as they are):
+
+* bfloat16 → float32: ``u32(bits) << 16``, exact. float32 → bfloat16: round to nearest,
+  ties to even (``(b + 0x7fff + ((b >> 16) & 1)) >> 16``), NaN kept NaN (quiet bit set),
+  infinities and overflow to inf as IEEE rounding does.
+* float16 ↔ float32: LLVM's ``fpext half`` / ``fptrunc`` (F16C ``vcvtph2ps``/``vcvtps2ph``
+  where the CPU has them): exact / round to nearest even, NaN, inf and subnormals IEEE.
+* float8 e4m3fn (``ml_dtypes.float8_e4m3fn``, bias 7, no inf, max 448, NaN 0x7f):
+  :func:`e4m3_bits` of a value already clipped to [-448, 448], round to nearest even,
+  subnormals (steps of 2**-9) included.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from .._config import JIT_OPTIONS
+
+
+@intrinsic
+def f32_bits(typingctx, v):
+    """The IEEE bits of a float32 as uint32."""
+    if v != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(v), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, b):
+    """The float32 whose IEEE bits are the low 32 bits of the integer ``b``."""
+    if not isinstance(b, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        if b.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif b.bitwidth < 32:
+            v = builder.zext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(b), codegen
+
+
+@intrinsic
+def f16_to_f32(typingctx, b):
+    """The float32 value of the float16 bits ``b`` (int16), exact."""
+    if b != types.int16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(b), codegen
+
+
+@intrinsic
+def f32_to_f16(typingctx, v):
+    """The float16 bits (int16) of float32 ``v``, rounded to nearest even."""
+    if v != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.int16(v), codegen
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def bf16_to_f32(b):
+    return bits_f32(np.uint32(b) << np.uint32(16))
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def f32_to_bf16(v):
+    b = f32_bits(v)
+    rounded = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    quiet = (b >> np.uint32(16)) | np.uint32(0x40)
+    return np.uint16(quiet if v != v else rounded)
+
+
+def load(a, j):
+    """``a[j]`` as a number: float32 for 16-bit bit arrays, the array's dtype otherwise."""
+
+
+def put(a, j, v):
+    """Store ``v`` into ``a[j]`` (rounded to ``a``'s format); return the stored value."""
+
+
+@overload(load, jit_options=JIT_OPTIONS)
+def _load(a, j):
+    if a.dtype == types.uint16:
+        return lambda a, j: bf16_to_f32(a[j])
+    if a.dtype == types.int16:
+        return lambda a, j: f16_to_f32(a[j])
+    return lambda a, j: a[j]
+
+
+@overload(put, jit_options=JIT_OPTIONS)
+def _put(a, j, v):
+    if a.dtype == types.uint16:
+        def put_bf16(a, j, v):
+            b = f32_to_bf16(np.float32(v))
+            a[j] = b
+            return bf16_to_f32(b)
+        return put_bf16
+    if a.dtype == types.int16:
+        def put_f16(a, j, v):
+            b = f32_to_f16(np.float32(v))
+            a[j] = b
+            return f16_to_f32(b)
+        return put_f16
+    dt = a.dtype
+
+    def put_float(a, j, v):
+        w = dt(v)
+        a[j] = w
+        return w
+    return put_float
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def e4m3_bits(v):
+    """float8 e4m3fn bits (uint8) of float32 ``v`` with |v| <= 448 (NaN → 0x7f|sign)."""
+    b = f32_bits(v)
+    sign = np.uint32((b >> np.uint32(24)) & np.uint32(0x80))
+    a = abs(v)
+    ab = b & np.uint32(0x7FFFFFFF)
+    # normal range (a >= 2**-6): keep 3 mantissa bits, ties to even, rebias 127 -> 7
+    r = (ab + np.uint32(0x7FFFF) + ((ab >> np.uint32(20)) & np.uint32(1))) >> np.uint32(20)
+    normal = r - np.uint32(120 << 3)
+    sub = np.uint32(np.rint(a * np.float32(512.0)))  # subnormal steps of 2**-9 (8 = 2**-6)
+    code = normal if a >= np.float32(0.015625) else sub
+    code = np.uint32(0x7F) if v != v else code
+    return np.uint8(code | sign)

@@ -1,0 +1,102 @@
+"""RMSNorm with dynamic per-row quantized outputs (int8, float8 e4m3fn), CPU kernels.
+
+Layout: ``x`` (and ``res``, ``s`` for the fused add) C-contiguous ``(M, N)`` arrays of
+float32/float64 or 16-bit bits (:mod:`._bits`); ``weight`` ``(N,)`` of the compute dtype
+(float64 for float64 data, else float32; the effective ``weight_offset + w``, ones
+without a weight); ``q`` ``(M, N)`` int8 (int8 quantization) or uint8 (float8 e4m3fn
+bits); ``scale`` and ``rstd`` ``(M,)`` of the compute dtype.
+
+Per row, with the row in L1/L2 after its first read (one pass over memory, no
+full-precision ``y`` written anywhere)::
+
+    r = 1/sqrt(mean(x²) + eps)       # pass 1 (fused add: s = round(x + res) written here)
+    a = max_j |x_j r w_j|            # pass 2, from cache
+    scale = a / qmax                 # qmax = 127 (int8), 448 (e4m3fn)
+    q_j = quant(x_j r w_j · qmax/a)  # pass 3, from cache
+
+``quant``: int8 = round half to even, clipped to [-127, 127]; e4m3fn = round to nearest
+even of the value clipped to [-448, 448]. A row of zeros (a = 0) gets ``scale = 0`` and
+``q = 0`` (no NaN). A row whose ``y`` has NaN (NaN or inf in ``x``) gets ``scale = NaN``;
+its NaN entries become 0 in int8 (which has no NaN) and NaN in e4m3fn.
+"""
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from .. import _config
+from ._bits import e4m3_bits, load
+from ._rows_lowp import _add_rows, _nchunks, _row_sq
+from ._stats import U
+
+
+def qput(q, j, v):
+    """Store the already scaled value ``v`` into ``q[j]`` (int8 or e4m3fn bits)."""
+
+
+@overload(qput, jit_options=_config.JIT_OPTIONS)
+def _qput(q, j, v):
+    if q.dtype == types.int8:
+        def put_int8(q, j, v):
+            c = min(max(v, -127.0), 127.0)
+            q[j] = np.int8(np.rint(c)) if c == c else np.int8(0)
+        return put_int8
+
+    def put_e4m3(q, j, v):
+        q[j] = e4m3_bits(np.float32(min(max(v, -448.0), 448.0)))
+    return put_e4m3
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _quant_row(row, n, r, weight, qmax, qrow):
+    """Passes 2 and 3 over a cached row (module doc); returns the row's scale."""
+    t = weight.dtype.type
+    r_t = t(r)
+    amax = t(0.0)
+    bad = t(0.0)
+    for j in range(U(n)):
+        y = load(row, j) * r_t * weight[j]
+        a = abs(y)
+        amax = a if a > amax else amax
+        bad += y - y  # 0, or NaN where y is NaN/inf
+    scale = amax / qmax
+    inv = qmax / amax if amax > 0.0 else t(0.0)
+    k = r_t * inv
+    for j in range(U(n)):
+        qput(qrow, j, load(row, j) * k * weight[j])
+    return scale if bad == 0.0 else t(np.nan)
+
+
+def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks):
+    m, n = x.shape
+    for c in prange(nchunks):
+        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+            row = x[i]
+            r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
+            rstd[i] = r
+            scale[i] = _quant_row(row, n, r, weight, qmax, q[i])
+
+
+def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, nchunks):
+    m, n = x.shape
+    for c in prange(nchunks):
+        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+            srow = s[i]
+            _add_rows(x[i], res[i], srow, n)
+            r = 1.0 / np.sqrt(_row_sq(srow, n) / n + eps)
+            rstd[i] = r
+            scale[i] = _quant_row(srow, n, r, weight, qmax, q[i])
+
+
+_RMS_QUANT = _config.twins(_rms_quant)
+_ADD_RMS_QUANT = _config.twins(_add_rms_quant)
+
+
+def rms_quant(x, weight, eps, qmax, q, scale, rstd):
+    """Quantized RMSNorm of each row of ``x`` into ``q`` and ``scale``; fill ``rstd``."""
+    _config.launch(_RMS_QUANT, x.size, x, weight, eps, weight.dtype.type(qmax), q, scale, rstd, _nchunks(x))
+
+
+def add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd):
+    """``s = x + res`` (rounded to ``s``'s format) and the quantized RMSNorm of ``s``."""
+    _config.launch(_ADD_RMS_QUANT, x.size, x, res, weight, eps, weight.dtype.type(qmax), s, q, scale, rstd,
+                   _nchunks(x))
