@@ -75,17 +75,90 @@ def f32_to_f16(typingctx, v):
     return types.int16(v), codegen
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def bf16_to_f32(b):
-    return bits_f32(np.uint32(b) << np.uint32(16))
+@intrinsic
+def bf16_to_f32(typingctx, b):
+    """The float32 value of the bfloat16 bits ``b`` (uint16): ``u32(b) << 16``, exact."""
+    if b != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        wide = builder.shl(builder.zext(args[0], i32), ir.Constant(i32, 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(b), codegen
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def f32_to_bf16(v):
-    b = f32_bits(v)
-    rounded = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    quiet = (b >> np.uint32(16)) | np.uint32(0x40)
-    return np.uint16(quiet if v != v else rounded)
+@intrinsic
+def f32_to_bf16(typingctx, v):
+    """The bfloat16 bits (uint16) of float32 ``v``: nearest, ties to even; NaN stays NaN.
+
+    32-bit integer IR (Numba would widen uint32 arithmetic to 64 bits and the loops
+    would vectorise half as wide)."""
+    if v != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32, i16 = ir.IntType(32), ir.IntType(16)
+        b = builder.bitcast(args[0], i32)
+        hi = builder.lshr(b, ir.Constant(i32, 16))
+        r = builder.add(builder.add(b, ir.Constant(i32, 0x7FFF)), builder.and_(hi, ir.Constant(i32, 1)))
+        rounded = builder.trunc(builder.lshr(r, ir.Constant(i32, 16)), i16)
+        quiet = builder.trunc(builder.or_(hi, ir.Constant(i32, 0x40)), i16)
+        isnan = builder.fcmp_unordered("uno", args[0], args[0])
+        return builder.select(isnan, quiet, rounded)
+
+    return types.uint16(v), codegen
+
+
+@intrinsic
+def f32_to_i8(typingctx, v):
+    """int8 of ``v`` (float32/float64) clipped to [-127, 127], rounded half to even; NaN → 0."""
+    if not isinstance(v, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ft = args[0].type
+        x = args[0]
+        lo, hi = ir.Constant(ft, -127.0), ir.Constant(ft, 127.0)
+        x = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
+        x = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
+        x = builder.select(builder.fcmp_unordered("uno", x, x), ir.Constant(ft, 0.0), x)
+        rint = builder.module.declare_intrinsic("llvm.rint", [ft])
+        return builder.fptosi(builder.call(rint, [x]), ir.IntType(8))
+
+    return types.int8(v), codegen
+
+
+@intrinsic
+def abs_max_bits(typingctx, acc, v):
+    """``max(acc, bits(|v|))`` for float32 (uint32 ``acc``) / float64 (uint64 ``acc``) ``v``.
+
+    Non-negative floats order like their bit patterns, NaN above inf, so an integer
+    maximum of the magnitudes' bits is a NaN-propagating max|v| that vectorises (a float
+    max reduction does not without ``nnan``)."""
+    if not isinstance(v, types.Float) or not isinstance(acc, types.Integer) or acc.bitwidth != v.bitwidth:
+        return None
+
+    def codegen(context, builder, signature, args):
+        it = ir.IntType(v.bitwidth)
+        b = builder.and_(builder.bitcast(args[1], it), ir.Constant(it, (1 << (v.bitwidth - 1)) - 1))
+        return builder.select(builder.icmp_unsigned(">", b, args[0]), b, args[0])
+
+    return acc(acc, v), codegen
+
+
+@intrinsic
+def float_from_bits(typingctx, b):
+    """The float32 / float64 with the bits of uint32 / uint64 ``b``."""
+    if not isinstance(b, types.Integer) or b.bitwidth not in (32, 64):
+        return None
+    ft = types.float32 if b.bitwidth == 32 else types.float64
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType() if b.bitwidth == 32 else ir.DoubleType())
+
+    return ft(b), codegen
 
 
 def load(a, j):

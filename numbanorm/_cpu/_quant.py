@@ -16,15 +16,16 @@ full-precision ``y`` written anywhere)::
 
 ``quant``: int8 = round half to even, clipped to [-127, 127]; e4m3fn = round to nearest
 even of the value clipped to [-448, 448]. A row of zeros (a = 0) gets ``scale = 0`` and
-``q = 0`` (no NaN). A row whose ``y`` has NaN (NaN or inf in ``x``) gets ``scale = NaN``;
-its NaN entries become 0 in int8 (which has no NaN) and NaN in e4m3fn.
+``q = 0`` (no NaN). A row whose ``y`` has a NaN (NaN or inf in ``x``) gets ``scale = NaN``
+and ``q = 0`` (max|y| is taken as the maximum of the magnitudes' bit patterns, NaN
+above inf: an integer reduction that vectorises and propagates NaN).
 """
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
 from .. import _config
-from ._bits import e4m3_bits, load
+from ._bits import abs_max_bits, e4m3_bits, f32_to_i8, float_from_bits, load
 from ._rows_lowp import _add_rows, _nchunks, _row_sq
 from ._stats import U
 
@@ -37,8 +38,7 @@ def qput(q, j, v):
 def _qput(q, j, v):
     if q.dtype == types.int8:
         def put_int8(q, j, v):
-            c = min(max(v, -127.0), 127.0)
-            q[j] = np.int8(np.rint(c)) if c == c else np.int8(0)
+            q[j] = f32_to_i8(v)
         return put_int8
 
     def put_e4m3(q, j, v):
@@ -46,24 +46,30 @@ def _qput(q, j, v):
     return put_e4m3
 
 
+def _zero_bits(w):
+    """The integer 0 of the width of ``w``'s float dtype (the max|y| accumulator)."""
+
+
+@overload(_zero_bits, jit_options=_config.JIT_OPTIONS)
+def _zero_bits_impl(w):
+    z = np.uint64(0) if w.dtype == types.float64 else np.uint32(0)
+    return lambda w: z
+
+
 @njit(inline="always", **_config.JIT_OPTIONS)
 def _quant_row(row, n, r, weight, qmax, qrow):
     """Passes 2 and 3 over a cached row (module doc); returns the row's scale."""
     t = weight.dtype.type
     r_t = t(r)
-    amax = t(0.0)
-    bad = t(0.0)
+    acc = _zero_bits(weight)
     for j in range(U(n)):
-        y = load(row, j) * r_t * weight[j]
-        a = abs(y)
-        amax = a if a > amax else amax
-        bad += y - y  # 0, or NaN where y is NaN/inf
-    scale = amax / qmax
-    inv = qmax / amax if amax > 0.0 else t(0.0)
+        acc = abs_max_bits(acc, load(row, j) * r_t * weight[j])
+    amax = float_from_bits(acc)  # NaN when y has a NaN
+    inv = qmax / amax if amax > 0.0 else t(0.0)  # 0 for zero and NaN rows: q = 0
     k = r_t * inv
     for j in range(U(n)):
         qput(qrow, j, load(row, j) * k * weight[j])
-    return scale if bad == 0.0 else t(np.nan)
+    return amax / qmax
 
 
 def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks):
