@@ -87,8 +87,8 @@ def _kernel_view(dev, a, shape2, ctype):
     is, anything else converted to ``ctype`` (copies only where needed)."""
     f = fmt(a.dtype)
     if f is not None:
-        a = dev.contiguous(a, a.dtype)
-        return _bits(dev, a, _BITS[f]).reshape(shape2)
+        a = _bits(dev, a, _BITS[f])
+        return dev.contiguous(a, a.dtype).reshape(shape2)
     if a.dtype == F32 or a.dtype == ctype:
         return dev.contiguous(a, a.dtype).reshape(shape2)
     return dev.contiguous(a, ctype).reshape(shape2)
@@ -270,6 +270,9 @@ def rows_forward(fn, centered, x, residual, normalized_shape, weight, bias, eps,
         _run(dev, centered, add, quantize, x2, r2, kern_w, kern_b, eps, s2, y2, mean, rstd, scale)
     wrap = lambda a: _wrap(dev, None, a)  # noqa: E731
     y = res_y.result(wrap)
+    for user, a in ((out, out_a), (residual_out, s_a)):
+        if user is not None and a is not user:
+            dev.copy_back(user, a)  # host out= forced through the GPU, or a torch view
     result = (out if y is None else y,)
     if qtype is not None:
         result += (_stat(dev, scale, shape, len(nshape)),)
@@ -328,4 +331,6 @@ def normalize(fn, x, p, axis, eps, out, check_p, check_axis):
         k = dev.kernels("_rows_lowp")
         k.normalize_forward(_kernel_view(dev, xa, (m, n), F32), p, eps, res.kernel((m, n)))
     y = res.result(lambda a: _wrap(dev, None, a))
+    if out is not None and out_a is not out:
+        dev.copy_back(out, out_a)
     return out if y is None else y
