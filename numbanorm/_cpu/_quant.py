@@ -16,9 +16,10 @@ full-precision ``y`` written anywhere)::
 
 ``quant``: int8 = round half to even, clipped to [-127, 127]; e4m3fn = round to nearest
 even of the value clipped to [-448, 448]. A row of zeros (a = 0) gets ``scale = 0`` and
-``q = 0`` (no NaN). A row whose ``y`` has a NaN (NaN or inf in ``x``) gets ``scale = NaN``
-and ``q = 0`` (max|y| is taken as the maximum of the magnitudes' bit patterns, NaN
-above inf: an integer reduction that vectorises and propagates NaN).
+``q = 0`` (no NaN). A row whose ``y`` has a NaN (NaN or inf in ``x``) gets ``scale =
+NaN``, so it dequantizes to NaN; its codes are 0 in int8 (no NaN there) and NaN or 0 in
+e4m3fn. max|y| is the maximum of the magnitudes' bit patterns (NaN above inf): an integer
+reduction that vectorises and propagates NaN.
 """
 import numpy as np
 from numba import njit, prange, types

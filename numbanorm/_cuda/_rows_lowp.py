@@ -289,10 +289,14 @@ def device_array(dev, a):
         from .._ops._lowp import bfloat16
 
         return dev.asarray(a.detach().view(torch.int16)).view(bfloat16())
-    if _torch_bf16(a):
-        from .._ops._lowp import _host
+    from .. import _interop
+    from .._ops._lowp import _host
 
-        return _layout.as_device_array(_host(a))
+    if dev.host or type(a) is np.ndarray or _interop.memory(a) != "cuda":
+        h = _host(a)
+        if h.dtype.kind == "V":  # bfloat16: copied to the device as its bits
+            return _layout.as_device_array(h.view(np.uint16)).view(h.dtype)
+        return dev.asarray(h)
     return dev.asarray(a)
 
 
