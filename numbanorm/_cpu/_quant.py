@@ -27,7 +27,8 @@ from numba.extending import overload
 
 from .. import _config
 from ._bits import abs_max_bits, e4m3_bits, f32_to_i8, float_from_bits, load
-from ._rows_lowp import _add_rows, _nchunks, _row_sq
+from ._ntcopy import stream_copy
+from ._rows_lowp import _add_rows, _row_sq, scratch
 from ._stats import U
 
 
@@ -73,25 +74,31 @@ def _quant_row(row, n, r, weight, qmax, qrow):
     return amax / qmax
 
 
-def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks):
+def _rms_quant(x, weight, eps, qmax, q, scale, rstd, scratch, stream):
     m, n = x.shape
+    nchunks = scratch.shape[0]
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
             r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
             rstd[i] = r
-            scale[i] = _quant_row(row, n, r, weight, qmax, q[i])
+            scale[i] = _quant_row(row, n, r, weight, qmax, scratch[c] if stream else q[i])
+            if stream:
+                stream_copy(q, i * n, scratch, c * n, n)
 
 
-def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, nchunks):
+def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, scratch, stream):
     m, n = x.shape
+    nchunks = scratch.shape[0]
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
             r = 1.0 / np.sqrt(_row_sq(srow, n) / n + eps)
             rstd[i] = r
-            scale[i] = _quant_row(srow, n, r, weight, qmax, q[i])
+            scale[i] = _quant_row(srow, n, r, weight, qmax, scratch[c] if stream else q[i])
+            if stream:
+                stream_copy(q, i * n, scratch, c * n, n)
 
 
 _RMS_QUANT = _config.twins(_rms_quant)
@@ -100,10 +107,10 @@ _ADD_RMS_QUANT = _config.twins(_add_rms_quant)
 
 def rms_quant(x, weight, eps, qmax, q, scale, rstd):
     """Quantized RMSNorm of each row of ``x`` into ``q`` and ``scale``; fill ``rstd``."""
-    _config.launch(_RMS_QUANT, x.size, x, weight, eps, weight.dtype.type(qmax), q, scale, rstd, _nchunks(x))
+    _config.launch(_RMS_QUANT, x.size, x, weight, eps, weight.dtype.type(qmax), q, scale, rstd, *scratch(x, q))
 
 
 def add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd):
     """``s = x + res`` (rounded to ``s``'s format) and the quantized RMSNorm of ``s``."""
     _config.launch(_ADD_RMS_QUANT, x.size, x, res, weight, eps, weight.dtype.type(qmax), s, q, scale, rstd,
-                   _nchunks(x))
+                   *scratch(x, q))

@@ -17,7 +17,9 @@ returned, as on the float32 copy path. Every row is read before it is written, e
 by element, so ``out`` may be ``x`` and ``s`` may be ``x`` or ``res``.
 
 Thread mapping: a ``prange`` over the fixed row chunks of :func:`.layer_norm._chunks`;
-serial twins below ``SERIAL_THRESHOLD`` elements.
+serial twins below ``SERIAL_THRESHOLD`` elements. Outputs of at least ``STREAM_BYTES`` are
+computed into the chunk's scratch row and written with non-temporal stores
+(:mod:`._ntcopy`), as the float32 kernels stream theirs.
 """
 import numpy as np
 from numba import njit, prange
@@ -25,6 +27,9 @@ from numba import njit, prange
 from .. import _config
 from ._bits import load, put
 from ._stats import BLOCK, U
+from . import _work
+from ._ntcopy import stream_copy
+from ._stream import STREAM_BYTES
 from .layer_norm import _chunks
 from .normalize import _acc, _clamp, _finish, _init, _pkind
 
@@ -66,21 +71,25 @@ def _row_mean_var(row, n):
     return mu, (max(var, 0.0) if var == var else var)
 
 
-def _rms_forward(x, weight, eps, out, rstd, nchunks):
+def _rms_forward(x, weight, eps, out, rstd, scratch, stream):
     m, n = x.shape
+    nchunks = scratch.shape[0]
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
             r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
             rstd[i] = r
             r_t = np.float32(r)
-            dst = out[i]
+            dst = scratch[c] if stream else out[i]
             for j in range(U(n)):
                 put(dst, j, load(row, j) * r_t * weight[j])
+            if stream:
+                stream_copy(out, i * n, scratch, c * n, n)
 
 
-def _ln_forward(x, weight, bias, eps, out, mean, rstd, nchunks):
+def _ln_forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
     m, n = x.shape
+    nchunks = scratch.shape[0]
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
@@ -90,9 +99,11 @@ def _ln_forward(x, weight, bias, eps, out, mean, rstd, nchunks):
             rstd[i] = r
             r_t = np.float32(r)
             sh = np.float32(-mu * r)
-            dst = out[i]
+            dst = scratch[c] if stream else out[i]
             for j in range(U(n)):
                 put(dst, j, (load(row, j) * r_t + sh) * weight[j] + bias[j])
+            if stream:
+                stream_copy(out, i * n, scratch, c * n, n)
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
@@ -102,8 +113,9 @@ def _add_rows(xr, rr, sr, n):
         put(sr, j, load(xr, j) + load(rr, j))
 
 
-def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks):
+def _add_rms_forward(x, res, weight, eps, s, out, rstd, scratch, stream):
     m, n = x.shape
+    nchunks = scratch.shape[0]
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
@@ -111,13 +123,16 @@ def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks):
             r = 1.0 / np.sqrt(_row_sq(srow, n) / n + eps)
             rstd[i] = r
             r_t = np.float32(r)
-            dst = out[i]
+            dst = scratch[c] if stream else out[i]
             for j in range(U(n)):
                 put(dst, j, load(srow, j) * r_t * weight[j])
+            if stream:
+                stream_copy(out, i * n, scratch, c * n, n)
 
 
-def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks):
+def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
     m, n = x.shape
+    nchunks = scratch.shape[0]
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
@@ -128,15 +143,18 @@ def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks):
             rstd[i] = r
             r_t = np.float32(r)
             sh = np.float32(-mu * r)
-            dst = out[i]
+            dst = scratch[c] if stream else out[i]
             for j in range(U(n)):
                 put(dst, j, (load(srow, j) * r_t + sh) * weight[j] + bias[j])
+            if stream:
+                stream_copy(out, i * n, scratch, c * n, n)
 
 
-def _normalize_forward(x, pk, p, eps, out, nchunks):
+def _normalize_forward(x, pk, p, eps, out, scratch, stream):
     """Lp normalize each row: ``y = x / max(||x||_p, eps)`` (norm accumulated in float64,
     the division in float32 as torch's float32 composition does)."""
     m, n = x.shape
+    nchunks = scratch.shape[0]
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
@@ -144,9 +162,11 @@ def _normalize_forward(x, pk, p, eps, out, nchunks):
             for j in range(n):
                 a = _acc(np.float64(load(row, j)), a, pk, p)
             d = np.float32(_clamp(_finish(a, pk, p), eps))
-            dst = out[i]
+            dst = scratch[c] if stream else out[i]
             for j in range(U(n)):
                 put(dst, j, load(row, j) / d)
+            if stream:
+                stream_copy(out, i * n, scratch, c * n, n)
 
 
 _RMS = _config.twins(_rms_forward)
@@ -156,30 +176,35 @@ _ADD_LN = _config.twins(_add_ln_forward)
 _NORMALIZE = _config.twins(_normalize_forward)
 
 
-def _nchunks(x):
-    return 1 if x.size < _config.SERIAL_THRESHOLD else _chunks(x.shape[0])
+def scratch(x, out):
+    """``(scratch rows, stream)``: per-chunk rows of ``out``'s dtype that large outputs
+    (at least ``STREAM_BYTES``) are computed into and streamed out of with non-temporal
+    stores (:mod:`._ntcopy`); an empty ``(chunks, 0)`` array otherwise."""
+    nchunks = 1 if x.size < _config.SERIAL_THRESHOLD else _chunks(x.shape[0])
+    stream = out.nbytes >= STREAM_BYTES
+    return _work.empty("lowp.scratch", (nchunks, x.shape[1] if stream else 0), out.dtype), stream
 
 
 def rms_forward(x, weight, eps, out, rstd):
     """RMS-normalize the 16-bit rows of ``x`` into ``out`` (16-bit); fill ``rstd``."""
-    _config.launch(_RMS, x.size, x, weight, eps, out, rstd, _nchunks(x))
+    _config.launch(_RMS, x.size, x, weight, eps, out, rstd, *scratch(x, out))
 
 
 def ln_forward(x, weight, bias, eps, out, mean, rstd):
     """Layer-normalize the 16-bit rows of ``x`` into ``out``; fill ``mean``/``rstd``."""
-    _config.launch(_LN, x.size, x, weight, bias, eps, out, mean, rstd, _nchunks(x))
+    _config.launch(_LN, x.size, x, weight, bias, eps, out, mean, rstd, *scratch(x, out))
 
 
 def add_rms_forward(x, res, weight, eps, s, out, rstd):
     """``s = x + res`` (rounded to ``s``'s format), ``out = rms_norm(s)``; fill ``rstd``."""
-    _config.launch(_ADD_RMS, x.size, x, res, weight, eps, s, out, rstd, _nchunks(x))
+    _config.launch(_ADD_RMS, x.size, x, res, weight, eps, s, out, rstd, *scratch(x, out))
 
 
 def add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd):
     """``s = x + res`` (rounded to ``s``'s format), ``out = layer_norm(s)``."""
-    _config.launch(_ADD_LN, x.size, x, res, weight, bias, eps, s, out, mean, rstd, _nchunks(x))
+    _config.launch(_ADD_LN, x.size, x, res, weight, bias, eps, s, out, mean, rstd, *scratch(x, out))
 
 
 def normalize_forward(x, p, eps, out):
     """Lp-normalize the 16-bit rows of ``x`` into ``out``."""
-    _config.launch(_NORMALIZE, x.size, x, _pkind(p), float(p), eps, out, _nchunks(x))
+    _config.launch(_NORMALIZE, x.size, x, _pkind(p), float(p), eps, out, *scratch(x, out))
