@@ -18,7 +18,7 @@ def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e
 
     Returns
     -------
-    y : array, dtype of ``x``
+    y : array, dtype of ``x`` (bfloat16/float16 data: 16-bit kernels, no float32 copy)
     s : array, ``residual_dtype``
     mean, rstd : arrays of ``s``'s statistics, only with ``return_stats=True``
 

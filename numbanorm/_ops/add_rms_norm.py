@@ -40,12 +40,18 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, weight
         Receives ``s``; may be ``residual`` itself (in place) or ``x``, not ``out``.
     return_stats : bool
         Also return ``rstd`` of ``s`` (shaped ``x.shape[:-k] + (1,) * k``).
+    quantize : None, "int8" or "float8_e4m3"
+        As :func:`numbanorm.rms_norm`: ``y`` is returned quantized as ``q, scale``
+        (``out=`` is the ``q`` buffer); ``s`` is written in full.
 
     Returns
     -------
-    y : array, dtype of ``x``
+    y : array, dtype of ``x`` (bfloat16/float16 data: 16-bit kernels, no float32 copy)
     s : array, ``residual_dtype``
     rstd : array, only with ``return_stats=True``
+
+    With ``quantize``: ``(q, scale, s)`` (``+ (rstd,)``), ``scale`` per row shaped
+    ``x.shape[:-k] + (1,) * k``.
 
     Examples
     --------

@@ -62,8 +62,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
 
     Returns
     -------
-    y : array like ``x`` (float16 → float16, integers → float64)
-    mean, rstd : arrays, only with ``return_stats=True``
+    y : array like ``x`` (float16 → float16, bfloat16 → bfloat16: computed in float32
+        from the 16-bit data without a float32 copy; integers → float64)
+    mean, rstd : arrays, only with ``return_stats=True`` (float32 for 16-bit data)
 
     Examples
     --------

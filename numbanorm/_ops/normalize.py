@@ -87,7 +87,8 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
 
     Returns
     -------
-    y : array like ``x`` (float16 → float16, integers → float64)
+    y : array like ``x`` (float16 → float16, bfloat16 → bfloat16, integers → float64;
+        16-bit data along the last axis are read and written without a float32 copy)
 
     Examples
     --------

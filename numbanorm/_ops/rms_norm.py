@@ -45,11 +45,22 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     casting : None, "gemma", "llama" or "none"
         Where half-precision data is rounded (README "Transformer fusions"); None =
         "gemma": computed in float32, rounded once. No effect on float32/float64 data.
+    quantize : None, "int8" or "float8_e4m3"
+        Dynamic per-row symmetric quantization of ``y`` (vLLM's
+        ``rms_norm_dynamic_per_token_quant``) in the same pass, no full-precision ``y``
+        written: ``scale = max|y| / qmax`` per row (qmax 127, or 448 for
+        ``ml_dtypes.float8_e4m3fn``), ``q = round(y / scale)`` (half to even, clipped to
+        ±qmax; e4m3fn: nearest even). Returns ``(q, scale)``, ``q * scale ≈ y``; ``out=``
+        is then the ``q`` buffer (int8 / float8_e4m3fn, shape of ``x``). A row of zeros
+        has ``scale = 0`` and ``q = 0``; a row with NaN has ``scale = NaN``.
 
     Returns
     -------
-    y : array like ``x``
-    rstd : array, only with ``return_stats=True``
+    y : array like ``x`` (bfloat16/float16 in → the same out, computed in float32 from
+        the 16-bit data without a float32 copy)
+    q, scale : with ``quantize``: the codes (shape of ``x``) and the per-row scales
+        (``x.shape[:-k] + (1,) * k``, float32; float64 for float64 data) in place of ``y``
+    rstd : array, only with ``return_stats=True`` (float32 for 16-bit data), last
 
     Examples
     --------
