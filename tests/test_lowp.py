@@ -218,3 +218,23 @@ def test_cuda_kernels_match_cpu(dt):
             else:
                 assert np.allclose(b_, a, rtol=1e-6)
     _close(out, cpu[0], dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_streamed_outputs_equal_cached_ones(dt, monkeypatch):
+    """Outputs of at least STREAM_BYTES go through a scratch row and non-temporal stores
+    (forced here on small arrays): same bits, misaligned outputs and odd rows included."""
+    from numbanorm._cpu import _rows_lowp
+
+    x, r = _data((40, 1027), dt), _data((40, 1027), dt, 1)
+    w = _data(1027, F32, 2)
+    calls = [lambda o: nb.rms_norm(x, 1027, w, out=o), lambda o: nb.layer_norm(x, 1027, w, w, out=o),
+             lambda o: nb.add_rms_norm(x, r, 1027, w, out=o)[0], lambda o: nb.add_layer_norm(x, r, 1027, out=o)[0],
+             lambda o: nb.normalize(x, axis=-1, out=o)]
+    cached = [c(np.empty_like(x)) for c in calls]
+    monkeypatch.setattr(_rows_lowp, "STREAM_BYTES", 0)
+    for c, ref in zip(calls, cached):
+        buf = np.zeros(x.size + 1, dt)
+        out = buf[1:].reshape(x.shape)  # 2-byte misaligned for the vector stores
+        assert c(out) is out
+        assert np.array_equal(out.view(np.int16), ref.view(np.int16))

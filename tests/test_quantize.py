@@ -144,3 +144,17 @@ def test_cuda_kernels_match_cpu(quantize):
         assert np.abs(c[0].view(np.int8).astype(int) - g[0].view(np.int8).astype(int)).max() <= 1
         for a, b in zip(c[1:], g[1:]):
             assert a.dtype == b.dtype and np.allclose(a.astype(F32), b.astype(F32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("quantize", ["int8", "float8_e4m3"])
+def test_streamed_codes_equal_cached_ones(quantize, monkeypatch):
+    from numbanorm._cpu import _rows_lowp
+
+    x = _data((40, 1029))
+    ref = nb.rms_norm(x, 1029, quantize=quantize)
+    ref2 = nb.add_rms_norm(x, x, 1029, quantize=quantize)
+    monkeypatch.setattr(_rows_lowp, "STREAM_BYTES", 0)
+    q, scale = nb.rms_norm(x, 1029, quantize=quantize)
+    assert np.array_equal(q.view(np.uint8), ref[0].view(np.uint8)) and np.array_equal(scale, ref[1])
+    q2 = nb.add_rms_norm(x, x, 1029, quantize=quantize)[0]
+    assert np.array_equal(q2.view(np.uint8), ref2[0].view(np.uint8))

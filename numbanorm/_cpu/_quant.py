@@ -30,6 +30,7 @@ from ._bits import abs_max_bits, e4m3_bits, f32_to_i8, float_from_bits, load
 from ._ntcopy import stream_copy
 from ._rows_lowp import _add_rows, _row_sq, scratch
 from ._stats import U
+from ._stream import prefetch_run
 
 
 def qput(q, j, v):
@@ -78,8 +79,11 @@ def _rms_quant(x, weight, eps, qmax, q, scale, rstd, scratch, stream):
     m, n = x.shape
     nchunks = scratch.shape[0]
     for c in prange(nchunks):
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        stop = (c + 1) * m // nchunks
+        for i in range(c * m // nchunks, stop):
             row = x[i]
+            if stream:  # the next row is read while this one is worked on (from cache)
+                prefetch_run(x[min(i + 1, stop - 1)], 0, n)
             r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
             rstd[i] = r
             scale[i] = _quant_row(row, n, r, weight, qmax, scratch[c] if stream else q[i])

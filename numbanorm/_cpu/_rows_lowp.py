@@ -29,7 +29,7 @@ from ._bits import load, put
 from ._stats import BLOCK, U
 from . import _work
 from ._ntcopy import stream_copy
-from ._stream import STREAM_BYTES
+from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run
 from .layer_norm import _chunks
 from .normalize import _acc, _clamp, _finish, _init, _pkind
 
@@ -72,19 +72,29 @@ def _row_mean_var(row, n):
 
 
 def _rms_forward(x, weight, eps, out, rstd, scratch, stream):
+    """Streamed outputs prefetch the next row run by run, as ``rms_norm``'s forward."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     for c in prange(nchunks):
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        stop = (c + 1) * m // nchunks
+        for i in range(c * m // nchunks, stop):
             row = x[i]
             r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
             rstd[i] = r
             r_t = np.float32(r)
-            dst = scratch[c] if stream else out[i]
-            for j in range(U(n)):
-                put(dst, j, load(row, j) * r_t * weight[j])
             if stream:
+                nxt = x[min(i + 1, stop - 1)]
+                dst = scratch[c]
+                for j0 in range(0, n, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                    prefetch_run(nxt, j0, j1)
+                    for j in range(U(j0), U(j1)):
+                        put(dst, j, load(row, j) * r_t * weight[j])
                 stream_copy(out, i * n, scratch, c * n, n)
+            else:
+                dst = out[i]
+                for j in range(U(n)):
+                    put(dst, j, load(row, j) * r_t * weight[j])
 
 
 def _ln_forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
