@@ -150,7 +150,7 @@ def test_cuda_kernels_match_cpu(quantize):
 def test_streamed_codes_equal_cached_ones(quantize, monkeypatch):
     from numbanorm._cpu import _rows_lowp
 
-    x = _data((40, 1029))
+    x = _data((20, 1029))
     ref = nb.rms_norm(x, 1029, quantize=quantize)
     ref2 = nb.add_rms_norm(x, x, 1029, quantize=quantize)
     monkeypatch.setattr(_rows_lowp, "STREAM_BYTES", 0)

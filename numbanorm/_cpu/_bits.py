@@ -103,10 +103,10 @@ def f32_to_bf16(typingctx, v):
         b = builder.bitcast(args[0], i32)
         hi = builder.lshr(b, ir.Constant(i32, 16))
         r = builder.add(builder.add(b, ir.Constant(i32, 0x7FFF)), builder.and_(hi, ir.Constant(i32, 1)))
-        rounded = builder.trunc(builder.lshr(r, ir.Constant(i32, 16)), i16)
-        quiet = builder.trunc(builder.or_(hi, ir.Constant(i32, 0x40)), i16)
+        rounded = builder.lshr(r, ir.Constant(i32, 16))
+        quiet = builder.or_(hi, ir.Constant(i32, 0x40))
         isnan = builder.fcmp_unordered("uno", args[0], args[0])
-        return builder.select(isnan, quiet, rounded)
+        return builder.trunc(builder.select(isnan, quiet, rounded), i16)  # one narrowing
 
     return types.uint16(v), codegen
 
