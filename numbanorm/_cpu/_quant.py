@@ -9,10 +9,11 @@ bits); ``scale`` and ``rstd`` ``(M,)`` of the compute dtype.
 Per row, with the row in L1/L2 after its first read (one pass over memory, no
 full-precision ``y`` written anywhere)::
 
-    r = 1/sqrt(mean(x²) + eps)       # pass 1 (fused add: s = round(x + res) written here)
-    a = max_j |x_j r w_j|            # pass 2, from cache
+    r = 1/sqrt(mean(x²) + eps),  a = r · max_j |x_j w_j|   # pass 1 (r > 0: max|y| = r max|xw|)
     scale = a / qmax                 # qmax = 127 (int8), 448 (e4m3fn)
-    q_j = quant(x_j r w_j · qmax/a)  # pass 3, from cache
+    q_j = quant(x_j r w_j · qmax/a)  # pass 2, from cache
+
+(the fused add writes ``s = round(x + res)`` in a pass of its own first, then reads ``s``).
 
 ``quant``: int8 = round half to even, clipped to [-127, 127]; e4m3fn = round to nearest
 even of the value clipped to [-448, 448]. A row of zeros (a = 0) gets ``scale = 0`` and
@@ -28,8 +29,8 @@ from numba.extending import overload
 from .. import _config
 from ._bits import abs_max_bits, e4m3_bits, f32_to_i8, float_from_bits, load
 from ._ntcopy import stream_copy
-from ._rows_lowp import _add_rows, _row_sq, scratch
-from ._stats import U
+from ._rows_lowp import _add_rows, scratch
+from ._stats import BLOCK, U
 from ._stream import prefetch_run
 
 
@@ -60,19 +61,36 @@ def _zero_bits_impl(w):
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
-def _quant_row(row, n, r, weight, qmax, qrow):
-    """Passes 2 and 3 over a cached row (module doc); returns the row's scale."""
-    t = weight.dtype.type
-    r_t = t(r)
+def _sq_amax(row, n, weight):
+    """(Σ row², max_j |row_j w_j|) of a row: one pass, float64 total of the squares."""
+    ss = np.float64(0.0)
     acc = _zero_bits(weight)
-    for j in range(U(n)):
-        acc = abs_max_bits(acc, load(row, j) * r_t * weight[j])
-    amax = float_from_bits(acc)  # NaN when y has a NaN
-    inv = qmax / amax if amax > 0.0 else t(0.0)  # 0 for zero and NaN rows: q = 0
+    for j0 in range(0, n, BLOCK):
+        sb = weight.dtype.type(0.0)
+        for j in range(U(j0), U(min(j0 + BLOCK, n))):
+            v = load(row, j)
+            sb += v * v
+            acc = abs_max_bits(acc, v * weight[j])
+        ss += sb
+    return ss, float_from_bits(acc)
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _quant_row(row, n, eps, weight, qmax, qrow):
+    """Quantize one row into ``qrow`` (module doc); returns ``(rstd, scale)``.
+
+    max|y| = r · max|x w| (r > 0 is common to the row), so the statistics pass also
+    finds the maximum and the codes are written in the second pass, from cache."""
+    t = weight.dtype.type
+    ss, mxw = _sq_amax(row, n, weight)
+    r = 1.0 / np.sqrt(ss / n + eps)
+    r_t = t(r)
+    amax = r_t * mxw  # NaN when y has a NaN
+    inv = qmax / amax if amax > 0.0 else t(0.0)  # 0 for zero and NaN rows
     k = r_t * inv
     for j in range(U(n)):
         qput(qrow, j, load(row, j) * k * weight[j])
-    return amax / qmax
+    return r, amax / qmax
 
 
 def _rms_quant(x, weight, eps, qmax, q, scale, rstd, scratch, stream):
@@ -84,9 +102,7 @@ def _rms_quant(x, weight, eps, qmax, q, scale, rstd, scratch, stream):
             row = x[i]
             if stream:  # the next row is read while this one is worked on (from cache)
                 prefetch_run(x[min(i + 1, stop - 1)], 0, n)
-            r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
-            rstd[i] = r
-            scale[i] = _quant_row(row, n, r, weight, qmax, scratch[c] if stream else q[i])
+            rstd[i], scale[i] = _quant_row(row, n, eps, weight, qmax, scratch[c] if stream else q[i])
             if stream:
                 stream_copy(q, i * n, scratch, c * n, n)
 
@@ -98,9 +114,7 @@ def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, scratch, stream
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
-            r = 1.0 / np.sqrt(_row_sq(srow, n) / n + eps)
-            rstd[i] = r
-            scale[i] = _quant_row(srow, n, r, weight, qmax, scratch[c] if stream else q[i])
+            rstd[i], scale[i] = _quant_row(srow, n, eps, weight, qmax, scratch[c] if stream else q[i])
             if stream:
                 stream_copy(q, i * n, scratch, c * n, n)
 

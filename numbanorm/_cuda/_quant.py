@@ -1,9 +1,9 @@
 """RMSNorm with dynamic per-row quantized outputs (int8, float8 e4m3fn), CUDA kernels
 (twin of ``numbanorm/_cpu/_quant.py``, same layout, rules and launcher signatures).
 
-One block per row (rows grid-strided): pass 1 sums the squares (fused add: writes ``s``),
-pass 2 takes max|y| (a NaN-propagating block maximum), pass 3 writes ``q``; passes 2 and
-3 re-read the row from L1/L2. ``q`` is int8, or uint8 holding e4m3fn bits.
+One block per row (rows grid-strided): pass 1 sums the squares and takes max|x w| (a
+NaN-propagating block maximum; max|y| = r max|x w|, the CPU rule; the fused add writes
+``s`` here), pass 2 re-reads the row from L1/L2 and writes ``q``. ``q`` is int8, or uint8 holding e4m3fn bits.
 """
 import functools
 
@@ -63,19 +63,18 @@ def quant_kernel(add, fx, fr, fs, fq):
         nt = cuda.blockDim.x
         for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
             acc = float64(0.0) if fp64 else float32(0.0)
+            a = float64(0.0)
             for j in range(tid, n, nt):
                 if add:
                     v = st_s(s, i, j, ld_x(x, i, j) + ld_r(res, i, j))
                 else:
                     v = ld_x(x, i, j)
                 acc += v * v
+                y = abs(float64(v * w[j]))
+                a = y if (y > a or y != y) else a
             r = _rsqrt(block_sum(float64(acc)) / n, eps)
             rt = r if fp64 else float32(r)
-            a = float64(0.0)
-            for j in range(tid, n, nt):
-                y = abs(float64(ld_src(x, s, i, j) * rt * w[j]))
-                a = y if (y > a or y != y) else a
-            amax = block_max(a)
+            amax = float64(rt * (block_max(a) if fp64 else float32(block_max(a))))  # r max|x w|
             inv = qmax / amax if amax > 0.0 else 0.0  # 0 for zero and NaN rows: q = 0
             k = rt * (inv if fp64 else float32(inv))
             for j in range(tid, n, nt):
