@@ -187,11 +187,12 @@ _NORMALIZE = _config.twins(_normalize_forward)
 
 
 def scratch(x, out):
-    """``(scratch rows, stream)``: per-chunk rows of ``out``'s dtype that large outputs
-    (at least ``STREAM_BYTES``) are computed into and streamed out of with non-temporal
-    stores (:mod:`._ntcopy`); an empty ``(chunks, 0)`` array otherwise."""
+    """``(scratch rows, stream)``: per-chunk rows of ``out``'s dtype that large calls
+    (input or output of at least ``STREAM_BYTES``: the int8 codes of a 128 MiB input are
+    32 MiB, still far beyond the caches) are computed into and streamed out of with
+    non-temporal stores (:mod:`._ntcopy`); an empty ``(chunks, 0)`` array otherwise."""
     nchunks = 1 if x.size < _config.SERIAL_THRESHOLD else _chunks(x.shape[0])
-    stream = out.nbytes >= STREAM_BYTES
+    stream = max(out.nbytes, x.nbytes) >= STREAM_BYTES
     return _work.empty("lowp.scratch", (nchunks, x.shape[1] if stream else 0), out.dtype), stream
 
 
