@@ -56,6 +56,11 @@ def _is_dask(a):
     return mod is not None and isinstance(a, mod.Array)
 
 
+def is_deferred(a):
+    """Whether ``a`` belongs to a deferred device (a Dask array: its calls build graphs)."""
+    return _is_dask(a)
+
+
 def _is_gpu(a):
     """Whether ``a``'s memory is CUDA memory (see :func:`._interop.memory`)."""
     return type(a) is not np.ndarray and _interop.memory(a) == "cuda"

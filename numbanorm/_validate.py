@@ -45,7 +45,9 @@ def float_dtypes(fn, arg, dtype):
     """(compute dtype, result dtype) for an input dtype (API.md dtype rules).
 
     float32 → float32; float64 → float64; float16 → computed in float32, returned as
-    float16; bool and integers → float64. Everything else is a ``TypeError``.
+    float16; bfloat16 (``ml_dtypes``) → computed in float32 (a float32 copy here; the row
+    forwards take the 16-bit kernels of ``_ops/_lowp.py`` instead), returned as bfloat16;
+    bool and integers → float64. Everything else is a ``TypeError``.
     Non-native byte order (``>f4`` on a little-endian machine: FITS, some ``.npy``/HDF5
     files) follows the same rules and gives native-order types: the kernels' contiguous
     copy converts the data once, as NumPy does.
@@ -62,6 +64,8 @@ def float_dtypes(fn, arg, dtype):
         return F32, F16
     if dtype.kind in "biu":
         return F64, F64
+    if dtype.name == "bfloat16":  # ml_dtypes.bfloat16 (the row forwards use 16-bit kernels instead)
+        return F32, dtype
     raise _type_error(
         fn, arg, "a real array of float16/32/64, integer or bool dtype", f"dtype {dtype}"
     )

@@ -1,7 +1,7 @@
 """Fused residual add + LayerNorm (``h = x + residual; y = layer_norm(h)``), forward and
 backward (onnxruntime's SkipLayerNormalization without the skip bias). Canonical view:
 rows ``(M, N)``; the shared code is in :mod:`._fused`."""
-from . import _fused
+from . import _fused, _lowp
 
 _OP = "add_layer_norm"
 
@@ -18,7 +18,7 @@ def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e
 
     Returns
     -------
-    y : array, dtype of ``x``
+    y : array, dtype of ``x`` (bfloat16/float16 data: 16-bit kernels, no float32 copy)
     s : array, ``residual_dtype``
     mean, rstd : arrays of ``s``'s statistics, only with ``return_stats=True``
 
@@ -33,6 +33,10 @@ def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e
         res = _fused.plain_add(True, x, residual, normalized_shape, weight, bias, eps, out, residual_out)
         if res is not None:
             return res
+    if _lowp.wanted(x, casting):  # bfloat16 / float16 data: the 16-bit kernels (no float32 copy)
+        return _lowp.rows_forward(_OP, True, x, residual, normalized_shape, weight, bias, eps,
+                                  weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype,
+                                  out=out, residual_out=residual_out, return_stats=return_stats, add=True)
     return _fused.forward(_OP, True, x, residual, normalized_shape, weight, bias, eps,
                           weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype, out=out,
                           residual_out=residual_out, return_stats=return_stats)

@@ -1,13 +1,13 @@
 """Fused residual add + RMSNorm (the pre-norm transformer block's ``h = x + residual;
 y = rms_norm(h)``), forward and backward. Canonical view: rows ``(M, N)``; the shared
 code is in :mod:`._fused`."""
-from . import _fused
+from . import _fused, _lowp
 
 _OP = "add_rms_norm"
 
 
 def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, weight_offset=0.0, casting=None,
-                 residual_dtype=None, out=None, residual_out=None, return_stats=False):
+                 residual_dtype=None, out=None, residual_out=None, return_stats=False, quantize=None):
     r"""``s = x + residual`` and ``y = rms_norm(s)`` in one pass over memory.
 
     .. math:: s = x + r,\qquad y = \frac{s}{\sqrt{\mathrm{E}[s^2] + \epsilon}} \cdot (o + w)
@@ -40,12 +40,18 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, weight
         Receives ``s``; may be ``residual`` itself (in place) or ``x``, not ``out``.
     return_stats : bool
         Also return ``rstd`` of ``s`` (shaped ``x.shape[:-k] + (1,) * k``).
+    quantize : None, "int8" or "float8_e4m3"
+        As :func:`numbanorm.rms_norm`: ``y`` is returned quantized as ``q, scale``
+        (``out=`` is the ``q`` buffer); ``s`` is written in full.
 
     Returns
     -------
-    y : array, dtype of ``x``
+    y : array, dtype of ``x`` (bfloat16/float16 data: 16-bit kernels, no float32 copy)
     s : array, ``residual_dtype``
     rstd : array, only with ``return_stats=True``
+
+    With ``quantize``: ``(q, scale, s)`` (``+ (rstd,)``), ``scale`` per row shaped
+    ``x.shape[:-k] + (1,) * k``.
 
     Examples
     --------
@@ -55,10 +61,16 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, weight
     >>> s, y.round(4)
     (array([[3., 4.]]), array([[0.8485, 1.1314]]))
     """
-    if not (weight_offset or casting is not None or residual_dtype is not None or return_stats is not False):
+    if not (weight_offset or casting is not None or residual_dtype is not None or return_stats is not False
+            or quantize is not None):
         res = _fused.plain_add(False, x, residual, normalized_shape, weight, None, eps, out, residual_out)
         if res is not None:
             return res
+    if quantize is not None or _lowp.wanted(x, casting):  # 16-bit data / quantized outputs (extensions)
+        return _lowp.rows_forward(_OP, False, x, residual, normalized_shape, weight, None, eps,
+                                  weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype,
+                                  out=out, residual_out=residual_out, return_stats=return_stats, add=True,
+                                  quantize=quantize)
     return _fused.forward(_OP, False, x, residual, normalized_shape, weight, None, eps,
                           weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype, out=out,
                           residual_out=residual_out, return_stats=return_stats)

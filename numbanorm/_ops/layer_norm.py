@@ -7,7 +7,7 @@ Canonical view: rows ``(M, N)``, M = prod(leading dims), N = prod(normalized_sha
 import numpy as np
 
 from .. import _dispatch, _validate
-from . import _fused
+from . import _fused, _lowp
 from ._common import Output, canonical, prod, stat_result
 from ._rows import saved_stat as _saved_stat, stat_shape as _stat_shape  # noqa: F401 - rms_norm's too
 
@@ -45,8 +45,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
 
     Returns
     -------
-    y : array like ``x`` (float16 → float16, integers → float64)
-    mean, rstd : arrays, only with ``return_stats=True``
+    y : array like ``x`` (float16 → float16, bfloat16 → bfloat16: computed in float32
+        from the 16-bit data without a float32 copy; integers → float64)
+    mean, rstd : arrays, only with ``return_stats=True`` (float32 for 16-bit data)
 
     Examples
     --------
@@ -56,11 +57,15 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     array([[-1.2247,  0.    ,  1.2247],
            [ 0.    ,  0.    ,  0.    ]])
     """
+    if (not weight_offset and casting is None and return_stats is False
+            and _validate.plain_rows(x, normalized_shape, eps, out, weight, bias)):
+        return _plain(x, normalized_shape, weight, bias, eps, out)
+    if _lowp.wanted(x, casting):  # bfloat16 / float16 data: the 16-bit kernels (no float32 copy)
+        return _lowp.rows_forward(_OP, True, x, None, normalized_shape, weight, bias, eps,
+                                  weight_offset=weight_offset, casting=casting, out=out, return_stats=return_stats)
     if weight_offset or casting is not None:  # weight conventions (numbanorm extension)
         return _fused.forward(_OP, True, x, None, normalized_shape, weight, bias, eps, weight_offset=weight_offset,
                               casting=casting, out=out, return_stats=return_stats, add=False)
-    if return_stats is False and _validate.plain_rows(x, normalized_shape, eps, out, weight, bias):
-        return _plain(x, normalized_shape, weight, bias, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
     if dev.deferred:

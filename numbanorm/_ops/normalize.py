@@ -18,6 +18,7 @@ import operator
 import numpy as np
 
 from .. import _dispatch, _validate
+from . import _lowp
 from ._common import Output, canonical, prod
 
 _OP = "normalize"
@@ -86,7 +87,8 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
 
     Returns
     -------
-    y : array like ``x`` (float16 → float16, integers → float64)
+    y : array like ``x`` (float16 → float16, bfloat16 → bfloat16, integers → float64;
+        16-bit data along the last axis are read and written without a float32 copy)
 
     Examples
     --------
@@ -103,6 +105,10 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
         return dev.build(normalize, x, p, axis, eps, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    if rtype.itemsize == 2:  # bfloat16 / float16 along the last axis: the 16-bit kernels
+        y = _lowp.normalize(fn, x, p, axis, eps, out, _p, _axis)
+        if y is not None:
+            return y
     p = _p(fn, p)
     ax = _axis(fn, axis, xa.ndim)
     eps = _validate.eps(fn, eps)

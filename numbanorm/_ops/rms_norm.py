@@ -6,7 +6,7 @@ of the compute dtype (float32 for float16 input). Canonical view: rows ``(M, N)`
 import numpy as np
 
 from .. import _dispatch, _validate
-from . import _fused
+from . import _fused, _lowp
 from ._common import Output, canonical, prod, stat_result
 from .layer_norm import _saved_stat, _stat_shape
 
@@ -21,7 +21,7 @@ def _eps(fn, eps, ctype):
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False, weight_offset=0.0,
-             casting=None):
+             casting=None, quantize=None):
     r"""Root-mean-square normalization over the trailing ``normalized_shape`` dimensions.
 
     .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot w
@@ -45,11 +45,22 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     casting : None, "gemma", "llama" or "none"
         Where half-precision data is rounded (README "Transformer fusions"); None =
         "gemma": computed in float32, rounded once. No effect on float32/float64 data.
+    quantize : None, "int8" or "float8_e4m3"
+        Dynamic per-row symmetric quantization of ``y`` (vLLM's
+        ``rms_norm_dynamic_per_token_quant``) in the same pass, no full-precision ``y``
+        written: ``scale = max|y| / qmax`` per row (qmax 127, or 448 for
+        ``ml_dtypes.float8_e4m3fn``), ``q = round(y / scale)`` (half to even, clipped to
+        ±qmax; e4m3fn: nearest even). Returns ``(q, scale)``, ``q * scale ≈ y``; ``out=``
+        is then the ``q`` buffer (int8 / float8_e4m3fn, shape of ``x``). A row of zeros
+        has ``scale = 0`` and ``q = 0``; a row with NaN has ``scale = NaN``.
 
     Returns
     -------
-    y : array like ``x``
-    rstd : array, only with ``return_stats=True``
+    y : array like ``x`` (bfloat16/float16 in → the same out, computed in float32 from
+        the 16-bit data without a float32 copy)
+    q, scale : with ``quantize``: the codes (shape of ``x``) and the per-row scales
+        (``x.shape[:-k] + (1,) * k``, float32; float64 for float64 data) in place of ``y``
+    rstd : array, only with ``return_stats=True`` (float32 for 16-bit data), last
 
     Examples
     --------
@@ -57,11 +68,16 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     >>> numbanorm.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4)
     array([[0.8485, 1.1314]])
     """
+    if (quantize is None and not weight_offset and casting is None and return_stats is False
+            and _validate.plain_rows(x, normalized_shape, eps, out, weight)):
+        return _plain(x, normalized_shape, weight, eps, out)
+    if quantize is not None or _lowp.wanted(x, casting):  # 16-bit data / quantized outputs (extensions)
+        return _lowp.rows_forward(_OP, False, x, None, normalized_shape, weight, None, eps,
+                                  weight_offset=weight_offset, casting=casting, out=out, return_stats=return_stats,
+                                  quantize=quantize)
     if weight_offset or casting is not None:  # weight conventions (numbanorm extension)
         return _fused.forward(_OP, False, x, None, normalized_shape, weight, None, eps, weight_offset=weight_offset,
                               casting=casting, out=out, return_stats=return_stats, add=False)
-    if return_stats is False and _validate.plain_rows(x, normalized_shape, eps, out, weight):
-        return _plain(x, normalized_shape, weight, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, out=out)
     if dev.deferred:

@@ -1,0 +1,134 @@
+"""RMSNorm with dynamic per-row quantized outputs (int8, float8 e4m3fn), CPU kernels.
+
+Layout: ``x`` (and ``res``, ``s`` for the fused add) C-contiguous ``(M, N)`` arrays of
+float32/float64 or 16-bit bits (:mod:`._bits`); ``weight`` ``(N,)`` of the compute dtype
+(float64 for float64 data, else float32; the effective ``weight_offset + w``, ones
+without a weight); ``q`` ``(M, N)`` int8 (int8 quantization) or uint8 (float8 e4m3fn
+bits); ``scale`` and ``rstd`` ``(M,)`` of the compute dtype.
+
+Per row, with the row in L1/L2 after its first read (one pass over memory, no
+full-precision ``y`` written anywhere)::
+
+    r = 1/sqrt(mean(x²) + eps),  a = r · max_j |x_j w_j|   # pass 1 (r > 0: max|y| = r max|xw|)
+    scale = a / qmax                 # qmax = 127 (int8), 448 (e4m3fn)
+    q_j = quant(x_j r w_j · qmax/a)  # pass 2, from cache
+
+(the fused add writes ``s = round(x + res)`` in a pass of its own first, then reads ``s``).
+
+``quant``: int8 = round half to even, clipped to [-127, 127]; e4m3fn = round to nearest
+even of the value clipped to [-448, 448]. A row of zeros (a = 0) gets ``scale = 0`` and
+``q = 0`` (no NaN). A row whose ``y`` has a NaN (NaN or inf in ``x``) gets ``scale =
+NaN``, so it dequantizes to NaN; its codes are 0 in int8 (no NaN there) and NaN or 0 in
+e4m3fn. max|y| is the maximum of the magnitudes' bit patterns (NaN above inf): an integer
+reduction that vectorises and propagates NaN.
+"""
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from .. import _config
+from ._bits import abs_max_bits, e4m3_bits, f32_to_i8, float_from_bits, load
+from ._ntcopy import stream_copy
+from ._rows_lowp import _add_rows, scratch
+from ._stats import BLOCK, U
+from ._stream import prefetch_run
+
+
+def qput(q, j, v):
+    """Store the already scaled value ``v`` into ``q[j]`` (int8 or e4m3fn bits)."""
+
+
+@overload(qput, jit_options=_config.JIT_OPTIONS)
+def _qput(q, j, v):
+    if q.dtype == types.int8:
+        def put_int8(q, j, v):
+            q[j] = f32_to_i8(v)
+        return put_int8
+
+    def put_e4m3(q, j, v):
+        q[j] = e4m3_bits(np.float32(min(max(v, -448.0), 448.0)))
+    return put_e4m3
+
+
+def _zero_bits(w):
+    """The integer 0 of the width of ``w``'s float dtype (the max|y| accumulator)."""
+
+
+@overload(_zero_bits, jit_options=_config.JIT_OPTIONS)
+def _zero_bits_impl(w):
+    z = np.uint64(0) if w.dtype == types.float64 else np.uint32(0)
+    return lambda w: z
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _sq_amax(row, n, weight):
+    """(Σ row², max_j |row_j w_j|) of a row: one pass, float64 total of the squares."""
+    ss = np.float64(0.0)
+    acc = _zero_bits(weight)
+    for j0 in range(0, n, BLOCK):
+        sb = weight.dtype.type(0.0)
+        for j in range(U(j0), U(min(j0 + BLOCK, n))):
+            v = load(row, j)
+            sb += v * v
+            acc = abs_max_bits(acc, v * weight[j])
+        ss += sb
+    return ss, float_from_bits(acc)
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _quant_row(row, n, eps, weight, qmax, qrow):
+    """Quantize one row into ``qrow`` (module doc); returns ``(rstd, scale)``.
+
+    max|y| = r · max|x w| (r > 0 is common to the row), so the statistics pass also
+    finds the maximum and the codes are written in the second pass, from cache."""
+    t = weight.dtype.type
+    ss, mxw = _sq_amax(row, n, weight)
+    r = 1.0 / np.sqrt(ss / n + eps)
+    r_t = t(r)
+    amax = r_t * mxw  # NaN when y has a NaN
+    inv = qmax / amax if amax > 0.0 else t(0.0)  # 0 for zero and NaN rows
+    k = r_t * inv
+    for j in range(U(n)):
+        qput(qrow, j, load(row, j) * k * weight[j])
+    return r, amax / qmax
+
+
+def _rms_quant(x, weight, eps, qmax, q, scale, rstd, scratch, stream):
+    m, n = x.shape
+    nchunks = scratch.shape[0]
+    for c in prange(nchunks):
+        stop = (c + 1) * m // nchunks
+        for i in range(c * m // nchunks, stop):
+            row = x[i]
+            if stream:  # the next row is read while this one is worked on (from cache)
+                prefetch_run(x[min(i + 1, stop - 1)], 0, n)
+            rstd[i], scale[i] = _quant_row(row, n, eps, weight, qmax, scratch[c] if stream else q[i])
+            if stream:
+                stream_copy(q, i * n, scratch, c * n, n)
+
+
+def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, scratch, stream):
+    m, n = x.shape
+    nchunks = scratch.shape[0]
+    for c in prange(nchunks):
+        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+            srow = s[i]
+            _add_rows(x[i], res[i], srow, n)
+            rstd[i], scale[i] = _quant_row(srow, n, eps, weight, qmax, scratch[c] if stream else q[i])
+            if stream:
+                stream_copy(q, i * n, scratch, c * n, n)
+
+
+_RMS_QUANT = _config.twins(_rms_quant)
+_ADD_RMS_QUANT = _config.twins(_add_rms_quant)
+
+
+def rms_quant(x, weight, eps, qmax, q, scale, rstd):
+    """Quantized RMSNorm of each row of ``x`` into ``q`` and ``scale``; fill ``rstd``."""
+    _config.launch(_RMS_QUANT, x.size, x, weight, eps, weight.dtype.type(qmax), q, scale, rstd, *scratch(x, q))
+
+
+def add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd):
+    """``s = x + res`` (rounded to ``s``'s format) and the quantized RMSNorm of ``s``."""
+    _config.launch(_ADD_RMS_QUANT, x.size, x, res, weight, eps, weight.dtype.type(qmax), s, q, scale, rstd,
+                   *scratch(x, q))
