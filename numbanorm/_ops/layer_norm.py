@@ -7,7 +7,7 @@ Canonical view: rows ``(M, N)``, M = prod(leading dims), N = prod(normalized_sha
 import numpy as np
 
 from .. import _dispatch, _validate
-from . import _fused
+from . import _fused, _pool
 from ._common import Output, canonical, prod, stat_result
 
 _OP = "layer_norm"
@@ -114,7 +114,7 @@ def _plain(x, n, weight, bias, eps, out):
     path does for it, without re-checking (small calls are dominated by the checks)."""
     m = x.size // n
     dt = x.dtype
-    y = np.empty_like(x) if out is None else out
+    y = _pool.empty_like(x) if out is None else out
     stats = np.empty((2, m), dt)
     rows = x.ndim == 2
     _dispatch.CPU.kernels(_OP).forward(
