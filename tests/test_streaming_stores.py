@@ -78,14 +78,16 @@ def test_in_place_calls_above_the_threshold(rng, monkeypatch, op):
 def test_nt_store_loop_compiles_to_streaming_vector_stores():
     from numba import njit
 
-    from numbanorm._cpu._stream import stream_row
+    from numbanorm._cpu._stream import stream_fence, stream_row
 
     @njit(cache=False)
     def copy_row(flat, dst, src, n):
         stream_row(flat, dst, 0, src, n)
+        stream_fence()
 
     a, src = np.zeros(1000, np.float32), np.arange(1000, dtype=np.float32)
     copy_row(a, a, src, 1000)
     np.testing.assert_array_equal(a, src)
     asm = copy_row.inspect_asm(copy_row.signatures[0])
     assert "movntps" in asm  # vmovntps (AVX) / movntps (SSE)
+    assert "sfence" in asm
