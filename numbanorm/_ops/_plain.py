@@ -65,13 +65,15 @@ def channels(x, channel_axis, eps, out, weight, bias, others=()):
 
 def running(running_mean, running_var, c, training):
     """Whether the running statistics of a plain batch_norm call are plain: both None
-    (training only) or both floating NumPy arrays of shape ``(C,)``, writeable and
-    disjoint when training (they are updated in place)."""
+    (training only) or both C-contiguous float32/float64 NumPy arrays of shape ``(C,)``
+    (the kernels take them as they are), writeable and disjoint when training (they are
+    updated in place)."""
     if running_mean is None and running_var is None:
         return training
     c1 = (c,)
     for a in (running_mean, running_var):
-        if type(a) is not _NDARRAY or a.dtype.kind != "f" or a.shape != c1:
+        dt = a.dtype if type(a) is _NDARRAY else None
+        if (dt is not F32 and dt is not F64) or a.shape != c1 or not a.flags.c_contiguous:
             return False
         if training and not a.flags.writeable:
             return False
