@@ -72,7 +72,8 @@ def _bench(args):
     if not cases:
         print(f"numbanorm bench: no case matches {args.ops!r}; see --list", file=sys.stderr)
         return 2
-    impls = ["numbanorm", "numpy", "sklearn"] + ([] if args.no_torch else ["torch"])
+    impls = ["numbanorm", "numpy", "sklearn"] + ([] if args.no_torch else ["torch"]) + (
+        [] if args.no_onnxruntime else ["onnxruntime", "numbanorm_new"])
     bar = _progress(len(cases), "case")
     print(f"# numbanorm bench on {_machine()}", flush=True)
     print(_bench.header(args.markdown), flush=True)
@@ -162,6 +163,8 @@ def build_parser():
     b.add_argument("--quick", action="store_true", help="fewer repeats (3; default 5, --full 7)")
     b.add_argument("--repeat", type=int, default=None, help="interleaved repeats (min is reported)")
     b.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    b.add_argument("--no-onnxruntime", action="store_true",
+                   help="skip the onnxruntime baseline (used when installed: one-node models, fresh outputs)")
     b.add_argument("--markdown", action="store_true", help="print a Markdown table")
     b.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw the ratios to the copy limit")

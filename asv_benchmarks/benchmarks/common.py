@@ -10,7 +10,10 @@ Every ``bench_<op>.py`` benchmarks one normalization with the parameters
   (:func:`numbanorm._bench._copy.stream_copy`); the faster of the two copies is this
   machine's memory-bandwidth limit (``numbanorm bench``'s "× copy limit");
 * ``numpy``: a plain NumPy implementation;
-* ``torch``: PyTorch's CPU kernels (skipped when PyTorch is absent).
+* ``torch``: PyTorch's CPU kernels (skipped when PyTorch is absent);
+* ``onnxruntime``: a one-node ONNX model of the operator in onnxruntime's CPU session
+  (forward cases with an ONNX operator; skipped when onnxruntime is absent), and
+  ``numbanorm_new``: numbanorm without ``out=`` beside it (onnxruntime returns fresh outputs).
 
 The setups come from ``numbanorm._bench.<op>`` (the ``numbanorm bench`` cases), so the
 command line and asv time the same calls. Shape lists are append-only: asv keys results
@@ -29,7 +32,8 @@ def shapes(*values):
     return list(values[:1]) if SMOKE else list(values)
 
 
-IMPLS = ["numbanorm", "numbanorm_gpu", "copyto", "numpy", "torch", "stream_copy"]  # append-only
+IMPLS = ["numbanorm", "numbanorm_gpu", "copyto", "numpy", "torch", "stream_copy", "onnxruntime",
+         "numbanorm_new"]  # append-only
 if SMOKE:  # CI checks that every numbanorm benchmark runs; the baselines are timed by `numbanorm bench`
     IMPLS = ["numbanorm", "copyto"]
 

@@ -3,7 +3,9 @@
 Each ``numbanorm/_bench/<op>.py`` defines ``CASES``: a list of
 ``(label, shape, dtype, setup)`` where ``setup(shape, dtype)`` returns
 ``(x, {"numbanorm": fn, "numpy": fn, "torch": fn})`` — zero-argument callables
-(``"torch"`` only when PyTorch is installed, ``"sklearn"`` for the scalers; ``"numbanorm_gpu"`` — device arrays,
+(``"torch"`` only when PyTorch is installed, ``"sklearn"`` for the scalers, ``"onnxruntime"`` with
+``"numbanorm_new"`` — numbanorm without ``out=`` — only when onnxruntime is installed, see
+:mod:`._onnxrt`; ``"numbanorm_gpu"`` — device arrays,
 wrapped with :func:`gpu_timed` — only when :func:`gpu_available`). The runner adds two copies
 of ``x`` as the memory-bandwidth limit (read + write of the input): ``np.copyto`` (one
 thread of memcpy) and :func:`numbanorm._bench._copy.stream_copy` (all threads, streaming
@@ -118,7 +120,12 @@ def time_interleaved(fns, repeat=7, number=1, warmup=1):
     return best
 
 
-def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch", "sklearn"), full=False,
+#: every baseline :func:`run` times by default ("numbanorm_new": numbanorm returning a fresh
+#: output, beside onnxruntime, which does too)
+IMPLS = ("numbanorm", "numpy", "torch", "sklearn", "onnxruntime", "numbanorm_new")
+
+
+def run(ops=None, quick=False, repeat=None, impls=IMPLS, full=False,
         on_start=None, on_row=None):
     """Run the cases (the quick set unless ``full``); returns a list of row dicts (one per
     case). ``on_start(op, label, shape, dtype)`` is called before each case and
@@ -145,6 +152,7 @@ def run(ops=None, quick=False, repeat=None, impls=("numbanorm", "numpy", "torch"
         row["x_limit"] = times["numbanorm"] / row["limit"]
         row["x_copyto"] = times["numbanorm"] / times["copyto"]
         row["torch_speedup"] = times["torch"] / times["numbanorm"] if "torch" in times else None
+        row["ort_speedup"] = times["onnxruntime"] / times["numbanorm_new"] if "onnxruntime" in times else None
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -158,10 +166,10 @@ def _fmt_t(t):
 
 
 HEAD = ["op", "case", "shape", "dtype", "numbanorm", "GB/s", "× copy limit", "copyto", "stream copy", "numpy",
-        "torch", "torch / numbanorm", "sklearn"]
+        "torch", "torch / numbanorm", "sklearn", "onnxruntime", "ort / numbanorm (new out)"]
 
 #: column widths of the plain-text table (rows are printed as they finish, so fixed)
-WIDTHS = [20, 26, 16, 7, 10, 6, 12, 10, 11, 10, 10, 17, 10]
+WIDTHS = [20, 26, 16, 7, 10, 6, 12, 10, 11, 10, 10, 17, 10, 11, 25]
 
 
 def cells(r):
@@ -171,6 +179,7 @@ def cells(r):
         f"{r['gbps']:.1f}", f"{r['x_limit']:.2f}", _fmt_t(r["copyto"]), _fmt_t(r.get("stream")),
         _fmt_t(r.get("numpy")), _fmt_t(r.get("torch")),
         "-" if r["torch_speedup"] is None else f"{r['torch_speedup']:.1f}×", _fmt_t(r.get("sklearn")),
+        _fmt_t(r.get("onnxruntime")), "-" if r.get("ort_speedup") is None else f"{r['ort_speedup']:.2f}×",
     ]
 
 

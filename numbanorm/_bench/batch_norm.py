@@ -10,7 +10,7 @@ import numpy as np
 
 import numbanorm
 
-from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
 
 SHAPES = [(32, 64, 56, 56), (8, 256, 28, 28), (256, 1024), (32, 8, 16)]
 
@@ -89,6 +89,9 @@ def _forward(shape, dtype, training, channels_last):
         tx = tview(torch, x)
         tw, tb, trm, trv = (torch.from_numpy(a.copy()) for a in (w, b, rm, rv))
         fns["torch"] = lambda: torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training=training)
+    if not training and not channels_last:  # onnxruntime's CPU BatchNormalization: inference only
+        _onnxrt.add(fns, lambda: numbanorm.batch_norm(x, rm, rv, w, b, training=False), "BatchNormalization",
+                    [x, w, b, rm, rv], 15, epsilon=1e-5)
     if gpu_available():
         dx, dw, db, drm, drv, dout = to_gpu(x, w, b, rm, rv, out)
         fns["numbanorm_gpu"] = gpu_timed(

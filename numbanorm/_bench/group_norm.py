@@ -7,7 +7,7 @@ import numpy as np
 
 import numbanorm
 
-from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
 from .batch_norm import data, per_channel, torch_grad
 
 SHAPES = [(32, 64, 56, 56), (8, 256, 28, 28), (32, 8, 16)]
@@ -59,6 +59,9 @@ def _forward(shape, dtype, channels_last):
         tx = tview(torch, x)
         tw, tb = torch.from_numpy(w), torch.from_numpy(b)
         fns["torch"] = lambda: torch.nn.functional.group_norm(tx, groups, tw, tb)
+    if not channels_last:  # opset 21: per-channel scale and bias
+        _onnxrt.add(fns, lambda: numbanorm.group_norm(x, groups, w, b), "GroupNormalization", [x, w, b], 21,
+                    num_groups=groups, epsilon=1e-5)
     if gpu_available():
         dx, dw, db, dout = to_gpu(x, w, b, out)
         fns["numbanorm_gpu"] = gpu_timed(lambda: numbanorm.group_norm(dx, groups, dw, db, channel_axis=ca, out=dout))

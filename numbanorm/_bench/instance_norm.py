@@ -4,7 +4,7 @@ import numpy as np
 
 import numbanorm
 
-from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
 from .batch_norm import data, torch_grad
 from .group_norm import _numpy_backward as _grouped_backward
 from .group_norm import _numpy_forward as _grouped_forward
@@ -27,6 +27,9 @@ def _forward(shape, dtype, channels_last):
         tx = tview(torch, x)
         tw, tb = torch.from_numpy(w), torch.from_numpy(b)
         fns["torch"] = lambda: torch.nn.functional.instance_norm(tx, None, None, tw, tb)
+    if not channels_last:  # ONNX's normalizations are channels-first
+        _onnxrt.add(fns, lambda: numbanorm.instance_norm(x, None, None, w, b), "InstanceNormalization", [x, w, b],
+                    17, epsilon=1e-5)
     if gpu_available():
         dx, dw, db, dout = to_gpu(x, w, b, out)
         fns["numbanorm_gpu"] = gpu_timed(

@@ -3,7 +3,7 @@ import numpy as np
 
 import numbanorm
 
-from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
 
 SHAPES = [(32, 768), (4096, 1024), (8192, 4096)]
 
@@ -37,6 +37,8 @@ def forward(shape, dtype):
     if torch is not None:
         tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
         fns["torch"] = lambda: torch.nn.functional.layer_norm(tx, (n,), tw, tb)
+    _onnxrt.add(fns, lambda: numbanorm.layer_norm(x, n, w, b), "LayerNormalization", [x, w, b], 17, axis=-1,
+                epsilon=1e-5)
     if gpu_available():
         dx, dw, db, dout = to_gpu(x, w, b, out)
         fns["numbanorm_gpu"] = gpu_timed(lambda: numbanorm.layer_norm(dx, n, dw, db, out=dout))

@@ -8,7 +8,7 @@ import numpy as np
 
 import numbanorm
 
-from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
 
 SHAPES = [(32, 64, 56, 56), (8, 96, 55, 55)]
 SIZE, ALPHA, BETA, K = 5, 1e-4, 0.75, 1.0
@@ -67,6 +67,9 @@ def _setup_forward(shape, dtype, mode):
         tx = torch.from_numpy(x)
         f = _torch_fn(torch, mode)
         fns["torch"] = lambda: f(tx)
+    if mode == "across_channels":  # ONNX's LRN (odd sizes: the same window as torch's)
+        _onnxrt.add(fns, lambda: numbanorm.local_response_norm(x, SIZE, ALPHA, BETA, K, mode=mode), "LRN", [x], 17,
+                    size=SIZE, alpha=ALPHA, beta=BETA, bias=K)
     if gpu_available():
         dx, dout = to_gpu(x, out)
         fns["numbanorm_gpu"] = gpu_timed(

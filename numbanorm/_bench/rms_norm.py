@@ -3,7 +3,7 @@ import numpy as np
 
 import numbanorm
 
-from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
 
 SHAPES = [(32, 768), (4096, 1024), (8192, 4096)]
 
@@ -34,6 +34,8 @@ def forward(shape, dtype):
     if torch is not None:
         tx, tw = torch.from_numpy(x), torch.from_numpy(w)
         fns["torch"] = lambda: torch.nn.functional.rms_norm(tx, (n,), tw)
+    _onnxrt.add(fns, lambda: numbanorm.rms_norm(x, n, w), "RMSNormalization", [x, w], 23, axis=-1,
+                epsilon=float(np.finfo(dtype).eps))  # numbanorm's (and torch's) default eps
     if gpu_available():
         dx, dw, dout = to_gpu(x, w, out)
         fns["numbanorm_gpu"] = gpu_timed(lambda: numbanorm.rms_norm(dx, n, dw, out=dout))

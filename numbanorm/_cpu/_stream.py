@@ -14,6 +14,8 @@ row block by block while they write the current one, so reading rows from memory
 the computation instead of waiting for each row (the hardware prefetcher alone leaves
 layer_norm forward at ~1.1-1.3 × np.copyto on (8192, 4096); with it ~1.0).
 """
+import platform
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -21,6 +23,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT_OPTIONS
+
+#: unsigned index type (as ``._stats.U``): no wrap-around checks, loops vectorise
+U = np.uintp
 
 #: outputs of at least this many bytes are written with non-temporal (streaming) stores:
 #: they bypass the caches and skip the read-for-ownership of every output line, as
@@ -190,6 +195,117 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+#: byte alignment of the vectorised :func:`nt_store` runs (one AVX vector: ``vmovntps``
+#: faults on a misaligned address)
+STREAM_ALIGN = 32
+
+#: :func:`stream_span` runs are a multiple of this many elements: a multiple of every
+#: vector width times unroll factor LLVM picks (16 float32 lanes × 4 at most), so the
+#: vectorised loop never leaves a scalar remainder (see :func:`nt_store`)
+STREAM_RUN = 64
+
+
+@intrinsic
+def nt_store(typingctx, arr, idx, val):
+    """``arr.flat[idx] = val`` (a C-contiguous float array) as a store with ``!nontemporal``
+    metadata, which LLVM's loop vectoriser keeps: a loop of them becomes ``vmovntps`` /
+    ``vmovntpd`` streaming stores (no read-for-ownership of the output lines).
+
+    The store is declared :data:`STREAM_ALIGN`-aligned (x86 has aligned streaming vector
+    stores only; LLVM refuses to vectorise under-aligned ones), so use it only in loops
+    over a :func:`stream_span` run: its start is aligned and its length a multiple of
+    :data:`STREAM_RUN`, so every executed store is a whole aligned vector. Unlike
+    :func:`stream_scale` the value is computed in plain Numba code, so a kernel's
+    streamed and ordinary output loops share one expression (bitwise the same values).
+    End a kernel's streamed writes with :func:`stream_fence`.
+    """
+    if not isinstance(arr, types.Array) or arr.dtype not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        v = context.cast(builder, args[2], signature.args[2], aryty.dtype)
+        st = builder.store(v, ptr, align=STREAM_ALIGN)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, val), codegen
+
+
+@intrinsic
+def _misalignment(typingctx, arr, idx):
+    """Address of ``arr.flat[idx]`` modulo :data:`STREAM_ALIGN` (bytes)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        addr = builder.ptrtoint(builder.gep(ary.data, [args[1]]), i64)
+        return builder.and_(addr, ir.Constant(i64, STREAM_ALIGN - 1))
+
+    return types.int64(arr, idx), codegen
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def stream_span(arr, idx, n):
+    """``(h, e)``: elements ``idx + h .. idx + e`` of the flat ``arr`` (of the run
+    ``idx .. idx + n``) may be written with :func:`nt_store` — aligned start, length a
+    multiple of :data:`STREAM_RUN`; the head ``[0, h)`` and tail ``[e, n)`` take ordinary
+    stores. ``(n, n)`` when no element is aligned (an unaligned array)."""
+    size = arr.itemsize
+    mis = _misalignment(arr, idx)
+    if mis % size != 0:
+        return n, n
+    h = min(n, ((STREAM_ALIGN - mis) % STREAM_ALIGN) // size)
+    return h, h + (n - h) // STREAM_RUN * STREAM_RUN
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def stream_row(flat, dst, base, src, n):
+    """``dst[:n] = src[:n]`` with :func:`nt_store` over the stream span (``dst`` is the row
+    of the C-contiguous ``flat`` array starting at element ``base``)."""
+    h, e = stream_span(flat, base, n)
+    for j in range(U(h)):
+        dst[j] = src[j]
+    for j in range(U(h), U(e)):
+        nt_store(flat, base + j, src[j])
+    for j in range(U(e), U(n)):
+        dst[j] = src[j]
+
+
+def overlaps(out, *inputs):
+    """Whether ``out`` may share memory with an input (an in-place call). Such outputs are
+    not streamed: their lines are in cache after the row is read, and the overlap would
+    fail the vectorised :func:`nt_store` loop's runtime alias check (a scalar loop)."""
+    return any(np.may_share_memory(out, a) for a in inputs)
+
+
+#: x86 (``sfence``); elsewhere a full fence (AArch64 ``dmb ish`` orders ``stnp`` too)
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+@intrinsic
+def stream_fence(typingctx):
+    """A store fence: orders this thread's streaming stores, which are weakly ordered,
+    before anything it stores next — called once per chunk after its last
+    :func:`nt_store`, so the results are visible when the parallel region ends. x86:
+    ``sfence`` (LLVM's ``fence seq_cst`` is a ``lock or``, which does not order
+    non-temporal stores on every CPU); elsewhere ``fence seq_cst``."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse.sfence")
+            builder.call(fn, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 #: elements of a row written between two batches of prefetches of the next row (the batch

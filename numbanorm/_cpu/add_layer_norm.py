@@ -14,8 +14,8 @@ from numba import prange
 
 from .. import _config
 from ._stats import BLOCK, LEAD, U, mean_var_two_pass
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
-from .add_rms_norm import scratch_rows
+from ._stream import PREFETCH_BLOCK, nt_store, prefetch_run, stream_fence, stream_row, stream_span
+from .add_rms_norm import STREAM_OUT, STREAM_S, scratch_rows, stream_flags
 from .layer_norm import _chunks
 
 
@@ -23,7 +23,8 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
     m, n = x.shape
     nchunks = scratch.shape[0]
     t = x.dtype.type
-    one = t(1.0)
+    of = out.reshape(-1)
+    sf = s.reshape(-1)
     for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
@@ -59,25 +60,33 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
             mean[i] = mu
             rstd[i] = r
             r_t = t(r)
-            if stream:
+            dst = out[i]
+            sdst = s[i]
+            if stream & STREAM_OUT:
                 nx = x[min(i + 1, stop - 1)]
                 nr = res[min(i + 1, stop - 1)]
-                dst = scratch[c, 1]
-                for j0 in range(0, n, PREFETCH_BLOCK):
-                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                base = i * n
+                h, e = stream_span(of, base, n)
+                for j in range(U(h)):
+                    dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
+                for j0 in range(h, e, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, e)
                     prefetch_run(nx, j0, j1)
                     prefetch_run(nr, j0, j1)
                     for j in range(U(j0), U(j1)):
-                        dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
-                stream_scale(s, i * n, scratch, (2 * c) * n, one, n)
-                stream_scale(out, i * n, scratch, (2 * c + 1) * n, one, n)
+                        nt_store(of, base + j, (srow[j] - mu_t) * r_t * weight[j] + bias[j])
+                for j in range(U(e), U(n)):
+                    dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
             else:
-                dst = out[i]
-                sdst = s[i]
                 for j in range(U(n)):
                     dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
+            if stream & STREAM_S:
+                stream_row(sf, sdst, i * n, srow, n)
+            else:
                 for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
                     sdst[j] = srow[j]
+        if stream:
+            stream_fence()
 
 
 _FORWARD = _config.twins(_forward)
@@ -86,9 +95,9 @@ _FORWARD = _config.twins(_forward)
 def forward(x, res, weight, bias, eps, s, out, mean, rstd):
     """``s = x + res`` and ``out = (s − mean) * rstd * weight + bias`` per row; fill the stats."""
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
-        _FORWARD[1](x, res, weight, bias, eps, s, out, mean, rstd, scratch_rows(1, x.shape[1], x.dtype, False), False)
+        _FORWARD[1](x, res, weight, bias, eps, s, out, mean, rstd, scratch_rows(1, x.shape[1], x.dtype), 0)
         return
     m, n = x.shape
-    stream = out.nbytes >= STREAM_BYTES
+    stream = stream_flags(out, s, x, res)
     _config.launch(_FORWARD, x.size, x, res, weight, bias, eps, s, out, mean, rstd,
-                   scratch_rows(_chunks(m), n, x.dtype, stream), stream)
+                   scratch_rows(_chunks(m), n, x.dtype), stream)

@@ -11,8 +11,8 @@ L1/L2) while its squares are summed (blocked, float64 block totals), then the no
 row is computed from that cached copy, and ``s`` copied out of it in a loop of its own
 (writing ``s`` in the summing loop makes LLVM's runtime alias check fall back to a scalar
 loop when ``s`` is ``res``; writing ``s`` and ``y`` in one loop made the (32, 768) call
-2.2x slower). Outputs of at least ``STREAM_BYTES`` are written with non-temporal stores (no
-read-for-ownership), and the next rows of ``x`` and ``res`` are prefetched run by run while the current one is
+2.2x slower). Outputs of at least ``STREAM_BYTES`` (not in place) are written with non-temporal stores
+(:func:`._stream.nt_store`, no read-for-ownership), and the next rows of ``x`` and ``res`` are prefetched run by run while the current one is
 written. So a call moves 2 reads + 2 writes per element, against 1 + 1 for ``np.copyto``.
 
 A row is read completely before any of its outputs is written, so ``s`` may be ``res`` or
@@ -25,7 +25,8 @@ from numba import prange
 from .. import _config
 from . import _work
 from ._stats import BLOCK, U
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
+from ._stream import (PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_row,
+                      stream_span)
 from .layer_norm import _chunks
 
 
@@ -33,7 +34,8 @@ def _forward(x, res, weight, eps, s, out, rstd, scratch, stream):
     m, n = x.shape
     nchunks = scratch.shape[0]
     t = x.dtype.type
-    one = t(1.0)
+    of = out.reshape(-1)
+    sf = s.reshape(-1)
     for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
@@ -51,41 +53,62 @@ def _forward(x, res, weight, eps, s, out, rstd, scratch, stream):
             r = 1.0 / np.sqrt(ss / n + eps)
             rstd[i] = r
             r_t = t(r)
-            if stream:
+            dst = out[i]
+            sdst = s[i]
+            if stream & STREAM_OUT:
                 nx = x[min(i + 1, stop - 1)]
                 nr = res[min(i + 1, stop - 1)]
-                dst = scratch[c, 1]
-                for j0 in range(0, n, PREFETCH_BLOCK):
-                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                base = i * n
+                h, e = stream_span(of, base, n)
+                for j in range(U(h)):
+                    dst[j] = srow[j] * r_t * weight[j]
+                for j0 in range(h, e, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, e)
                     prefetch_run(nx, j0, j1)
                     prefetch_run(nr, j0, j1)
                     for j in range(U(j0), U(j1)):
-                        dst[j] = srow[j] * r_t * weight[j]
-                stream_scale(s, i * n, scratch, (2 * c) * n, one, n)
-                stream_scale(out, i * n, scratch, (2 * c + 1) * n, one, n)
+                        nt_store(of, base + j, srow[j] * r_t * weight[j])
+                for j in range(U(e), U(n)):
+                    dst[j] = srow[j] * r_t * weight[j]
             else:
-                dst = out[i]
-                sdst = s[i]
                 for j in range(U(n)):
                     dst[j] = srow[j] * r_t * weight[j]
+            if stream & STREAM_S:
+                stream_row(sf, sdst, i * n, srow, n)
+            else:
                 for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
                     sdst[j] = srow[j]
+        if stream:
+            stream_fence()
 
 
 _FORWARD = _config.twins(_forward)
 
 
-def scratch_rows(nchunks, n, dtype, stream):
-    """Per chunk: the sum's row, and for streamed outputs the normalized row."""
-    return _work.empty("add_norm.scratch", (nchunks, 2 if stream else 1, n), dtype)
+#: bits of the kernels' ``stream`` argument: write ``out`` / ``s`` with streaming stores
+STREAM_OUT = 1
+STREAM_S = 2
+
+
+def stream_flags(out, s, x, res):
+    """The ``stream`` argument: outputs of at least ``STREAM_BYTES`` that are not in place
+    (``s`` may be ``res`` — FlashInfer's in-place update — and ``out`` may be ``x``)."""
+    if out.nbytes < STREAM_BYTES:
+        return 0
+    return (0 if overlaps(out, x, res) else STREAM_OUT) | (0 if overlaps(s, x, res) else STREAM_S)
+
+
+def scratch_rows(nchunks, n, dtype):
+    """Per chunk: the sum's row."""
+    return _work.empty("add_norm.scratch", (nchunks, 1, n), dtype)
 
 
 def forward(x, res, weight, eps, s, out, rstd):
     """``s = x + res`` and ``out = s / sqrt(mean(s²) + eps) * weight`` per row; fill ``rstd``."""
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
-        _FORWARD[1](x, res, weight, eps, s, out, rstd, scratch_rows(1, x.shape[1], x.dtype, False), False)
+        _FORWARD[1](x, res, weight, eps, s, out, rstd, scratch_rows(1, x.shape[1], x.dtype), 0)
         return
     m, n = x.shape
-    stream = out.nbytes >= STREAM_BYTES
-    scratch = scratch_rows(_chunks(m), n, x.dtype, stream)
+    stream = stream_flags(out, s, x, res)
+    scratch = scratch_rows(_chunks(m), n, x.dtype)
     _config.launch(_FORWARD, x.size, x, res, weight, eps, s, out, rstd, scratch, stream)

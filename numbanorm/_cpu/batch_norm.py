@@ -8,31 +8,11 @@ BatchNorm is the grouped-statistics core of :mod:`._channels` with B = 1 and one
 channel: ``stats``, ``normalize``, ``forward`` and ``backward`` are those kernels (their
 thread mapping: a fixed grid of chunks of O and I, float64 partial sums per chunk merged in
 chunk order; element-wise passes in one ``prange``). This module adds the running
-statistics: the eval-mode ``rstd`` and PyTorch's in-place update.
+statistics (the eval-mode ``rstd`` and PyTorch's in-place update) and the one-dispatch
+forwards of small calls, all in :mod:`._channels_small`.
 """
-import numpy as np
-from numba import njit
-
-from .. import _config
-from ._channels import backward, fill, forward, normalize, stats  # noqa: F401  (entry points)
-
-
-@njit(**_config.JIT_OPTIONS)
-def running_stats(running_mean, running_var, eps, mean, rstd):
-    """Eval-mode statistics: ``mean = running_mean``, ``rstd = 1/sqrt(running_var + eps)`` (1, C)."""
-    for c in range(running_mean.shape[0]):
-        mean[0, c] = running_mean[c]
-        rstd[0, c] = 1.0 / np.sqrt(running_var[c] + eps)
-
-
-@njit(**_config.JIT_OPTIONS)
-def update_running(mean, var, count, factor, unbiased, running_mean, running_var):
-    """running ← (1 − factor)·running + factor·batch, per channel, in place.
-
-    ``mean``/``var`` are the batch mean and biased variance ``(1, C)`` over ``count`` values;
-    the running variance takes the unbiased ``var · count/(count − 1)`` when ``unbiased``.
-    """
-    corr = count / (count - 1.0) if unbiased else 1.0
-    for c in range(running_mean.shape[0]):
-        running_mean[c] = (1.0 - factor) * running_mean[c] + factor * mean[0, c]
-        running_var[c] = (1.0 - factor) * running_var[c] + factor * (var[0, c] * corr)
+from ._channels import backward, chunking, fill, forward, normalize, stats  # noqa: F401  (entry points)
+from ._channels_small import running_stats, update_running  # noqa: F401  (entry points)
+from ._channels_small import NO_RUNNING, small_generic  # noqa: F401
+from ._channels_small import eval_forward as small_eval  # noqa: F401
+from ._channels_small import train_forward as small_train  # noqa: F401

@@ -8,9 +8,10 @@ compute dtype (float32 or float64): M rows = the leading dims, N = prod(normaliz
 Thread mapping: one ``prange`` over a fixed number of row chunks (``REDUCE_CHUNKS``, so the
 work split and every sum order depend on the shape only: results are bitwise the same on
 any thread count). A row is read from memory once: its statistics and its output are
-computed while it sits in L1/L2. Outputs of at least ``STREAM_BYTES`` are first written
-to the chunk's scratch row(s) and then streamed out with non-temporal stores (no
-read-for-ownership of the output, as ``np.copyto`` does). The backward gives each chunk a
+computed while it sits in L1/L2. Forward outputs of at least ``STREAM_BYTES`` are written
+with non-temporal stores straight from the row loop (:func:`._stream.nt_store`: no
+read-for-ownership of the output, as ``np.copyto`` does); the backward's go through the
+chunk's scratch row(s) and :func:`._stream.stream_scale`. The backward gives each chunk a
 data-dtype accumulator row for grad_weight/grad_bias (filled in column tiles over groups
 of rows, see :func:`_backward`), flushed every ``FLUSH`` rows into a float64 partial row;
 partials are summed in chunk order afterwards (no atomics). Serial twins
@@ -24,15 +25,19 @@ from .. import _config
 from .._config import REDUCE_CHUNKS
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_var, sum_chunks
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
+from ._stream import PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_scale, stream_span
 
 
 def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
-    """Large (streamed) outputs: the write loop goes in ``PREFETCH_BLOCK`` runs, each
-    preceded by a prefetch of the same run of the next row."""
+    """Large (streamed) outputs: each row is written straight from registers with
+    :func:`._stream.nt_store` over its :func:`._stream.stream_span` (ordinary stores for
+    the few head/tail elements), in ``PREFETCH_BLOCK`` runs, each preceded by a prefetch
+    of the same run of the next row. The element expression is the same in every loop,
+    so streamed and ordinary outputs are bitwise equal. ``scratch`` only gives the chunk
+    count (its rows are empty)."""
     m, n = x.shape
     nchunks = scratch.shape[0]
-    one = x.dtype.type(1.0)
+    of = out.reshape(-1)
     for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
@@ -42,19 +47,25 @@ def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
             mean[i] = mu
             rstd[i] = r
             r_t = x.dtype.type(r)
+            dst = out[i]
             if stream:
                 nxt = x[min(i + 1, stop - 1)]
-                dst = scratch[c]
-                for j0 in range(0, n, PREFETCH_BLOCK):
-                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                base = i * n
+                h, e = stream_span(of, base, n)
+                for j in range(U(h)):
+                    dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+                for j0 in range(h, e, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, e)
                     prefetch_run(nxt, j0, j1)
                     for j in range(U(j0), U(j1)):
-                        dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
-                stream_scale(out, i * n, scratch, c * n, one, n)
+                        nt_store(of, base + j, (row[j] - mu_t) * r_t * weight[j] + bias[j])
+                for j in range(U(e), U(n)):
+                    dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
             else:
-                dst = out[i]
                 for j in range(U(n)):
                     dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+        if stream:
+            stream_fence()
 
 
 def _stats(x, eps, mean, rstd):
@@ -172,10 +183,9 @@ def forward(x, weight, bias, eps, out, mean, rstd):
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
         _FORWARD[1](x, weight, bias, eps, out, mean, rstd, _ONE_CHUNK[x.dtype], False)
         return
-    m, n = x.shape
-    stream = out.nbytes >= STREAM_BYTES
-    scratch = _scratch(_chunks(m), n, x.dtype, stream)
-    _config.launch(_FORWARD, x.size, x, weight, bias, eps, out, mean, rstd, scratch, stream)
+    stream = out.nbytes >= STREAM_BYTES and not overlaps(out, x)
+    _config.launch(_FORWARD, x.size, x, weight, bias, eps, out, mean, rstd, _NO_SCRATCH[x.dtype][:_chunks(x.shape[0])],
+                   stream)
 
 
 def stats(x, eps, mean, rstd):

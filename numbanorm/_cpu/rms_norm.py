@@ -5,8 +5,8 @@ compute dtype; ``weight`` is ``(N,)`` (ones when the caller gave none); ``rstd``
 ``(M,)`` = 1/sqrt(mean(x²) + eps).
 
 Thread mapping as in :mod:`numbanorm._cpu.layer_norm`: a ``prange`` over a fixed number of
-row chunks, each row read once, large outputs streamed from the chunk's scratch row with
-non-temporal stores, grad_weight from per-chunk accumulator rows flushed to float64
+row chunks, each row read once, large outputs written with non-temporal stores (forward: straight from the
+row loop; backward: from the chunk's scratch row), grad_weight from per-chunk accumulator rows flushed to float64
 partials summed in chunk order (deterministic). Serial twins below ``SERIAL_THRESHOLD``.
 """
 import numpy as np
@@ -15,15 +15,16 @@ from numba import prange
 from .. import _config
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_scale
-from .layer_norm import _ONE_CHUNK, _chunks, _scratch
+from ._stream import PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_scale, stream_span
+from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, _chunks, _scratch
 
 
 def _forward(x, weight, eps, out, rstd, scratch, stream):
-    """Streamed outputs prefetch the next row run by run, as layer_norm's forward."""
+    """Streamed outputs: :func:`._stream.nt_store` runs with prefetches of the next row,
+    as layer_norm's forward (bitwise the same values as ordinary stores)."""
     m, n = x.shape
     nchunks = scratch.shape[0]
-    one = x.dtype.type(1.0)
+    of = out.reshape(-1)
     for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
@@ -31,19 +32,25 @@ def _forward(x, weight, eps, out, rstd, scratch, stream):
             r = 1.0 / np.sqrt(mean_square(row) + eps)
             rstd[i] = r
             r_t = x.dtype.type(r)
+            dst = out[i]
             if stream:
                 nxt = x[min(i + 1, stop - 1)]
-                dst = scratch[c]
-                for j0 in range(0, n, PREFETCH_BLOCK):
-                    j1 = min(j0 + PREFETCH_BLOCK, n)
+                base = i * n
+                h, e = stream_span(of, base, n)
+                for j in range(U(h)):
+                    dst[j] = row[j] * r_t * weight[j]
+                for j0 in range(h, e, PREFETCH_BLOCK):
+                    j1 = min(j0 + PREFETCH_BLOCK, e)
                     prefetch_run(nxt, j0, j1)
                     for j in range(U(j0), U(j1)):
-                        dst[j] = row[j] * r_t * weight[j]
-                stream_scale(out, i * n, scratch, c * n, one, n)
+                        nt_store(of, base + j, row[j] * r_t * weight[j])
+                for j in range(U(e), U(n)):
+                    dst[j] = row[j] * r_t * weight[j]
             else:
-                dst = out[i]
                 for j in range(U(n)):
                     dst[j] = row[j] * r_t * weight[j]
+        if stream:
+            stream_fence()
 
 
 def _stats(x, eps, rstd):
@@ -100,10 +107,8 @@ def forward(x, weight, eps, out, rstd):
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
         _FORWARD[1](x, weight, eps, out, rstd, _ONE_CHUNK[x.dtype], False)
         return
-    m, n = x.shape
-    stream = out.nbytes >= STREAM_BYTES
-    scratch = _scratch(_chunks(m), n, x.dtype, stream)
-    _config.launch(_FORWARD, x.size, x, weight, eps, out, rstd, scratch, stream)
+    stream = out.nbytes >= STREAM_BYTES and not overlaps(out, x)
+    _config.launch(_FORWARD, x.size, x, weight, eps, out, rstd, _NO_SCRATCH[x.dtype][:_chunks(x.shape[0])], stream)
 
 
 def stats(x, eps, rstd):

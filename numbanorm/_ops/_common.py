@@ -1,6 +1,8 @@
 """Helpers shared by the public functions: canonical views and output buffers."""
 import math
 
+from . import _pool
+
 
 def canonical(dev, x, shape2, ctype):
     """``x`` as a C-contiguous ``ctype`` array of shape ``shape2`` (copied only if needed)."""
@@ -35,7 +37,12 @@ class Output:
             out is not None and out.dtype == ctype and dev.is_contiguous(out)
             and not clobbers(dev, out, inputs, inplace)
         )
-        self.buf = out.reshape(shape2) if self.direct else dev.empty(shape2, ctype)
+        if self.direct:
+            self.buf = out.reshape(shape2)
+        elif out is None and dev.name == "cpu":  # returned to the caller: recycled (see _pool)
+            self.buf = _pool.empty(shape2, ctype)
+        else:
+            self.buf = dev.empty(shape2, ctype)
 
     def result(self):
         if self.out is None:

@@ -33,6 +33,7 @@
 import numpy as np
 
 from .. import _dispatch, _validate
+from . import _pool
 from ._common import Output, canonical, prod, stat_result
 
 _MACHINE_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}
@@ -123,8 +124,8 @@ def plain_add(centered, x, residual, n, weight, bias, eps, out, residual_out):
         return None
     m = x.size // n
     dt = x.dtype
-    y = np.empty_like(x) if out is None else out
-    s = np.empty_like(x) if residual_out is None else residual_out
+    y = _pool.empty_like(x) if out is None else out
+    s = _pool.empty_like(x) if residual_out is None else residual_out
     rows = (m, n)
     w = np.ones(n, dt) if weight is None else weight
     k = _dispatch.CPU.kernels("add_layer_norm" if centered else "add_rms_norm")

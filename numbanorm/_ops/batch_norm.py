@@ -11,8 +11,9 @@ live in :mod:`numbanorm._stats_host`.
 """
 import numpy as np
 
-from .. import _dispatch, _validate
+from .. import _dispatch, _interop, _validate
 from .._stats_host import batches_tracked, increment, momentum_arg, update_running  # noqa: F401 - also instance_norm's
+from . import _plain
 from ._common import Output, canonical, check_disjoint, prod, stat_result
 
 _OP = "batch_norm"
@@ -168,6 +169,14 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     >>> rm, rv                                            # 0.1 · mean, 0.9 + 0.1 · unbiased var
     (array([0.2, 2. ]), array([ 1.1, 20.9]))
     """
+    if (return_stats is False and num_batches_tracked is None and (training is True or training is False)
+            and (unbiased_running_var is True or unbiased_running_var is False) and _plain.real_or_none(momentum)):
+        ax = _plain.channels(x, channel_axis, eps, out, weight, bias, (running_mean, running_var))
+        if ax is not None and _plain.running(running_mean, running_var, x.shape[ax], training):
+            y = _plain_forward(x, ax, running_mean, running_var, weight, bias, training, momentum, eps, out,
+                               unbiased_running_var)
+            if y is not None:
+                return y
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
                               weight=weight, bias=bias, out=out)
@@ -236,6 +245,47 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if not return_stats:
         return y
     return y, stat_result(dev, mean, (c,), ctype), stat_result(dev, rstd, (c,), ctype)
+
+
+def _plain_forward(x, ax, rm, rv, weight, bias, training, momentum, eps, out, unbiased):
+    """:func:`batch_norm` for a call the ``_plain`` checks accepted: the general path's
+    kernels without its checks (small calls are dominated by them). None for a training
+    call with one value per channel (the general path raises)."""
+    o, c, i = channel_view(x.shape, ax)
+    n = o * i
+    if training and n == 1:
+        return None
+    dt = x.dtype
+    kern = _dispatch.CPU.kernels(_OP)
+    view = (1, o, c, i)
+    y = np.empty(x.shape, dt) if out is None else out
+    mean = np.empty((1, c))
+    rstd = np.empty((1, c))
+    w = np.ones(c, dt) if weight is None else weight
+    b = np.zeros(c, dt) if bias is None else bias
+    x4, y4 = x.reshape(view), y.reshape(view)
+    factor = 1.0 if momentum is None else momentum  # num_batches_tracked None: 1 / (0 + 1)
+    if kern.small_generic(x4):  # one dispatch: the general path's serial kernels, compiled together
+        coef = np.empty((3, 1, c), dt)
+        if not training:
+            kern.small_eval(x4, rm, rv, eps, w, b, y4, mean, rstd, coef)
+            return y
+        ko, ki = kern.chunking(1, o, i)
+        part = np.zeros((2, 1, ko * ki, c))
+        scratch = np.empty((2, ko, c) if i == 1 else (2, 0, c), dt)
+        no_run = rm is None
+        kern.small_train(x4, ko, ki, eps, w, b, y4, mean, rstd, np.empty((1, c)), part, scratch, coef, factor,
+                         unbiased, kern.NO_RUNNING if no_run else rm, kern.NO_RUNNING if no_run else rv)
+        return y
+    if training:
+        var = np.empty((1, c))
+        kern.forward(x4, c, eps, w, b, y4, mean, rstd, var)
+        if rm is not None:
+            update_running(_dispatch.CPU, kern, mean, var, n, factor, unbiased, (rm, rv), (rm, rv))
+    else:
+        kern.running_stats(np.ascontiguousarray(rm, F64), np.ascontiguousarray(rv, F64), eps, mean, rstd)
+        kern.normalize(x4, mean, rstd, w, b, y4)
+    return y
 
 
 def _empty_1d(fn, dev, xa, running_mean, running_var, weight, bias, training, momentum, eps, out,

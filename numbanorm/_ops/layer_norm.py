@@ -7,7 +7,7 @@ Canonical view: rows ``(M, N)``, M = prod(leading dims), N = prod(normalized_sha
 import numpy as np
 
 from .. import _dispatch, _validate
-from . import _fused, _lowp
+from . import _fused, _lowp, _pool
 from ._common import Output, canonical, prod, stat_result
 from ._rows import saved_stat as _saved_stat, stat_shape as _stat_shape  # noqa: F401 - rms_norm's too
 
@@ -100,7 +100,7 @@ def _plain(x, n, weight, bias, eps, out):
     path does for it, without re-checking (small calls are dominated by the checks)."""
     m = x.size // n
     dt = x.dtype
-    y = np.empty_like(x) if out is None else out
+    y = _pool.empty_like(x) if out is None else out
     stats = np.empty((2, m), dt)
     rows = x.ndim == 2
     _dispatch.CPU.kernels(_OP).forward(

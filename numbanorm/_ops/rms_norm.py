@@ -6,7 +6,7 @@ of the compute dtype (float32 for float16 input). Canonical view: rows ``(M, N)`
 import numpy as np
 
 from .. import _dispatch, _validate
-from . import _fused, _lowp
+from . import _fused, _lowp, _pool
 from ._common import Output, canonical, prod, stat_result
 from .layer_norm import _saved_stat, _stat_shape
 
@@ -107,7 +107,7 @@ def _plain(x, n, weight, eps, out):
     """:func:`rms_norm` for a call :func:`_validate.plain_rows` accepted, without re-checking."""
     m = x.size // n
     dt = x.dtype
-    y = np.empty_like(x) if out is None else out
+    y = _pool.empty_like(x) if out is None else out
     rows = x.ndim == 2
     _dispatch.CPU.kernels(_OP).forward(
         x if rows else x.reshape(m, n), np.ones(n, dt) if weight is None else weight,

@@ -1,0 +1,93 @@
+"""Fast paths of small batch_norm / group_norm calls: the general path's results.
+
+Plain calls (NumPy, float32/float64, C-contiguous, Python scalars; ``_ops/_plain.py``) skip
+the general checks, and small batch_norm forwards run their serial kernels in one dispatch
+(``_cpu/_channels_small.py``). A NumPy integer argument sends the same call down the general
+path, so the two are compared directly: bitwise where the same compiled kernel runs
+(group_norm), to a few ulp where LLVM re-optimises the kernels compiled together.
+"""
+import numpy as np
+import pytest
+
+import numbanorm
+from numbanorm._cpu import batch_norm as bn_kernels
+
+ULP = {np.float32: 1e-6, np.float64: 1e-14}
+
+
+def _close(a, b, dtype):
+    np.testing.assert_allclose(a, b, rtol=4 * ULP[dtype], atol=4 * ULP[dtype])
+
+
+CASES = [((32, 8, 16), 1), ((32, 16, 8), -1), ((64, 24), 1), ((3, 4, 5, 6), -1)]
+
+
+@pytest.mark.parametrize("shape,ca", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_fast_path_is_the_general_path(rng, monkeypatch, shape, ca, dtype, training):
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    c = shape[ca]
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    rm = rng.standard_normal(c).astype(np.float32)
+    rv = (rng.random(c) + 0.5).astype(np.float32)
+    calls = []
+    for name in ("small_eval", "small_train"):
+        monkeypatch.setattr(bn_kernels, name, (lambda f: lambda *a: calls.append(1) or f(*a))(getattr(bn_kernels, name)))
+    for weights in ((w, b), (None, None)):
+        rm1, rv1, rm2, rv2 = rm.copy(), rv.copy(), rm.copy(), rv.copy()
+        fast = numbanorm.batch_norm(x, rm1, rv1, *weights, training=training, channel_axis=ca)
+        general = numbanorm.batch_norm(x, rm2, rv2, *weights, training=training, channel_axis=np.int64(ca))
+        _close(fast, general, dtype)
+        _close(rm1, rm2, np.float32)
+        _close(rv1, rv2, np.float32)
+        assert training or np.array_equal(rm1, rm)
+        out = np.empty_like(x)
+        assert numbanorm.batch_norm(x, rm.copy(), rv.copy(), *weights, training=training, channel_axis=ca,
+                                    out=out) is out
+        np.testing.assert_array_equal(out, fast)
+    assert calls  # the one-dispatch kernels ran
+    if training:  # no running statistics, momentum None
+        fast = numbanorm.batch_norm(x, None, None, w, b, training=True, momentum=None, channel_axis=ca)
+        general = numbanorm.batch_norm(x, None, None, w, b, training=True, momentum=None, channel_axis=np.int64(ca))
+        _close(fast, general, dtype)
+
+
+def test_batch_norm_fast_path_in_place_and_overlaps(rng):
+    x = rng.standard_normal((16, 4, 9)).astype(np.float32)
+    rm, rv = np.zeros(4, np.float32), np.ones(4, np.float32)
+    want = numbanorm.batch_norm(x, rm.copy(), rv.copy(), training=True)
+    xc = x.copy()
+    assert numbanorm.batch_norm(xc, rm.copy(), rv.copy(), training=True, out=xc) is xc
+    np.testing.assert_array_equal(xc, want)
+    buf = np.zeros(x.size, np.float32)  # out sharing memory with the running mean: the general error
+    rm2 = buf[4:8]
+    out = buf.reshape(x.shape)
+    with pytest.raises(ValueError, match="batch_norm\\(\\): arguments 'out' and 'running_mean'"):
+        numbanorm.batch_norm(x, rm2, rv.copy(), training=True, out=out)
+
+
+def test_batch_norm_fast_path_keeps_the_errors(rng):
+    x = rng.standard_normal((1, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        numbanorm.batch_norm(x, np.zeros(4, np.float32), np.ones(4, np.float32), training=True)
+    with pytest.raises(ValueError, match="are required when training=False"):
+        numbanorm.batch_norm(x, None, None, training=False)
+    rm = np.zeros(4, np.float32)
+    rm.flags.writeable = False
+    with pytest.raises(ValueError, match="'running_mean' must be a writeable array"):
+        numbanorm.batch_norm(rng.standard_normal((3, 4)), rm, np.ones(4), training=True)
+
+
+@pytest.mark.parametrize("shape,ca,groups", [((32, 8, 16), 1, 4), ((8, 64, 14, 14), 1, 4), ((4, 5, 5, 6), -1, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_group_norm_fast_path_is_the_general_path(rng, shape, ca, groups, dtype):
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    c = shape[ca]
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    for weights in ((w, b), (None, None)):
+        fast = numbanorm.group_norm(x, groups, *weights, channel_axis=ca)
+        general = numbanorm.group_norm(x, np.int64(groups), *weights, channel_axis=ca)
+        np.testing.assert_array_equal(fast, general)
+    with pytest.raises(ValueError, match="group_norm\\(\\): argument 'num_groups' must divide"):
+        numbanorm.group_norm(x, c + 1, channel_axis=ca)

@@ -1,0 +1,93 @@
+"""Row forwards with non-temporal (streaming) output stores: bitwise the ordinary path.
+
+Outputs of at least ``STREAM_BYTES`` are written by the parallel kernels with
+``_stream.nt_store`` (a ``!nontemporal`` store LLVM vectorises to ``vmovntps``); patching the
+threshold to 0 sends a small call (above the serial threshold, so the parallel kernel runs)
+down that path, with misaligned rows (odd row length, output offset by one element).
+"""
+import importlib
+import platform
+
+import numpy as np
+import pytest
+
+import numbanorm
+from numbanorm import _config
+
+SHAPE = (48, 777)  # 37,296 elements: the parallel kernel; odd rows: unaligned heads/tails
+
+
+def _call(op, x, r, w, b, out, s):
+    n = x.shape[1]
+    if op == "layer_norm":
+        return (numbanorm.layer_norm(x, n, w, b, out=out),)
+    if op == "rms_norm":
+        return (numbanorm.rms_norm(x, n, w, out=out),)
+    if op == "add_rms_norm":
+        return numbanorm.add_rms_norm(x, r, n, w, out=out, residual_out=s)
+    return numbanorm.add_layer_norm(x, r, n, w, b, out=out, residual_out=s)
+
+
+def _misaligned(shape, dtype):
+    """An uninitialised C-contiguous array whose data start one element past 32 bytes."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 16, dtype)
+    skip = (-buf.ctypes.data % 32) // buf.itemsize + 1
+    return buf[skip:skip + size].reshape(shape)
+
+
+def _stream_everything(monkeypatch, op):
+    """Threshold 0 (the fused kernels read it in add_rms_norm's ``stream_flags``)."""
+    name = "add_rms_norm" if op.startswith("add") else op
+    monkeypatch.setattr(importlib.import_module(f"numbanorm._cpu.{name}"), "STREAM_BYTES", 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "add_rms_norm", "add_layer_norm"])
+def test_streamed_forward_is_bitwise_the_cached_one(rng, monkeypatch, op, dtype):
+    assert np.prod(SHAPE) >= _config.SERIAL_THRESHOLD
+    x = (rng.standard_normal(SHAPE) * 2 + 0.5).astype(dtype)
+    r = rng.standard_normal(SHAPE).astype(dtype)
+    w = rng.standard_normal(SHAPE[1]).astype(dtype)
+    b = rng.standard_normal(SHAPE[1]).astype(dtype)
+    cached = _call(op, x, r, w, b, None, None)
+    _stream_everything(monkeypatch, op)
+    for out, s in [(None, None), (_misaligned(SHAPE, dtype), _misaligned(SHAPE, dtype))]:
+        streamed = _call(op, x, r, w, b, out, None if not op.startswith("add") else s)
+        for u, v in zip(cached, streamed):
+            assert not np.shares_memory(v, x)
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "add_rms_norm"])
+def test_in_place_calls_above_the_threshold(rng, monkeypatch, op):
+    """An output overlapping an input is written with ordinary stores: same values."""
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    r = rng.standard_normal(SHAPE).astype(np.float32)
+    w = rng.standard_normal(SHAPE[1]).astype(np.float32)
+    want = _call(op, x, r, w, w, None, None)
+    _stream_everything(monkeypatch, op)
+    xc, rc = x.copy(), r.copy()
+    got = _call(op, xc, rc, w, w, xc, rc if op.startswith("add") else None)
+    assert got[0] is xc
+    for u, v in zip(want, got):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 streaming stores")
+def test_nt_store_loop_compiles_to_streaming_vector_stores():
+    from numba import njit
+
+    from numbanorm._cpu._stream import stream_fence, stream_row
+
+    @njit(cache=False)
+    def copy_row(flat, dst, src, n):
+        stream_row(flat, dst, 0, src, n)
+        stream_fence()
+
+    a, src = np.zeros(1000, np.float32), np.arange(1000, dtype=np.float32)
+    copy_row(a, a, src, 1000)
+    np.testing.assert_array_equal(a, src)
+    asm = copy_row.inspect_asm(copy_row.signatures[0])
+    assert "movntps" in asm  # vmovntps (AVX) / movntps (SSE)
+    assert "sfence" in asm
