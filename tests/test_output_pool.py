@@ -1,9 +1,9 @@
-"""The pool of recycled large outputs (``_ops/_pool.py``): reuse only once nothing holds a result."""
+"""The pool of recycled large outputs (``numbanorm/_pool.py``): reuse only once nothing holds a result."""
 import numpy as np
 import pytest
 
 import numbanorm
-from numbanorm._ops import _pool
+from numbanorm import _pool
 
 SHAPE = (1024, 1280)  # 5 MiB of float32: pooled (>= MIN_BYTES)
 

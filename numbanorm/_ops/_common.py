@@ -1,7 +1,7 @@
 """Helpers shared by the public functions: canonical views and output buffers."""
 import math
 
-from . import _pool
+from .. import _pool
 
 
 def canonical(dev, x, shape2, ctype):

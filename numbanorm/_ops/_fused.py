@@ -33,7 +33,7 @@
 import numpy as np
 
 from .. import _dispatch, _validate
-from . import _pool
+from .. import _pool
 from ._common import Output, canonical, prod, stat_result
 
 _MACHINE_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}

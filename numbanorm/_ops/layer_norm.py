@@ -6,8 +6,8 @@ Canonical view: rows ``(M, N)``, M = prod(leading dims), N = prod(normalized_sha
 """
 import numpy as np
 
-from .. import _dispatch, _validate
-from . import _fused, _lowp, _pool
+from .. import _dispatch, _pool, _validate
+from . import _fused, _lowp
 from ._common import Output, canonical, prod, stat_result
 from ._rows import saved_stat as _saved_stat, stat_shape as _stat_shape  # noqa: F401 - rms_norm's too
 

@@ -5,8 +5,8 @@ of the compute dtype (float32 for float16 input). Canonical view: rows ``(M, N)`
 """
 import numpy as np
 
-from .. import _dispatch, _validate
-from . import _fused, _lowp, _pool
+from .. import _dispatch, _pool, _validate
+from . import _fused, _lowp
 from ._common import Output, canonical, prod, stat_result
 from .layer_norm import _saved_stat, _stat_shape
 
