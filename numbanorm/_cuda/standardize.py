@@ -251,19 +251,19 @@ def moments(x, weight, count, mean, m2):
         x = x.reshape(1, 1, no)
         no, ni = 1, no
     blocks, tpb = _layout.launch_1d(nc)
-    shift = _layout.empty(nc, "float64")
-    _first_valid[blocks, tpb](x, shift)
+    shift = _layout.scratch("st.shift", (nc,), "float64")
+    _first_valid[blocks, tpb, _layout.stream()](x, shift)
     use_w = weight is not None
     w = weight if use_w else _no_weight()
     if ni == 1:
         k, grid, threads = col_plan(no, nc)
-        parts = [_layout.empty((k, nc), "float64") for _ in range(3)]
-        _moments_cols[grid, threads](x.reshape(no, nc), shift, w, use_w, k, *parts)
+        parts = [_layout.scratch(f"st.part{i}", (k, nc), "float64") for i in range(3)]
+        _moments_cols[grid, threads, _layout.stream()](x.reshape(no, nc), shift, w, use_w, k, *parts)
     else:
         k, blocks_s, threads = seg_plan(no, nc, ni)
-        parts = [_layout.empty((k, nc), "float64") for _ in range(3)]
-        _moments_segs[blocks_s, threads](x, shift, w, use_w, k, *parts)
-    _merge[blocks, tpb](*parts, shift, count, mean, m2)
+        parts = [_layout.scratch(f"st.part{i}", (k, nc), "float64") for i in range(3)]
+        _moments_segs[blocks_s, threads, _layout.stream()](x, shift, w, use_w, k, *parts)
+    _merge[blocks, tpb, _layout.stream()](*parts, shift, count, mean, m2)
 
 
 def transform(x, sub, mul, div, add, lo, hi, clip, out):
@@ -273,7 +273,7 @@ def transform(x, sub, mul, div, add, lo, hi, clip, out):
     if size == 0:
         return
     blocks, tpb = _layout.launch_1d(size)
-    _transform[blocks, tpb](x.reshape(size), nc, ni, sub, mul, div, add, float(lo), float(hi), bool(clip),
+    _transform[blocks, tpb, _layout.stream()](x.reshape(size), nc, ni, sub, mul, div, add, float(lo), float(hi), bool(clip),
                             out.reshape(size))
 
 
@@ -283,8 +283,8 @@ def count_inf(x):
     if size == 0:
         return 0
     blocks, tpb = _layout.launch_1d(size)
-    part = _layout.empty(blocks, "int64")
-    _count_inf[blocks, tpb](x.reshape(size), part)
+    part = _layout.scratch("st.inf", (blocks,), "int64")
+    _count_inf[blocks, tpb, _layout.stream()](x.reshape(size), part)
     return int(part.copy_to_host().sum())
 
 

@@ -80,10 +80,10 @@ def _counter(value):
     zero-copy NumPy view of host memory (NumPy, torch, ... tensors)."""
     if hasattr(value, "copy_to_host"):  # Numba device array (or the simulator's)
         return value
-    if _dispatch._is_gpu(value):  # CuPy, torch.cuda, ...: zero-copy view
-        from numba import cuda
+    if _dispatch._is_gpu(value):  # CuPy, torch.cuda, ...: zero-copy view, no stream sync
+        from .._cuda import _layout
 
-        return cuda.as_cuda_array(_interop.cuda_view(value))
+        return _layout.as_device_array(_interop.cuda_view(value))
     return _interop.host_view(value)
 
 
@@ -91,7 +91,8 @@ def batches_tracked(fn, value):
     """``num_batches_tracked``: None (= 0), an int >= 0, or a 1-element integer array.
 
     Returns (count, array or None): the array (host or device) is incremented in place
-    after a training step.
+    after a training step. A device counter's count is None: it stays on the device
+    (:func:`factor` reads it there; a negative device counter is not detected).
     """
     if value is None:
         return 0, None
@@ -106,8 +107,9 @@ def batches_tracked(fn, value):
             raise ValueError(
                 f"{fn}(): argument 'num_batches_tracked' must be a writeable array, got a read-only array"
             )
-        host = arr.copy_to_host() if hasattr(arr, "copy_to_host") else np.asarray(arr)
-        count = int(host.reshape(-1)[0])
+        if hasattr(arr, "copy_to_host"):  # a device counter: read on the device, never here
+            return None, arr
+        count = int(np.asarray(arr).reshape(-1)[0])
     else:
         if isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{fn}(): argument 'num_batches_tracked' must be an int, got {value!r}")
@@ -125,13 +127,27 @@ def batches_tracked(fn, value):
 
 
 def increment(arr):
-    """num_batches_tracked += 1 in the caller's counter (host or device)."""
+    """num_batches_tracked += 1 in the caller's counter (host or device: a kernel)."""
     if arr is None:
         return
     if hasattr(arr, "copy_to_host"):
-        arr.copy_to_device(arr.copy_to_host() + 1)
+        from .._cuda import _counter
+
+        _counter.increment(arr)
     else:
         arr += 1
+
+
+def factor(mom, count, arr):
+    """The running statistics' update factor: ``momentum``, or ``1 / (count + 1)`` for the
+    cumulative average (from a device counter: a 1-element device array computed there)."""
+    if mom is not None:
+        return mom
+    if count is None:
+        from .._cuda import _counter
+
+        return _counter.cumulative_factor(arr)
+    return 1.0 / (count + 1)
 
 
 def update_running(dev, kern, mean, var, count, factor, unbiased, running, user):
@@ -311,8 +327,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     y = res.result()
     if training and rm is not None:
         if n and c:
-            factor = mom if mom is not None else 1.0 / (count + 1)
-            update_running(dev, kern, mean, var, n, factor, unbiased, (rm, rv), (running_mean, running_var))
+            update_running(dev, kern, mean, var, n, factor(mom, count, nbt_arr), unbiased, (rm, rv),
+                           (running_mean, running_var))
         increment(nbt_arr)
     if not return_stats:
         return y
