@@ -7,8 +7,10 @@ statistics per channel ``c`` over ``x[:, c, :]``; results and transform paramete
 
 Statistics (:func:`moments`), deterministic two-stage:
 
-1. ``_first_valid``: one thread per channel finds its first finite value, the shift K
-   (values are accumulated as x − K, so block means are of the order of the spread).
+1. I > 1: ``_first_valid``: one thread per channel finds its first finite value, the
+   shift K (values are accumulated as x − K, so block means are of the order of the
+   spread). I == 1: each chunk's thread shifts by its own first finite value instead
+   (found in the partials kernel; the partial means are stored absolute, K = 0).
 2. Partials per (chunk ``k``, channel ``c``) work item, (count, mean, M2) in float64:
 
    - I == 1 (features in the fast dimension): one *thread* per (c, k) — threads of a block
@@ -74,14 +76,21 @@ def _first_valid(x, shift):
 
 
 @cuda.jit
-def _moments_cols(x, shift, w, use_w, nchunks, pc, pm, pq):
-    """Partials of (O, C) data: thread (c, k) owns channel c, rows of chunk k."""
+def _moments_cols(x, w, use_w, nchunks, pc, pm, pq):
+    """Partials of (O, C) data: thread (c, k) owns channel c, rows of chunk k. Its shift
+    is the chunk's own first finite value of the channel (usually the first row read: no
+    separate pass, no one-thread-per-channel kernel); the stored mean is absolute."""
     no, nc = x.shape
     for k in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
         r0 = k * no // nchunks
         r1 = (k + 1) * no // nchunks
         for c in range(cuda.grid(1), nc, cuda.gridsize(1)):
-            sh = shift[c]
+            sh = float64(0.0)
+            for r in range(r0, r1):
+                v = float64(x[r, c])
+                if v == v and abs(v) != math.inf:
+                    sh = v
+                    break
             n = float64(0.0)
             m = float64(0.0)
             q = float64(0.0)
@@ -108,7 +117,7 @@ def _moments_cols(x, shift, w, use_w, nchunks, pc, pm, pq):
                             sq += wr * d * d
                     n, m, q = _chan(n, m, q, nb, mb + sd / nb, sq - sd * (sd / nb))
             pc[k, c] = n
-            pm[k, c] = m
+            pm[k, c] = sh + m if n != 0.0 else m
             pq[k, c] = q
 
 
@@ -251,15 +260,16 @@ def moments(x, weight, count, mean, m2):
         x = x.reshape(1, 1, no)
         no, ni = 1, no
     blocks, tpb = _layout.launch_1d(nc)
-    shift = _layout.scratch("st.shift", (nc,), "float64")
-    _first_valid[blocks, tpb, _layout.stream()](x, shift)
     use_w = weight is not None
     w = weight if use_w else _no_weight()
-    if ni == 1:
+    if ni == 1:  # per-chunk shifts inside the partials kernel: absolute chunk means
         k, grid, threads = col_plan(no, nc)
         parts = [_layout.scratch(f"st.part{i}", (k, nc), "float64") for i in range(3)]
-        _moments_cols[grid, threads, _layout.stream()](x.reshape(no, nc), shift, w, use_w, k, *parts)
+        _moments_cols[grid, threads, _layout.stream()](x.reshape(no, nc), w, use_w, k, *parts)
+        shift = _layout.zeros(nc, "float64")
     else:
+        shift = _layout.scratch("st.shift", (nc,), "float64")
+        _first_valid[blocks, tpb, _layout.stream()](x, shift)
         k, blocks_s, threads = seg_plan(no, nc, ni)
         parts = [_layout.scratch(f"st.part{i}", (k, nc), "float64") for i in range(3)]
         _moments_segs[blocks_s, threads, _layout.stream()](x, shift, w, use_w, k, *parts)
@@ -298,7 +308,7 @@ def _signatures():
         a1 = f"{t}[::1]"
         sigs += [
             (_first_valid, f"void({a3}, {f64v})"),
-            (_moments_cols, f"void({a2}, {f64v}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
+            (_moments_cols, f"void({a2}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
             (_moments_segs, f"void({a3}, {f64v}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
             (_transform, f"void({a1}, int64, int64, {f64v}, {f64v}, {f64v}, {f64v}, float64, float64, "
                          f"boolean, {a1})"),
