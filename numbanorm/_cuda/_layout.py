@@ -487,6 +487,12 @@ def ones(shape, dtype):
     return _constant(shape, dtype, 1.0)
 
 
+def is_ones(a):
+    """Whether ``a`` is one of the cached ones constants of :func:`ones` (no lookup cost
+    beyond the few cached entries; never creates one)."""
+    return any(v is a for k, v in _CONSTANTS.items() if k[2] == 1.0)
+
+
 def scratch(tag, shape, dtype):
     """A cached device buffer for per-call partials, per thread and stream
     (:func:`._host.scratch`); every buffer of one call needs its own ``tag``."""

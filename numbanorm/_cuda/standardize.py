@@ -25,13 +25,17 @@ Statistics (:func:`moments`), deterministic two-stage:
    setting only (never on the GPU model), so results are reproducible.
 3. ``_merge``: one thread per channel merges its chunks in chunk order (Chan), adds K.
 
-Transform (:func:`transform`): grid-stride over the flat array, y = ((x − sub[c]) · mul[c])
-/ div[c] + add[c] in float64, optionally clipped (NaN stays NaN), stored in the data dtype.
+Transform (:func:`transform`): y = ((x − sub[c]) · mul[c]) / div[c] + add[c] in float64,
+optionally clipped (NaN stays NaN), stored in the data dtype. 2-D kernels, so a thread
+loads a channel's parameters once, not per element: ``_transform_cols`` (I == 1: a thread
+per column striding over rows) and ``_transform_rows`` (I > 1: a row of I elements per
+channel), flat unsigned indices from row offsets (no per-element ``//``/``%``).
 No atomics anywhere.
 """
+import functools
 import math
 
-from numba import cuda, float64, int64
+from numba import cuda, float64, int64, uint64
 
 from . import _layout
 from ._reduce import block_sum, block_sum2
@@ -185,18 +189,70 @@ def _merge(pc, pm, pq, shift, count, mean, m2):
             m2[c] = math.nan
 
 
-@cuda.jit
-def _transform(x, nc, ni, sub, mul, div, add, lo, hi, clip, out):
-    """Flat grid-stride: out[f] = ((x[f] − sub[c]) · mul[c]) / div[c] + add[c], c = (f // I) % C."""
-    for f in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        c = (f // ni) % nc
-        y = ((float64(x[f]) - sub[c]) * mul[c]) / div[c] + add[c]
+def _named(fn, name):
+    fn.__name__ = fn.__qualname__ = name
+    return cuda.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def transform_kernel(cols, use_div, clip):
+    """The transform kernel for one layout and option set (compile-time constants, so
+    each kernel has one loop without the options' branches):
+
+    ``cols=True``: ``_transform_cols*``, the (R, C) view with the channel the column (I ==
+    1): thread column ``j`` loads its parameters once and strides over the rows.
+    ``cols=False``: ``_transform_rows*``, the (O·C, I) view: row ``r`` is channel ``r % C``
+    (one division per row, parameters loaded once per row), ``blockDim.x`` threads stride
+    over its I elements. Flat unsigned indices from the row offsets in both.
+    ``use_div=False`` (``_div`` absent from the name): ``div`` is all ones and skipped
+    (dividing by 1.0 changes no bit). ``clip``: clipped to [lo, hi], NaN stays NaN.
+    """
+
+    def scale1(v, s, m, d, a, lo, hi):
+        y = (float64(v) - s) * m
+        if use_div:
+            y = y / d
+        y = y + a
         if clip:
             if y < lo:
                 y = lo
             if y > hi:
                 y = hi
-        out[f] = y
+        return y
+
+    scale1 = cuda.jit(device=True, inline="always")(scale1)
+
+    def transform_cols(x, nrows, ncols, sub, mul, div, add, lo, hi, out):
+        j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        if j >= ncols:
+            return
+        s = sub[j]
+        m = mul[j]
+        d = div[j]
+        a = add[j]
+        nc = uint64(ncols)
+        step = uint64(cuda.gridDim.y * cuda.blockDim.y) * nc
+        end = uint64(nrows) * nc
+        k = uint64(cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y) * nc + uint64(j)
+        while k < end:
+            out[k] = scale1(x[k], s, m, d, a, lo, hi)
+            k += step
+
+    def transform_rows(x, nrows, ni, nc, sub, mul, div, add, lo, hi, out):
+        ty = cuda.blockDim.y
+        for r in range(cuda.blockIdx.x * ty + cuda.threadIdx.y, nrows, cuda.gridDim.x * ty):
+            c = uint64(r) % uint64(nc)
+            s = sub[c]
+            m = mul[c]
+            d = div[c]
+            a = add[c]
+            base = uint64(r) * uint64(ni)
+            for j in range(cuda.threadIdx.x, ni, cuda.blockDim.x):
+                k = base + uint64(j)
+                out[k] = scale1(x[k], s, m, d, a, lo, hi)
+
+    name = f"_transform_{'cols' if cols else 'rows'}{'_div' if use_div else ''}{'_clip' if clip else ''}"
+    return _named(transform_cols if cols else transform_rows, name)
 
 
 @cuda.jit
@@ -276,15 +332,38 @@ def moments(x, weight, count, mean, m2):
     _merge[blocks, tpb, _layout.stream()](*parts, shift, count, mean, m2)
 
 
+def _block_2d(ncols):
+    """(tx, ty) threads: whole warps along ``ncols`` (up to the block size), rows in y."""
+    tpb = _layout.threads_per_block()
+    tx = min(tpb, 32 * -(-ncols // 32))
+    while tpb % tx:
+        tx -= 32
+    return tx, tpb // tx
+
+
 def transform(x, sub, mul, div, add, lo, hi, clip, out):
-    """out[o, c, i] = ((x − sub[c]) · mul[c]) / div[c] + add[c], clipped to [lo, hi] if ``clip``."""
+    """out[o, c, i] = ((x − sub[c]) · mul[c]) / div[c] + add[c], clipped to [lo, hi] if ``clip``.
+
+    ``div`` being the cached ones constant (``_layout.ones``, as ``min_max_scale`` passes
+    it) skips the division (dividing by 1.0 changes no bit)."""
     no, nc, ni = x.shape
     size = no * nc * ni
     if size == 0:
         return
-    blocks, tpb = _layout.launch_1d(size)
-    _transform[blocks, tpb, _layout.stream()](x.reshape(size), nc, ni, sub, mul, div, add, float(lo), float(hi), bool(clip),
-                            out.reshape(size))
+    use_div = not _layout.is_ones(div)
+    args = (sub, mul, div, add, float(lo), float(hi), out.reshape(size))
+    mb = _layout.settings()["max_blocks"]
+    if ni == 1:
+        tx, ty = _block_2d(nc)
+        gx = -(-nc // tx)
+        gy = max(1, min(-(-no // ty), max(1, mb // gx), 65535))
+        k = transform_kernel(True, use_div, bool(clip))
+        k[(gx, gy), (tx, ty), _layout.stream()](x.reshape(size), no, nc, *args)
+        return
+    tx, ty = _block_2d(ni)
+    rows = no * nc
+    k = transform_kernel(False, use_div, bool(clip))
+    k[max(1, min(-(-rows // ty), mb)), (tx, ty), _layout.stream()](x.reshape(size), rows, ni, nc, *args)
 
 
 def count_inf(x):
@@ -310,10 +389,16 @@ def _signatures():
             (_first_valid, f"void({a3}, {f64v})"),
             (_moments_cols, f"void({a2}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
             (_moments_segs, f"void({a3}, {f64v}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
-            (_transform, f"void({a1}, int64, int64, {f64v}, {f64v}, {f64v}, {f64v}, float64, float64, "
-                         f"boolean, {a1})"),
             (_count_inf, f"void({a1}, int64[::1])"),
         ]
+        for use_div in (False, True):
+            for clip in (False, True):
+                sigs += [
+                    (transform_kernel(True, use_div, clip),
+                     f"void({a1}, int64, int64, {f64v}, {f64v}, {f64v}, {f64v}, float64, float64, {a1})"),
+                    (transform_kernel(False, use_div, clip),
+                     f"void({a1}, int64, int64, int64, {f64v}, {f64v}, {f64v}, {f64v}, float64, float64, {a1})"),
+                ]
     sigs.append((_merge, f"void({f64m}, {f64m}, {f64m}, {f64v}, {f64v}, {f64v}, {f64v})"))
     return sigs
 

@@ -258,7 +258,8 @@ def standardize(x, axis=0, ddof=0, *, out=None):
             c = x3.shape[1]
             count, mean, m2 = (dev.scratch(f"st.{k}", (c,), _F64) for k in ("n", "mean", "m2"))
             dev.kernels(_OP).moments(x3, None, count, mean, m2)
-            sub, mul, div, add = dev.kernels("_scale_params").zscore(count, mean, m2, ddof)
+            recip = x3.dtype == np.float32  # no float64 division per element (README: GPU notes)
+            sub, mul, div, add = dev.kernels("_scale_params").zscore(count, mean, m2, ddof, recip)
         else:
             count, mean, m2 = moments(dev, x3)
             mean, scale = zscore_params(count, mean, m2, ddof)
