@@ -5,10 +5,10 @@ before anything touches the device; until the next call on the same thread:
 
 ``stream()``
     what every kernel launches on (``kernel[grid, block, _host.stream()]``): the stream
-    that ``x``'s ``__cuda_array_interface__`` (v3) names, which for CuPy and PyTorch is
-    the caller's current stream (CuPy's ``get_current_stream()``, PyTorch's
-    ``current_stream()``); a Numba device array's own ``.stream``; the legacy default
-    stream (0) otherwise. Launching there orders the kernels after the work that produced
+    that ``x``'s ``__cuda_array_interface__`` (v3) names, which for CuPy is the caller's
+    current stream (``get_current_stream()``); for PyTorch (whose interface is v2, without
+    a stream) ``torch.cuda.current_stream(x.device)``; a Numba device array's own
+    ``.stream``; the legacy default stream (0) otherwise. Launching there orders the kernels after the work that produced
     ``x`` without a host synchronisation, so arguments are imported with ``sync=False``.
 ``key()``
     a hashable id of that stream (per-stream caches: scratch buffers, constants).
@@ -153,6 +153,12 @@ def begin(kind, x):
     if kind == "cupy":
         st.alloc = _cupy_alloc
     elif kind == "torch" and getattr(getattr(x, "device", None), "type", None) == "cuda":
+        # PyTorch's interface is v2 (no stream): ask for its current stream
+        import torch
+
+        handle = torch.cuda.current_stream(x.device).cuda_stream
+        st.stream = _external(handle)
+        st.key = 0 if st.stream == 0 else int(handle)
         st.alloc = _torch_alloc(x.device)
     else:
         st.alloc = None
