@@ -192,6 +192,10 @@ class CpuDevice:
     def zeros(self, shape, dtype):
         return np.zeros(shape, dtype)
 
+    def scratch(self, tag, shape, dtype):
+        """A buffer for results the caller does not get back (reused per call on the GPU)."""
+        return np.empty(shape, dtype)
+
     def contiguous(self, a, dtype):
         """C-contiguous copy of ``a`` in ``dtype`` only where ``a`` is not already one."""
         return np.ascontiguousarray(a, dtype=dtype)
@@ -245,6 +249,8 @@ class CudaDevice:
     def __init__(self, kind, like=None, host=False):
         self.kind, self.like, self.host = kind, like, host
         self._layout = importlib.import_module("numbanorm._cuda._layout")
+        # the caller's stream and memory pool for this call's launches and allocations
+        self._layout.begin_call(kind, None if host or like is None else _interop.cuda_view(like))
 
     def kernels(self, op):
         return _kernel_module("_cuda", op)
@@ -262,7 +268,12 @@ class CudaDevice:
         return self._layout.empty(shape, dtype)
 
     def zeros(self, shape, dtype):
-        return self._layout.zeros(shape, dtype)
+        return self._layout.new_zeros(shape, dtype)
+
+    def scratch(self, tag, shape, dtype):
+        """A cached per-thread, per-stream device buffer for results the caller does not
+        get back (no allocation per call; distinct ``tag`` per buffer of one call)."""
+        return self._layout.scratch(tag, shape, dtype)
 
     def contiguous(self, a, dtype):
         return self._layout.ascontiguous(a, dtype)

@@ -263,10 +263,10 @@ def _counter(value):
     zero-copy NumPy view of host memory (NumPy, torch, ... tensors)."""
     if hasattr(value, "copy_to_host"):  # Numba device array (or the simulator's)
         return value
-    if _dispatch._is_gpu(value):  # CuPy, torch.cuda, ...: zero-copy view
-        from numba import cuda
+    if _dispatch._is_gpu(value):  # CuPy, torch.cuda, ...: zero-copy view, no stream sync
+        from ._cuda import _layout
 
-        return cuda.as_cuda_array(_interop.cuda_view(value))
+        return _layout.as_device_array(_interop.cuda_view(value))
     return _interop.host_view(value)
 
 
@@ -274,7 +274,8 @@ def batches_tracked(fn, value):
     """``num_batches_tracked``: None (= 0), an int >= 0, or a 1-element integer array.
 
     Returns (count, array or None): the array (host or device) is incremented in place
-    after a training step.
+    after a training step. A device counter's count is None: it stays on the device
+    (:func:`factor` reads it there; a negative device counter is not detected).
     """
     if value is None:
         return 0, None
@@ -289,8 +290,9 @@ def batches_tracked(fn, value):
             raise ValueError(
                 f"{fn}(): argument 'num_batches_tracked' must be a writeable array, got a read-only array"
             )
-        host = arr.copy_to_host() if hasattr(arr, "copy_to_host") else np.asarray(arr)
-        count = int(host.reshape(-1)[0])
+        if hasattr(arr, "copy_to_host"):  # a device counter: read on the device, never here
+            return None, arr
+        count = int(np.asarray(arr).reshape(-1)[0])
     else:
         if isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{fn}(): argument 'num_batches_tracked' must be an int, got {value!r}")
@@ -308,13 +310,27 @@ def batches_tracked(fn, value):
 
 
 def increment(arr):
-    """num_batches_tracked += 1 in the caller's counter (host or device)."""
+    """num_batches_tracked += 1 in the caller's counter (host or device: a kernel)."""
     if arr is None:
         return
     if hasattr(arr, "copy_to_host"):
-        arr.copy_to_device(arr.copy_to_host() + 1)
+        from ._cuda import _counter as counter_kernels
+
+        counter_kernels.increment(arr)
     else:
         arr += 1
+
+
+def factor(mom, count, arr):
+    """The running statistics' update factor: ``momentum``, or ``1 / (count + 1)`` for the
+    cumulative average (from a device counter: a 1-element device array computed there)."""
+    if mom is not None:
+        return mom
+    if count is None:
+        from ._cuda import _counter as counter_kernels
+
+        return counter_kernels.cumulative_factor(arr)
+    return 1.0 / (count + 1)
 
 
 def update_running(dev, kern, mean, var, count, factor, unbiased, running, user):

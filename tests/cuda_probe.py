@@ -1,7 +1,8 @@
 """What a GPU-path call does, counted in the CUDA simulator (a test helper, not a test).
 
 ``with record(run=False) as rec: numbanorm.layer_norm(...)`` collects every kernel launch
-(kernel name, grid, block, element count of each array argument), every host→device and
+(kernel name, grid, block, element count of each array argument, the stream it was given),
+every stream/device synchronisation, every host→device and
 device→host copy (explicit ones and the simulator's implicit transfers of NumPy kernel
 arguments) and every device allocation. ``run=False`` skips the kernels' bodies, so the
 launch geometry of realistic shapes (millions of elements) is recorded in milliseconds; the
@@ -21,6 +22,7 @@ class Launch:
     grid: tuple
     block: tuple
     sizes: tuple
+    stream: object = 0
 
     @property
     def blocks(self):
@@ -37,6 +39,7 @@ class Record:
     h2d: int = 0
     d2h: int = 0
     allocs: list = dataclasses.field(default_factory=list)
+    syncs: int = 0
 
     def big(self, size):
         """Launches with an array argument of at least half ``size`` elements."""
@@ -63,6 +66,9 @@ def record(run=True):
 
     rec = Record()
     orig_call = K.FakeCUDAKernel.__call__
+    orig_getitem = K.FakeCUDAKernel.__getitem__
+    orig_sync = cuda.synchronize
+    orig_stream_sync = cuda.stream.synchronize
     orig_to_device, orig_device_array = cuda.to_device, cuda.device_array
     orig_to_host = D.FakeCUDAArray.copy_to_host
     orig_copy_to_device = D.FakeCUDAArray.copy_to_device
@@ -74,10 +80,18 @@ def record(run=True):
         implicit = sum(isinstance(a, np.ndarray) and a.ndim > 0 for a in args)
         rec.h2d += implicit
         rec.d2h += implicit
-        rec.launches.append(Launch(self.fn.__name__, _dims(self.grid_dim), _dims(self.block_dim), sizes))
+        stream = getattr(self, "_probe_stream", 0)
+        rec.launches.append(Launch(self.fn.__name__, _dims(self.grid_dim), _dims(self.block_dim), sizes, stream))
         if run:
             return orig_call(self, *args)
         return None
+
+    def getitem(self, config):
+        self._probe_stream = config[2] if len(config) > 2 else 0
+        return orig_getitem(self, config)
+
+    def synchronize(*a, **k):
+        rec.syncs += 1
 
     def to_device(*a, **k):
         rec.h2d += 1
@@ -99,13 +113,23 @@ def record(run=True):
         return orig_copy_to_device(self, *a, **k)
 
     K.FakeCUDAKernel.__call__ = call
+    K.FakeCUDAKernel.__getitem__ = getitem
+    cuda.synchronize = synchronize
+    cuda.stream.synchronize = synchronize
     cuda.to_device, cuda.device_array = to_device, device_array
     D.FakeCUDAArray.copy_to_host = copy_to_host
     D.FakeCUDAArray.copy_to_device = copy_to_device
     try:
         yield rec
     finally:
+        if not run:  # constants made while kernels did not run hold zeros: drop them
+            from numbanorm._cuda import _layout
+
+            _layout._CONSTANTS.clear()
         K.FakeCUDAKernel.__call__ = orig_call
+        K.FakeCUDAKernel.__getitem__ = orig_getitem
+        cuda.synchronize = orig_sync
+        cuda.stream.synchronize = orig_stream_sync
         cuda.to_device, cuda.device_array = orig_to_device, orig_device_array
         D.FakeCUDAArray.copy_to_host = orig_to_host
         D.FakeCUDAArray.copy_to_device = orig_copy_to_device

@@ -348,17 +348,17 @@ def _partial_sums(kernel_inner, kernel_last, x, extra):
         ny = tpb // 32
         k = max(1, min(_chunks(no * 32, nb * ((nc + 31) // 32), tpb), no))
         items = nb * k * ((nc + 31) // 32)
-        p1 = _layout.empty((nb, k, nc), "float64")
-        p2 = _layout.empty((nb, k, nc), "float64")
+        p1 = _layout.scratch("ch.p1", (nb, k, nc), "float64")
+        p2 = _layout.scratch("ch.p2", (nb, k, nc), "float64")
         blocks = min(items, _layout.settings()["max_blocks"])
         args = tuple(a.reshape(nb, no, nc) if a.ndim == 4 else a for a in extra) + (k, p1, p2)
-        kernel_last[blocks, (32, ny)](*args)
+        kernel_last[blocks, (32, ny), _layout.stream()](*args)
     else:
         k = _chunks(no * ni, nb * nc, tpb)
-        p1 = _layout.empty((nb, k, nc), "float64")
-        p2 = _layout.empty((nb, k, nc), "float64")
+        p1 = _layout.scratch("ch.p1", (nb, k, nc), "float64")
+        p2 = _layout.scratch("ch.p2", (nb, k, nc), "float64")
         blocks = min(nb * nc * k, _layout.settings()["max_blocks"])
-        kernel_inner[blocks, tpb](*(tuple(extra) + (k, p1, p2)))
+        kernel_inner[blocks, tpb, _layout.stream()](*(tuple(extra) + (k, p1, p2)))
     return p1, p2
 
 
@@ -367,7 +367,7 @@ def stats(x, groups, eps, mean, rstd, var):
     nb = x.shape[0]
     p1, p2 = _partial_sums(_moments_inner, _moments_last, x, (x,))
     blocks, tpb = _stage2_launch(nb, groups, x.shape[2] // groups)
-    _group_stats[blocks, tpb](x[:, 0, :, 0], p1, p2, x.shape[1] * x.shape[3], float(eps), mean, var, rstd)
+    _group_stats[blocks, tpb, _layout.stream()](x[:, 0, :, 0], p1, p2, x.shape[1] * x.shape[3], float(eps), mean, var, rstd)
 
 
 def _rows_view(x):
@@ -395,7 +395,7 @@ def normalize(x, mean, rstd, weight, bias, out):
     """out = (x − mean)·rstd·weight + bias with per-(b, g) float64 ``mean``/``rstd``."""
     shape2, per_b, inner = _rows_view(x)
     grid, block = _launch_2d(*shape2)
-    _apply[grid, block](x.reshape(shape2), per_b, inner, mean, rstd, weight, bias, out.reshape(shape2))
+    _apply[grid, block, _layout.stream()](x.reshape(shape2), per_b, inner, mean, rstd, weight, bias, out.reshape(shape2))
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
@@ -409,15 +409,15 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     nb, no, nc, ni = x.shape
     groups = mean.shape[1]
     p1, p2 = _partial_sums(_grad_moments_inner, _grad_moments_last, x, (grad_out, x, mean))
-    coef = [_layout.empty((nb, nc), "float64") for _ in range(5)]
+    coef = [_layout.scratch(f"ch.coef{i}", (nb, nc), "float64") for i in range(5)]
     blocks, tpb = _stage2_launch(nb, groups, nc // groups)
-    _grad_coefficients[blocks, tpb](p1, p2, weight, rstd, no * ni, bool(training), *coef)
+    _grad_coefficients[blocks, tpb, _layout.stream()](p1, p2, weight, rstd, no * ni, bool(training), *coef)
     alpha, beta, gamma, sum1, sum2 = coef
     blocks, tpb = _layout.launch_1d(nc)
-    _grad_params[blocks, tpb](sum1, sum2, rstd, grad_weight, grad_bias)
+    _grad_params[blocks, tpb, _layout.stream()](sum1, sum2, rstd, grad_weight, grad_bias)
     shape2, per_b, inner = _rows_view(x)
     grid, block = _launch_2d(*shape2)
-    _grad_apply[grid, block](grad_out.reshape(shape2), x.reshape(shape2), per_b, inner, mean, alpha, beta, gamma,
+    _grad_apply[grid, block, _layout.stream()](grad_out.reshape(shape2), x.reshape(shape2), per_b, inner, mean, alpha, beta, gamma,
                              grad_x.reshape(shape2))
 
 
@@ -425,7 +425,7 @@ def fill(a, value):
     """a[...] = value (statistics of empty slices)."""
     if a.size:
         blocks, tpb = _layout.launch_1d(a.size)
-        _layout._fill[blocks, tpb](a.reshape(a.size), float(value))
+        _layout._fill[blocks, tpb, _layout.stream()](a.reshape(a.size), float(value))
 
 
 def _signatures():

@@ -71,6 +71,8 @@ import operator
 import numpy as np
 from numba import cuda, int64, uint64
 
+from . import _host
+
 try:  # numba-cuda >= 0.2x keeps its own config
     from numba.cuda.core import config as _cuda_config
 except ImportError:  # pragma: no cover - older numba-cuda
@@ -401,6 +403,18 @@ def _sim_from_cai(obj):
     return _DeviceArray(host)
 
 
+def _from_cai(obj):
+    """Zero-copy Numba view of a ``__cuda_array_interface__`` object, without the stream
+    synchronisation of ``cuda.as_cuda_array``'s default: the kernels launch on the stream
+    the interface names (:mod:`._host`), which orders them after the producer's work. The
+    view is not bound to that stream (its own interface names none), so importing a
+    result back into CuPy/PyTorch does not synchronise either."""
+    desc = obj.__cuda_array_interface__
+    if desc.get("stream") is not None:
+        desc = dict(desc, stream=None)
+    return cuda.from_cuda_array_interface(desc, owner=obj, sync=False)
+
+
 def as_device_array(a):
     """``a`` as a Numba device array (zero-copy for device data; see the module docstring)."""
     if isinstance(a, _FakeCUDAArray):
@@ -408,32 +422,92 @@ def as_device_array(a):
     if hasattr(a, "__cuda_array_interface__"):
         if SIMULATOR:
             return _sim_from_cai(a)
-        return cuda.as_cuda_array(a)
+        return _from_cai(a)
     return _host_to_device(np.asarray(a))
 
 
-def empty(shape, dtype):
-    """New uninitialised C-contiguous device array."""
+def _numba_empty(shape, dtype):
     return _as_sim(cuda.device_array(shape, dtype=np.dtype(dtype)))
 
 
-def _filled(shape, dtype, value):
-    a = empty(shape, dtype)
+def empty(shape, dtype):
+    """New uninitialised C-contiguous device array: from the caller's memory pool for CuPy
+    and PyTorch data (``_host.allocator``), else Numba's allocator."""
+    alloc = _host.allocator()
+    if alloc is None:
+        return _numba_empty(shape, dtype)
+    dtype = np.dtype(dtype)
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    obj = alloc(tuple(shape), dtype)
+    return _sim_from_cai(obj) if SIMULATOR else _from_cai(obj)
+
+
+def _filled(shape, dtype, value, make=empty):
+    a = make(shape, dtype)
     if a.size:
         flat = a.reshape(a.size)
         blocks, tpb = launch_1d(a.size)
-        _fill[blocks, tpb](flat, value)
+        _fill[blocks, tpb, _host.stream()](flat, value)
+    return a
+
+
+def new_zeros(shape, dtype):
+    """New C-contiguous device array of zeros (writable: accumulators, gradients)."""
+    return _filled(shape, dtype, 0.0)
+
+
+_CONSTANTS = {}
+_KEEP_CONSTANTS = 16
+
+
+def _constant(shape, dtype, value):
+    """A cached read-only device array filled with ``value`` (per shape, dtype and stream:
+    filled once on the stream that first used it, so later launches there are ordered
+    after the fill)."""
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    key = (shape, np.dtype(dtype).str, value, _host.key())
+    a = _CONSTANTS.pop(key, None)
+    if a is None:
+        a = _filled(shape, dtype, value, _numba_empty)  # long-lived: not from a pool
+    _CONSTANTS[key] = a  # most recently used last
+    while len(_CONSTANTS) > _KEEP_CONSTANTS:
+        _CONSTANTS.pop(next(iter(_CONSTANTS)))
     return a
 
 
 def zeros(shape, dtype):
-    """New C-contiguous device array of zeros."""
-    return _filled(shape, dtype, 0.0)
+    """A cached, **read-only** C-contiguous device array of zeros (default parameters such
+    as a missing ``bias``; ``dev.xp.zeros``). Use :func:`new_zeros` for one to write."""
+    return _constant(shape, dtype, 0.0)
 
 
 def ones(shape, dtype):
-    """New C-contiguous device array of ones."""
-    return _filled(shape, dtype, 1.0)
+    """A cached, **read-only** C-contiguous device array of ones (a missing ``weight``)."""
+    return _constant(shape, dtype, 1.0)
+
+
+def is_ones(a):
+    """Whether ``a`` is one of the cached ones constants of :func:`ones` (no lookup cost
+    beyond the few cached entries; never creates one)."""
+    return any(v is a for k, v in _CONSTANTS.items() if k[2] == 1.0)
+
+
+def scratch(tag, shape, dtype):
+    """A cached device buffer for per-call partials, per thread and stream
+    (:func:`._host.scratch`); every buffer of one call needs its own ``tag``."""
+    return _host.scratch(tag, shape, np.dtype(dtype), empty)
+
+
+def begin_call(kind, x):
+    """Start a GPU call on data ``x`` (None: host data forced onto the GPU): its stream and
+    allocator (:func:`._host.begin`)."""
+    _host.begin(kind, x)
+
+
+def stream():
+    """The stream every kernel of the current call launches on (:mod:`._host`)."""
+    return _host.stream()
 
 
 def is_c_contiguous(a):
@@ -566,7 +640,7 @@ def copyto(dst, src):
     d, d_off, d_str = _flat_view(dst, shape, sd)
     s, s_off, s_str = _flat_view(src, shape, ss)
     blocks, tpb = launch_1d(size)
-    _copy_strided[blocks, tpb](d, d_off, d_str, s, s_off, s_str, shape)
+    _copy_strided[blocks, tpb, _host.stream()](d, d_off, d_str, s, s_off, s_str, shape)
 
 
 def ascontiguous(a, dtype):

@@ -382,7 +382,7 @@ def sum_partials(part, out):
     if n == 0:
         return
     blocks, tpb = _layout.launch_1d(n)
-    _sum_partials[blocks, tpb](part, out)
+    _sum_partials[blocks, tpb, _layout.stream()](part, out)
 
 
 @cuda.jit

@@ -421,22 +421,10 @@ def split_columns(centered, fp64):
 # ------------------------------------------------------------------ launchers
 
 
-_SCRATCH = {}
-#: scratch buffers kept (the most recent shapes); every launch here is on the default
-#: stream, so a buffer is never used by two kernels at once
-_SCRATCH_KEEP = 8
-
-
 def _scratch(tag, shape, dtype):
-    """A cached device buffer for per-call partials (no allocation per call)."""
-    key = (tag, tuple(shape), np.dtype(dtype).str)
-    buf = _SCRATCH.pop(key, None)
-    if buf is None:
-        buf = _layout.empty(shape, dtype)
-    _SCRATCH[key] = buf  # most recently used last
-    while len(_SCRATCH) > _SCRATCH_KEEP:
-        _SCRATCH.pop(next(iter(_SCRATCH)))
-    return buf
+    """A cached device buffer for per-call partials (no allocation per call), per thread
+    and stream (``_layout.scratch``)."""
+    return _layout.scratch("rows." + tag, shape, dtype)
 
 
 def _flat(a):
@@ -456,22 +444,22 @@ def forward(x, w, b, eps, out, mean, rstd, centered):
     fp64 = x.dtype == np.float64
     xf, of = _flat(x), _flat(out)
     if p.mode != "split":
-        forward_rows(p.team, p.vpt, centered, fp64, p.team * p.vpt == n)[p.grid, p.threads](xf, w, b, float(eps), of, mean, rstd)
+        forward_rows(p.team, p.vpt, centered, fp64, p.team * p.vpt == n)[p.grid, p.threads, _layout.stream()](xf, w, b, float(eps), of, mean, rstd)
         return
     coef = _stats_split(xf, m, n, p, eps, mean, rstd, centered, fp64)
     grid = (p.chunks, min(m, MAX_GRID_Y))
-    split_apply(p.team, p.vpt, centered, fp64)[grid, p.threads](xf, w, b, coef, of)
+    split_apply(p.team, p.vpt, centered, fp64)[grid, p.threads, _layout.stream()](xf, w, b, coef, of)
 
 
 def _stats_split(xf, m, n, p, eps, mean, rstd, centered, fp64):
     part = _scratch("part", (m, p.chunks, 3), np.float64)
     coef = _scratch("coef", (m, 2), np.float64)
-    split_stats(p.team, p.vpt, centered, fp64)[(p.chunks, min(m, MAX_GRID_Y)), p.threads](xf, n, part, coef)
+    split_stats(p.team, p.vpt, centered, fp64)[(p.chunks, min(m, MAX_GRID_Y)), p.threads, _layout.stream()](xf, n, part, coef)
     blocks = min(m, _plan.sm_count() * 16)
     if centered:
-        _merge_moments[blocks, _small_threads(p.chunks)](n, part, float(eps), coef, mean, rstd)
+        _merge_moments[blocks, _small_threads(p.chunks), _layout.stream()](n, part, float(eps), coef, mean, rstd)
     else:
-        _merge_squares[blocks, _small_threads(p.chunks)](n, part, float(eps), coef, rstd)
+        _merge_squares[blocks, _small_threads(p.chunks), _layout.stream()](n, part, float(eps), coef, rstd)
     return coef
 
 
@@ -483,7 +471,7 @@ def stats(x, eps, mean, rstd, centered):
     fp64 = x.dtype == np.float64
     if p.mode != "split":
         k = forward_rows(p.team, p.vpt, centered, fp64, p.team * p.vpt == n, False)
-        k[p.grid, p.threads](_flat(x), x[0], x[0], float(eps), _flat(x), mean, rstd)
+        k[p.grid, p.threads, _layout.stream()](_flat(x), x[0], x[0], float(eps), _flat(x), mean, rstd)
         return
     _stats_split(_flat(x), m, n, p, eps, mean, rstd, centered, fp64)
 
@@ -498,18 +486,18 @@ def backward(dy, x, w, mean, rstd, dx, gw, gb, centered):
         teams = p.grid[0] * (p.threads // p.team)
         pw = _scratch("pw", (teams, n), x.dtype)
         pb = _scratch("pb", (teams, n), x.dtype) if centered else pw
-        backward_rows(p.team, p.vpt, centered, fp64, p.team * p.vpt == n)[p.grid, p.threads](dyf, xf, w, mean, rstd, dxf, pw, pb)
+        backward_rows(p.team, p.vpt, centered, fp64, p.team * p.vpt == n)[p.grid, p.threads, _layout.stream()](dyf, xf, w, mean, rstd, dxf, pw, pb)
         sum_partials(pw, gw)
         if centered:
             sum_partials(pb, gb)
         return
     part = _scratch("gpart", (m, p.chunks, 2), np.float64)
     coef = _scratch("coef", (m, 2), np.float64)
-    split_backward(p.team, p.vpt, centered, fp64)[(p.chunks, min(m, MAX_GRID_Y)), p.threads](
+    split_backward(p.team, p.vpt, centered, fp64)[(p.chunks, min(m, MAX_GRID_Y)), p.threads, _layout.stream()](
         dyf, xf, w, mean, rstd, part)
-    _merge_grad[min(m, _plan.sm_count() * 16), _small_threads(p.chunks)](n, part, coef)
+    _merge_grad[min(m, _plan.sm_count() * 16), _small_threads(p.chunks), _layout.stream()](n, part, coef)
     blocks, team = _plan.plan_columns(n, _plan.sm_count())
-    split_columns(centered, fp64)[blocks, team](dyf, xf, w, mean, rstd, coef, dxf, gw, gb)
+    split_columns(centered, fp64)[blocks, team, _layout.stream()](dyf, xf, w, mean, rstd, coef, dxf, gw, gb)
 
 
 # ------------------------------------------------------------------ PTX / SASS checks

@@ -150,37 +150,37 @@ def round_to(a, dtype):
     flat = a.reshape(a.size)
     blocks, tpb = _layout.launch_1d(flat.shape[0])
     if str(dtype) == "float32":
-        _round_single[blocks, tpb](flat)
+        _round_single[blocks, tpb, _layout.stream()](flat)
     elif str(a.dtype) == "float32":
-        _round_half[blocks, tpb](flat)
+        _round_half[blocks, tpb, _layout.stream()](flat)
     else:  # float16 stream under float64 compute: via float32 (exact: float16 ⊂ float32)
-        _round_single[blocks, tpb](flat)
-        _round_half_d[blocks, tpb](flat)
+        _round_single[blocks, tpb, _layout.stream()](flat)
+        _round_half_d[blocks, tpb, _layout.stream()](flat)
 
 
 def offset_weight(w, offset):
     """The effective weight ``offset + w`` as a new device array."""
     out = _layout.empty(w.shape, w.dtype)
     blocks, tpb = _layout.launch_1d(w.shape[0])
-    _offset[blocks, tpb](w, float(offset), out)
+    _offset[blocks, tpb, _layout.stream()](w, float(offset), out)
     return out
 
 
 def columns(w, bias, from_output):
     """The kernel's ``(4, N)`` columns (w, c, k, nanfix)."""
     n = w.shape[0]
-    cols = _layout.empty((4, n), w.dtype)
+    cols = _layout.scratch("rg.cols", (4, n), w.dtype)
     blocks, tpb = _layout.launch_1d(n)
-    _columns[blocks, tpb](w, w if bias is None else bias, bias is not None, bool(from_output), cols)
+    _columns[blocks, tpb, _layout.stream()](w, w if bias is None else bias, bias is not None, bool(from_output), cols)
     return cols
 
 
 def row_stats(mean, rstd, from_output):
     """The kernel's ``(3, M)`` rows (mean, q, rstd)."""
     m = rstd.shape[0]
-    rows = _layout.empty((3, m), rstd.dtype)
+    rows = _layout.scratch("rg.rows", (3, m), rstd.dtype)
     blocks, tpb = _layout.launch_1d(m)
-    _row_stats[blocks, tpb](rstd if mean is None else mean, mean is not None, rstd, bool(from_output), rows)
+    _row_stats[blocks, tpb, _layout.stream()](rstd if mean is None else mean, mean is not None, rstd, bool(from_output), rows)
     return rows
 
 
@@ -192,14 +192,14 @@ def backward(grad_out, v, cols, rows, grad_s, centered, grad_x, grad_weight, gra
     gs = _layout.empty((0, n), v.dtype) if grad_s is None else grad_s
     warp, blocks, threads = _layout.launch_rows(m, n)
     k = _grad_x_warp if warp else _grad_x_block
-    k[blocks, threads](grad_out, v, cols, rows, gs, bool(centered), grad_x)
+    k[blocks, threads, _layout.stream()](grad_out, v, cols, rows, gs, bool(centered), grad_x)
     grid, threads, chunks = _layout.launch_partials(m, n)
-    part = _layout.empty((2, chunks, n), "float64")
-    _partials[grid, threads](grad_out, v, cols, rows, part)
+    part = _layout.scratch("rg.part", (2, chunks, n), "float64")
+    _partials[grid, threads, _layout.stream()](grad_out, v, cols, rows, part)
     sum_partials(part[0], grad_weight)
     sum_partials(part[1], grad_bias)
     blocks, tpb = _layout.launch_1d(n)
-    _add_nanfix[blocks, tpb](cols, grad_weight)
+    _add_nanfix[blocks, tpb, _layout.stream()](cols, grad_weight)
 
 
 def _signatures():

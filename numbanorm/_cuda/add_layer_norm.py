@@ -74,7 +74,7 @@ def forward(x, res, weight, bias, eps, s, out, mean, rstd):
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
     k = _forward_warp if warp else _forward_block
-    k[blocks, threads](x, res, weight, bias, float(eps), s, out, mean, rstd)
+    k[blocks, threads, _layout.stream()](x, res, weight, bias, float(eps), s, out, mean, rstd)
 
 
 def _signatures():

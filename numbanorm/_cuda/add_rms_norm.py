@@ -65,7 +65,7 @@ def forward(x, res, weight, eps, s, out, rstd):
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
     k = _forward_warp if warp else _forward_block
-    k[blocks, threads](x, res, weight, float(eps), s, out, rstd)
+    k[blocks, threads, _layout.stream()](x, res, weight, float(eps), s, out, rstd)
 
 
 def _signatures():

@@ -32,20 +32,37 @@ def _update_running(mean, var, corr, factor, running_mean, running_var):
         running_var[c] = (1.0 - factor) * running_var[c] + factor * (var[0, c] * corr)
 
 
+@cuda.jit
+def _update_running_dev(mean, var, corr, factor, running_mean, running_var):
+    """:func:`_update_running` with the factor read from a device array (``momentum=None``
+    with a device ``num_batches_tracked``: ``factor[0] = 1 / (count + 1)``)."""
+    f = factor[0]
+    for c in range(cuda.grid(1), running_mean.shape[0], cuda.gridsize(1)):
+        running_mean[c] = (1.0 - f) * running_mean[c] + f * mean[0, c]
+        running_var[c] = (1.0 - f) * running_var[c] + f * (var[0, c] * corr)
+
+
 def running_stats(running_mean, running_var, eps, mean, rstd):
     """Eval-mode statistics: ``mean = running_mean``, ``rstd = 1/sqrt(running_var + eps)`` (1, C)."""
     blocks, tpb = _layout.launch_1d(running_mean.shape[0])
-    _running_stats[blocks, tpb](running_mean, running_var, float(eps), mean, rstd)
+    _running_stats[blocks, tpb, _layout.stream()](running_mean, running_var, float(eps), mean, rstd)
 
 
 def update_running(mean, var, count, factor, unbiased, running_mean, running_var):
-    """running ← (1 − factor)·running + factor·batch per channel, in place (see the CPU twin)."""
+    """running ← (1 − factor)·running + factor·batch per channel, in place (see the CPU twin).
+
+    ``factor``: a float, or a 1-element float64 device array (``_counter.cumulative_factor``)."""
     corr = count / (count - 1.0) if unbiased else 1.0
     blocks, tpb = _layout.launch_1d(running_mean.shape[0])
-    _update_running[blocks, tpb](mean, var, float(corr), float(factor), running_mean, running_var)
+    if hasattr(factor, "shape"):
+        _update_running_dev[blocks, tpb, _layout.stream()](mean, var, float(corr), factor, running_mean, running_var)
+        return
+    _update_running[blocks, tpb, _layout.stream()](mean, var, float(corr), float(factor), running_mean, running_var)
 
 
 PTX_SIGNATURES = [
     (_running_stats, "void(float64[::1], float64[::1], float64, float64[:, ::1], float64[:, ::1])"),
     (_update_running, "void(float64[:, ::1], float64[:, ::1], float64, float64, float64[::1], float64[::1])"),
+    (_update_running_dev,
+     "void(float64[:, ::1], float64[:, ::1], float64, float64[::1], float64[::1], float64[::1])"),
 ]

@@ -25,8 +25,8 @@ def _running_stats(running_mean, running_var, eps, mean, rstd):
         rstd[b, c] = 1.0 / math.sqrt(running_var[c] + eps)
 
 
-@cuda.jit
-def _update_running(mean, var, corr, factor, running_mean, running_var):
+@cuda.jit(device=True, inline="always")
+def _update_channels(mean, var, corr, factor, running_mean, running_var):
     nb, nc = mean.shape
     for c in range(cuda.grid(1), nc, cuda.gridsize(1)):
         sm = float64(0.0)
@@ -38,20 +38,37 @@ def _update_running(mean, var, corr, factor, running_mean, running_var):
         running_var[c] = (1.0 - factor) * running_var[c] + factor * (sv / nb * corr)
 
 
+@cuda.jit
+def _update_running(mean, var, corr, factor, running_mean, running_var):
+    _update_channels(mean, var, corr, factor, running_mean, running_var)
+
+
+@cuda.jit
+def _update_running_dev(mean, var, corr, factor, running_mean, running_var):
+    """The factor from a device array (``momentum=None`` with a device counter)."""
+    _update_channels(mean, var, corr, factor[0], running_mean, running_var)
+
+
 def running_stats(running_mean, running_var, eps, mean, rstd):
     """``mean[n, c] = running_mean[c]``, ``rstd[n, c] = 1/sqrt(running_var[c] + eps)``."""
     blocks, tpb = _layout.launch_1d(mean.size)
-    _running_stats[blocks, tpb](running_mean, running_var, float(eps), mean, rstd)
+    _running_stats[blocks, tpb, _layout.stream()](running_mean, running_var, float(eps), mean, rstd)
 
 
 def update_running(mean, var, count, factor, unbiased, running_mean, running_var):
     """running ← (1 − factor)·running + factor·(batch average of the per-instance statistic)."""
     corr = count / (count - 1.0) if unbiased else 1.0
     blocks, tpb = _layout.launch_1d(running_mean.shape[0])
-    _update_running[blocks, tpb](mean, var, float(corr), float(factor), running_mean, running_var)
+    if hasattr(factor, "shape"):  # a 1-element device array (_counter.cumulative_factor)
+        _update_running_dev[blocks, tpb, _layout.stream()](mean, var, float(corr), factor, running_mean,
+                                                           running_var)
+        return
+    _update_running[blocks, tpb, _layout.stream()](mean, var, float(corr), float(factor), running_mean, running_var)
 
 
 PTX_SIGNATURES = [
     (_running_stats, "void(float64[::1], float64[::1], float64, float64[:, ::1], float64[:, ::1])"),
     (_update_running, "void(float64[:, ::1], float64[:, ::1], float64, float64, float64[::1], float64[::1])"),
+    (_update_running_dev,
+     "void(float64[:, ::1], float64[:, ::1], float64, float64[::1], float64[::1], float64[::1])"),
 ]

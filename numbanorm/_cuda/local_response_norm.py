@@ -180,13 +180,13 @@ def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, 
     tile = _tile(nt, nb, lo + hi)
     if tile is None:
         blocks, threads = _layout.launch_1d(na * length * nb)
-        _wpass_direct[blocks, threads](*views, *args)
+        _wpass_direct[blocks, threads, _layout.stream()](*views, *args)
         return
     tl, ti = tile
     tl = min(tl, length)
     ntiles = na * -(-length // tl) * -(-nb // ti)
     blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
-    _wpass[blocks, nt](*views, *args, tl, ti)
+    _wpass[blocks, nt, _layout.stream()](*views, *args, tl, ti)
 
 
 def _views(x, sp):
@@ -260,7 +260,7 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pbuf = _layout.empty(x.shape, x.dtype)
     tbuf = bufs[1]
     blocks, threads = _layout.launch_1d(x.size)
-    _grad_tp[blocks, threads](s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha),
+    _grad_tp[blocks, threads, _layout.stream()](s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha),
                               float(beta), pk, pbuf.reshape(-1), tbuf.reshape(-1))
     c2 = -2.0 * alpha * beta
     src = tbuf

@@ -89,16 +89,16 @@ def extrema(x, mn, mx):
         no, ni = 1, no
     if ni == 1:
         k, grid, threads = col_plan(no, nc)
-        pmn = _layout.empty((k, nc), "float64")
-        pmx = _layout.empty((k, nc), "float64")
-        _extrema_cols[grid, threads](x.reshape(no, nc), k, pmn, pmx)
+        pmn = _layout.scratch("mm.min", (k, nc), "float64")
+        pmx = _layout.scratch("mm.max", (k, nc), "float64")
+        _extrema_cols[grid, threads, _layout.stream()](x.reshape(no, nc), k, pmn, pmx)
     else:
         k, blocks, threads = seg_plan(no, nc, ni)
-        pmn = _layout.empty((k, nc), "float64")
-        pmx = _layout.empty((k, nc), "float64")
-        _extrema_segs[blocks, threads](x, k, pmn, pmx)
+        pmn = _layout.scratch("mm.min", (k, nc), "float64")
+        pmx = _layout.scratch("mm.max", (k, nc), "float64")
+        _extrema_segs[blocks, threads, _layout.stream()](x, k, pmn, pmx)
     blocks, tpb = _layout.launch_1d(nc)
-    _combine[blocks, tpb](pmn, pmx, mn, mx)
+    _combine[blocks, tpb, _layout.stream()](pmn, pmx, mn, mx)
 
 
 def _signatures():

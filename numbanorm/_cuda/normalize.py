@@ -338,7 +338,7 @@ def forward_rows(x, p, eps, out):
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
     k = _rows_forward_warp if warp else _rows_forward_block
-    k[blocks, threads](x, _pkind(p), float(p), float(eps), out)
+    k[blocks, threads, _layout.stream()](x, _pkind(p), float(p), float(eps), out)
 
 
 def backward_rows(grad_out, x, p, eps, grad_x):
@@ -348,7 +348,7 @@ def backward_rows(grad_out, x, p, eps, grad_x):
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
     k = _rows_backward_warp if warp else _rows_backward_block
-    k[blocks, threads](grad_out, x, _pkind(p), float(p), float(eps), grad_x)
+    k[blocks, threads, _layout.stream()](grad_out, x, _pkind(p), float(p), float(eps), grad_x)
 
 
 def forward_channels(x, p, eps, out):
@@ -361,7 +361,7 @@ def forward_channels(x, p, eps, out):
     if blocks < 2 * _plan.sm_count() and c_len >= 64:
         _forward_channels_split(x, p, eps, out)
         return
-    _chan_forward[blocks, threads](x, _pkind(p), float(p), float(eps), out)
+    _chan_forward[blocks, threads, _layout.stream()](x, _pkind(p), float(p), float(eps), out)
 
 
 def _forward_channels_split(x, p, eps, out):
@@ -370,12 +370,12 @@ def _forward_channels_split(x, p, eps, out):
     would run on one block); partials merged in chunk order, then a parallel write pass."""
     outer, c_len, inner = x.shape
     grid, threads, chunks = _layout.launch_partials(c_len, outer * inner)
-    part = _layout.empty((chunks, outer * inner), "float64")
-    den = _layout.empty(outer * inner, "float64")
-    _chan_partial[grid, threads](x, _pkind(p), float(p), part)
+    part = _layout.scratch("nz.part", (chunks, outer * inner), "float64")
+    den = _layout.scratch("nz.den", (outer * inner,), "float64")
+    _chan_partial[grid, threads, _layout.stream()](x, _pkind(p), float(p), part)
     blocks, tpb = _layout.launch_1d(outer * inner)
-    _chan_finish[blocks, tpb](part, _pkind(p), float(p), float(eps), den)
-    _chan_apply[grid, threads](x, den, out)
+    _chan_finish[blocks, tpb, _layout.stream()](part, _pkind(p), float(p), float(eps), den)
+    _chan_apply[grid, threads, _layout.stream()](x, den, out)
 
 
 def backward_channels(grad_out, x, p, eps, grad_x):
@@ -384,7 +384,7 @@ def backward_channels(grad_out, x, p, eps, grad_x):
     if x.size == 0:
         return
     blocks, threads = _layout.launch_1d(outer * inner)
-    _chan_backward[blocks, threads](grad_out, x, _pkind(p), float(p), float(eps), grad_x)
+    _chan_backward[blocks, threads, _layout.stream()](grad_out, x, _pkind(p), float(p), float(eps), grad_x)
 
 
 def _signatures():

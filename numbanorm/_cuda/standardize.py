@@ -7,8 +7,10 @@ statistics per channel ``c`` over ``x[:, c, :]``; results and transform paramete
 
 Statistics (:func:`moments`), deterministic two-stage:
 
-1. ``_first_valid``: one thread per channel finds its first finite value, the shift K
-   (values are accumulated as x − K, so block means are of the order of the spread).
+1. I > 1: ``_first_valid``: one thread per channel finds its first finite value, the
+   shift K (values are accumulated as x − K, so block means are of the order of the
+   spread). I == 1: each chunk's thread shifts by its own first finite value instead
+   (found in the partials kernel; the partial means are stored absolute, K = 0).
 2. Partials per (chunk ``k``, channel ``c``) work item, (count, mean, M2) in float64:
 
    - I == 1 (features in the fast dimension): one *thread* per (c, k) — threads of a block
@@ -23,13 +25,17 @@ Statistics (:func:`moments`), deterministic two-stage:
    setting only (never on the GPU model), so results are reproducible.
 3. ``_merge``: one thread per channel merges its chunks in chunk order (Chan), adds K.
 
-Transform (:func:`transform`): grid-stride over the flat array, y = ((x − sub[c]) · mul[c])
-/ div[c] + add[c] in float64, optionally clipped (NaN stays NaN), stored in the data dtype.
+Transform (:func:`transform`): y = ((x − sub[c]) · mul[c]) / div[c] + add[c] in float64,
+optionally clipped (NaN stays NaN), stored in the data dtype. 2-D kernels, so a thread
+loads a channel's parameters once, not per element: ``_transform_cols`` (I == 1: a thread
+per column striding over rows) and ``_transform_rows`` (I > 1: a row of I elements per
+channel), flat unsigned indices from row offsets (no per-element ``//``/``%``).
 No atomics anywhere.
 """
+import functools
 import math
 
-from numba import cuda, float64, int64
+from numba import cuda, float64, int64, uint64
 
 from . import _layout
 from ._reduce import block_sum, block_sum2
@@ -74,14 +80,21 @@ def _first_valid(x, shift):
 
 
 @cuda.jit
-def _moments_cols(x, shift, w, use_w, nchunks, pc, pm, pq):
-    """Partials of (O, C) data: thread (c, k) owns channel c, rows of chunk k."""
+def _moments_cols(x, w, use_w, nchunks, pc, pm, pq):
+    """Partials of (O, C) data: thread (c, k) owns channel c, rows of chunk k. Its shift
+    is the chunk's own first finite value of the channel (usually the first row read: no
+    separate pass, no one-thread-per-channel kernel); the stored mean is absolute."""
     no, nc = x.shape
     for k in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
         r0 = k * no // nchunks
         r1 = (k + 1) * no // nchunks
         for c in range(cuda.grid(1), nc, cuda.gridsize(1)):
-            sh = shift[c]
+            sh = float64(0.0)
+            for r in range(r0, r1):
+                v = float64(x[r, c])
+                if v == v and abs(v) != math.inf:
+                    sh = v
+                    break
             n = float64(0.0)
             m = float64(0.0)
             q = float64(0.0)
@@ -108,7 +121,7 @@ def _moments_cols(x, shift, w, use_w, nchunks, pc, pm, pq):
                             sq += wr * d * d
                     n, m, q = _chan(n, m, q, nb, mb + sd / nb, sq - sd * (sd / nb))
             pc[k, c] = n
-            pm[k, c] = m
+            pm[k, c] = sh + m if n != 0.0 else m
             pq[k, c] = q
 
 
@@ -176,18 +189,70 @@ def _merge(pc, pm, pq, shift, count, mean, m2):
             m2[c] = math.nan
 
 
-@cuda.jit
-def _transform(x, nc, ni, sub, mul, div, add, lo, hi, clip, out):
-    """Flat grid-stride: out[f] = ((x[f] − sub[c]) · mul[c]) / div[c] + add[c], c = (f // I) % C."""
-    for f in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        c = (f // ni) % nc
-        y = ((float64(x[f]) - sub[c]) * mul[c]) / div[c] + add[c]
+def _named(fn, name):
+    fn.__name__ = fn.__qualname__ = name
+    return cuda.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def transform_kernel(cols, use_div, clip):
+    """The transform kernel for one layout and option set (compile-time constants, so
+    each kernel has one loop without the options' branches):
+
+    ``cols=True``: ``_transform_cols*``, the (R, C) view with the channel the column (I ==
+    1): thread column ``j`` loads its parameters once and strides over the rows.
+    ``cols=False``: ``_transform_rows*``, the (O·C, I) view: row ``r`` is channel ``r % C``
+    (one division per row, parameters loaded once per row), ``blockDim.x`` threads stride
+    over its I elements. Flat unsigned indices from the row offsets in both.
+    ``use_div=False`` (``_div`` absent from the name): ``div`` is all ones and skipped
+    (dividing by 1.0 changes no bit). ``clip``: clipped to [lo, hi], NaN stays NaN.
+    """
+
+    def scale1(v, s, m, d, a, lo, hi):
+        y = (float64(v) - s) * m
+        if use_div:
+            y = y / d
+        y = y + a
         if clip:
             if y < lo:
                 y = lo
             if y > hi:
                 y = hi
-        out[f] = y
+        return y
+
+    scale1 = cuda.jit(device=True, inline="always")(scale1)
+
+    def transform_cols(x, nrows, ncols, sub, mul, div, add, lo, hi, out):
+        j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        if j >= ncols:
+            return
+        s = sub[j]
+        m = mul[j]
+        d = div[j]
+        a = add[j]
+        nc = uint64(ncols)
+        step = uint64(cuda.gridDim.y * cuda.blockDim.y) * nc
+        end = uint64(nrows) * nc
+        k = uint64(cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y) * nc + uint64(j)
+        while k < end:
+            out[k] = scale1(x[k], s, m, d, a, lo, hi)
+            k += step
+
+    def transform_rows(x, nrows, ni, nc, sub, mul, div, add, lo, hi, out):
+        ty = cuda.blockDim.y
+        for r in range(cuda.blockIdx.x * ty + cuda.threadIdx.y, nrows, cuda.gridDim.x * ty):
+            c = uint64(r) % uint64(nc)
+            s = sub[c]
+            m = mul[c]
+            d = div[c]
+            a = add[c]
+            base = uint64(r) * uint64(ni)
+            for j in range(cuda.threadIdx.x, ni, cuda.blockDim.x):
+                k = base + uint64(j)
+                out[k] = scale1(x[k], s, m, d, a, lo, hi)
+
+    name = f"_transform_{'cols' if cols else 'rows'}{'_div' if use_div else ''}{'_clip' if clip else ''}"
+    return _named(transform_cols if cols else transform_rows, name)
 
 
 @cuda.jit
@@ -251,30 +316,54 @@ def moments(x, weight, count, mean, m2):
         x = x.reshape(1, 1, no)
         no, ni = 1, no
     blocks, tpb = _layout.launch_1d(nc)
-    shift = _layout.empty(nc, "float64")
-    _first_valid[blocks, tpb](x, shift)
     use_w = weight is not None
     w = weight if use_w else _no_weight()
-    if ni == 1:
+    if ni == 1:  # per-chunk shifts inside the partials kernel: absolute chunk means
         k, grid, threads = col_plan(no, nc)
-        parts = [_layout.empty((k, nc), "float64") for _ in range(3)]
-        _moments_cols[grid, threads](x.reshape(no, nc), shift, w, use_w, k, *parts)
+        parts = [_layout.scratch(f"st.part{i}", (k, nc), "float64") for i in range(3)]
+        _moments_cols[grid, threads, _layout.stream()](x.reshape(no, nc), w, use_w, k, *parts)
+        shift = _layout.zeros(nc, "float64")
     else:
+        shift = _layout.scratch("st.shift", (nc,), "float64")
+        _first_valid[blocks, tpb, _layout.stream()](x, shift)
         k, blocks_s, threads = seg_plan(no, nc, ni)
-        parts = [_layout.empty((k, nc), "float64") for _ in range(3)]
-        _moments_segs[blocks_s, threads](x, shift, w, use_w, k, *parts)
-    _merge[blocks, tpb](*parts, shift, count, mean, m2)
+        parts = [_layout.scratch(f"st.part{i}", (k, nc), "float64") for i in range(3)]
+        _moments_segs[blocks_s, threads, _layout.stream()](x, shift, w, use_w, k, *parts)
+    _merge[blocks, tpb, _layout.stream()](*parts, shift, count, mean, m2)
+
+
+def _block_2d(ncols):
+    """(tx, ty) threads: whole warps along ``ncols`` (up to the block size), rows in y."""
+    tpb = _layout.threads_per_block()
+    tx = min(tpb, 32 * -(-ncols // 32))
+    while tpb % tx:
+        tx -= 32
+    return tx, tpb // tx
 
 
 def transform(x, sub, mul, div, add, lo, hi, clip, out):
-    """out[o, c, i] = ((x − sub[c]) · mul[c]) / div[c] + add[c], clipped to [lo, hi] if ``clip``."""
+    """out[o, c, i] = ((x − sub[c]) · mul[c]) / div[c] + add[c], clipped to [lo, hi] if ``clip``.
+
+    ``div`` being the cached ones constant (``_layout.ones``, as ``min_max_scale`` passes
+    it) skips the division (dividing by 1.0 changes no bit)."""
     no, nc, ni = x.shape
     size = no * nc * ni
     if size == 0:
         return
-    blocks, tpb = _layout.launch_1d(size)
-    _transform[blocks, tpb](x.reshape(size), nc, ni, sub, mul, div, add, float(lo), float(hi), bool(clip),
-                            out.reshape(size))
+    use_div = not _layout.is_ones(div)
+    args = (sub, mul, div, add, float(lo), float(hi), out.reshape(size))
+    mb = _layout.settings()["max_blocks"]
+    if ni == 1:
+        tx, ty = _block_2d(nc)
+        gx = -(-nc // tx)
+        gy = max(1, min(-(-no // ty), max(1, mb // gx), 65535))
+        k = transform_kernel(True, use_div, bool(clip))
+        k[(gx, gy), (tx, ty), _layout.stream()](x.reshape(size), no, nc, *args)
+        return
+    tx, ty = _block_2d(ni)
+    rows = no * nc
+    k = transform_kernel(False, use_div, bool(clip))
+    k[max(1, min(-(-rows // ty), mb)), (tx, ty), _layout.stream()](x.reshape(size), rows, ni, nc, *args)
 
 
 def count_inf(x):
@@ -283,8 +372,8 @@ def count_inf(x):
     if size == 0:
         return 0
     blocks, tpb = _layout.launch_1d(size)
-    part = _layout.empty(blocks, "int64")
-    _count_inf[blocks, tpb](x.reshape(size), part)
+    part = _layout.scratch("st.inf", (blocks,), "int64")
+    _count_inf[blocks, tpb, _layout.stream()](x.reshape(size), part)
     return int(part.copy_to_host().sum())
 
 
@@ -298,12 +387,18 @@ def _signatures():
         a1 = f"{t}[::1]"
         sigs += [
             (_first_valid, f"void({a3}, {f64v})"),
-            (_moments_cols, f"void({a2}, {f64v}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
+            (_moments_cols, f"void({a2}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
             (_moments_segs, f"void({a3}, {f64v}, {f64v}, boolean, int64, {f64m}, {f64m}, {f64m})"),
-            (_transform, f"void({a1}, int64, int64, {f64v}, {f64v}, {f64v}, {f64v}, float64, float64, "
-                         f"boolean, {a1})"),
             (_count_inf, f"void({a1}, int64[::1])"),
         ]
+        for use_div in (False, True):
+            for clip in (False, True):
+                sigs += [
+                    (transform_kernel(True, use_div, clip),
+                     f"void({a1}, int64, int64, {f64v}, {f64v}, {f64v}, {f64v}, float64, float64, {a1})"),
+                    (transform_kernel(False, use_div, clip),
+                     f"void({a1}, int64, int64, int64, {f64v}, {f64v}, {f64v}, {f64v}, float64, float64, {a1})"),
+                ]
     sigs.append((_merge, f"void({f64m}, {f64m}, {f64m}, {f64v}, {f64v}, {f64v}, {f64v})"))
     return sigs
 

@@ -132,7 +132,7 @@ def forward(w, eps, out):
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
     k = _forward_warp if warp else _forward_block
-    k[blocks, threads](w, float(eps), out)
+    k[blocks, threads, _layout.stream()](w, float(eps), out)
 
 
 def backward(grad_out, w, eps, grad_w):
@@ -142,7 +142,7 @@ def backward(grad_out, w, eps, grad_w):
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
     k = _backward_warp if warp else _backward_block
-    k[blocks, threads](grad_out, w, float(eps), grad_w)
+    k[blocks, threads, _layout.stream()](grad_out, w, float(eps), grad_w)
 
 
 def _signatures():

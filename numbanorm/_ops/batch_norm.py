@@ -12,7 +12,7 @@ live in :mod:`numbanorm._stats_host`.
 import numpy as np
 
 from .. import _dispatch, _interop, _validate
-from .._stats_host import batches_tracked, increment, momentum_arg, update_running  # noqa: F401 - also instance_norm's
+from .._stats_host import batches_tracked, factor, increment, momentum_arg, update_running  # noqa: F401 - also instance_norm's
 from . import _plain
 from ._common import Output, canonical, check_disjoint, prod, stat_result
 
@@ -239,8 +239,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     y = res.result()
     if training and rm is not None:
         if n and c:
-            factor = mom if mom is not None else 1.0 / (count + 1)
-            update_running(dev, kern, mean, var, n, factor, unbiased, (rm, rv), (running_mean, running_var))
+            update_running(dev, kern, mean, var, n, factor(mom, count, nbt_arr), unbiased, (rm, rv),
+                           (running_mean, running_var))
         increment(nbt_arr)
     if not return_stats:
         return y

@@ -9,7 +9,7 @@ Canonical view: ``(N, O, C, I)`` as in :mod:`.group_norm` (channels-first rows
 """
 from .. import _dispatch, _validate
 from ._common import Output, canonical, check_disjoint, stat_result
-from .batch_norm import F64, batches_tracked, increment, momentum_arg, running_stats, update_running
+from .batch_norm import F64, batches_tracked, factor, increment, momentum_arg, running_stats, update_running
 from .group_norm import group_view, grouped_backward, grouped_forward
 
 _OP = "instance_norm"
@@ -121,8 +121,8 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
         y, mean, rstd, var, _ = grouped_forward(fn, dev, kern, xa, ax, c, w, b, eps, out, out_a, ctype, rtype)
         if rm is not None:
             if nb and c and s:
-                factor = mom if mom is not None else 1.0 / (count + 1)
-                update_running(dev, kern, mean, var, s, factor, unbiased, (rm, rv), (running_mean, running_var))
+                update_running(dev, kern, mean, var, s, factor(mom, count, nbt_arr), unbiased, (rm, rv),
+                               (running_mean, running_var))
             increment(nbt_arr)
     else:
         view = (nb, o, c, i)

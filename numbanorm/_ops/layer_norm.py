@@ -82,8 +82,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, w, b), inplace=True)
-    mean = dev.empty(m, ctype)
-    rstd = dev.empty(m, ctype)
+    # statistics the caller does not get back: a reused buffer on the GPU
+    mean = dev.empty(m, ctype) if return_stats else dev.scratch("ln.mean", (m,), ctype)
+    rstd = dev.empty(m, ctype) if return_stats else dev.scratch("ln.rstd", (m,), ctype)
     if m and n:
         w = dev.xp.ones(n, ctype) if w is None else w
         b = dev.xp.zeros(n, ctype) if b is None else b
@@ -190,8 +191,8 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     if m and n:
         x2 = canonical(dev, xa, (m, n), ctype)
         if mean is None:
-            mean = dev.empty(m, ctype)
-            rstd = dev.empty(m, ctype)
+            mean = dev.scratch("ln.mean", (m,), ctype)
+            rstd = dev.scratch("ln.rstd", (m,), ctype)
             kern.stats(x2, eps, mean, rstd)
         wk = dev.xp.ones(n, ctype) if w is None else w
         kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, mean, rstd, grad_x, grad_w, grad_b)

@@ -81,8 +81,14 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
     x3 = view.input(dev, xa, ctype)
     buf, finish = view.output(dev, out, out_a, ctype, rtype, xa)
     if x3.size:
-        data_min, data_max = extrema(dev, x3)
-        params, _, _ = minmax_params(data_min, data_max, lo, hi)
-        sub, mul, div, add = device_params(dev, *params)
+        if dev.name == "cuda":  # statistics and parameters stay on the device
+            c = x3.shape[1]
+            mn, mx = dev.scratch("mm.mn", (c,), _F64), dev.scratch("mm.mx", (c,), _F64)
+            dev.kernels(_OP).extrema(x3, mn, mx)
+            sub, mul, div, add = dev.kernels("_scale_params").minmax(mn, mx, lo, hi)
+        else:
+            data_min, data_max = extrema(dev, x3)
+            params, _, _ = minmax_params(data_min, data_max, lo, hi)
+            sub, mul, div, add = device_params(dev, *params)
         dev.kernels(_OP).transform(x3, sub, mul, div, add, lo, hi, clip, buf)
     return finish()

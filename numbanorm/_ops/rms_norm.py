@@ -93,7 +93,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
 
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, w), inplace=True)
-    rstd = dev.empty(m, ctype)
+    rstd = dev.empty(m, ctype) if return_stats else dev.scratch("rms.rstd", (m,), ctype)
     if m and n:
         w = dev.xp.ones(n, ctype) if w is None else w
         dev.kernels(_OP).forward(canonical(dev, xa, (m, n), ctype), w, eps, res.buf, rstd)
@@ -189,7 +189,7 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     if m and n:
         x2 = canonical(dev, xa, (m, n), ctype)
         if rstd is None:
-            rstd = dev.empty(m, ctype)
+            rstd = dev.scratch("rms.rstd", (m,), ctype)
             kern.stats(x2, eps, rstd)
         wk = dev.xp.ones(n, ctype) if w is None else w
         kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, rstd, grad_x, grad_w)

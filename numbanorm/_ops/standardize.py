@@ -90,9 +90,16 @@ def standardize(x, axis=0, ddof=0, *, out=None):
     x3 = view.input(dev, xa, ctype)
     buf, finish = view.output(dev, out, out_a, ctype, rtype, xa)
     if x3.size:
-        count, mean, m2 = moments(dev, x3)
-        mean, scale = zscore_params(count, mean, m2, ddof)
-        zeros = np.zeros_like(mean)
-        sub, mul, div, add = device_params(dev, mean, np.ones_like(mean), scale, zeros)
+        if dev.name == "cuda":  # statistics and parameters stay on the device
+            c = x3.shape[1]
+            count, mean, m2 = (dev.scratch(f"st.{k}", (c,), _F64) for k in ("n", "mean", "m2"))
+            dev.kernels(_OP).moments(x3, None, count, mean, m2)
+            recip = x3.dtype == np.float32  # no float64 division per element (README: GPU notes)
+            sub, mul, div, add = dev.kernels("_scale_params").zscore(count, mean, m2, ddof, recip)
+        else:
+            count, mean, m2 = moments(dev, x3)
+            mean, scale = zscore_params(count, mean, m2, ddof)
+            zeros = np.zeros_like(mean)
+            sub, mul, div, add = device_params(dev, mean, np.ones_like(mean), scale, zeros)
         dev.kernels(_OP).transform(x3, sub, mul, div, add, 0.0, 0.0, False, buf)
     return finish()
