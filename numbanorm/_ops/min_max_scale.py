@@ -11,12 +11,15 @@ Canonical view: channels ``(O, C, I)``, shared with :mod:`numbanorm._ops.standar
 The argument check, the extrema and the transform parameters live in
 :mod:`numbanorm._stats_host`; the names imported from there stay importable here.
 """
+import numpy as np
+
 from .. import _dispatch, _validate
 from .._stats_host import (  # noqa: F401 - re-exported for the scalers and numbanorm scale
     View, device_params, extrema, feature_range_arg, handle_zeros, minmax_params, reduce_axes,
 )
 
 _OP = "min_max_scale"
+_F64 = np.dtype(np.float64)
 
 
 def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):

@@ -25,6 +25,7 @@ from .._stats_host import (  # noqa: F401 - re-exported for the scalers and numb
 )
 
 _OP = "standardize"
+_F64 = np.dtype(np.float64)
 
 
 def standardize(x, axis=0, ddof=0, *, out=None):
