@@ -1,0 +1,154 @@
+"""The published asv dashboard: built from the kept results, every benchmark graphed, and
+the page rendered in a real headless browser (Debian's ``chromium``).
+
+``asv publish`` builds the HTML from ``asv_benchmarks/results/`` (or the test uses
+``$NUMBANORM_ASV_HTML`` when that names an already published directory); the test then
+checks that every benchmark of every normalization in ``index.json`` has a graph file with
+data points, serves the directory over HTTP and loads one benchmark's page in headless
+Chromium, checking the rendered DOM holds the plot and writing a screenshot to
+``$NUMBANORM_ARTIFACTS`` (default ``.ci/artifacts/``).
+
+Skips without asv or Chromium, unless ``NUMBANORM_REQUIRE_CHROMIUM=1`` (CI installs both).
+"""
+import functools
+import glob
+import http.server
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASV_DIR = os.path.join(ROOT, "asv_benchmarks")
+RESULTS = os.path.join(ASV_DIR, "results")
+MACHINE = "numbanorm-ci-2core"
+#: the page the browser renders (and the README's screenshot shows)
+PAGE = "bench_layer_norm.LayerNormForward.time_layer_norm_forward"
+
+REQUIRED = os.environ.get("NUMBANORM_REQUIRE_CHROMIUM") == "1"
+
+
+def _need(what, ok):
+    if not ok:
+        if REQUIRED:
+            pytest.fail(f"{what} is required (NUMBANORM_REQUIRE_CHROMIUM=1) but missing")
+        pytest.skip(f"{what} not available")
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def html_dir(tmp_path_factory):
+    given = os.environ.get("NUMBANORM_ASV_HTML")
+    if given:
+        return os.path.abspath(given)
+    try:
+        import asv  # noqa: F401
+    except ImportError:
+        _need("asv", False)
+    out = str(tmp_path_factory.mktemp("asv_html"))
+    proc = subprocess.run([sys.executable, "-m", "asv", "publish", "--html-dir", out],
+                          cwd=ASV_DIR, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def index(html_dir):
+    with open(os.path.join(html_dir, "index.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _points(graph):
+    """Number of (commit, value) points with at least one finite value in an asv graph file."""
+    count = 0
+    for _revision, value in graph:
+        values = value if isinstance(value, list) else [value]
+        count += any(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    return count
+
+
+def test_every_kept_benchmark_is_published(index):
+    """Every benchmark in the kept results is on the dashboard (asv drops none as broken)."""
+    with open(os.path.join(RESULTS, "benchmarks.json"), encoding="utf-8") as f:
+        kept = {k for k in json.load(f) if k != "version"}
+    assert kept and kept <= set(index["benchmarks"])
+    assert MACHINE in index["params"]["machine"]
+
+
+def test_every_benchmark_has_a_graph_with_points(html_dir, index):
+    """Each benchmark's graph for this project's machine on main has >= 2 commits with data
+    (its history), and the newest kept commit has a point in every benchmark."""
+    empty, short = [], []
+    for name in sorted(index["benchmarks"]):
+        files = [p for p in glob.glob(os.path.join(html_dir, "graphs", "**", f"{name}.json"), recursive=True)
+                 if f"machine-{MACHINE}" in p and "branch-main" in p]
+        if not files:
+            empty.append(name)
+            continue
+        best = 0
+        for path in files:
+            with open(path, encoding="utf-8") as f:
+                best = max(best, _points(json.load(f)))
+        if best == 0:
+            empty.append(name)
+        elif best < 2:
+            short.append(name)
+    assert not empty, f"benchmarks without a graph or data points: {empty}"
+    assert not short, f"benchmarks with a single commit (no history): {short}"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(html_dir):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=html_dir))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _browse(url, *extra, budget_ms=30000, tmp_path=None):
+    exe = chromium()
+    _need("chromium", exe is not None)
+    args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--hide-scrollbars", f"--virtual-time-budget={budget_ms}", "--window-size=1400,900",
+            f"--user-data-dir={tmp_path}", *extra, url]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_browser_renders_the_graph(server, tmp_path):
+    """Headless Chromium renders the benchmark page: the plot canvas, the impl legend, no
+    'no data' notice; its screenshot goes to the artifacts directory."""
+    url = f"{server}#{PAGE}"
+    dom = _browse(url, "--dump-dom", tmp_path=tmp_path / "profile-dom")
+    assert "flot-base" in dom, "no plot canvas in the rendered page"
+    for impl in ("numbanorm", "copyto"):
+        assert impl in dom, f"the {impl} series is not on the page"
+    assert "No data" not in dom and "Failed to load" not in dom
+
+    artifacts = os.environ.get("NUMBANORM_ARTIFACTS") or os.path.join(ROOT, ".ci", "artifacts")
+    os.makedirs(artifacts, exist_ok=True)
+    shot = os.path.join(artifacts, "asv-dashboard.png")
+    if os.path.exists(shot):
+        os.remove(shot)
+    _browse(url, f"--screenshot={shot}", tmp_path=tmp_path / "profile-shot")
+    assert os.path.getsize(shot) > 20_000, "screenshot missing or blank"
