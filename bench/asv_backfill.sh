@@ -34,10 +34,16 @@ cd "$root/asv_benchmarks"
 "$python" -m asv machine --machine "$machine" --yes >/dev/null
 # results/benchmarks.json: the current suite's names, parameters and versions
 ASV_PYTHONPATH=$root "$python" -m asv run --python=same --bench just-discover >/dev/null
-grep -v '^\s*#' "$file" | awk 'NF {print $1}' | while read -r commit; do
+# NUMBANORM_BACKFILL_REVERSE=1 walks the list from its end: a second loop started that way
+# beside the first splits the list between them (a commit being run by one is skipped)
+order=cat; [ -n "${NUMBANORM_BACKFILL_REVERSE:-}" ] && order=tac
+grep -v '^\s*#' "$file" | awk 'NF {print $1}' | $order | while read -r commit; do
     sha=$(git -C "$root" rev-parse --verify "$commit^{commit}")
     if ls "results/$machine/${sha:0:8}"-existing-py*.json >/dev/null 2>&1 && [ -z "${NUMBANORM_BACKFILL_AGAIN:-}" ]; then
         echo "== ${sha:0:8}: already recorded (NUMBANORM_BACKFILL_AGAIN=1 reruns)" >>"$log"; continue
+    fi
+    if ls -d "${TMPDIR:-/tmp}/numbanorm-asv-${sha:0:8}"-* >/dev/null 2>&1; then
+        echo "== ${sha:0:8}: being run by another backfill loop" >>"$log"; continue
     fi
     tree=$(mktemp -d "${TMPDIR:-/tmp}/numbanorm-asv-${sha:0:8}-XXXX")
     git -C "$root" archive "$sha" numbanorm | tar -x -C "$tree"

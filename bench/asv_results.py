@@ -68,6 +68,13 @@ def _time_one(bench_dir, name, idx, repeat):
     return True, data["samples"], data["number"], ""
 
 
+def _missing_api(err):
+    """True for the errors of a call the commit's numbanorm does not have."""
+    last = err.strip().splitlines()[-1]
+    return ("AttributeError: module 'numbanorm' has no attribute" in last
+            or ("TypeError:" in last and "unexpected keyword argument" in last))
+
+
 def run(commit, machine, regex, repeat, log=sys.stderr):
     from asv.benchmarks import Benchmarks
     from asv.repo import get_repo
@@ -87,9 +94,11 @@ def run(commit, machine, regex, repeat, log=sys.stderr):
         n = max(1, math.prod(len(p) for p in benchmark["params"])) if benchmark["params"] else 1
         started, t0 = datetime.datetime.now(datetime.timezone.utc), time.time()
         result, samples, number, errors = [], [], [], []
+        missing_api = False
         for idx in range(n):
-            if idx not in selected:
-                result.append(math.nan), samples.append(None), number.append(None)
+            if idx not in selected or missing_api:
+                result.append(None if missing_api else math.nan), samples.append(None), number.append(None)
+                counts["failed"] += missing_api
                 continue
             r, s, k, err = _time_one(bench_dir, name, idx if benchmark["params"] else None, repeat)
             result.append(r), samples.append(s), number.append(k)
@@ -97,6 +106,9 @@ def run(commit, machine, regex, repeat, log=sys.stderr):
             counts[key] += 1
             if err:
                 errors.append(err)
+                # the commit lacks the function or an argument the benchmark calls: the other
+                # parameter sets fail the same way (each would still build its arrays first)
+                missing_api = _missing_api(err)
         res = BenchmarkResult(result=result, samples=samples, number=number, errcode=1 if errors else 0,
                               stderr="\n".join(errors), profile=None)
         results.add_result(benchmark, res, started_at=started, duration=time.time() - t0, selected_idx=selected)

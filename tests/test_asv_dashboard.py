@@ -13,6 +13,7 @@ Skips without asv or Chromium, unless ``NUMBANORM_REQUIRE_CHROMIUM=1`` (CI insta
 import functools
 import glob
 import http.server
+import itertools
 import json
 import math
 import os
@@ -27,8 +28,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASV_DIR = os.path.join(ROOT, "asv_benchmarks")
 RESULTS = os.path.join(ASV_DIR, "results")
 MACHINE = "numbanorm-ci-2core"
-#: the page the browser renders (and the README's screenshot shows)
-PAGE = "bench_layer_norm.LayerNormForward.time_layer_norm_forward"
+#: the page the browser renders (and the README's screenshot shows): layer_norm forward,
+#: float32, numbanorm against copyto, log scale
+PAGE = ("bench_layer_norm.LayerNormForward.time_layer_norm_forward"
+        "?p-impl=%27numbanorm%27&p-impl=%27copyto%27&p-dtype=%27float32%27&y-axis-scale=log")
 
 REQUIRED = os.environ.get("NUMBANORM_REQUIRE_CHROMIUM") == "1"
 
@@ -61,6 +64,9 @@ def html_dir(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "asv", "publish", "--html-dir", out],
                           cwd=ASV_DIR, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "asv_offline.py"), out],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
@@ -70,13 +76,25 @@ def index(html_dir):
         return json.load(f)
 
 
-def _points(graph):
-    """Number of (commit, value) points with at least one finite value in an asv graph file."""
+def _points(graph, columns=None):
+    """Number of commits in an asv graph file with a finite value (in ``columns`` of the
+    flattened parameter product, when given)."""
     count = 0
     for _revision, value in graph:
         values = value if isinstance(value, list) else [value]
+        if columns is not None:
+            values = [values[i] for i in columns if i < len(values)]
         count += any(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
     return count
+
+
+def _numbanorm_columns(benchmark):
+    """Indices of the ``impl='numbanorm'`` combinations in asv's flattened parameter list."""
+    names, params = benchmark.get("param_names", []), benchmark.get("params", [])
+    if "impl" not in names:
+        return None
+    combos = itertools.product(*params)
+    return [i for i, c in enumerate(combos) if c[names.index("impl")] == "'numbanorm'"]
 
 
 def test_every_kept_benchmark_is_published(index):
@@ -88,25 +106,50 @@ def test_every_kept_benchmark_is_published(index):
 
 
 def test_every_benchmark_has_a_graph_with_points(html_dir, index):
-    """Each benchmark's graph for this project's machine on main has >= 2 commits with data
-    (its history), and the newest kept commit has a point in every benchmark."""
+    """Each benchmark's graph for this project's machine on main has numbanorm's own
+    points at >= 2 commits (a history, not a single dot)."""
     empty, short = [], []
-    for name in sorted(index["benchmarks"]):
+    for name, benchmark in sorted(index["benchmarks"].items()):
         files = [p for p in glob.glob(os.path.join(html_dir, "graphs", "**", f"{name}.json"), recursive=True)
                  if f"machine-{MACHINE}" in p and "branch-main" in p]
-        if not files:
-            empty.append(name)
-            continue
         best = 0
         for path in files:
             with open(path, encoding="utf-8") as f:
-                best = max(best, _points(json.load(f)))
+                best = max(best, _points(json.load(f), _numbanorm_columns(benchmark)))
         if best == 0:
             empty.append(name)
         elif best < 2:
             short.append(name)
-    assert not empty, f"benchmarks without a graph or data points: {empty}"
-    assert not short, f"benchmarks with a single commit (no history): {short}"
+    assert not empty, f"benchmarks without a graph or numbanorm data points: {empty}"
+    assert not short, f"benchmarks with numbanorm points at one commit only: {short}"
+
+
+def _first_parent_main():
+    try:
+        out = subprocess.run(["git", "rev-list", "--first-parent", "main"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no git checkout with a main branch")
+    return set(out.split())
+
+
+def test_kept_results_are_on_mains_graph():
+    """asv graphs main's first-parent history: every kept result's commit must be on it
+    (a result for a feature-branch commit would never show), and the backfill list's
+    commits (>= 12) are all recorded."""
+    main = _first_parent_main()
+    kept = {}
+    for path in glob.glob(os.path.join(RESULTS, MACHINE, "*.json")):
+        if os.path.basename(path) != "machine.json":
+            with open(path, encoding="utf-8") as f:
+                kept[json.load(f)["commit_hash"]] = os.path.basename(path)
+    off = sorted(name for commit, name in kept.items() if commit not in main)
+    assert not off, f"results for commits not on main's first-parent history: {off}"
+    with open(os.path.join(ASV_DIR, "backfill_commits.txt"), encoding="utf-8") as f:
+        listed = [line.split()[0] for line in f if line.strip() and not line.lstrip().startswith("#")]
+    assert len(listed) >= 12
+    missing = [c for c in listed if not any(k.startswith(c) for k in kept)]
+    assert not missing, f"backfill commits without results: {missing}"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -140,10 +183,10 @@ def test_browser_renders_the_graph(server, tmp_path):
     'no data' notice; its screenshot goes to the artifacts directory."""
     url = f"{server}#{PAGE}"
     dom = _browse(url, "--dump-dom", tmp_path=tmp_path / "profile-dom")
+    assert "continental origin of swallow" not in dom, "the page's JavaScript did not load"
     assert "flot-base" in dom, "no plot canvas in the rendered page"
     for impl in ("numbanorm", "copyto"):
-        assert impl in dom, f"the {impl} series is not on the page"
-    assert "No data" not in dom and "Failed to load" not in dom
+        assert f"impl-{impl};" in dom, f"no {impl} series in the plot's legend"
 
     artifacts = os.environ.get("NUMBANORM_ARTIFACTS") or os.path.join(ROOT, ".ci", "artifacts")
     os.makedirs(artifacts, exist_ok=True)
