@@ -98,7 +98,7 @@ def run(commit, machine, regex, repeat, log=sys.stderr):
         for idx in range(n):
             if idx not in selected or missing_api:
                 result.append(None if missing_api else math.nan), samples.append(None), number.append(None)
-                counts["failed"] += missing_api
+                counts["failed"] += missing_api and idx in selected
                 continue
             r, s, k, err = _time_one(bench_dir, name, idx if benchmark["params"] else None, repeat)
             result.append(r), samples.append(s), number.append(k)
