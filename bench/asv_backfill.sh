@@ -15,7 +15,7 @@
 #      hash of that commit), with the tree first on sys.path and NUMBA_CACHE_DIR inside it
 #      (every commit compiles cold; nothing stale is reused). `asv run --environment
 #      existing:PYTHON --set-commit-hash` does the same with a process per parameter set,
-#      which costs over an hour per commit here (NUMBANORM_BACKFILL_ASV=1 uses it anyway),
+#      ~13 s each here, ~85 min per commit (NUMBANORM_BACKFILL_ASV=1 uses it anyway),
 #   4. delete the tree.
 # A benchmark whose function or arguments the commit does not have fails there: no point.
 # Set PYTHON to the interpreter (default `python`; it needs asv, numba, numpy, torch).

@@ -5,10 +5,10 @@
     process with asv's own benchmark runner (``asv_runner``: the same setup, timing and
     teardown code ``asv run`` executes, with ``number=1``, ``repeat=N``, no warm-up beyond
     each setup's own first call) and save them with asv's ``Results`` class as the result
-    file of commit SHA. ``asv run`` starts a fresh process per parameter set (about 10 s
-    each here, importing numba and torch and loading kernels: over an hour per commit for
-    the backfill's ~400 sets); one process per commit takes minutes, most of it the commit's
-    cold kernel compile. Whatever ``numbanorm`` the interpreter imports (the backfill sets
+    file of commit SHA. ``asv run`` starts a fresh process per parameter set, importing
+    numba and torch and loading the kernels again each time (measured here: 12 sets in
+    153 s at load ~10, i.e. ~85 min for the backfill's ~400 sets per commit); one process
+    per commit spends its time on the commit's cold kernel compile and the timings. Whatever ``numbanorm`` the interpreter imports (the backfill sets
     PYTHONPATH to the commit's tree) is what is measured.
 
 ``python bench/asv_results.py normalize FILE...``
