@@ -97,6 +97,24 @@ def _numbanorm_columns(benchmark):
     return [i for i, c in enumerate(combos) if c[names.index("impl")] == "'numbanorm'"]
 
 
+def _kept_files():
+    return sorted(p for p in glob.glob(os.path.join(RESULTS, "*", "*.json"))
+                  if os.path.basename(p) not in ("machine.json", "benchmarks.json"))
+
+
+def test_every_kept_result_file_loads_and_is_published(index):
+    """asv publish only warns about a result file it cannot read: load each one with asv's
+    own reader (raises on a broken file) and find its commit on the dashboard."""
+    from asv.results import Results
+
+    files = _kept_files()
+    assert files, "no kept asv results"
+    published = set(index["revision_to_hash"].values())
+    for path in files:
+        result = Results.load(path, machine_name=os.path.basename(os.path.dirname(path)))
+        assert result.commit_hash in published, f"{path}: commit not on the dashboard"
+
+
 def test_every_kept_benchmark_is_published(index):
     """Every benchmark in the kept results is on the dashboard (asv drops none as broken)."""
     with open(os.path.join(RESULTS, "benchmarks.json"), encoding="utf-8") as f:
