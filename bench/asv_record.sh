@@ -23,5 +23,8 @@ cd "$root/asv_benchmarks"
 # asv drops PYTHONPATH in its benchmark processes; ASV_PYTHONPATH is what it passes on
 if [ -n "${PYTHONPATH:-}" ]; then export ASV_PYTHONPATH=$PYTHONPATH; fi
 # forkserver: one process imports the suite (numba, torch) and forks one per parameter set
+sha=$(git -C "$root" rev-parse HEAD)
 "$python" -m asv run --python=same $quick --launch-method forkserver --show-stderr \
-    --set-commit-hash "$(git -C "$root" rev-parse HEAD)" --machine "$machine" "$@"
+    --set-commit-hash "$sha" --machine "$machine" "$@"
+# asv names an existing environment's Python by its path; record its version (one line per graph)
+"$python" "$root/bench/asv_results.py" normalize "results/$machine/${sha:0:8}"-existing-py_*.json
