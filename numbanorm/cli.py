@@ -6,7 +6,8 @@ bench   time every normalization against NumPy, PyTorch (if installed) and this 
         copy bandwidth (the faster of np.copyto and an all-threads streaming copy); a quick
         set by default (``--full``: every case), rows printed as they finish, a table
         (``--markdown`` for the README), ``--plot FILE.png``; ``--compile``: first-call
-        (compile) times in fresh processes.
+        (compile) times in fresh processes; ``--history``: the last two kept asv results
+        compared (benchmarks more than 20 % slower named).
 info    report the environment: versions, threading layer, CPU count, CUDA devices.
 precompile  compile the common kernel specializations into the disk cache once.
 scale   normalize a data file (.npy / .npz / .csv): see ``numbanorm scale --help``.
@@ -64,6 +65,10 @@ def _bench(args):
 
     if args.compile:
         return _bench_compile(args)
+    if args.history:
+        from ._bench import _history
+
+        return _history.main([])
     cases = list(_bench.all_cases(args.ops, full=args.full))
     if args.list:
         for op, (label, shape, dtype, _) in cases:
@@ -160,6 +165,9 @@ def build_parser():
     b.add_argument("--compile", action="store_true",
                    help="first-call (compile) time of every public function, fresh process each, "
                         "empty then filled cache")
+    b.add_argument("--history", action="store_true",
+                   help="compare the last two kept asv results (asv_benchmarks/results/) and name "
+                        "every benchmark more than 20%% slower (informational)")
     b.add_argument("--quick", action="store_true", help="fewer repeats (3; default 5, --full 7)")
     b.add_argument("--repeat", type=int, default=None, help="interleaved repeats (min is reported)")
     b.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")

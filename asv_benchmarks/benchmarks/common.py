@@ -23,6 +23,11 @@ import os
 
 import numpy as np
 
+try:  # imported once by asv's forkserver (bench/asv_record.sh), not again in every benchmark process
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
 #: CI's smoke run sets NUMBANORM_BENCH_SMOKE=1: every parameter list keeps its first entry only.
 SMOKE = os.environ.get("NUMBANORM_BENCH_SMOKE") == "1"
 
