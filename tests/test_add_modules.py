@@ -38,3 +38,11 @@ def test_gemma_offset_layer(rng):
     x, r = rng.standard_normal((3, 8)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float32)
     y, s = layer(x, r)  # weight zeros-initialised in Gemma; ones here: (1 + 1) scaling
     np.testing.assert_allclose(y, 2 * numbanorm.rms_norm(x + r, 8), rtol=1e-6)
+
+
+def test_fused_layers_are_in_modules_all():
+    """``from numbanorm.modules import *`` gives the fused layers too (they are public)."""
+    import numbanorm.modules as mods
+
+    assert {"AddLayerNorm", "AddRMSNorm"} <= set(mods.__all__)
+    assert all(getattr(mods, n) is getattr(numbanorm, n) for n in ("AddLayerNorm", "AddRMSNorm"))

@@ -59,6 +59,8 @@ from ._rows import AddLayerNorm, AddRMSNorm, LayerNorm, RMSNorm
 __all__ = [
     "LayerNorm",
     "RMSNorm",
+    "AddLayerNorm",
+    "AddRMSNorm",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
