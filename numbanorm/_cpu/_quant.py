@@ -31,7 +31,7 @@ from ._bits import abs_max_bits, e4m3_bits, f32_to_i8, float_from_bits, load
 from ._ntcopy import stream_copy
 from ._rows_lowp import _add_rows, scratch
 from ._stats import BLOCK, U
-from ._stream import prefetch_run
+from ._stream import prefetch_run, stream_fence
 
 
 def qput(q, j, v):
@@ -105,6 +105,8 @@ def _rms_quant(x, weight, eps, qmax, q, scale, rstd, scratch, stream):
             rstd[i], scale[i] = _quant_row(row, n, eps, weight, qmax, scratch[c] if stream else q[i])
             if stream:
                 stream_copy(q, i * n, scratch, c * n, n)
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, scratch, stream):
@@ -117,6 +119,8 @@ def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, scratch, stream
             rstd[i], scale[i] = _quant_row(srow, n, eps, weight, qmax, scratch[c] if stream else q[i])
             if stream:
                 stream_copy(q, i * n, scratch, c * n, n)
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 _RMS_QUANT = _config.twins(_rms_quant)

@@ -29,7 +29,7 @@ from ._bits import load, put
 from ._stats import BLOCK, U
 from . import _work
 from ._ntcopy import stream_copy
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run
+from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_fence
 from .layer_norm import _chunks
 from .normalize import _acc, _clamp, _finish, _init, _pkind
 
@@ -95,6 +95,8 @@ def _rms_forward(x, weight, eps, out, rstd, scratch, stream):
                 dst = out[i]
                 for j in range(U(n)):
                     put(dst, j, load(row, j) * r_t * weight[j])
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 def _ln_forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
@@ -114,6 +116,8 @@ def _ln_forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
                 put(dst, j, (load(row, j) * r_t + sh) * weight[j] + bias[j])
             if stream:
                 stream_copy(out, i * n, scratch, c * n, n)
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
@@ -138,6 +142,8 @@ def _add_rms_forward(x, res, weight, eps, s, out, rstd, scratch, stream):
                 put(dst, j, load(srow, j) * r_t * weight[j])
             if stream:
                 stream_copy(out, i * n, scratch, c * n, n)
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
@@ -158,6 +164,8 @@ def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stre
                 put(dst, j, (load(srow, j) * r_t + sh) * weight[j] + bias[j])
             if stream:
                 stream_copy(out, i * n, scratch, c * n, n)
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 def _normalize_forward(x, pk, p, eps, out, scratch, stream):
@@ -177,6 +185,8 @@ def _normalize_forward(x, pk, p, eps, out, scratch, stream):
                 put(dst, j, load(row, j) / d)
             if stream:
                 stream_copy(out, i * n, scratch, c * n, n)
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 _RMS = _config.twins(_rms_forward)
