@@ -36,8 +36,12 @@ from . import _cache
 _cache.install()
 
 #: fastmath flags for every CPU kernel: lets LLVM vectorise reductions while keeping
-#: NaN/inf semantics (no 'nnan'/'ninf').
-FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+#: NaN/inf semantics (no 'nnan'/'ninf'). No 'arcp': with it LLVM may compute a vectorised
+#: ``x / y`` as ``x * rcp(y)`` refined by a Newton step (it does for AMD Zen targets, not
+#: for Skylake-AVX512), which is not correctly rounded; the scalar loop LLVM falls back to
+#: when ``out`` aliases ``x`` divides exactly, so an in-place call differed from a
+#: separate ``out`` in the last bit, and results depended on the CPU kind.
+FASTMATH = {"reassoc", "contract", "nsz"}
 
 #: options for every CPU kernel: NumPy's error model (1/0 -> inf, never ZeroDivisionError,
 #: and no division checks in the vectorised loops), on-disk cache.
