@@ -15,8 +15,9 @@ class of CPU arrays too). CuPy, PyTorch, JAX and ``numba.cuda`` are never import
 for NumPy users; the simulator's fake device arrays are recognised by their module.
 
 A Dask ``x`` gives :data:`DASK`, whose "kernels" are the graph builders of
-``numbanorm._dask``: the public function checks ``dev.deferred`` and hands the call to
-``dev.build(<itself>, ...)`` (:class:`DaskDevice`).
+``numbanorm._dask``: the public function validates its arguments (Dask arrays by their
+metadata), checks ``dev.deferred`` and hands its compute function and the validated
+arguments to ``dev.build("<op>", compute, ...)`` (:class:`DaskDevice`).
 
 Tests force the GPU path on host inputs with :func:`force_device` (the CUDA simulator
 tests run this way: host arrays in, simulated kernels, results back in the caller's type).
@@ -316,34 +317,64 @@ class CudaDevice:
 _BUILDERS = {}
 
 
-def _builder(eager):
-    """The Dask graph builder of public function ``eager``: the function of the same name in
-    the module of the same name under ``numbanorm._dask`` (``numbanorm._ops.layer_norm.
-    layer_norm`` -> ``numbanorm._dask.layer_norm.layer_norm``), imported on first use."""
+def _builder(key, compute=None):
+    """The Dask graph builder of an op.
+
+    ``key`` a name (``"layer_norm"``) and ``compute`` the op's compute function
+    (``numbanorm._ops.layer_norm._compute``): the function ``key`` in the module of the same
+    name as ``compute``'s under ``numbanorm._dask`` (``numbanorm._dask.layer_norm.layer_norm``).
+    ``key`` a public function (ops not yet split into validation and compute): the function
+    of its name in the module of its module's name under ``numbanorm._dask``. Imported on
+    first use.
+    """
     try:
-        return _BUILDERS[eager]
+        return _BUILDERS[key, compute]
     except KeyError:
-        module = eager.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
-        b = _BUILDERS[eager] = getattr(importlib.import_module(module), eager.__name__)
+        src = key if compute is None else compute
+        module = src.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
+        name = key.__name__ if compute is None else key
+        b = _BUILDERS[key, compute] = getattr(importlib.import_module(module), name)
         return b
 
 
 class DaskDevice:
     """Dask arrays: the "kernels" are the graph builders of ``numbanorm._dask``.
 
-    Public functions check ``dev.deferred`` once after :func:`device_of` and hand the call
-    to :meth:`build` with their own function object; the builder makes the blockwise /
-    reduction graph whose per-block tasks run that function (on NumPy or CuPy blocks, so
-    through the CPU or CUDA kernels) and whose statistics come from
-    :mod:`numbanorm._stats_host`. Nothing under ``numbanorm._ops`` imports ``_dask``.
+    Public functions validate and canonicalise their arguments once, for Dask arrays too
+    (shape and dtype checks read a Dask array's metadata; :meth:`asarray` leaves Dask arrays
+    as they are and :meth:`contiguous` casts them lazily), then hand the call to
+    :meth:`build` with their *compute function* (which runs the kernels of one in-memory
+    array without checking again) and the validated arguments. The builder makes the
+    blockwise / reduction graph whose per-block tasks call that compute function with the
+    block's device (CPU for NumPy blocks, CUDA for CuPy blocks) and whose statistics come
+    from :mod:`numbanorm._stats_host`. Nothing under ``numbanorm._ops`` imports ``_dask``,
+    and nothing under ``_dask`` imports ``_ops``: the compute function is passed in.
     """
 
     name = "dask"
     deferred = True
+    host = True
 
-    def build(self, eager, *args, **kwargs):
-        """``eager(*args, **kwargs)`` as a lazy Dask result (see :mod:`numbanorm._dask`)."""
-        return _builder(eager)(eager, *args, **kwargs)
+    def asarray(self, a):
+        """Dask arrays as they are (lazy); anything else as a NumPy array (host parameters)."""
+        return a if _is_dask(a) else _interop.host_view(a)
+
+    def contiguous(self, a, dtype):
+        """``a`` in ``dtype``: a lazy cast of a Dask array, a contiguous NumPy array otherwise."""
+        if _is_dask(a):
+            return a if a.dtype == dtype else a.astype(dtype)
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def build(self, op, *args, **kwargs):
+        """The lazy Dask result of the call (see :mod:`numbanorm._dask`).
+
+        ``build("<op>", compute, *validated)`` calls the builder ``<op>`` of the module of
+        ``compute``'s name under ``numbanorm._dask`` as ``builder(compute, *validated)``.
+        """
+        if isinstance(op, str):
+            compute, *args = args
+            return _builder(op, compute)(compute, *args, **kwargs)
+        return _builder(op)(op, *args, **kwargs)
 
 
 CPU = CpuDevice()

@@ -29,6 +29,26 @@ def is_dask(a):
     return _dispatch._is_dask(a)
 
 
+# --------------------------------------------------------------------------- blocks
+
+
+def block_device(block):
+    """The in-memory device of one block: CPU for NumPy blocks, CUDA for CuPy blocks
+    (what :func:`numbanorm._dispatch.device_of` picks for the block as ``x``)."""
+    return _dispatch.device_of("numbanorm", x=block)
+
+
+def on_device(dev, block, dtype=None, shape=None):
+    """A block as ``dev``'s array (None stays None): in ``dtype`` (C-contiguous) when given,
+    reshaped to ``shape`` when given. The compute functions take their arguments so."""
+    if block is None:
+        return None
+    a = dev.asarray(block)
+    if dtype is not None:
+        a = dev.contiguous(a, dtype)
+    return a if shape is None else a.reshape(shape)
+
+
 # --------------------------------------------------------------------------- probes and chunks
 
 

@@ -1,0 +1,87 @@
+"""Dask block tasks run the ops' compute functions, not the public ops: the arguments are
+validated once, before the graph is built, and computing the graph checks nothing again.
+
+Every argument check of :mod:`numbanorm._validate` (and the public functions themselves)
+is replaced by a function that fails while a graph of several blocks is computed; the
+result must still equal the in-memory one bit for bit.
+"""
+import numpy as np
+import pytest
+
+import numbanorm as nn
+from numbanorm import _validate
+
+da = pytest.importorskip("dask.array")
+
+CHECKS = ("array", "check_array_like", "eps", "real", "positive_int", "flag", "choice", "normalized_shape",
+          "channel_axis", "param", "out")
+
+
+def _calls(rng):
+    x = rng.normal(size=(6, 8, 5, 4)) * 2 + 0.5
+    g = rng.normal(size=x.shape)
+    w4, b4 = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    w8, b8 = rng.normal(size=8), rng.normal(size=8)
+    mean, rstd = nn.layer_norm(x, (5, 4), return_stats=True)[1:]
+    rrstd = nn.rms_norm(x, 4, return_stats=True)[1]
+    return {
+        "layer_norm": (nn.layer_norm, (x, (5, 4), w4, b4), dict(return_stats=True)),
+        "layer_norm_backward": (nn.layer_norm_backward, (g, x, (5, 4), w4), dict(mean=mean, rstd=rstd)),
+        "rms_norm": (nn.rms_norm, (x, 4, w4[0]), dict(return_stats=True)),
+        "rms_norm_backward": (nn.rms_norm_backward, (g, x, 4, w4[0]), dict(rstd=rrstd)),
+    }
+
+
+def _dask(a):
+    return da.from_array(a, chunks=(2, 3, 2, 3)) if isinstance(a, np.ndarray) and a.ndim == 4 else a
+
+
+def _eq(got, want, exact=True):
+    """Bit for bit, except parameter gradients (tree sums of per-block partials: to rounding)."""
+    if isinstance(want, tuple):
+        assert len(got) == len(want)
+        for i, (a, b) in enumerate(zip(got, want)):
+            _eq(a, b, exact and i == 0)
+    elif want is None:
+        assert got is None
+    else:
+        a = np.asarray(got)
+        assert a.dtype == want.dtype and a.shape == want.shape
+        if exact:
+            assert np.array_equal(a, want, equal_nan=True)
+        else:
+            np.testing.assert_allclose(a, want, rtol=1e-12, atol=1e-13)
+
+
+OPS = sorted(_calls(np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_block_tasks_check_nothing_again(op, rng, monkeypatch):
+    import dask
+
+    fn, args, kw = _calls(rng)[op]
+    want = fn(*args, **kw)
+    lazy = fn(*[_dask(a) for a in args], **kw)
+    assert all(isinstance(a, da.Array) for a in (lazy if isinstance(lazy, tuple) else (lazy,)) if a is not None)
+    assert max(a.npartitions for a in (lazy if isinstance(lazy, tuple) else (lazy,)) if a is not None) > 1
+
+    def refuse(name):
+        def check(*a, **k):
+            raise AssertionError(f"a Dask block task called _validate.{name}() (the public op again)")
+        return check
+
+    for name in CHECKS:
+        monkeypatch.setattr(_validate, name, refuse(name))
+    # the public function under its module's name too (what the old builders called per block)
+    module = __import__(fn.__module__, fromlist=["_"])
+    monkeypatch.setattr(module, fn.__name__, refuse(fn.__name__))
+    got = dask.compute(*(lazy if isinstance(lazy, tuple) else (lazy,)), scheduler="sync")
+    got = got if isinstance(lazy, tuple) else got[0]
+    if op.endswith("_backward"):
+        _eq(got, want, exact=True)  # grad_x exact, parameter gradients to rounding
+    else:
+        _eq(got, tuple(want) if isinstance(want, tuple) else want, exact=True)
+        if isinstance(want, tuple):  # forwards: every output exact
+            for a, b in zip(got, want):
+                _eq(a, b)
