@@ -24,11 +24,17 @@ def _calls(rng):
     w8, b8 = rng.normal(size=8), rng.normal(size=8)
     mean, rstd = nn.layer_norm(x, (5, 4), return_stats=True)[1:]
     rrstd = nn.rms_norm(x, 4, return_stats=True)[1]
+    lmean, lrstd = nn.layer_norm(x, 4, return_stats=True)[1:]
     return {
         "layer_norm": (nn.layer_norm, (x, (5, 4), w4, b4), dict(return_stats=True)),
         "layer_norm_backward": (nn.layer_norm_backward, (g, x, (5, 4), w4), dict(mean=mean, rstd=rstd)),
         "rms_norm": (nn.rms_norm, (x, 4, w4[0]), dict(return_stats=True)),
         "rms_norm_backward": (nn.rms_norm_backward, (g, x, 4, w4[0]), dict(rstd=rrstd)),
+        "add_layer_norm": (nn.add_layer_norm, (x, g, 4, w4[0], b4[0]), dict(weight_offset=1.0, return_stats=True)),
+        "add_layer_norm_backward": (nn.add_layer_norm_backward, (g, x, x, 4, w4[0]),
+                                    dict(mean=lmean, rstd=lrstd, weight_offset=1.0)),
+        "add_rms_norm": (nn.add_rms_norm, (x, g, 4, w4[0]), {}),
+        "add_rms_norm_backward": (nn.add_rms_norm_backward, (g, None, None, 4, w4[0]), dict(y=x, rstd=rrstd)),
     }
 
 
@@ -62,7 +68,7 @@ def test_block_tasks_check_nothing_again(op, rng, monkeypatch):
 
     fn, args, kw = _calls(rng)[op]
     want = fn(*args, **kw)
-    lazy = fn(*[_dask(a) for a in args], **kw)
+    lazy = fn(*[_dask(a) for a in args], **{k: _dask(v) for k, v in kw.items()})
     assert all(isinstance(a, da.Array) for a in (lazy if isinstance(lazy, tuple) else (lazy,)) if a is not None)
     assert max(a.npartitions for a in (lazy if isinstance(lazy, tuple) else (lazy,)) if a is not None) > 1
 
