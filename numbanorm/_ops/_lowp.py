@@ -334,8 +334,15 @@ def normalize(fn, x, p, axis, eps, out, check_p, check_axis):
     shape = tuple(xa.shape)
     if xa.ndim == 0 or prod(shape[ax + 1:]) != 1:
         return None
+    out_a = _out(fn, dev, out, shape, xa.dtype)
+    return normalize_compute(dev, xa, p, ax, eps, out=out, out_a=out_a)
+
+
+def normalize_compute(dev, xa, p, ax, eps, *, out=None, out_a=None):
+    """The kernel of :func:`normalize` for validated arguments (16-bit ``xa`` normalized
+    along its last axis ``ax``); also the Dask normalize's task on such blocks."""
+    shape = tuple(xa.shape)
     xt = xa.dtype
-    out_a = _out(fn, dev, out, shape, xt)
     res = _Result(dev, out_a, shape, xt, (xa,), aliases=(xa,))
     m, n = prod(shape[:ax]), shape[ax]
     if m and n:
