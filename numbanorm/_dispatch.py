@@ -317,23 +317,16 @@ class CudaDevice:
 _BUILDERS = {}
 
 
-def _builder(key, compute=None):
-    """The Dask graph builder of an op.
-
-    ``key`` a name (``"layer_norm"``) and ``compute`` the op's compute function
-    (``numbanorm._ops.layer_norm._compute``): the function ``key`` in the module of the same
-    name as ``compute``'s under ``numbanorm._dask`` (``numbanorm._dask.layer_norm.layer_norm``).
-    ``key`` a public function (ops not yet split into validation and compute): the function
-    of its name in the module of its module's name under ``numbanorm._dask``. Imported on
-    first use.
-    """
+def _builder(op, compute):
+    """The Dask graph builder ``op`` of an op whose compute function is ``compute``: the
+    function ``op`` in the module of the same name as ``compute``'s under
+    ``numbanorm._dask`` (``numbanorm._ops.layer_norm._compute`` -> ``numbanorm._dask.
+    layer_norm.layer_norm``), imported on first use."""
     try:
-        return _BUILDERS[key, compute]
+        return _BUILDERS[op, compute]
     except KeyError:
-        src = key if compute is None else compute
-        module = src.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
-        name = key.__name__ if compute is None else key
-        b = _BUILDERS[key, compute] = getattr(importlib.import_module(module), name)
+        module = compute.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
+        b = _BUILDERS[op, compute] = getattr(importlib.import_module(module), op)
         return b
 
 
@@ -365,16 +358,15 @@ class DaskDevice:
             return a if a.dtype == dtype else a.astype(dtype)
         return np.ascontiguousarray(a, dtype=dtype)
 
-    def build(self, op, *args, **kwargs):
-        """The lazy Dask result of the call (see :mod:`numbanorm._dask`).
+    def shares_memory(self, a, b):
+        """Overlap of two host arrays a call writes (running statistics); Dask arrays: never."""
+        return not (_is_dask(a) or _is_dask(b)) and _shares_memory(a, b)
 
-        ``build("<op>", compute, *validated)`` calls the builder ``<op>`` of the module of
-        ``compute``'s name under ``numbanorm._dask`` as ``builder(compute, *validated)``.
-        """
-        if isinstance(op, str):
-            compute, *args = args
-            return _builder(op, compute)(compute, *args, **kwargs)
-        return _builder(op)(op, *args, **kwargs)
+    def build(self, op, compute, *args, **kwargs):
+        """The lazy Dask result of the call (see :mod:`numbanorm._dask`): the builder ``op``
+        of the module of ``compute``'s name under ``numbanorm._dask``, called as
+        ``builder(compute, *validated args)``; its block tasks call ``compute(dev, ...)``."""
+        return _builder(op, compute)(compute, *args, **kwargs)
 
 
 CPU = CpuDevice()

@@ -25,6 +25,10 @@ def _calls(rng):
     mean, rstd = nn.layer_norm(x, (5, 4), return_stats=True)[1:]
     rrstd = nn.rms_norm(x, 4, return_stats=True)[1]
     lmean, lrstd = nn.layer_norm(x, 4, return_stats=True)[1:]
+    gmean, grstd = nn.group_norm(x, 4, return_stats=True)[1:]
+    imean, irstd = nn.instance_norm(x, return_stats=True)[1:]
+    rmean, rvar = rng.normal(size=8), rng.uniform(0.5, 2, size=8)
+    bmean, brstd = nn.batch_norm(x, None, None, training=True, return_stats=True)[1:]
     return {
         "layer_norm": (nn.layer_norm, (x, (5, 4), w4, b4), dict(return_stats=True)),
         "layer_norm_backward": (nn.layer_norm_backward, (g, x, (5, 4), w4), dict(mean=mean, rstd=rstd)),
@@ -41,6 +45,21 @@ def _calls(rng):
         "weight_standardize_backward": (nn.weight_standardize_backward, (g, x), {}),
         "local_response_norm": (nn.local_response_norm, (x, 3), dict(mode="within_channel")),
         "local_response_norm_backward": (nn.local_response_norm_backward, (g, x, 3), {}),
+        "group_norm": (nn.group_norm, (x, 4, w8, b8), dict(return_stats=True)),
+        "group_norm_backward": (nn.group_norm_backward, (g, x, 4, w8), dict(mean=gmean, rstd=grstd)),
+        "group_norm_backward-channels_last": (nn.group_norm_backward, (g, x, 2, w4[0]), dict(channel_axis=-1)),
+        "batch_norm": (nn.batch_norm, (x, None, None, w8, b8, True), dict(return_stats=True)),
+        "batch_norm-eval": (nn.batch_norm, (x, rmean, rvar, w8, b8), {}),
+        "batch_norm_backward": (nn.batch_norm_backward, (g, x, w8), {}),
+        "batch_norm_backward-saved": (nn.batch_norm_backward, (g, x), dict(mean=bmean, rstd=brstd)),
+        "batch_norm_backward-eval": (nn.batch_norm_backward, (g, x, w8), dict(training=False, running_mean=rmean,
+                                                                              running_var=rvar)),
+        "instance_norm": (nn.instance_norm, (x, None, None, w8, b8), dict(return_stats=True)),
+        "instance_norm-eval": (nn.instance_norm, (x, rmean, rvar), dict(use_input_stats=False)),
+        "instance_norm_backward": (nn.instance_norm_backward, (g, x, w8), dict(mean=imean, rstd=irstd)),
+        "instance_norm_backward-recomputed": (nn.instance_norm_backward, (g, x), {}),
+        "standardize": (nn.standardize, (x,), dict(axis=(0, 2), ddof=1)),
+        "min_max_scale": (nn.min_max_scale, (x, (-1, 2)), dict(axis=1, clip=True)),
     }
 
 

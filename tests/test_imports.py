@@ -160,11 +160,10 @@ def test_walker_sees_relative_and_function_level_imports(tmp_path):
 
 
 def test_every_dask_handoff_has_a_builder():
-    """Each ``dev.build("<op>", <compute function>, ...)`` in ``_ops/<mod>.py`` has its builder:
+    """Each ``dev.build("<op>", <compute function>, ...)`` in ``_ops/<mod>.py`` passes one of that
+    module's own functions (its compute function, never the public op) and has its builder:
     a function ``<op>`` in ``_dask/<mod>.py`` taking the compute function first (the rule
-    ``_dispatch._builder`` follows); the compute function is one of ``_ops/<mod>.py``'s own.
-    Ops still handing over their public function (``dev.build(<op function>, ...)``) have a
-    builder of that name taking it first as ``eager``."""
+    ``_dispatch._builder`` follows)."""
     handoffs = 0
     for path in sorted((ROOT / "_ops").glob("*.py")):
         tree = ast.parse(path.read_text())
@@ -172,18 +171,16 @@ def test_every_dask_handoff_has_a_builder():
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "build"):
                 continue
-            first = node.args[0]
-            if isinstance(first, ast.Constant):
-                name, param = first.value, "compute"
-                assert isinstance(node.args[1], ast.Name) and node.args[1].id in own, (
-                    f"{path.name}: dev.build({name!r}, ...) must pass one of the module's compute functions")
-            else:
-                name, param = first.id, "eager"
+            first, compute = node.args[0], node.args[1]
+            assert isinstance(first, ast.Constant) and isinstance(first.value, str), (
+                f"{path.name}: dev.build() must name its builder with a string")
+            name = first.value
+            assert isinstance(compute, ast.Name) and compute.id in own and compute.id.startswith("_compute"), (
+                f"{path.name}: dev.build({name!r}, ...) must pass one of the module's _compute functions")
             target = ROOT / "_dask" / path.name
             assert target.exists(), f"{path.name}: no _dask/{path.name} for {name}"
             defs = {d.name: d for d in ast.parse(target.read_text()).body if isinstance(d, ast.FunctionDef)}
             assert name in defs, f"_dask/{path.name} has no builder {name}()"
-            assert defs[name].args.args[0].arg == param, f"_dask/{path.name}:{name}() must take '{param}' first"
+            assert defs[name].args.args[0].arg == "compute", f"_dask/{path.name}:{name}() must take 'compute' first"
             handoffs += 1
-    assert handoffs >= 20
-
+    assert handoffs >= 19
