@@ -15,8 +15,9 @@ class of CPU arrays too). CuPy, PyTorch, JAX and ``numba.cuda`` are never import
 for NumPy users; the simulator's fake device arrays are recognised by their module.
 
 A Dask ``x`` gives :data:`DASK`, whose "kernels" are the graph builders of
-``numbanorm._dask``: the public function checks ``dev.deferred`` and hands the call to
-``dev.build(<itself>, ...)`` (:class:`DaskDevice`).
+``numbanorm._dask``: the public function validates its arguments (Dask arrays by their
+metadata), checks ``dev.deferred`` and hands its compute function and the validated
+arguments to ``dev.build("<op>", compute, ...)`` (:class:`DaskDevice`).
 
 Tests force the GPU path on host inputs with :func:`force_device` (the CUDA simulator
 tests run this way: host arrays in, simulated kernels, results back in the caller's type).
@@ -316,34 +317,56 @@ class CudaDevice:
 _BUILDERS = {}
 
 
-def _builder(eager):
-    """The Dask graph builder of public function ``eager``: the function of the same name in
-    the module of the same name under ``numbanorm._dask`` (``numbanorm._ops.layer_norm.
-    layer_norm`` -> ``numbanorm._dask.layer_norm.layer_norm``), imported on first use."""
+def _builder(op, compute):
+    """The Dask graph builder ``op`` of an op whose compute function is ``compute``: the
+    function ``op`` in the module of the same name as ``compute``'s under
+    ``numbanorm._dask`` (``numbanorm._ops.layer_norm._compute`` -> ``numbanorm._dask.
+    layer_norm.layer_norm``), imported on first use."""
     try:
-        return _BUILDERS[eager]
+        return _BUILDERS[op, compute]
     except KeyError:
-        module = eager.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
-        b = _BUILDERS[eager] = getattr(importlib.import_module(module), eager.__name__)
+        module = compute.__module__.replace("numbanorm._ops.", "numbanorm._dask.", 1)
+        b = _BUILDERS[op, compute] = getattr(importlib.import_module(module), op)
         return b
 
 
 class DaskDevice:
     """Dask arrays: the "kernels" are the graph builders of ``numbanorm._dask``.
 
-    Public functions check ``dev.deferred`` once after :func:`device_of` and hand the call
-    to :meth:`build` with their own function object; the builder makes the blockwise /
-    reduction graph whose per-block tasks run that function (on NumPy or CuPy blocks, so
-    through the CPU or CUDA kernels) and whose statistics come from
-    :mod:`numbanorm._stats_host`. Nothing under ``numbanorm._ops`` imports ``_dask``.
+    Public functions validate and canonicalise their arguments once, for Dask arrays too
+    (shape and dtype checks read a Dask array's metadata; :meth:`asarray` leaves Dask arrays
+    as they are and :meth:`contiguous` casts them lazily), then hand the call to
+    :meth:`build` with their *compute function* (which runs the kernels of one in-memory
+    array without checking again) and the validated arguments. The builder makes the
+    blockwise / reduction graph whose per-block tasks call that compute function with the
+    block's device (CPU for NumPy blocks, CUDA for CuPy blocks) and whose statistics come
+    from :mod:`numbanorm._stats_host`. Nothing under ``numbanorm._ops`` imports ``_dask``,
+    and nothing under ``_dask`` imports ``_ops``: the compute function is passed in.
     """
 
     name = "dask"
     deferred = True
+    host = True
 
-    def build(self, eager, *args, **kwargs):
-        """``eager(*args, **kwargs)`` as a lazy Dask result (see :mod:`numbanorm._dask`)."""
-        return _builder(eager)(eager, *args, **kwargs)
+    def asarray(self, a):
+        """Dask arrays as they are (lazy); anything else as a NumPy array (host parameters)."""
+        return a if _is_dask(a) else _interop.host_view(a)
+
+    def contiguous(self, a, dtype):
+        """``a`` in ``dtype``: a lazy cast of a Dask array, a contiguous NumPy array otherwise."""
+        if _is_dask(a):
+            return a if a.dtype == dtype else a.astype(dtype)
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def shares_memory(self, a, b):
+        """Overlap of two host arrays a call writes (running statistics); Dask arrays: never."""
+        return not (_is_dask(a) or _is_dask(b)) and _shares_memory(a, b)
+
+    def build(self, op, compute, *args, **kwargs):
+        """The lazy Dask result of the call (see :mod:`numbanorm._dask`): the builder ``op``
+        of the module of ``compute``'s name under ``numbanorm._dask``, called as
+        ``builder(compute, *validated args)``; its block tasks call ``compute(dev, ...)``."""
+        return _builder(op, compute)(compute, *args, **kwargs)
 
 
 CPU = CpuDevice()

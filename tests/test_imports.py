@@ -160,19 +160,27 @@ def test_walker_sees_relative_and_function_level_imports(tmp_path):
 
 
 def test_every_dask_handoff_has_a_builder():
-    """Each ``dev.build(<op function>, ...)`` in ``_ops/<mod>.py`` has its builder: a function
-    of that name in ``_dask/<mod>.py`` taking the in-memory function first (the rule
+    """Each ``dev.build("<op>", <compute function>, ...)`` in ``_ops/<mod>.py`` passes one of that
+    module's own functions (its compute function, never the public op) and has its builder:
+    a function ``<op>`` in ``_dask/<mod>.py`` taking the compute function first (the rule
     ``_dispatch._builder`` follows)."""
     handoffs = 0
     for path in sorted((ROOT / "_ops").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        own = {d.name for d in tree.body if isinstance(d, ast.FunctionDef)}
+        for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "build"):
                 continue
-            name = node.args[0].id
+            first, compute = node.args[0], node.args[1]
+            assert isinstance(first, ast.Constant) and isinstance(first.value, str), (
+                f"{path.name}: dev.build() must name its builder with a string")
+            name = first.value
+            assert isinstance(compute, ast.Name) and compute.id in own and compute.id.startswith("_compute"), (
+                f"{path.name}: dev.build({name!r}, ...) must pass one of the module's _compute functions")
             target = ROOT / "_dask" / path.name
             assert target.exists(), f"{path.name}: no _dask/{path.name} for {name}"
             defs = {d.name: d for d in ast.parse(target.read_text()).body if isinstance(d, ast.FunctionDef)}
             assert name in defs, f"_dask/{path.name} has no builder {name}()"
-            assert defs[name].args.args[0].arg == "eager", f"_dask/{path.name}:{name}() must take 'eager' first"
+            assert defs[name].args.args[0].arg == "compute", f"_dask/{path.name}:{name}() must take 'compute' first"
             handoffs += 1
-    assert handoffs >= 20
+    assert handoffs >= 19

@@ -2,50 +2,44 @@
 (``add_layer_norm``, ``add_rms_norm`` and their backwards) and ``layer_norm`` / ``rms_norm``
 called with ``weight_offset``, ``casting`` or (backward) ``y=``. The per-sample pattern of
 :mod:`numbanorm._dask`: the normalized trailing dims in one chunk, every other axis keeps
-x's chunks, each block runs the in-memory function (so results equal the in-memory ones bit
-for bit), parameter gradients are per-block partials added by a Dask tree sum. Arguments
-are validated eagerly on a small probe.
+x's chunks, each block runs the op's compute function (the kernels of the block's device,
+so results equal the in-memory ones bit for bit), parameter gradients are per-block
+partials added by a Dask tree sum. Arguments arrive validated (parameters flat ``(N,)`` of
+the compute dtype, saved statistics flat ``(M,)``), the compute function first.
 """
 import functools
 
 import numpy as np
 
 from . import _graph as D
+from .layer_norm import flat_param, flat_rows, trail_axes
 
 
-def _fwd_block(eager, *blocks, fn, centered, add, nshape, eps, kw):
+def _fwd_block(compute, *blocks, fn, centered, add, nshape, eps, offset, casting, ctype, rtype, stype):
     it = iter(blocks)
     xb = next(it)
-    rb = next(it) if add else None
-    wb, bb = next(it), next(it)
-    return eager(fn, centered, xb, rb, nshape, wb, bb, eps, return_stats=True, add=add, **kw)
+    dev = D.block_device(xb)
+    rb = dev.asarray(next(it)) if add else None
+    wb, bb = D.on_device(dev, next(it), ctype), D.on_device(dev, next(it), ctype)
+    return compute(dev, fn, centered, add, dev.asarray(xb), rb, nshape, wb, bb, eps, offset, casting, ctype, rtype,
+                   stype, True)
 
 
-def forward(eager, fn, centered, x, residual, normalized_shape, weight, bias, eps, *, weight_offset=0.0, casting=None,
-            residual_dtype=None, out=None, residual_out=None, return_stats=False, add=True):
-    """Dask twin of :func:`numbanorm._ops._fused.forward` (same arguments and results)."""
-    nshape, trail = D.trailing(fn, x, normalized_shape)
-    kw = dict(weight_offset=weight_offset, casting=casting)
-    if add:
-        kw["residual_dtype"] = residual_dtype
-    probe = D.probe_shape(x.shape, trail)
-    pr = np.zeros(probe, getattr(residual, "dtype", x.dtype)) if add else None
-    py = eager(fn, centered, np.zeros(probe, x.dtype), pr, normalized_shape, D.probe_param(weight),
-               D.probe_param(bias), eps, return_stats=True, add=add, **kw)
-    rtype = py[0].dtype
-    D.check_out(fn, out, x.shape, rtype)
-    if add:
-        D.check_out(fn, residual_out, x.shape, py[1].dtype)
+def forward(compute, fn, centered, add, x, residual, nshape, weight, bias, eps, offset, casting, ctype, rtype, stype,
+            return_stats, *, out=None, residual_out=None):
+    """Dask twin of :func:`numbanorm._ops._fused.forward` (validated arguments, same results)."""
+    D.dtypes(fn, x)  # masked chunks are refused
+    trail = trail_axes(x, nshape)
     x = D.rechunk(x, trail)
     whole = tuple(range(x.ndim))
     args = [(x, whole)]
     if add:
         args.append((D.like_chunks(residual, x.chunks), whole))
-    for p in (weight, bias if centered else None):
-        args.append((None, None) if p is None else (D.aligned(p, trail, x.chunks), trail))
-    specs = [(rtype, x.chunks)] + ([(py[1].dtype, x.chunks)] if add else [])
-    specs += [(a.dtype, D.stat_chunks(x, trail)) for a in py[1 + add:]]
-    block = functools.partial(_fwd_block, eager, fn=fn, centered=centered, add=add, nshape=nshape, eps=eps, kw=kw)
+    args += [flat_param(weight, x), flat_param(bias, x)]
+    specs = [(rtype, x.chunks)] + ([(stype, x.chunks)] if add else [])
+    specs += [(ctype, D.stat_chunks(x, trail))] * (2 if centered else 1)
+    block = functools.partial(_fwd_block, compute, fn=fn, centered=centered, add=add, nshape=nshape, eps=eps,
+                              offset=offset, casting=casting, ctype=ctype, rtype=rtype, stype=stype)
     res = D.blockwise(block, x, args, specs)
     res[0] = D.finish_out(res[0], out)
     if add:
@@ -54,51 +48,46 @@ def forward(eager, fn, centered, x, residual, normalized_shape, weight, bias, ep
     return tuple(res) if len(res) > 1 else res[0]
 
 
-def _bw_block(eager, *blocks, fn, centered, names, nshape, eps, offset, nd, add):
+def _bw_block(compute, *blocks, names, centered, from_output, nshape, eps, offset, ctype, rtype, nd):
     kw = dict(zip(names, blocks))
-    got = eager(fn, centered, kw.pop("grad_y"), kw.pop("grad_s", None), kw.pop("v", None), nshape,
-                kw.pop("weight", None), eps=eps, weight_offset=offset, add=add, **kw)
+    dev = D.block_device(kw["v"])
+    ga, va = dev.asarray(kw["grad_y"]), dev.asarray(kw["v"])
+    gsa = D.on_device(dev, kw.get("grad_s"))
+    w, b = D.on_device(dev, kw.get("weight"), ctype), D.on_device(dev, kw.get("bias"), ctype)
+    mean = D.on_device(dev, kw.get("mean"), ctype, (-1,))
+    rstd = D.on_device(dev, kw.get("rstd"), ctype, (-1,))
+    got = compute(dev, centered, from_output, ga, gsa, va, nshape, w, b, eps, offset, mean, rstd, ctype, rtype)
     keep = (1,) * (nd - len(nshape)) + tuple(nshape)
     gw = np.zeros(keep) if got[1] is None else got[1].reshape(keep)
     return (got[0], gw) + ((got[2].reshape(keep),) if centered else ())
 
 
-def backward(eager, fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, mean=None, rstd=None, y=None,
-             bias=None, weight_offset=0.0, out=None, add=True):
-    """Dask twin of :func:`numbanorm._ops._fused.backward`."""
-    data = y if v is None else v
-    if data is None:
-        raise ValueError(f"{fn}(): give exactly one of the forward's input and 'y' (its output), got neither")
-    nshape, trail = D.trailing(fn, data, normalized_shape)
-    probe = D.probe_shape(data.shape, trail)
-    pz = np.zeros(probe, data.dtype)
-    stat = np.ones(probe[: data.ndim - len(trail)], data.dtype)
-    eager(fn, centered, pz, None if grad_s is None else pz, None if v is None else pz, normalized_shape,
-          D.probe_param(weight), eps=eps, mean=None if mean is None else stat,
-          rstd=None if rstd is None else stat, y=None if y is None else pz, bias=D.probe_param(bias),
-          weight_offset=weight_offset, add=add)
-    data = D.rechunk(data, trail)
+def backward(compute, fn, centered, from_output, grad_y, grad_s, v, nshape, weight, bias, eps, offset, mean, rstd, ctype,
+             rtype, *, out=None):
+    """Dask twin of :func:`numbanorm._ops._fused.backward` (validated arguments; ``v`` the
+    forward's input, or its output ``y`` with ``from_output``)."""
+    D.dtypes(fn, v)
+    trail = trail_axes(v, nshape)
+    data = D.rechunk(v, trail)
     whole = tuple(range(data.ndim))
-    rows = tuple(None if a in trail else a for a in range(data.ndim))
     names, args = [], []
-    for name, a, axes in (("grad_y", grad_y, None), ("grad_s", grad_s, None), ("v", v, None), ("y", y, None),
-                          ("weight", weight, trail), ("bias", bias, trail), ("mean", mean, rows),
-                          ("rstd", rstd, rows)):
-        if a is None:
-            continue
-        names.append(name)
-        if axes is None:
+    for name, a in (("grad_y", grad_y), ("grad_s", grad_s), ("v", data)):
+        if a is not None:
+            names.append(name)
             args.append((D.like_chunks(a, data.chunks), whole))
-        elif axes is trail:
-            args.append((D.aligned(a, trail, data.chunks), trail))
-        else:
-            args.append((D.saved_rows(fn, name, a, data, trail), rows))
+    for name, a in (("weight", weight), ("bias", bias)):
+        if a is not None:
+            names.append(name)
+            args.append(flat_param(a, data))
+    for name, a in (("mean", mean), ("rstd", rstd)):
+        if a is not None:
+            names.append(name)
+            args.append(flat_rows(a, data, trail))
     lead = tuple(a for a in range(data.ndim) if a not in trail)
     pchunks = D.ones_chunks(data.chunks, lead)
-    _, rtype = D.dtypes(fn, data)
     specs = [(rtype, data.chunks)] + [(np.float64, pchunks)] * (2 if centered else 1)
-    block = functools.partial(_bw_block, eager, fn=fn, centered=centered, names=tuple(names), nshape=nshape, eps=eps,
-                              offset=weight_offset, nd=data.ndim, add=add)
+    block = functools.partial(_bw_block, compute, names=tuple(names), centered=centered, from_output=from_output,
+                              nshape=nshape, eps=eps, offset=offset, ctype=ctype, rtype=rtype, nd=data.ndim)
     res = D.blockwise(block, data, args, specs)
     gx = D.finish_grad(fn, res[0], out, data)
     gw = None if weight is None else D.sum_partials(res[1], lead, nshape, rtype)

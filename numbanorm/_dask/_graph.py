@@ -1,6 +1,9 @@
-"""Graph plumbing shared by the Dask builders: probes, rechunking, parameter alignment,
-multi-output ``blockwise``, ``out=`` handling and the small argument checks every builder
-makes before it builds a graph.
+"""Graph plumbing shared by the Dask builders: block devices, rechunking, parameter
+alignment, multi-output ``blockwise`` and ``out=`` handling. (Arguments arrive validated by
+the public functions; what is checked here is Dask's own: masked chunks, :func:`dtypes`.)
+
+Each block task finds its device with :func:`block_device` and hands the op's compute
+function ``dev``'s arrays (:func:`on_device`).
 
 Every builder keeps the chunks of the axes a normalized group does not span and puts the
 axes it spans in one chunk (:func:`rechunk`); parameters are aligned to the axes they
@@ -29,19 +32,27 @@ def is_dask(a):
     return _dispatch._is_dask(a)
 
 
-# --------------------------------------------------------------------------- probes and chunks
+# --------------------------------------------------------------------------- blocks
 
 
-def probe_shape(shape, whole):
-    """x's shape with every axis outside ``whole`` cut to at most 2 (validation probes)."""
-    return tuple(n if ax in whole else min(n, 2) for ax, n in enumerate(shape))
+def block_device(block):
+    """The in-memory device of one block: CPU for NumPy blocks, CUDA for CuPy blocks
+    (what :func:`numbanorm._dispatch.device_of` picks for the block as ``x``)."""
+    return _dispatch.device_of("numbanorm", x=block)
 
 
-def probe_param(a):
-    """A NumPy stand-in of the same shape and dtype for a parameter (Dask arrays: zeros)."""
-    if a is None or not is_dask(a):
-        return a
-    return np.zeros(a.shape, a.dtype)
+def on_device(dev, block, dtype=None, shape=None):
+    """A block as ``dev``'s array (None stays None): in ``dtype`` (C-contiguous) when given,
+    reshaped to ``shape`` when given. The compute functions take their arguments so."""
+    if block is None:
+        return None
+    a = dev.asarray(block)
+    if dtype is not None:
+        a = dev.contiguous(a, dtype)
+    return a if shape is None else a.reshape(shape)
+
+
+# --------------------------------------------------------------------------- chunks
 
 
 def rechunk(x, whole):
@@ -227,38 +238,6 @@ def sum_partials(p, axes, shape, dtype):
 # --------------------------------------------------------------------------- row statistics
 
 
-def trailing(fn, x, normalized_shape):
-    """(normalized_shape as a tuple, the trailing axes it spans)."""
-    nshape = _validate.normalized_shape(fn, x.shape, normalized_shape)
-    k = len(nshape)
-    return nshape, tuple(range(x.ndim - k, x.ndim))
-
-
 def stat_chunks(x, trail):
     """Chunks of per-row statistics: x's chunks with the trailing axes of size 1."""
     return tuple((1,) if ax in trail else c for ax, c in enumerate(x.chunks))
-
-
-def saved_rows(fn, arg, value, x, trail):
-    """Saved row statistics (lead shape, with or without trailing 1s) aligned to x's blocks."""
-    lead = tuple(x.shape[: x.ndim - len(trail)])
-    shape = tuple(value.shape)
-    if shape not in (lead, lead + (1,) * len(trail)):
-        raise ValueError(
-            f"{fn}(): argument '{arg}' must have shape {lead + (1,) * len(trail)} (as returned with "
-            f"return_stats=True) or {lead}, got shape {shape}"
-        )
-    if shape == lead:
-        value = value.reshape(lead + (1,) * len(trail))
-    return aligned(value, tuple(None if ax in trail else ax for ax in range(x.ndim)), x.chunks)
-
-
-def check_grad(fn, grad_out, x):
-    """grad_out: a real array of x's shape (checked before any graph is built)."""
-    if not (hasattr(grad_out, "shape") and hasattr(grad_out, "dtype")):
-        grad_out = np.asarray(grad_out)
-    _validate.float_dtypes(fn, "grad_out", grad_out.dtype)
-    if tuple(grad_out.shape) != tuple(x.shape):
-        raise ValueError(
-            f"{fn}(): argument 'grad_out' must have the shape of x {tuple(x.shape)}, got shape {tuple(grad_out.shape)}"
-        )

@@ -1,7 +1,8 @@
 """Dask :func:`numbanorm.batch_norm` and its backward.
 
 Training: per-channel moments by a tree reduction of per-block partials (Chan merge), then
-a blockwise normalization with the in-memory function in eval mode. With running
+a blockwise normalization with the op's compute function in eval mode (the kernels of the
+block's device; arguments arrive validated, the compute function first). With running
 statistics the batch statistics are computed now and the running statistics (NumPy
 arrays) updated in place with :mod:`numbanorm._stats_host`'s helpers, exactly as the
 in-memory call; otherwise everything is lazy. :func:`running_update` and
@@ -14,8 +15,8 @@ import numpy as np
 from .. import _dispatch, _validate
 from .._stats_host import batches_tracked, increment, momentum_arg, update_running
 from ._graph import (
-    aligned, blockwise, check_grad, check_out, dask_array, dtypes, finish_grad, finish_out, finish_outs,
-    is_dask, like_chunks, ones_chunks, probe_param, probe_shape,
+    aligned, block_device, blockwise, dask_array, dtypes, finish_grad, finish_out, finish_outs, is_dask, like_chunks,
+    on_device, ones_chunks,
 )
 from ._stats import reduce_moments
 
@@ -46,14 +47,16 @@ def host_running(fn, running_mean, running_var, update):
                 )
 
 
-def _bn_apply_block(eager, xb, mb, vb, wb, bb, eps, channel_axis):
-    """Normalize a block with fixed per-channel mean/variance (the in-memory eval path)."""
-    return (eager(xb, mb, vb, wb, bb, training=False, eps=eps, channel_axis=channel_axis),)
+def _bn_apply_block(compute, xb, mb, vb, wb, bb, ax, eps, ctype, rtype):
+    """Normalize a block with fixed per-channel mean/variance (the compute function in eval mode)."""
+    dev = block_device(xb)
+    return (compute(dev, dev.asarray(xb), ax, False, on_device(dev, wb, ctype), on_device(dev, bb, ctype),
+                    on_device(dev, mb), on_device(dev, vb), eps, ctype, rtype, False),)
 
 
-def batch_norm(eager, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
-               channel_axis=1, out=None, return_stats=False, num_batches_tracked=None, unbiased_running_var=True):
-    """Dask :func:`numbanorm.batch_norm`.
+def batch_norm(compute, x, ax, training, weight, bias, rm, rv, eps, ctype, rtype, return_stats, *, out=None, running):
+    """Dask :func:`numbanorm.batch_norm` (arguments validated; ``running``: the caller's
+    ``(running_mean, running_var, momentum, num_batches_tracked, unbiased)``).
 
     Training: per-channel moments by a tree reduction of per-block partials (Chan merge),
     then a blockwise normalization. With running statistics the batch statistics are
@@ -63,24 +66,11 @@ def batch_norm(eager, x, running_mean, running_var, weight=None, bias=None, trai
     """
     fn = "batch_norm"
     da = dask_array()
-    ctype, rtype = dtypes(fn, x)
-    ax = _validate.channel_axis(fn, channel_axis, x.ndim)
+    dtypes(fn, x)  # masked chunks are refused
+    running_mean, running_var, momentum, num_batches_tracked, unbiased = running
     c = x.shape[ax]
-    probe = np.zeros(probe_shape(x.shape, (ax,)), x.dtype)
-    prm = None if running_mean is None else np.array(probe_param(running_mean), copy=True)
-    prv = None if running_var is None else np.array(probe_param(running_var), copy=True)
-    eager(probe, prm, prv, probe_param(weight), probe_param(bias), training, momentum, eps,
-          channel_axis=channel_axis, return_stats=return_stats,
-          num_batches_tracked=None if hasattr(num_batches_tracked, "shape") else num_batches_tracked,
-          unbiased_running_var=unbiased_running_var)
-    training = bool(training)
-    n = int(np.prod([s for a, s in enumerate(x.shape) if a != ax]))
-    if training and n == 1:
-        raise ValueError(
-            f"{fn}(): argument 'x' must have more than 1 value per channel when training, got shape {tuple(x.shape)}"
-        )
     host_running(fn, running_mean, running_var, training)
-    check_out(fn, out, x.shape, rtype)
+    n = int(np.prod([s for a, s in enumerate(x.shape) if a != ax]))
     red = tuple(a for a in range(x.ndim) if a != ax)
     if training:
         if n and c:
@@ -89,20 +79,20 @@ def batch_norm(eager, x, running_mean, running_var, weight=None, bias=None, trai
             var = st["m2"] / st["n"]
             if running_mean is not None:
                 mean, var = da.compute(mean, var)
-                running_update("batch_norm", mean.reshape(1, c), var.reshape(1, c), n, momentum,
-                               num_batches_tracked, bool(unbiased_running_var), running_mean, running_var)
+                running_update(fn, mean.reshape(1, c), var.reshape(1, c), n, momentum, num_batches_tracked,
+                               unbiased, running_mean, running_var)
         else:
             mean = var = np.full(c, np.nan)
             if running_mean is not None:
-                running_update("batch_norm", None, None, 0, momentum, num_batches_tracked,
-                               bool(unbiased_running_var), running_mean, running_var)
+                running_update(fn, None, None, 0, momentum, num_batches_tracked, unbiased, running_mean,
+                               running_var)
     else:
-        mean, var = running_mean, running_var
+        mean, var = rm, rv
     args = [(x, tuple(range(x.ndim)))]
     for p in (mean, var, weight, bias):
         args.append((None, None) if p is None else (aligned(p, (ax,), x.chunks), (ax,)))
-    y, = blockwise(functools.partial(_bn_apply_block, eager, eps=eps, channel_axis=channel_axis), x, args,
-                   [(rtype, x.chunks)])
+    block = functools.partial(_bn_apply_block, compute, ax=ax, eps=eps, ctype=ctype, rtype=rtype)
+    y, = blockwise(block, x, args, [(rtype, x.chunks)])
     if not return_stats:
         return finish_out(y, out)
     mean_a = mean if is_dask(mean) else da.from_array(np.asarray(mean, np.float64))
@@ -112,11 +102,14 @@ def batch_norm(eager, x, running_mean, running_var, weight=None, bias=None, trai
     return y, mean_a, rstd
 
 
-def _bn_sums_block(eager, gb, xb, mb, rb, channel_axis, nd, ax, c):
+def _bn_sums_block(compute, gb, xb, mb, rb, ax, nd, ctype, rtype):
     """Per-block Σdy and Σdy·x̂ per channel (eval-mode backward with the global statistics)."""
+    dev = block_device(xb)
     cb = xb.shape[ax]
-    _, gw, gbias = eager(gb, xb, np.ones(cb, np.float64 if xb.dtype == np.float64 else np.float32),
-                         training=False, mean=mb, rstd=rb, channel_axis=channel_axis)
+    stat = (1, cb)
+    _, gw, gbias = compute(dev, dev.asarray(gb), dev.asarray(xb), ax, False, dev.asarray(np.ones(cb, ctype)), None,
+                           None, 0.0, on_device(dev, mb, np.float64, stat), on_device(dev, rb, np.float64, stat),
+                           ctype, rtype)
     keep = tuple(cb if a == ax else 1 for a in range(nd))
     return np.asarray(gbias, np.float64).reshape(keep), np.asarray(gw, np.float64).reshape(keep)
 
@@ -134,20 +127,14 @@ def _bn_grad_block(gb, xb, mb, rb, wb, sdy, sdyx, n, ax, rtype):
     return ((w * r * (dy - a - xhat * b)).astype(rtype),)
 
 
-def batch_norm_backward(eager, grad_out, x, weight=None, *, training=True, running_mean=None, running_var=None,
-                        eps=1e-5, mean=None, rstd=None, channel_axis=1, out=None):
-    """Dask :func:`numbanorm.batch_norm_backward`: per-channel sums by tree reduction, grad_x blockwise."""
+def batch_norm_backward(compute, grad_out, x, ax, training, weight, rm, rv, eps, mean, rstd, ctype, rtype, *,
+                        out=None):
+    """Dask :func:`numbanorm.batch_norm_backward` (arguments validated; saved ``mean``/``rstd``
+    float64 ``(1, C)``): per-channel sums by tree reduction, grad_x blockwise."""
     fn = "batch_norm_backward"
     da = dask_array()
-    ctype, rtype = dtypes(fn, x)
-    check_grad(fn, grad_out, x)
-    ax = _validate.channel_axis(fn, channel_axis, x.ndim)
+    dtypes(fn, x)
     c = x.shape[ax]
-    probe = probe_shape(x.shape, (ax,))
-    eager(np.zeros(probe, x.dtype), np.zeros(probe, x.dtype), probe_param(weight),
-          training=training, running_mean=probe_param(running_mean), running_var=probe_param(running_var),
-          eps=eps, mean=probe_param(mean), rstd=probe_param(rstd), channel_axis=channel_axis)
-    training = bool(training)
     red = tuple(a for a in range(x.ndim) if a != ax)
     n = int(np.prod([s for a, s in enumerate(x.shape) if a != ax]))
     g = like_chunks(grad_out, x.chunks)
@@ -157,33 +144,36 @@ def batch_norm_backward(eager, grad_out, x, weight=None, *, training=True, runni
             mean = st["mean"]
             rstd = 1.0 / da.sqrt(st["m2"] / st["n"] + eps)
         else:
-            mean = running_mean
-            rv = running_var if is_dask(running_var) else np.asarray(running_var, np.float64)
-            rstd = 1.0 / (da.sqrt(rv + eps) if is_dask(rv) else np.sqrt(rv + eps))
+            mean = rm
+            var = rv if is_dask(rv) else np.asarray(rv, np.float64)
+            rstd = 1.0 / (da.sqrt(var + eps) if is_dask(var) else np.sqrt(var + eps))
+    else:
+        mean, rstd = mean.reshape(c), rstd.reshape(c)
     m_a = aligned(mean, (ax,), x.chunks)
     r_a = aligned(rstd, (ax,), x.chunks)
     pchunks = ones_chunks(x.chunks, red)
-    sdy, sdyx = blockwise(functools.partial(_bn_sums_block, eager, channel_axis=channel_axis, nd=x.ndim, ax=ax, c=c), x,
-                          [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), (m_a, (ax,)), (r_a, (ax,))],
+    sums = functools.partial(_bn_sums_block, compute, ax=ax, nd=x.ndim, ctype=ctype, rtype=rtype)
+    sdy, sdyx = blockwise(sums, x, [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), (m_a, (ax,)), (r_a, (ax,))],
                           [(np.float64, pchunks), (np.float64, pchunks)])
     sdy = sdy.sum(axis=red, dtype=np.float64).reshape(c)
     sdyx = sdyx.sum(axis=red, dtype=np.float64).reshape(c)
+    w_a = (None, None) if weight is None else (aligned(weight, (ax,), x.chunks), (ax,))
     if training:
-        args = [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), (m_a, (ax,)), (r_a, (ax,)),
-                (None, None) if weight is None else (aligned(weight, (ax,), x.chunks), (ax,)),
+        args = [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), (m_a, (ax,)), (r_a, (ax,)), w_a,
                 (sdy.rechunk((x.chunks[ax],)), (ax,)), (sdyx.rechunk((x.chunks[ax],)), (ax,))]
         gx, = blockwise(functools.partial(_bn_grad_block, n=n, ax=ax, rtype=np.dtype(rtype)), x, args,
                         [(rtype, x.chunks)])
     else:
-        args = [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))),
-                (None, None) if weight is None else (aligned(weight, (ax,), x.chunks), (ax,)),
-                (m_a, (ax,)), (r_a, (ax,))]
-        gx, = blockwise(functools.partial(_bn_eval_grad_block, eager, channel_axis=channel_axis), x, args,
-                        [(rtype, x.chunks)])
+        args = [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), w_a, (m_a, (ax,)), (r_a, (ax,))]
+        block = functools.partial(_bn_eval_grad_block, compute, ax=ax, ctype=ctype, rtype=rtype)
+        gx, = blockwise(block, x, args, [(rtype, x.chunks)])
     gw = None if weight is None else sdyx.astype(rtype)
     return finish_grad(fn, (gx, gw, sdy.astype(rtype)), out, x)
 
 
-def _bn_eval_grad_block(eager, gb, xb, wb, mb, rb, channel_axis):
-    gx, _, _ = eager(gb, xb, wb, training=False, mean=mb, rstd=rb, channel_axis=channel_axis)
+def _bn_eval_grad_block(compute, gb, xb, wb, mb, rb, ax, ctype, rtype):
+    dev = block_device(xb)
+    stat = (1, xb.shape[ax])
+    gx, _, _ = compute(dev, dev.asarray(gb), dev.asarray(xb), ax, False, on_device(dev, wb, ctype), None, None, 0.0,
+                       on_device(dev, mb, np.float64, stat), on_device(dev, rb, np.float64, stat), ctype, rtype)
     return (gx,)

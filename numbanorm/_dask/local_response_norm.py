@@ -1,61 +1,47 @@
 """Dask :func:`numbanorm.local_response_norm` and its backward: the windowed axes in one
 chunk (the channel axis across channels; the spatial axes within a channel), each block
-runs the in-memory function."""
+runs the op's compute function (the kernels of the block's device). Arguments arrive
+validated (``params`` as the op checked them), the compute function first."""
 import functools
 
-import numpy as np
-
-from .. import _validate
-from ._graph import (
-    blockwise, check_grad, check_out, dtypes, finish_grad, finish_out, like_chunks, probe_shape, rechunk,
-)
+from ._graph import block_device, blockwise, dtypes, finish_grad, finish_out, like_chunks, rechunk
 
 
-def _lrn_axes(fn, x, mode, channel_axis):
+def _lrn_axes(x, params):
     """The axes the LRN window runs over (they go in one chunk)."""
-    ax = _validate.channel_axis(fn, channel_axis, x.ndim)
+    mode, ax = params[4], params[6]
     if mode == "within_channel":
         return tuple(a for a in range(1, x.ndim) if a != ax)
     return (ax,)
 
 
-def _lrn_block(eager, xb, size, alpha, beta, k, mode, convention, channel_axis):
-    return (eager(xb, size, alpha, beta, k, mode=mode, convention=convention,
-                  channel_axis=channel_axis),)
+def _lrn_block(compute, xb, params, ctype, rtype):
+    dev = block_device(xb)
+    return (compute(dev, dev.asarray(xb), params, ctype, rtype),)
 
 
-def local_response_norm(eager, x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_channels", convention="torch",
-                        channel_axis=1, out=None):
-    """Dask :func:`numbanorm.local_response_norm`: the windowed axes in one chunk, blockwise."""
-    fn = "local_response_norm"
-    ctype, rtype = dtypes(fn, x)
-    whole = _lrn_axes(fn, x, mode, channel_axis)
-    kw = dict(mode=mode, convention=convention, channel_axis=channel_axis)
-    eager(np.zeros(probe_shape(x.shape, whole), x.dtype), size, alpha, beta, k, **kw)
-    check_out(fn, out, x.shape, rtype)
-    x = rechunk(x, whole)
-    y, = blockwise(functools.partial(_lrn_block, eager, size=size, alpha=alpha, beta=beta, k=k, **kw), x,
-                   [(x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
+def local_response_norm(compute, x, params, ctype, rtype, *, out=None):
+    """Dask :func:`numbanorm.local_response_norm` (arguments validated): the windowed axes in
+    one chunk, blockwise."""
+    dtypes("local_response_norm", x)  # masked chunks are refused
+    x = rechunk(x, _lrn_axes(x, params))
+    block = functools.partial(_lrn_block, compute, params=params, ctype=ctype, rtype=rtype)
+    y, = blockwise(block, x, [(x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
     return finish_out(y, out)
 
 
-def _lrn_bw_block(eager, gb, xb, size, alpha, beta, k, mode, convention, channel_axis):
-    return (eager(gb, xb, size, alpha, beta, k, mode=mode, convention=convention,
-                  channel_axis=channel_axis),)
+def _lrn_bw_block(compute, gb, xb, params, ctype, rtype):
+    dev = block_device(xb)
+    return (compute(dev, dev.asarray(gb), dev.asarray(xb), params, ctype, rtype),)
 
 
-def local_response_norm_backward(eager, grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_channels",
-                                 convention="torch", channel_axis=1, out=None):
-    """Dask :func:`numbanorm.local_response_norm_backward`: the windowed axes in one chunk."""
+def local_response_norm_backward(compute, grad_out, x, params, ctype, rtype, *, out=None):
+    """Dask :func:`numbanorm.local_response_norm_backward` (arguments validated): the windowed
+    axes in one chunk."""
     fn = "local_response_norm_backward"
-    ctype, rtype = dtypes(fn, x)
-    check_grad(fn, grad_out, x)
-    whole = _lrn_axes(fn, x, mode, channel_axis)
-    kw = dict(mode=mode, convention=convention, channel_axis=channel_axis)
-    probe = probe_shape(x.shape, whole)
-    eager(np.zeros(probe, x.dtype), np.zeros(probe, x.dtype), size, alpha, beta, k, **kw)
-    x = rechunk(x, whole)
+    dtypes(fn, x)
+    x = rechunk(x, _lrn_axes(x, params))
     g = like_chunks(grad_out, x.chunks)
-    gx, = blockwise(functools.partial(_lrn_bw_block, eager, size=size, alpha=alpha, beta=beta, k=k, **kw), x,
-                    [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
+    block = functools.partial(_lrn_bw_block, compute, params=params, ctype=ctype, rtype=rtype)
+    gx, = blockwise(block, x, [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim)))], [(rtype, x.chunks)])
     return finish_grad(fn, gx, out, x)

@@ -2,21 +2,17 @@
 reduction of per-block partials, then one blockwise pass of the transform kernel."""
 import functools
 
-from .. import _validate
-from .._stats_host import feature_range_arg, reduce_axes
-from ._graph import blockwise, check_out, dtypes, finish_out
+from ._graph import blockwise, dtypes, finish_out
 from ._stats import reduce_extrema
 from .standardize import apply_block
 
 
-def min_max_scale(eager, x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
-    """Dask :func:`numbanorm.min_max_scale`: tree-merged extrema, then a blockwise transform."""
+def min_max_scale(compute, x, lo, hi, axes, clip, ctype, rtype, *, out=None):
+    """Dask :func:`numbanorm.min_max_scale` (arguments validated): tree-merged extrema, then a
+    blockwise transform (each block runs :func:`.standardize.apply_block` with the merged
+    extrema; ``compute``, the whole-array compute function, is not used)."""
     fn = "min_max_scale"
-    ctype, rtype = dtypes(fn, x)
-    lo, hi = feature_range_arg(fn, feature_range)
-    axes = reduce_axes(fn, axis, x.ndim)
-    clip = _validate.flag(fn, clip, "clip")
-    check_out(fn, out, x.shape, rtype)
+    dtypes(fn, x)  # masked chunks are refused
     if x.size == 0:
         return finish_out(x.astype(rtype), out)
     st = reduce_extrema(x, axes)

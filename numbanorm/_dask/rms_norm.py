@@ -1,65 +1,58 @@
 """Dask :func:`numbanorm.rms_norm` and its backward: the normalized trailing dims in one
-chunk, blockwise with the in-memory function; grad_weight tree-summed from per-block partials."""
+chunk, blockwise with the op's compute function (the kernels of the block's device);
+grad_weight tree-summed from per-block partials. Arguments arrive validated (as in
+:mod:`.layer_norm`, whose helpers these builders share)."""
 import functools
 
 import numpy as np
 
 from ._graph import (
-    aligned, blockwise, check_grad, check_out, dtypes, finish_grad, finish_outs, like_chunks, ones_chunks,
-    probe_param, probe_shape, rechunk, saved_rows, stat_chunks, sum_partials, trailing,
+    blockwise, block_device, dtypes, finish_grad, finish_outs, like_chunks, on_device, ones_chunks, rechunk,
+    stat_chunks, sum_partials,
 )
+from .layer_norm import flat_param, flat_rows, trail_axes
 
 
-def _rms_block(eager, xb, wb, normalized_shape, eps, return_stats):
-    r = eager(xb, normalized_shape, wb, eps, return_stats=return_stats)
+def _rms_block(compute, xb, wb, nshape, eps, ctype, rtype, return_stats):
+    dev = block_device(xb)
+    r = compute(dev, dev.asarray(xb), nshape, on_device(dev, wb, ctype), eps, ctype, rtype, return_stats)
     return r if return_stats else (r,)
 
 
-def rms_norm(eager, x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False):
-    """Dask :func:`numbanorm.rms_norm`: the normalized trailing dims in one chunk, blockwise."""
-    fn = "rms_norm"
-    nshape, trail = trailing(fn, x, normalized_shape)
-    ctype, rtype = dtypes(fn, x)
-    eager(np.zeros(probe_shape(x.shape, trail), x.dtype), normalized_shape, probe_param(weight), eps,
-          return_stats=return_stats)
-    check_out(fn, out, x.shape, rtype)
+def rms_norm(compute, x, nshape, weight, eps, ctype, rtype, return_stats, *, out=None):
+    """Dask :func:`numbanorm.rms_norm` (arguments validated): trailing dims in one chunk, blockwise."""
+    dtypes("rms_norm", x)  # masked chunks are refused
+    trail = trail_axes(x, nshape)
     x = rechunk(x, trail)
-    args = [(x, tuple(range(x.ndim))), (None, None) if weight is None else (aligned(weight, trail, x.chunks), trail)]
+    args = [(x, tuple(range(x.ndim))), flat_param(weight, x)]
     specs = [(rtype, x.chunks)]
     if return_stats:
         specs.append((ctype, stat_chunks(x, trail)))
-    res = blockwise(functools.partial(_rms_block, eager, normalized_shape=nshape, eps=eps, return_stats=return_stats),
-                    x, args, specs)
-    res = finish_outs(res, out)
+    block = functools.partial(_rms_block, compute, nshape=nshape, eps=eps, ctype=ctype, rtype=rtype,
+                              return_stats=return_stats)
+    res = finish_outs(blockwise(block, x, args, specs), out)
     return (res[0], res[1]) if return_stats else res[0]
 
 
-def _rms_bw_block(eager, gb, xb, wb, rb, normalized_shape, eps, nd, k):
-    gx, gw = eager(gb, xb, normalized_shape, wb, eps=eps, rstd=rb)
-    keep = (1,) * (nd - k) + tuple(normalized_shape)
+def _rms_bw_block(compute, gb, xb, wb, rb, nshape, eps, ctype, rtype, nd):
+    dev = block_device(xb)
+    gx, gw = compute(dev, dev.asarray(gb), dev.asarray(xb), nshape, on_device(dev, wb, ctype), eps,
+                     on_device(dev, rb, ctype, (-1,)), ctype, rtype)
+    keep = (1,) * (nd - len(nshape)) + tuple(nshape)
     return gx, (np.zeros(keep) if gw is None else gw.reshape(keep))
 
 
-def rms_norm_backward(eager, grad_out, x, normalized_shape, weight=None, *, eps=None, rstd=None, out=None):
-    """Dask :func:`numbanorm.rms_norm_backward`: grad_x blockwise, grad_weight tree-summed."""
+def rms_norm_backward(compute, grad_out, x, nshape, weight, eps, rstd, ctype, rtype, *, out=None):
+    """Dask :func:`numbanorm.rms_norm_backward` (arguments validated): grad_x blockwise,
+    grad_weight tree-summed."""
     fn = "rms_norm_backward"
-    nshape, trail = trailing(fn, x, normalized_shape)
-    ctype, rtype = dtypes(fn, x)
-    check_grad(fn, grad_out, x)
-    probe = probe_shape(x.shape, trail)
-    eager(np.zeros(probe, x.dtype), np.zeros(probe, x.dtype), normalized_shape, probe_param(weight),
-          eps=eps)
+    dtypes(fn, x)
+    trail = trail_axes(x, nshape)
     x = rechunk(x, trail)
     g = like_chunks(grad_out, x.chunks)
     lead_axes = tuple(a for a in range(x.ndim) if a not in trail)
-    args = [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))),
-            (None, None) if weight is None else (aligned(weight, trail, x.chunks), trail)]
-    if rstd is not None:
-        args.append((saved_rows(fn, "rstd", rstd, x, trail), tuple(None if a in trail else a for a in range(x.ndim))))
-    else:
-        args.append((None, None))
+    args = [(g, tuple(range(x.ndim))), (x, tuple(range(x.ndim))), flat_param(weight, x), flat_rows(rstd, x, trail)]
     pchunks = ones_chunks(x.chunks, lead_axes)
-    gx, gw = blockwise(functools.partial(_rms_bw_block, eager, normalized_shape=nshape, eps=eps, nd=x.ndim,
-                                         k=len(trail)),
-                       x, args, [(rtype, x.chunks), (np.float64, pchunks)])
+    block = functools.partial(_rms_bw_block, compute, nshape=nshape, eps=eps, ctype=ctype, rtype=rtype, nd=x.ndim)
+    gx, gw = blockwise(block, x, args, [(rtype, x.chunks), (np.float64, pchunks)])
     return finish_grad(fn, (gx, (None if weight is None else sum_partials(gw, lead_axes, nshape, rtype))), out, x)

@@ -9,8 +9,8 @@ import functools
 
 import numpy as np
 
-from .._stats_host import block_view, ddof_arg, device_params, minmax_params, reduce_axes, zscore_params
-from ._graph import blockwise, check_out, dtypes, finish_out
+from .._stats_host import block_view, device_params, minmax_params, zscore_params
+from ._graph import blockwise, dtypes, finish_out
 from ._stats import reduce_moments
 
 
@@ -30,13 +30,13 @@ def apply_block(fn, xb, st, axes, kind, ddof, lo, hi, clip):
     return (finish(),)
 
 
-def standardize(eager, x, axis=0, ddof=0, *, out=None):
-    """Dask :func:`numbanorm.standardize`: tree-merged moments, then a blockwise transform."""
+def standardize(compute, x, axes, ddof, ctype, rtype, *, out=None):
+    """Dask :func:`numbanorm.standardize` (arguments validated): tree-merged moments, then a
+    blockwise transform. ``compute`` (the whole-array compute function) is not what the
+    blocks run: their statistics are merged across blocks, so each block runs
+    :func:`apply_block` (the transform kernel with the merged statistics)."""
     fn = "standardize"
-    ctype, rtype = dtypes(fn, x)
-    axes = reduce_axes(fn, axis, x.ndim)
-    ddof = ddof_arg(fn, ddof)
-    check_out(fn, out, x.shape, rtype)
+    dtypes(fn, x)  # masked chunks are refused
     if x.size == 0:
         return finish_out(x.astype(rtype), out)
     st = reduce_moments(x, axes)

@@ -143,10 +143,6 @@ def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, w
     """See the module doc; returns what the public function returns."""
     dev = _dispatch.device_of(fn, x=x, residual=residual, weight=weight, bias=bias, out=out,
                               residual_out=residual_out)
-    if dev.deferred:
-        return dev.build(forward, fn, centered, x, residual, normalized_shape, weight, bias, eps,
-                         weight_offset=weight_offset, casting=casting, residual_dtype=residual_dtype,
-                         out=out, residual_out=residual_out, return_stats=return_stats, add=add)
     offset = check_offset(fn, weight_offset)
     casting = check_casting(fn, casting)
     return_stats = _validate.flag(fn, return_stats, "return_stats")
@@ -172,6 +168,25 @@ def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, w
     s_a = _validate.out(fn, dev, residual_out, shape, stype, arg="residual_out") if add else None
     if out_a is not None and s_a is not None and dev.may_share_memory(out_a, s_a):
         raise ValueError(f"{fn}(): arguments 'out' and 'residual_out' must not overlap, got overlapping arrays")
+    if dev.deferred:
+        return dev.build("forward", _compute, fn, centered, add, xa, ra, nshape, w, b, eps, offset, casting, ctype,
+                         rtype, stype, return_stats, out=out, residual_out=residual_out)
+    return _compute(dev, fn, centered, add, xa, ra, nshape, w, b, eps, offset, casting, ctype, rtype, stype,
+                    return_stats, out=out, out_a=out_a, residual_out=residual_out, s_a=s_a)
+
+
+def _compute(dev, fn, centered, add, xa, ra, nshape, w, b, eps, offset, casting, ctype, rtype, stype, return_stats,
+             *, out=None, out_a=None, residual_out=None, s_a=None):
+    """The kernels of :func:`forward` for validated arguments, nothing checked again.
+
+    ``xa``/``ra``: ``dev``'s arrays (``ra`` None without ``add``); ``w``/``b``: flat
+    contiguous ``ctype`` parameters or None; ``offset``/``casting``/``eps``: checked;
+    ``stype``: the residual stream's dtype; ``out_a``/``s_a``: the checked outputs as
+    ``dev``'s arrays (``out``/``residual_out`` the caller's). Also the Dask builder's
+    per-block task. Returns what :func:`forward` returns.
+    """
+    shape = tuple(xa.shape)
+    m, n = _rows(shape, nshape)
     rounded = casting in ("llama", "none") and rtype != ctype
     if rounded and dev.name != "cpu":
         raise TypeError(f"{fn}(): casting={casting!r} for {rtype} data runs on NumPy (CPU) arrays only, "
@@ -224,9 +239,6 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
     data = {name: v, "y": y} if v is not None else {"y": y, name: v}  # the data first: it fixes the device
     dev = _dispatch.device_of(fn, **data, grad_out=grad_y, grad_s=grad_s, weight=weight, bias=bias,
                               mean=mean, rstd=rstd, out=out)
-    if dev.deferred:
-        return dev.build(backward, fn, centered, grad_y, grad_s, v, normalized_shape, weight, eps=eps, mean=mean,
-                         rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=add)
     offset = check_offset(fn, weight_offset)
     if (v is None) == (y is None):
         raise ValueError(f"{fn}(): give exactly one of '{name}' (the forward's input) and 'y' (its output), "
@@ -262,7 +274,21 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
     mean = _saved(fn, "mean", dev, mean, shape, k, m, ctype) if mean is not None and centered else None
     rstd = _saved(fn, "rstd", dev, rstd, shape, k, m, ctype) if rstd is not None else None
     out_a = _validate.out(fn, dev, out, shape, rtype)
+    if dev.deferred:
+        return dev.build("backward", _compute_backward, fn, centered, from_output, ga, gsa, va, nshape, w, b, eps,
+                         offset, mean, rstd, ctype, rtype, out=out)
+    return _compute_backward(dev, centered, from_output, ga, gsa, va, nshape, w, b, eps, offset, mean, rstd, ctype,
+                             rtype, out=out, out_a=out_a)
 
+
+def _compute_backward(dev, centered, from_output, ga, gsa, va, nshape, w, b, eps, offset, mean, rstd, ctype, rtype,
+                      *, out=None, out_a=None):
+    """The kernels of :func:`backward` for validated arguments: ``va`` the forward's input
+    (or its output ``y`` with ``from_output``), ``ga``/``gsa`` the gradients (``gsa`` None
+    without ``grad_s``), ``mean``/``rstd`` flat contiguous ``ctype`` statistics or None;
+    the rest as in :func:`_compute`. Also the Dask builder's per-block task."""
+    shape = tuple(va.shape)
+    m, n = _rows(shape, nshape)
     ins = (va, ga) if gsa is None else (va, ga, gsa)
     res = Output(dev, out, out_a, shape, (m, n), ctype, rtype, inputs=ins)
     grad_w = dev.zeros(n, ctype)

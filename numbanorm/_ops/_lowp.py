@@ -251,7 +251,18 @@ def rows_forward(fn, centered, x, residual, normalized_shape, weight, bias, eps,
     out_a = _out(fn, dev, out, shape, ytype, exact=qtype is not None)
     s_a = _out(fn, dev, residual_out, shape, stype, arg="residual_out") if add else None
     check_disjoint(fn, dev, out=out_a, residual_out=s_a)
+    return rows_compute(dev, centered, add, quantize, xa, ra, nshape, w, b, eps, offset, ctype, ytype, stype,
+                        qtype, return_stats, out=out, out_a=out_a, residual_out=residual_out, s_a=s_a)
 
+
+def rows_compute(dev, centered, add, quantize, xa, ra, nshape, w, b, eps, offset, ctype, ytype, stype, qtype,
+                 return_stats, *, out=None, out_a=None, residual_out=None, s_a=None):
+    """The kernels of :func:`rows_forward` for validated arguments (``xa``/``ra`` ``dev``'s
+    arrays, ``w``/``b`` contiguous ``ctype`` parameters or None, ``out_a``/``s_a`` the checked
+    outputs): no check is repeated. Also the per-block compute of the Dask row forwards on
+    16-bit blocks. Returns what the public function returns."""
+    shape = tuple(xa.shape)
+    m, n = _fused._rows(shape, nshape)
     ins = (xa, ra, w, b)
     res_y = _Result(dev, out_a, shape, ytype, ins, aliases=(xa,) if qtype is None else ())
     res_s = _Result(dev, s_a, shape, stype, ins, aliases=(xa, ra)) if add else None
@@ -323,8 +334,15 @@ def normalize(fn, x, p, axis, eps, out, check_p, check_axis):
     shape = tuple(xa.shape)
     if xa.ndim == 0 or prod(shape[ax + 1:]) != 1:
         return None
+    out_a = _out(fn, dev, out, shape, xa.dtype)
+    return normalize_compute(dev, xa, p, ax, eps, out=out, out_a=out_a)
+
+
+def normalize_compute(dev, xa, p, ax, eps, *, out=None, out_a=None):
+    """The kernel of :func:`normalize` for validated arguments (16-bit ``xa`` normalized
+    along its last axis ``ax``); also the Dask normalize's task on such blocks."""
+    shape = tuple(xa.shape)
     xt = xa.dtype
-    out_a = _out(fn, dev, out, shape, xt)
     res = _Result(dev, out_a, shape, xt, (xa,), aliases=(xa,))
     m, n = prod(shape[:ax]), shape[ax]
     if m and n:

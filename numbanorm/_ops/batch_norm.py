@@ -180,14 +180,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
                               weight=weight, bias=bias, out=out)
-    if dev.deferred:
-        return dev.build(batch_norm, x, running_mean, running_var, weight, bias, training, momentum, eps,
-                         channel_axis=channel_axis, out=out, return_stats=return_stats,
-                         num_batches_tracked=num_batches_tracked,
-                         unbiased_running_var=unbiased_running_var)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
-    if xa.ndim == 1 and xa.shape[0] == 0:
+    if xa.ndim == 1 and xa.shape[0] == 0 and not dev.deferred:
         return _empty_1d(fn, dev, xa, running_mean, running_var, weight, bias, training, momentum, eps,
                          out, return_stats, num_batches_tracked, unbiased_running_var, ctype, rtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
@@ -213,11 +208,30 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
     count, nbt_arr = batches_tracked(fn, num_batches_tracked)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
-
-    kern = dev.kernels(_OP)
-    view = (1, o, c, i)
     if training:
         check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    if dev.deferred:  # the batch statistics and the running statistics' update: by the builder
+        return dev.build("batch_norm", _compute, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stats,
+                         out=out, running=(running_mean, running_var, momentum, num_batches_tracked, unbiased))
+    update = (mom, count, nbt_arr, unbiased, running_mean, running_var) if training and rm is not None else None
+    return _compute(dev, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stats, out=out, out_a=out_a,
+                    update=update)
+
+
+def _compute(dev, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stats, *, out=None, out_a=None,
+             update=None):
+    """The kernels of :func:`batch_norm` for validated arguments, nothing checked again.
+
+    ``w``/``b``: contiguous ``(C,)`` ``ctype`` arrays or None; ``rm``/``rv``: the running
+    statistics as ``dev``'s arrays (normalized with when not ``training``); ``update``:
+    ``(momentum, count, num_batches_tracked array, unbiased, running_mean, running_var)``
+    checked, to update the running statistics in place with the batch statistics, or None.
+    Also the Dask builder's per-block task (eval mode with the merged batch statistics).
+    """
+    o, c, i = channel_view(xa.shape, ax)
+    n = o * i
+    kern = dev.kernels(_OP)
+    view = (1, o, c, i)
     res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, w, b, rm, rv), inplace=True)
     mean = dev.empty((1, c), F64)
     rstd = dev.empty((1, c), F64)
@@ -237,7 +251,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if n and c:
             kern.normalize(x4, mean, rstd, w, b, res.buf)
     y = res.result()
-    if training and rm is not None:
+    if update is not None:
+        mom, count, nbt_arr, unbiased, running_mean, running_var = update
         if n and c:
             update_running(dev, kern, mean, var, n, factor(mom, count, nbt_arr), unbiased, (rm, rv),
                            (running_mean, running_var))
@@ -371,10 +386,6 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, running_mean=running_mean,
                               running_var=running_var, mean=mean, rstd=rstd, out=out)
-    if dev.deferred:
-        return dev.build(batch_norm_backward, grad_out, x, weight, training=training, running_mean=running_mean,
-                         running_var=running_var, eps=eps, mean=mean, rstd=rstd,
-                         channel_axis=channel_axis, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -382,8 +393,7 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
     training = _validate.flag(fn, training, "training")
     eps = _validate.eps(fn, eps)
-    o, c, i = channel_view(xa.shape, ax)
-    n = o * i
+    c = channel_view(xa.shape, ax)[1]
     w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
     rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=False)
     mean, rstd = saved_stats(fn, dev, mean, rstd, (c,), (1, c))
@@ -394,7 +404,19 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
         )
 
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("batch_norm_backward", _compute_backward, ga, xa, ax, training, w, rm, rv, eps, mean, rstd,
+                         ctype, rtype, out=out)
+    return _compute_backward(dev, ga, xa, ax, training, w, rm, rv, eps, mean, rstd, ctype, rtype, out=out,
+                             out_a=out_a)
 
+
+def _compute_backward(dev, ga, xa, ax, training, w, rm, rv, eps, mean, rstd, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`batch_norm_backward` for validated arguments (``mean``/``rstd``
+    float64 ``(1, C)`` saved statistics or None; the rest as in :func:`_compute`); also the
+    Dask builder's per-block task (eval mode with the global statistics)."""
+    o, c, i = channel_view(xa.shape, ax)
+    n = o * i
     kern = dev.kernels(_OP)
     view = (1, o, c, i)
     res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga, w, rm, rv, mean, rstd))

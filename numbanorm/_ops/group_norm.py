@@ -53,7 +53,7 @@ def grouped_forward(fn, dev, kern, xa, ax, groups, w, b, eps, out, out_a, ctype,
     return res.result(), mean, rstd, var, view
 
 
-def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd, channel_axis, out):
+def grouped_backward(fn, dev, grad_out, x, groups, weight, eps, mean, rstd, channel_axis, out):
     """Shared body of group_norm_backward / instance_norm_backward (``groups`` None = C)."""
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
@@ -62,12 +62,28 @@ def grouped_backward(fn, dev, kern, grad_out, x, groups, weight, eps, mean, rstd
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
     view = group_view(xa.shape, ax)
     nb, o, c, i = view
-    groups = c if groups is None else num_groups_arg(fn, groups, c)
+    per_channel = groups is None
+    groups = c if per_channel else num_groups_arg(fn, groups, c)
     eps = _validate.eps(fn, eps)
     w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
     mean, rstd = saved_stats(fn, dev, mean, rstd, (nb, groups), (nb, groups))
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    op = fn[: -len("_backward")]
+    if dev.deferred:
+        return dev.build("grouped_backward", _compute_backward, fn, op, ga, xa, ax, None if per_channel else groups,
+                         w, eps, mean, rstd, ctype, rtype, out=out)
+    return _compute_backward(dev, op, ga, xa, ax, groups, w, eps, mean, rstd, ctype, rtype, out=out, out_a=out_a)
 
+
+def _compute_backward(dev, op, ga, xa, ax, groups, w, eps, mean, rstd, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`grouped_backward` (``op``: "group_norm" or "instance_norm") for
+    validated arguments: ``groups`` the group count, None for one per channel (instance
+    norm: a Dask block's own channels); ``mean``/``rstd`` float64 ``(N, groups)`` arrays or
+    None. Also the Dask builder's per-block task."""
+    view = group_view(xa.shape, ax)
+    nb, o, c, i = view
+    groups = c if groups is None else groups
+    kern = dev.kernels(op)
     res = Output(dev, out, out_a, xa.shape, view, ctype, rtype, inputs=(xa, ga, w, mean, rstd))
     grad_x = res.buf
     grad_w = dev.zeros(c, ctype)
@@ -133,9 +149,6 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=
             return _plain_forward(x, ax, num_groups, weight, bias, eps, out)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
-    if dev.deferred:
-        return dev.build(group_norm, x, num_groups, weight, bias, eps, channel_axis=channel_axis, out=out,
-                         return_stats=return_stats)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
@@ -146,8 +159,17 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, channel_axis=
     w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
     b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("group_norm", _compute, xa, ax, groups, w, b, eps, ctype, rtype, return_stats, out=out)
+    return _compute(dev, xa, ax, groups, w, b, eps, ctype, rtype, return_stats, out=out, out_a=out_a)
 
-    y, mean, rstd, _, view = grouped_forward(fn, dev, dev.kernels(_OP), xa, ax, groups, w, b, eps,
+
+def _compute(dev, xa, ax, groups, w, b, eps, ctype, rtype, return_stats, *, out=None, out_a=None):
+    """The kernels of :func:`group_norm` for validated arguments (``ax`` the channel axis,
+    ``groups`` the checked group count, ``w``/``b`` contiguous ``(C,)`` ``ctype`` arrays or
+    None, ``out_a`` the checked ``out=``), nothing checked again; also the Dask builder's
+    per-block task."""
+    y, mean, rstd, _, view = grouped_forward(_OP, dev, dev.kernels(_OP), xa, ax, groups, w, b, eps,
                                              out, out_a, ctype, rtype)
     if not return_stats:
         return y
@@ -210,10 +232,7 @@ def group_norm_backward(grad_out, x, num_groups, weight=None, *, eps=1e-5, mean=
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
-    if dev.deferred:
-        return dev.build(group_norm_backward, grad_out, x, num_groups, weight, eps=eps, mean=mean, rstd=rstd,
-                         channel_axis=channel_axis, out=out)
     if num_groups is None:
         raise TypeError(f"{fn}(): argument 'num_groups' must be an integer >= 1, got None")
-    return grouped_backward(fn, dev, dev.kernels(_OP), grad_out, x, num_groups, weight, eps, mean, rstd,
+    return grouped_backward(fn, dev, grad_out, x, num_groups, weight, eps, mean, rstd,
                             channel_axis, out)

@@ -84,11 +84,6 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, running_mean=running_mean, running_var=running_var,
                               weight=weight, bias=bias, out=out)
-    if dev.deferred:
-        return dev.build(instance_norm, x, running_mean, running_var, weight, bias, use_input_stats, momentum,
-                         eps, channel_axis=channel_axis, out=out, return_stats=return_stats,
-                         num_batches_tracked=num_batches_tracked,
-                         unbiased_running_var=unbiased_running_var)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
@@ -114,12 +109,35 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
     count, nbt_arr = batches_tracked(fn, num_batches_tracked)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
-
-    kern = dev.kernels(_OP)
     if use_input_stats:
         check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    if dev.deferred:  # the running statistics' update: once, by the builder (with the batch statistics)
+        return dev.build("instance_norm", _compute, xa, ax, use_input_stats, w, b, rm, rv, eps, ctype, rtype,
+                         return_stats, out=out, running=(running_mean, running_var, momentum, num_batches_tracked,
+                                                         unbiased))
+    update = (mom, count, nbt_arr, unbiased, running_mean, running_var) if use_input_stats and rm is not None else None
+    return _compute(dev, xa, ax, use_input_stats, w, b, rm, rv, eps, ctype, rtype, return_stats, out=out,
+                    out_a=out_a, update=update)
+
+
+def _compute(dev, xa, ax, use_input_stats, w, b, rm, rv, eps, ctype, rtype, return_stats, *, out=None, out_a=None,
+             update=None):
+    """The kernels of :func:`instance_norm` for validated arguments, nothing checked again.
+
+    ``w``/``b``: contiguous ``(C,)`` ``ctype`` arrays or None; ``rm``/``rv``: the running
+    statistics as ``dev``'s arrays (used when not ``use_input_stats``); ``update``:
+    ``(momentum, count, num_batches_tracked array, unbiased, running_mean, running_var)``
+    checked, to update the running statistics in place with the batch statistics, or None.
+    Also the Dask builder's per-block task (which updates the running statistics itself).
+    """
+    fn = _OP
+    nb, o, c, i = group_view(xa.shape, ax)
+    s = o * i
+    kern = dev.kernels(_OP)
+    if use_input_stats:
         y, mean, rstd, var, _ = grouped_forward(fn, dev, kern, xa, ax, c, w, b, eps, out, out_a, ctype, rtype)
-        if rm is not None:
+        if update is not None:
+            mom, count, nbt_arr, unbiased, running_mean, running_var = update
             if nb and c and s:
                 update_running(dev, kern, mean, var, s, factor(mom, count, nbt_arr), unbiased, (rm, rv),
                                (running_mean, running_var))
@@ -180,8 +198,5 @@ def instance_norm_backward(grad_out, x, weight=None, *, eps=1e-5, mean=None, rst
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
-    if dev.deferred:
-        return dev.build(instance_norm_backward, grad_out, x, weight, eps=eps, mean=mean, rstd=rstd,
-                         channel_axis=channel_axis, out=out)
-    return grouped_backward(fn, dev, dev.kernels(_OP), grad_out, x, None, weight, eps, mean, rstd,
+    return grouped_backward(fn, dev, grad_out, x, None, weight, eps, mean, rstd,
                             channel_axis, out)

@@ -68,19 +68,32 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
                               casting=casting, out=out, return_stats=return_stats, add=False)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, bias=bias, out=out)
-    if dev.deferred:
-        return dev.build(layer_norm, x, normalized_shape, weight, bias, eps, out=out, return_stats=return_stats)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
     eps = _validate.eps(fn, eps)
     return_stats = _validate.flag(fn, return_stats, "return_stats")
-    n = prod(nshape)
-    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
     b = _validate.param(fn, "bias", dev, bias, nshape, ctype)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("layer_norm", _compute, xa, nshape, w, b, eps, ctype, rtype, return_stats, out=out)
+    return _compute(dev, xa, nshape, w, b, eps, ctype, rtype, return_stats, out=out, out_a=out_a)
 
+
+def _compute(dev, xa, nshape, w, b, eps, ctype, rtype, return_stats, *, out=None, out_a=None):
+    """The kernels of :func:`layer_norm` for validated arguments, nothing checked again.
+
+    ``xa``: ``dev``'s array (CPU or CUDA); ``w``/``b``: flat contiguous ``ctype`` arrays or
+    None; ``out_a``: the checked ``out=`` as ``dev``'s array (``out`` the caller's). Also the
+    per-block task of the Dask builder (16-bit blocks take the 16-bit kernels, as the
+    in-memory call on them does). Returns what :func:`layer_norm` returns.
+    """
+    if _lowp.fmt(xa.dtype) is not None:
+        return _lowp.rows_compute(dev, True, False, None, xa, None, nshape, w, b, eps, 0.0, ctype, xa.dtype,
+                                  None, None, return_stats, out=out, out_a=out_a)
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, w, b), inplace=True)
     # statistics the caller does not get back: a reused buffer on the GPU
     mean = dev.empty(m, ctype) if return_stats else dev.scratch("ln.mean", (m,), ctype)
@@ -161,8 +174,6 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
                                mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=False)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, mean=mean, rstd=rstd, out=out)
-    if dev.deferred:
-        return dev.build(layer_norm_backward, grad_out, x, normalized_shape, weight, eps=eps, mean=mean, rstd=rstd, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -182,7 +193,18 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
         mean = _saved_stat(fn, "mean", dev, mean, xa.shape, len(nshape), m, ctype)
         rstd = _saved_stat(fn, "rstd", dev, rstd, xa.shape, len(nshape), m, ctype)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("layer_norm_backward", _compute_backward, ga, xa, nshape, w, eps, mean, rstd, ctype, rtype,
+                         out=out)
+    return _compute_backward(dev, ga, xa, nshape, w, eps, mean, rstd, ctype, rtype, out=out, out_a=out_a)
 
+
+def _compute_backward(dev, ga, xa, nshape, w, eps, mean, rstd, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`layer_norm_backward` for validated arguments (``mean``/``rstd``
+    flat contiguous ``ctype`` arrays or None; the rest as in :func:`_compute`); also the
+    Dask builder's per-block task. Returns ``(grad_x, grad_weight, grad_bias)``."""
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     kern = dev.kernels(_OP)
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga, w, mean, rstd))
     grad_x = res.buf

@@ -34,7 +34,8 @@ CONVENTIONS = ("torch", "paper", "onnx")
 
 
 def _plan(fn, shape, size, alpha, beta, k, mode, convention, channel_axis):
-    """Validate the parameters; return (shape3, sp, lo, hi, alpha', k, beta)."""
+    """Validate the parameters for an ``x`` of ``shape``; return them checked as
+    ``(size, alpha, beta, k, mode, convention, channel axis)`` (see :func:`_layout`)."""
     ndim = len(shape)
     size = _validate.positive_int(fn, size, "size")
     alpha = _validate.real(fn, alpha, "alpha")
@@ -48,6 +49,24 @@ def _plan(fn, shape, size, alpha, beta, k, mode, convention, channel_axis):
             f"{fn}(): argument 'k' must be >= 0 when beta is not an integer (the base "
             f"k + alpha * sum(x**2) would be negative, giving NaN), got k={k} with beta={beta}"
         )
+    if mode != "across_channels":
+        if ndim < 3:
+            raise ValueError(
+                f"{fn}(): argument 'x' must have at least one spatial dimension (N, C, *spatial) "
+                f"for mode='within_channel', got shape {tuple(shape)}"
+            )
+        if ca not in (1, ndim - 1):
+            raise ValueError(
+                f"{fn}(): argument 'channel_axis' must be 1 or -1 for mode='within_channel' "
+                f"(channels first or last), got {channel_axis}"
+            )
+    return size, alpha, beta, k, mode, convention, ca
+
+
+def _layout(shape, size, alpha, mode, convention, ca):
+    """The kernels' view of checked parameters (:func:`_plan`) on an ``x`` of ``shape``:
+    ``(shape3, sp, lo, hi, alpha')``, nothing checked."""
+    ndim = len(shape)
     if convention == "torch":
         lo, hi = size // 2, (size - 1) // 2
     elif convention == "onnx":  # ONNX LRN: floor((size-1)/2) before, ceil((size-1)/2) after
@@ -60,24 +79,14 @@ def _plan(fn, shape, size, alpha, beta, k, mode, convention, channel_axis):
         shape3 = (prod(shape[:ca]), shape[ca], prod(shape[ca + 1:]))
         sp = (shape[ca],)
     else:
-        if ndim < 3:
-            raise ValueError(
-                f"{fn}(): argument 'x' must have at least one spatial dimension (N, C, *spatial) "
-                f"for mode='within_channel', got shape {tuple(shape)}"
-            )
-        if ca not in (1, ndim - 1):
-            raise ValueError(
-                f"{fn}(): argument 'channel_axis' must be 1 or -1 for mode='within_channel' "
-                f"(channels first or last), got {channel_axis}"
-            )
         if ca == 1:
             sp = tuple(shape[2:])
             shape3 = (shape[0] * shape[1], prod(sp), 1)
         else:
             sp = tuple(shape[1:-1])
-            shape3 = (shape[0], prod(sp), shape[-1])
+            shape3 = (shape[0], prod(sp), shape[ndim - 1])
         a = alpha / size ** len(sp) if divided else alpha
-    return shape3, sp, lo, hi, a, k, beta
+    return shape3, sp, lo, hi, a
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_channels",
@@ -131,14 +140,21 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, mode="across_c
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, out=out)
-    if dev.deferred:
-        return dev.build(local_response_norm, x, size, alpha, beta, k, mode=mode, convention=convention,
-                         channel_axis=channel_axis, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
-    shape3, sp, lo, hi, a, k, beta = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode,
-                                           convention, channel_axis)
+    params = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode, convention, channel_axis)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("local_response_norm", _compute, xa, params, ctype, rtype, out=out)
+    return _compute(dev, xa, params, ctype, rtype, out=out, out_a=out_a)
+
+
+def _compute(dev, xa, params, ctype, rtype, *, out=None, out_a=None):
+    """The kernel of :func:`local_response_norm` for validated arguments (``params`` as
+    :func:`_plan` returns them, ``xa`` ``dev``'s array, ``out_a`` the checked ``out=``),
+    nothing checked again; also the Dask builder's per-block task."""
+    size, alpha, beta, k, mode, convention, ca = params
+    shape3, sp, lo, hi, a = _layout(tuple(xa.shape), size, alpha, mode, convention, ca)
     res = Output(dev, out, out_a, xa.shape, shape3, ctype, rtype, inputs=(xa,), inplace=True)
     if res.buf.size:
         dev.kernels(_OP).forward(canonical(dev, xa, shape3, ctype), sp, lo, hi, a, k, beta, res.buf)
@@ -181,9 +197,6 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
-    if dev.deferred:
-        return dev.build(local_response_norm_backward, grad_out, x, size, alpha, beta, k, mode=mode,
-                         convention=convention, channel_axis=channel_axis, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -192,9 +205,18 @@ def local_response_norm_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0
         raise ValueError(
             f"{fn}(): argument 'grad_out' must have the shape of x {tuple(xa.shape)}, got shape {tuple(ga.shape)}"
         )
-    shape3, sp, lo, hi, a, k, beta = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode,
-                                           convention, channel_axis)
+    params = _plan(fn, tuple(xa.shape), size, alpha, beta, k, mode, convention, channel_axis)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("local_response_norm_backward", _compute_backward, ga, xa, params, ctype, rtype, out=out)
+    return _compute_backward(dev, ga, xa, params, ctype, rtype, out=out, out_a=out_a)
+
+
+def _compute_backward(dev, ga, xa, params, ctype, rtype, *, out=None, out_a=None):
+    """The kernel of :func:`local_response_norm_backward` for validated arguments (as in
+    :func:`_compute`); also the Dask builder's per-block task."""
+    size, alpha, beta, k, mode, convention, ca = params
+    shape3, sp, lo, hi, a = _layout(tuple(xa.shape), size, alpha, mode, convention, ca)
     res = Output(dev, out, out_a, xa.shape, shape3, ctype, rtype, inputs=(xa, ga))
     if res.buf.size:
         dev.kernels(_OP).backward(canonical(dev, ga, shape3, ctype), canonical(dev, xa, shape3, ctype),

@@ -71,15 +71,23 @@ def min_max_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None):
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, out=out)
-    if dev.deferred:
-        return dev.build(min_max_scale, x, feature_range, axis, clip=clip, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     lo, hi = feature_range_arg(fn, feature_range)
     axes = reduce_axes(fn, axis, xa.ndim)
     clip = _validate.flag(fn, clip, "clip")
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("min_max_scale", _compute, xa, lo, hi, axes, clip, ctype, rtype, out=out)
+    return _compute(dev, xa, lo, hi, axes, clip, ctype, rtype, out=out, out_a=out_a)
 
+
+def _compute(dev, xa, lo, hi, axes, clip, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`min_max_scale` for validated arguments (``lo``/``hi`` the checked
+    feature range, ``axes`` the sorted reduced axes, ``out_a`` the checked ``out=``):
+    extrema of the whole of ``xa``, then the transform; nothing checked again. (The Dask
+    builder merges per-block extrema instead, so its blocks run the transform of
+    :mod:`numbanorm._stats_host`.)"""
     view = View(xa.shape, axes)
     x3 = view.input(dev, xa, ctype)
     buf, finish = view.output(dev, out, out_a, ctype, rtype, xa)

@@ -101,11 +101,9 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, out=out)
-    if dev.deferred:
-        return dev.build(normalize, x, p, axis, eps, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
-    if rtype.itemsize == 2:  # bfloat16 / float16 along the last axis: the 16-bit kernels
+    if rtype.itemsize == 2 and not dev.deferred:  # bfloat16 / float16 along the last axis: 16-bit kernels
         y = _lowp.normalize(fn, x, p, axis, eps, out, _p, _axis)
         if y is not None:
             return y
@@ -113,8 +111,19 @@ def normalize(x, p=2.0, axis=1, eps=1e-12, *, out=None):
     ax = _axis(fn, axis, xa.ndim)
     eps = _validate.eps(fn, eps)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("normalize", _compute, xa, p, ax, eps, ctype, rtype, out=out)
+    return _compute(dev, xa, p, ax, eps, ctype, rtype, out=out, out_a=out_a)
 
+
+def _compute(dev, xa, p, ax, eps, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`normalize` for validated arguments (``p`` a float, ``ax`` a
+    non-negative axis, ``xa`` ``dev``'s array, ``out_a`` the checked ``out=``), nothing
+    checked again; also the Dask builder's per-block task (16-bit blocks normalized along
+    their last axis take the 16-bit kernel, as the in-memory call on them does)."""
     outer, c_len, inner = _views(tuple(xa.shape), ax)
+    if inner == 1 and xa.ndim and _lowp.fmt(xa.dtype) is not None:
+        return _lowp.normalize_compute(dev, xa, p, ax, eps, out=out, out_a=out_a)
     kern = dev.kernels(_OP)
     if inner == 1:
         res = Output(dev, out, out_a, xa.shape, (outer, c_len), ctype, rtype, inputs=(xa,), inplace=True)
@@ -165,8 +174,6 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
-    if dev.deferred:
-        return dev.build(normalize_backward, grad_out, x, p, axis, eps, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -178,11 +185,18 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
     p = _p(fn, p)
     ax = _axis(fn, axis, xa.ndim)
     eps = _validate.eps(fn, eps)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("normalize_backward", _compute_backward, ga, xa, p, ax, eps, ctype, rtype, out=out)
+    return _compute_backward(dev, ga, xa, p, ax, eps, ctype, rtype, out=out, out_a=out_a)
 
+
+def _compute_backward(dev, ga, xa, p, ax, eps, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`normalize_backward` for validated arguments (as in
+    :func:`_compute`); also the Dask builder's per-block task."""
     outer, c_len, inner = _views(tuple(xa.shape), ax)
     kern = dev.kernels(_OP)
     shape2 = (outer, c_len) if inner == 1 else (outer, c_len, inner)
-    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
     res = Output(dev, out, out_a, xa.shape, shape2, ctype, rtype, inputs=(xa, ga))
     grad_x = res.buf
     if grad_x.size:

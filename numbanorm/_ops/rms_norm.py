@@ -80,18 +80,30 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
                               casting=casting, out=out, return_stats=return_stats, add=False)
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, weight=weight, out=out)
-    if dev.deferred:
-        return dev.build(rms_norm, x, normalized_shape, weight, eps, out=out, return_stats=return_stats)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     nshape = _validate.normalized_shape(fn, xa.shape, normalized_shape)
     eps = _eps(fn, eps, ctype)
     return_stats = _validate.flag(fn, return_stats, "return_stats")
-    n = prod(nshape)
-    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     w = _validate.param(fn, "weight", dev, weight, nshape, ctype)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("rms_norm", _compute, xa, nshape, w, eps, ctype, rtype, return_stats, out=out)
+    return _compute(dev, xa, nshape, w, eps, ctype, rtype, return_stats, out=out, out_a=out_a)
 
+
+def _compute(dev, xa, nshape, w, eps, ctype, rtype, return_stats, *, out=None, out_a=None):
+    """The kernels of :func:`rms_norm` for validated arguments, nothing checked again.
+
+    ``xa``: ``dev``'s array; ``w``: a flat contiguous ``ctype`` array or None; ``eps`` a
+    float; ``out_a``: the checked ``out=`` as ``dev``'s array. Also the Dask builder's
+    per-block task (16-bit blocks take the 16-bit kernels, as the in-memory call does).
+    """
+    if _lowp.fmt(xa.dtype) is not None:
+        return _lowp.rows_compute(dev, False, False, None, xa, None, nshape, w, None, eps, 0.0, ctype, xa.dtype,
+                                  None, None, return_stats, out=out, out_a=out_a)
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, w), inplace=True)
     rstd = dev.empty(m, ctype) if return_stats else dev.scratch("rms.rstd", (m,), ctype)
     if m and n:
@@ -163,8 +175,6 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
                                rstd=rstd, y=y, weight_offset=weight_offset, out=out, add=False)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, rstd=rstd, out=out)
-    if dev.deferred:
-        return dev.build(rms_norm_backward, grad_out, x, normalized_shape, weight, eps=eps, rstd=rstd, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
@@ -181,7 +191,17 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     if rstd is not None:
         rstd = _saved_stat(fn, "rstd", dev, rstd, xa.shape, len(nshape), m, ctype)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("rms_norm_backward", _compute_backward, ga, xa, nshape, w, eps, rstd, ctype, rtype, out=out)
+    return _compute_backward(dev, ga, xa, nshape, w, eps, rstd, ctype, rtype, out=out, out_a=out_a)
 
+
+def _compute_backward(dev, ga, xa, nshape, w, eps, rstd, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`rms_norm_backward` for validated arguments (``rstd`` a flat
+    contiguous ``ctype`` array or None; the rest as in :func:`_compute`); also the Dask
+    builder's per-block task. Returns ``(grad_x, grad_weight)``."""
+    n = prod(nshape)
+    m = prod(xa.shape) // n if n else prod(xa.shape[: xa.ndim - len(nshape)])
     kern = dev.kernels(_OP)
     res = Output(dev, out, out_a, xa.shape, (m, n), ctype, rtype, inputs=(xa, ga, w, rstd))
     grad_x = res.buf

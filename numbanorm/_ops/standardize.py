@@ -79,14 +79,21 @@ def standardize(x, axis=0, ddof=0, *, out=None):
     """
     fn = _OP
     dev = _dispatch.device_of(fn, x=x, out=out)
-    if dev.deferred:
-        return dev.build(standardize, x, axis, ddof, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
     axes = reduce_axes(fn, axis, xa.ndim)
     ddof = ddof_arg(fn, ddof)
     out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if dev.deferred:
+        return dev.build("standardize", _compute, xa, axes, ddof, ctype, rtype, out=out)
+    return _compute(dev, xa, axes, ddof, ctype, rtype, out=out, out_a=out_a)
 
+
+def _compute(dev, xa, axes, ddof, ctype, rtype, *, out=None, out_a=None):
+    """The kernels of :func:`standardize` for validated arguments (``axes`` the sorted reduced
+    axes, ``ddof`` checked, ``out_a`` the checked ``out=``): statistics of the whole of
+    ``xa``, then the transform; nothing checked again. (The Dask builder merges per-block
+    statistics instead, so its blocks run the transform of :mod:`numbanorm._stats_host`.)"""
     view = View(xa.shape, axes)
     x3 = view.input(dev, xa, ctype)
     buf, finish = view.output(dev, out, out_a, ctype, rtype, xa)

@@ -65,13 +65,21 @@ def weight_standardize(weight, eps=1e-5, *, out=None):
     """
     fn = _OP
     dev = _dispatch.device_of(fn, weight=weight, out=out)
-    if dev.deferred:
-        return dev.build(weight_standardize, weight, eps, out=out)
     wa = _validate.array(fn, "weight", dev, weight)
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
     m, n = _rows(fn, tuple(wa.shape))
     eps = _validate.eps(fn, eps)
     out_a = _validate.out(fn, dev, out, wa.shape, rtype)
+    if dev.deferred:
+        return dev.build("weight_standardize", _compute, wa, eps, ctype, rtype, out=out)
+    return _compute(dev, wa, eps, ctype, rtype, out=out, out_a=out_a)
+
+
+def _compute(dev, wa, eps, ctype, rtype, *, out=None, out_a=None):
+    """The kernel of :func:`weight_standardize` for validated arguments (``wa`` ``dev``'s
+    array of at least 1 dim, ``out_a`` the checked ``out=``), nothing checked again; also
+    the Dask builder's per-block task."""
+    m, n = wa.shape[0], prod(wa.shape[1:])
     res = Output(dev, out, out_a, wa.shape, (m, n), ctype, rtype, inputs=(wa,), inplace=True)
     if m and n:
         dev.kernels(_OP).forward(canonical(dev, wa, (m, n), ctype), eps, res.buf)
@@ -112,8 +120,6 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5, *, out=None):
     """
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, weight=weight, grad_out=grad_out, out=out)
-    if dev.deferred:
-        return dev.build(weight_standardize_backward, grad_out, weight, eps, out=out)
     wa = _validate.array(fn, "weight", dev, weight)
     ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "weight", wa.dtype)
@@ -125,6 +131,15 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5, *, out=None):
     m, n = _rows(fn, tuple(wa.shape))
     eps = _validate.eps(fn, eps)
     out_a = _validate.out(fn, dev, out, wa.shape, rtype)
+    if dev.deferred:
+        return dev.build("weight_standardize_backward", _compute_backward, ga, wa, eps, ctype, rtype, out=out)
+    return _compute_backward(dev, ga, wa, eps, ctype, rtype, out=out, out_a=out_a)
+
+
+def _compute_backward(dev, ga, wa, eps, ctype, rtype, *, out=None, out_a=None):
+    """The kernel of :func:`weight_standardize_backward` for validated arguments (as in
+    :func:`_compute`); also the Dask builder's per-block task."""
+    m, n = wa.shape[0], prod(wa.shape[1:])
     res = Output(dev, out, out_a, wa.shape, (m, n), ctype, rtype, inputs=(wa, ga))
     if m and n:
         dev.kernels(_OP).backward(canonical(dev, ga, (m, n), ctype), canonical(dev, wa, (m, n), ctype), eps, res.buf)
