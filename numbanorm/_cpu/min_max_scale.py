@@ -12,7 +12,8 @@ tile) items when I == 1 (the inner loop runs over contiguous columns), over (pie
 channel) items when I > 1; per-chunk partial extrema are combined afterwards (min/max
 are exact, so the result never depends on scheduling). The transform pass is the shared
 one of :mod:`numbanorm._cpu.standardize` (y = x · scale + min, optionally clipped).
-Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
+The extrema kernels are item functions run directly below ``SERIAL_THRESHOLD`` elements
+and from a thin ``prange`` driver above (:func:`numbanorm._config.launch_items`).
 """
 import numpy as np
 from numba import njit, prange
@@ -21,11 +22,14 @@ from .. import _config
 from .standardize import row_plan, seg_plan, transform  # noqa: F401  (transform: shared pass)
 
 
-def _extrema_rows(x, pmn, pmx, ntiles, scratch):
+@njit(**_config.JIT_OPTIONS)
+def _extrema_rows_items(first, stop, x, pmn, pmx, ntiles, scratch):
+    """Items ``first .. stop - 1`` of the ``prange`` over ``t``; :func:`_extrema_rows_par` runs
+    them in parallel (see :func:`numbanorm._config.launch_items`)."""
     r, c = x.shape
     p = pmn.shape[0]
     tile = scratch.shape[2]
-    for t in prange(p * ntiles):
+    for t in range(first, stop):
         k = t // ntiles
         c0 = (t % ntiles) * tile
         c1 = min(c, c0 + tile)
@@ -47,11 +51,19 @@ def _extrema_rows(x, pmn, pmx, ntiles, scratch):
             pmx[k, c0 + j] = hi[j]
 
 
-def _extrema_segs(x, pmn, pmx):
+def _extrema_rows_par(n, x, pmn, pmx, ntiles, scratch):
+    for t in prange(n):
+        _extrema_rows_items(np.int64(t), np.int64(t) + 1, x, pmn, pmx, ntiles, scratch)
+
+
+@njit(**_config.JIT_OPTIONS)
+def _extrema_segs_items(first, stop, x, pmn, pmx):
+    """Items ``first .. stop - 1`` of the ``prange`` over ``t``; :func:`_extrema_segs_par` runs
+    them in parallel (see :func:`numbanorm._config.launch_items`)."""
     o, c, ni = x.shape
     p = pmn.shape[0]
     total = o * ni
-    for t in prange(p * c):
+    for t in range(first, stop):
         k = t // c
         ch = t % c
         lo_v = np.inf
@@ -71,6 +83,11 @@ def _extrema_segs(x, pmn, pmx):
         pmx[k, ch] = hi_v
 
 
+def _extrema_segs_par(n, x, pmn, pmx):
+    for t in prange(n):
+        _extrema_segs_items(np.int64(t), np.int64(t) + 1, x, pmn, pmx)
+
+
 @njit(cache=True)
 def _combine(pmn, pmx, mn, mx):
     p, c = pmn.shape
@@ -86,8 +103,8 @@ def _combine(pmn, pmx, mn, mx):
         mx[j] = b
 
 
-_EXTREMA_ROWS = _config.twins(_extrema_rows)
-_EXTREMA_SEGS = _config.twins(_extrema_segs)
+_EXTREMA_ROWS = _config.item_pair(_extrema_rows_par, _extrema_rows_items)
+_EXTREMA_SEGS = _config.item_pair(_extrema_segs_par, _extrema_segs_items)
 
 
 def extrema(x, mn, mx):
@@ -104,11 +121,13 @@ def extrema(x, mn, mx):
         scratch = np.empty((p * ntiles, 2, tile), x.dtype)
         args = (x.reshape(o, c), pmn, pmx, ntiles, scratch)
         kern = _EXTREMA_ROWS
+        n = p * ntiles
     else:
         p = seg_plan(o, ni)
         pmn = np.empty((p, c))
         pmx = np.empty((p, c))
         args = (x, pmn, pmx)
         kern = _EXTREMA_SEGS
-    _config.launch(kern, size, *args)
+        n = p * c
+    _config.launch_items(*kern, n, size, *args)
     _combine(pmn, pmx, mn, mx)
