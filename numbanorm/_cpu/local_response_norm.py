@@ -206,7 +206,6 @@ def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
 @njit(**_opts)
 def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, buf, t0, t1):
     """Tasks ``t0 .. t1 - 1`` of :func:`_forward` with the chunk's scratch row ``buf``."""
-    numba.literally(pk)
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -230,7 +229,6 @@ def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf,
     """Scratch segments: stage buffers 0 .. nd (the last one holds the window sums).
     A thin ``prange`` over chunks of tasks: the chunk body is one compiled function shared
     by the parallel and serial twins (compiling it inside the parfor cost 2-3 × as long)."""
-    numba.literally(pk)
     outer, length, inner = x.shape
     ntasks = _ntasks_nb(outer, inner, rows, cb)
     for ch in prange(nch):
@@ -242,7 +240,6 @@ def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf,
 def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
                     buf, first, stop):
     """Tasks ``first .. stop - 1`` of :func:`_backward` with the chunk's scratch row ``buf``."""
-    numba.literally(pk)
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
@@ -293,7 +290,6 @@ def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg
     """Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
     place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums).
     A thin ``prange`` over :func:`_backward_chunk`, as :func:`_forward`."""
-    numba.literally(pk)
     outer, length, inner = x.shape
     ntasks = _ntasks_nb(outer, inner, rows, cb)
     for ch in prange(nch):

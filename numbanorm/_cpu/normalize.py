@@ -168,7 +168,6 @@ def _rows_forward_items(first, stop, x, pk, p, eps, out, dbuf, nch, stream):
 
     Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_rows_forward_par` runs
     them in parallel (see :func:`numbanorm._config.launch_items`)."""
-    numba.literally(pk)
     m, n = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -207,7 +206,6 @@ def _rows_forward_items(first, stop, x, pk, p, eps, out, dbuf, nch, stream):
 
 
 def _rows_forward_par(n, x, pk, p, eps, out, dbuf, nch, stream):
-    numba.literally(pk)
     for ch in prange(n):
         _rows_forward_items(np.int64(ch), np.int64(ch) + 1, x, pk, p, eps, out, dbuf, nch, stream)
 
@@ -221,7 +219,6 @@ def _rows_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, nch, stre
 
     Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_rows_backward_par` runs
     them in parallel (see :func:`numbanorm._config.launch_items`)."""
-    numba.literally(pk)
     m, n = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
@@ -275,7 +272,6 @@ def _rows_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, nch, stre
 
 
 def _rows_backward_par(n, grad_out, x, pk, p, eps, grad_x, nch, stream):
-    numba.literally(pk)
     for ch in prange(n):
         _rows_backward_items(np.int64(ch), np.int64(ch) + 1, grad_out, x, pk, p, eps, grad_x, nch, stream)
 
@@ -287,7 +283,6 @@ def _rows_backward_par(n, grad_out, x, pk, p, eps, grad_x, nch, stream):
 def _chan_forward_items(first, stop, x, pk, p, eps, out, acc, dbuf, bsize):
     """Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_chan_forward_par` runs
     them in parallel (see :func:`numbanorm._config.launch_items`)."""
-    numba.literally(pk)
     outer, c_len, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -326,7 +321,6 @@ def _chan_forward_items(first, stop, x, pk, p, eps, out, acc, dbuf, bsize):
 
 
 def _chan_forward_par(n, x, pk, p, eps, out, acc, dbuf, bsize):
-    numba.literally(pk)
     for ch in prange(n):
         _chan_forward_items(np.int64(ch), np.int64(ch) + 1, x, pk, p, eps, out, acc, dbuf, bsize)
 
@@ -337,7 +331,6 @@ def _chan_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, acc, bsiz
 
     Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_chan_backward_par` runs
     them in parallel (see :func:`numbanorm._config.launch_items`)."""
-    numba.literally(pk)
     outer, c_len, inner = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
@@ -403,7 +396,6 @@ def _chan_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, acc, bsiz
 
 
 def _chan_backward_par(n, grad_out, x, pk, p, eps, grad_x, acc, bsize):
-    numba.literally(pk)
     for ch in prange(n):
         _chan_backward_items(np.int64(ch), np.int64(ch) + 1, grad_out, x, pk, p, eps, grad_x, acc, bsize)
 
