@@ -128,29 +128,6 @@ def twins(f, options=None):
     return numba.njit(parallel=True, **options)(f), numba.njit(**options)(serial)
 
 
-def item_pair(driver, items, options=None):
-    """``(parallel driver, items)`` for :func:`launch_items`: ``driver`` (a plain function
-    ``driver(n, *args)``) compiled with ``parallel=True`` and the options of ``items``."""
-    options = JIT_OPTIONS if options is None else options
-    return numba.njit(parallel=True, **options)(driver), items
-
-
-def launch_items(driver, items, n, size, *args):
-    """Run the work items ``0 .. n - 1`` of a kernel split for compile time: below
-    :data:`SERIAL_THRESHOLD` elements ``items(0, n, *args)`` (the njit function that does
-    items ``first .. stop - 1``), else ``driver(n, *args)``, a thin ``parallel=True`` loop
-    ``for t in prange(n): items(t, t + 1, *args)``.
-
-    The item body is then typed, optimised and cached once, for both sizes, instead of once
-    in a serial twin and again inside a parfor (whose gufunc and its wrappers each
-    re-optimise it), and a small call compiles no parallel code at all.
-    """
-    if size < SERIAL_THRESHOLD:
-        return items(0, n, *args)
-    with KERNEL_LOCK:
-        return driver(n, *args)
-
-
 def launch(pair, size, *args):
     """Run ``pair = twins(f)`` on ``args``: the serial twin below :data:`SERIAL_THRESHOLD`
     elements, else the parallel one (serialised by :data:`KERNEL_LOCK` where the

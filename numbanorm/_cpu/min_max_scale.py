@@ -12,8 +12,7 @@ tile) items when I == 1 (the inner loop runs over contiguous columns), over (pie
 channel) items when I > 1; per-chunk partial extrema are combined afterwards (min/max
 are exact, so the result never depends on scheduling). The transform pass is the shared
 one of :mod:`numbanorm._cpu.standardize` (y = x · scale + min, optionally clipped).
-The extrema kernels are item functions run directly below ``SERIAL_THRESHOLD`` elements
-and from a thin ``prange`` driver above (:func:`numbanorm._config.launch_items`).
+Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
 """
 import numpy as np
 from numba import njit, prange
@@ -22,14 +21,11 @@ from .. import _config
 from .standardize import row_plan, seg_plan, transform  # noqa: F401  (transform: shared pass)
 
 
-@njit(**_config.JIT_OPTIONS)
-def _extrema_rows_items(first, stop, x, pmn, pmx, ntiles, scratch):
-    """Items ``first .. stop - 1`` of the ``prange`` over ``t``; :func:`_extrema_rows_par` runs
-    them in parallel (see :func:`numbanorm._config.launch_items`)."""
+def _extrema_rows(x, pmn, pmx, ntiles, scratch):
     r, c = x.shape
     p = pmn.shape[0]
     tile = scratch.shape[2]
-    for t in range(first, stop):
+    for t in prange(p * ntiles):
         k = t // ntiles
         c0 = (t % ntiles) * tile
         c1 = min(c, c0 + tile)
@@ -51,19 +47,11 @@ def _extrema_rows_items(first, stop, x, pmn, pmx, ntiles, scratch):
             pmx[k, c0 + j] = hi[j]
 
 
-def _extrema_rows_par(n, x, pmn, pmx, ntiles, scratch):
-    for t in prange(n):
-        _extrema_rows_items(np.int64(t), np.int64(t) + 1, x, pmn, pmx, ntiles, scratch)
-
-
-@njit(**_config.JIT_OPTIONS)
-def _extrema_segs_items(first, stop, x, pmn, pmx):
-    """Items ``first .. stop - 1`` of the ``prange`` over ``t``; :func:`_extrema_segs_par` runs
-    them in parallel (see :func:`numbanorm._config.launch_items`)."""
+def _extrema_segs(x, pmn, pmx):
     o, c, ni = x.shape
     p = pmn.shape[0]
     total = o * ni
-    for t in range(first, stop):
+    for t in prange(p * c):
         k = t // c
         ch = t % c
         lo_v = np.inf
@@ -83,11 +71,6 @@ def _extrema_segs_items(first, stop, x, pmn, pmx):
         pmx[k, ch] = hi_v
 
 
-def _extrema_segs_par(n, x, pmn, pmx):
-    for t in prange(n):
-        _extrema_segs_items(np.int64(t), np.int64(t) + 1, x, pmn, pmx)
-
-
 @njit(cache=True)
 def _combine(pmn, pmx, mn, mx):
     p, c = pmn.shape
@@ -103,8 +86,8 @@ def _combine(pmn, pmx, mn, mx):
         mx[j] = b
 
 
-_EXTREMA_ROWS = _config.item_pair(_extrema_rows_par, _extrema_rows_items)
-_EXTREMA_SEGS = _config.item_pair(_extrema_segs_par, _extrema_segs_items)
+_EXTREMA_ROWS = _config.twins(_extrema_rows)
+_EXTREMA_SEGS = _config.twins(_extrema_segs)
 
 
 def extrema(x, mn, mx):
@@ -121,13 +104,11 @@ def extrema(x, mn, mx):
         scratch = np.empty((p * ntiles, 2, tile), x.dtype)
         args = (x.reshape(o, c), pmn, pmx, ntiles, scratch)
         kern = _EXTREMA_ROWS
-        n = p * ntiles
     else:
         p = seg_plan(o, ni)
         pmn = np.empty((p, c))
         pmx = np.empty((p, c))
         args = (x, pmn, pmx)
         kern = _EXTREMA_SEGS
-        n = p * c
-    _config.launch_items(*kern, n, size, *args)
+    _config.launch(kern, size, *args)
     _combine(pmn, pmx, mn, mx)

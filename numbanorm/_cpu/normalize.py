@@ -19,10 +19,8 @@ Two canonical layouts (DESIGN.md):
 ``p``; for p < 0 a zero element makes the norm 0, as ``|0|**p = inf``), 4 → p = -inf
 (min |x|, accumulated as the maximum of -|x|), 5 → p = 0 (the count of nonzeros, no
 gradient through it), as ``torch.linalg.vector_norm``. Norms are accumulated in float64.
-NaN propagates (also through the inf-norm's maximum); ``max(norm, eps)`` keeps NaN. Each
-kernel is an item function (chunks ``first .. stop - 1``), called directly below
-``SERIAL_THRESHOLD`` elements and from a thin ``prange`` driver above
-(:func:`numbanorm._config.launch_items`: the body compiles once, outside the parfor).
+NaN propagates (also through the inf-norm's maximum); ``max(norm, eps)`` keeps NaN. Each kernel has a serial twin used below
+``SERIAL_THRESHOLD`` elements.
 
 Backward (matches torch autograd of ``x / norm(x).clamp_min(eps)``)::
 
@@ -158,21 +156,17 @@ def _dnorm(v, nrm, pk, p, cnt):
 # ---------------------------------------------------------------- rows (M, N)
 
 
-@njit(**_opts)
-def _rows_forward_items(first, stop, x, pk, p, eps, out, dbuf, nch, stream):
+def _rows_forward(x, pk, p, eps, out, dbuf, nch, stream):
     """Rows in ``nch`` fixed chunks (a function of M only: results do not depend on the
     thread count). For p = 2 and p = 1 the write loop of row i also accumulates the norm
     of row i + 1, so the read of the next row streams while this one is written (one
     pass over memory, like a copy). With ``stream`` (large outputs) the next row's norm
-    is read first and the row is written with streaming stores.
-
-    Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_rows_forward_par` runs
-    them in parallel (see :func:`numbanorm._config.launch_items`)."""
+    is read first and the row is written with streaming stores."""
     m, n = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
     one = x.dtype.type(1.0)
-    for ch in range(first, stop):
+    for ch in prange(nch):
         start = ch * m // nch
         stop = (ch + 1) * m // nch
         if start < stop:
@@ -205,26 +199,17 @@ def _rows_forward_items(first, stop, x, pk, p, eps, out, dbuf, nch, stream):
                         a = _row_acc(x, nxt, pk, p)
 
 
-def _rows_forward_par(n, x, pk, p, eps, out, dbuf, nch, stream):
-    for ch in prange(n):
-        _rows_forward_items(np.int64(ch), np.int64(ch) + 1, x, pk, p, eps, out, dbuf, nch, stream)
-
-
-@njit(**_opts)
-def _rows_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, nch, stream):
+def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch, stream):
     """Fixed row chunks as the forward; for p = 2 the write loop of row i accumulates the
     two sums (sum x², sum dy x) of row i + 1 (with ``stream``, large outputs: the sums of
     row i + 1 first, then row i with streaming stores). The p = 2 row is
-    ``dy * (1/d) + x * (-c)`` in the data dtype.
-
-    Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_rows_backward_par` runs
-    them in parallel (see :func:`numbanorm._config.launch_items`)."""
+    ``dy * (1/d) + x * (-c)`` in the data dtype."""
     m, n = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
     df = grad_x.reshape(-1)
     t = x.dtype.type
-    for ch in range(first, stop):
+    for ch in prange(nch):
         start = ch * m // nch
         stop = (ch + 1) * m // nch
         if start < stop:
@@ -271,18 +256,10 @@ def _rows_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, nch, stre
                     s = _row_dot(grad_out, x, nxt)
 
 
-def _rows_backward_par(n, grad_out, x, pk, p, eps, grad_x, nch, stream):
-    for ch in prange(n):
-        _rows_backward_items(np.int64(ch), np.int64(ch) + 1, grad_out, x, pk, p, eps, grad_x, nch, stream)
-
-
 # ------------------------------------------------------- channels (outer, C, inner)
 
 
-@njit(**_opts)
-def _chan_forward_items(first, stop, x, pk, p, eps, out, acc, dbuf, bsize):
-    """Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_chan_forward_par` runs
-    them in parallel (see :func:`numbanorm._config.launch_items`)."""
+def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
     outer, c_len, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -290,7 +267,7 @@ def _chan_forward_items(first, stop, x, pk, p, eps, out, acc, dbuf, bsize):
     ntasks = outer * nblk
     nch = acc.shape[0]
     init = _init(pk)
-    for ch in range(first, stop):
+    for ch in prange(nch):
         a = acc[ch]
         dt = dbuf[ch]
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
@@ -320,17 +297,8 @@ def _chan_forward_items(first, stop, x, pk, p, eps, out, acc, dbuf, bsize):
                     of[U(rb + j)] = xf[U(rb + j)] / dt[j]
 
 
-def _chan_forward_par(n, x, pk, p, eps, out, acc, dbuf, bsize):
-    for ch in prange(n):
-        _chan_forward_items(np.int64(ch), np.int64(ch) + 1, x, pk, p, eps, out, acc, dbuf, bsize)
-
-
-@njit(**_opts)
-def _chan_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, acc, bsize):
-    """acc[ch] rows: 0 norm, 1 sum(dy*x), 2 1/d, 3 coef, 4 tie count (p = inf).
-
-    Items ``first .. stop - 1`` of the ``prange`` over ``ch``; :func:`_chan_backward_par` runs
-    them in parallel (see :func:`numbanorm._config.launch_items`)."""
+def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
+    """acc[ch] rows: 0 norm, 1 sum(dy*x), 2 1/d, 3 coef, 4 tie count (p = inf)."""
     outer, c_len, inner = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
@@ -339,7 +307,7 @@ def _chan_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, acc, bsiz
     ntasks = outer * nblk
     nch = acc.shape[0]
     init = _init(pk)
-    for ch in range(first, stop):
+    for ch in prange(nch):
         a0 = acc[ch, 0]
         a1 = acc[ch, 1]
         a2 = acc[ch, 2]
@@ -395,15 +363,10 @@ def _chan_backward_items(first, stop, grad_out, x, pk, p, eps, grad_x, acc, bsiz
                     df[U(rb + j)] = gf[U(rb + j)] * a2[j] - a3[j] * g
 
 
-def _chan_backward_par(n, grad_out, x, pk, p, eps, grad_x, acc, bsize):
-    for ch in prange(n):
-        _chan_backward_items(np.int64(ch), np.int64(ch) + 1, grad_out, x, pk, p, eps, grad_x, acc, bsize)
-
-
-_ROWS_FORWARD = _config.item_pair(_rows_forward_par, _rows_forward_items)
-_ROWS_BACKWARD = _config.item_pair(_rows_backward_par, _rows_backward_items)
-_CHAN_FORWARD = _config.item_pair(_chan_forward_par, _chan_forward_items)
-_CHAN_BACKWARD = _config.item_pair(_chan_backward_par, _chan_backward_items)
+_rows_forward_par, _rows_forward_ser = _config.twins(_rows_forward)
+_rows_backward_par, _rows_backward_ser = _config.twins(_rows_backward)
+_chan_forward_par, _chan_forward_ser = _config.twins(_chan_forward)
+_chan_backward_par, _chan_backward_ser = _config.twins(_chan_backward)
 
 
 def _pkind(p):
@@ -441,7 +404,11 @@ def forward_rows(x, p, eps, out):
     pk = _pkind(p)
     nch = max(1, min(ROW_CHUNKS, x.shape[0]))
     stream = out.nbytes >= STREAM_BYTES
-    _config.launch_items(*_ROWS_FORWARD, nch, x.size, x, pk, p, eps, out, dbuf, nch, stream)
+    if x.size < _config.SERIAL_THRESHOLD:
+        _rows_forward_ser(x, pk, p, eps, out, dbuf, nch, stream)
+    else:
+        with _config.KERNEL_LOCK:
+            _rows_forward_par(x, pk, p, eps, out, dbuf, nch, stream)
 
 
 def backward_rows(grad_out, x, p, eps, grad_x):
@@ -449,7 +416,11 @@ def backward_rows(grad_out, x, p, eps, grad_x):
     pk = _pkind(p)
     nch = max(1, min(ROW_CHUNKS, x.shape[0]))
     stream = grad_x.nbytes >= STREAM_BYTES
-    _config.launch_items(*_ROWS_BACKWARD, nch, x.size, grad_out, x, pk, p, eps, grad_x, nch, stream)
+    if x.size < _config.SERIAL_THRESHOLD:
+        _rows_backward_ser(grad_out, x, pk, p, eps, grad_x, nch, stream)
+    else:
+        with _config.KERNEL_LOCK:
+            _rows_backward_par(grad_out, x, pk, p, eps, grad_x, nch, stream)
 
 
 def forward_channels(x, p, eps, out):
@@ -459,7 +430,11 @@ def forward_channels(x, p, eps, out):
     acc = np.empty((nch, bsize))
     dbuf = np.empty((nch, bsize), x.dtype)
     pk = _pkind(p)
-    _config.launch_items(*_CHAN_FORWARD, nch, x.size, x, pk, p, eps, out, acc, dbuf, bsize)
+    if serial:
+        _chan_forward_ser(x, pk, p, eps, out, acc, dbuf, bsize)
+    else:
+        with _config.KERNEL_LOCK:
+            _chan_forward_par(x, pk, p, eps, out, acc, dbuf, bsize)
 
 
 def backward_channels(grad_out, x, p, eps, grad_x):
@@ -468,4 +443,8 @@ def backward_channels(grad_out, x, p, eps, grad_x):
     bsize, nch = _blocking(x, serial)
     acc = np.empty((nch, 5, bsize))
     pk = _pkind(p)
-    _config.launch_items(*_CHAN_BACKWARD, nch, x.size, grad_out, x, pk, p, eps, grad_x, acc, bsize)
+    if serial:
+        _chan_backward_ser(grad_out, x, pk, p, eps, grad_x, acc, bsize)
+    else:
+        with _config.KERNEL_LOCK:
+            _chan_backward_par(grad_out, x, pk, p, eps, grad_x, acc, bsize)

@@ -26,10 +26,7 @@ Thread mapping:
   row blocks (I == 1) or over (o, c, inner block) runs (I > 1). It is compiled without
   fastmath so its rounding is exactly scikit-learn's sequence of in-place operations.
 
-Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements; the statistics
-kernels instead are item functions (``first .. stop`` items) called directly when small and
-from a thin ``prange`` driver when large (:func:`numbanorm._config.launch_items`: their
-loop-heavy bodies compile once instead of once per twin and again inside the parfor).
+Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
 """
 import numpy as np
 from numba import njit, prange
@@ -123,15 +120,12 @@ def seg_plan(o, i):
 # --------------------------------------------------------------------------- moments
 
 
-@njit(**_config.JIT_OPTIONS)
-def _moments_rows_items(first, stop, x, shift, w, use_w, pc, pm, pq, scratch):
-    """Items ``first .. stop - 1`` (item t: row chunk ``t // ntiles``, column tile
-    ``t % ntiles``; ``scratch[t]`` its block buffers) of the (R, C) statistics."""
+def _moments_rows(x, shift, w, use_w, pc, pm, pq, scratch):
     r, c = x.shape
     p = pc.shape[0]
     tile = scratch.shape[2]
     ntiles = (c + tile - 1) // tile
-    for t in range(first, stop):
+    for t in prange(p * ntiles):
         k = t // ntiles
         c0 = (t % ntiles) * tile
         c1 = min(c, c0 + tile)
@@ -202,19 +196,11 @@ def _moments_rows_items(first, stop, x, shift, w, use_w, pc, pm, pq, scratch):
                     pq[k, c0 + j] = q
 
 
-def _moments_rows_par(n, x, shift, w, use_w, pc, pm, pq, scratch):
-    for t in prange(n):
-        _moments_rows_items(np.int64(t), np.int64(t) + 1, x, shift, w, use_w, pc, pm, pq, scratch)
-
-
-@njit(**_config.JIT_OPTIONS)
-def _moments_segs_items(first, stop, x, shift, pc, pm, pq):
-    """Items ``first .. stop - 1`` (item t: piece ``t // C`` of channel ``t % C``) of the
-    (O, C, I) statistics."""
+def _moments_segs(x, shift, pc, pm, pq):
     o, c, ni = x.shape
     p = pc.shape[0]
     total = o * ni
-    for t in range(first, stop):
+    for t in prange(p * c):
         k = t // c
         ch = t % c
         sh = shift[ch]
@@ -267,14 +253,8 @@ def _moments_segs_items(first, stop, x, shift, pc, pm, pq):
         pq[k, ch] = q
 
 
-def _moments_segs_par(n, x, shift, pc, pm, pq):
-    for t in prange(n):
-        _moments_segs_items(np.int64(t), np.int64(t) + 1, x, shift, pc, pm, pq)
-
-
-# thin parallel drivers over the item functions (see _config.launch_items)
-_MOMENTS_ROWS = _config.item_pair(_moments_rows_par, _moments_rows_items)
-_MOMENTS_SEGS = _config.item_pair(_moments_segs_par, _moments_segs_items)
+_MOMENTS_ROWS = _config.twins(_moments_rows)
+_MOMENTS_SEGS = _config.twins(_moments_segs)
 
 _NO_WEIGHT = np.ones(1)
 
@@ -300,7 +280,7 @@ def moments(x, weight, count, mean, m2):
         scratch = np.empty((p * ntiles, 4, tile))
         use_w = weight is not None
         w = weight if use_w else _NO_WEIGHT
-        _config.launch_items(*_MOMENTS_ROWS, p * ntiles, size, x2, shift, w, use_w, pc, pm, pq, scratch)
+        _config.launch(_MOMENTS_ROWS, size, x2, shift, w, use_w, pc, pm, pq, scratch)
     elif weight is not None:
         # per-outer weights on a (O, C, I) layout: weight each (o, c) run separately
         x2 = np.ascontiguousarray(np.moveaxis(x, 1, 2)).reshape(o * ni, c)
@@ -311,7 +291,7 @@ def moments(x, weight, count, mean, m2):
         pc = np.empty((p, c))
         pm = np.empty((p, c))
         pq = np.empty((p, c))
-        _config.launch_items(*_MOMENTS_SEGS, p * c, size, x, shift, pc, pm, pq)
+        _config.launch(_MOMENTS_SEGS, size, x, shift, pc, pm, pq)
     merge_partials(pc, pm, pq, shift, count, mean, m2)
 
 
