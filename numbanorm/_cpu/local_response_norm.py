@@ -218,7 +218,7 @@ def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf
         _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
         if pf:
             _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-        _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+        _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
         if cb == 1:
             _write_y(xf, o0 * length, Z, buf, so, Z, of, I1, nr * length, k, alpha, beta, pk)
         else:
@@ -262,7 +262,7 @@ def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, 
                 _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
             _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
             _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-        _window(buf, offs, 0, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+        _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
         # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
         if cb == 1 and nd == 1:
             _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
