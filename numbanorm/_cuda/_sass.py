@@ -76,8 +76,8 @@ ROW_SCALARS = {
 #: the kernel families the issue's table covers (module, kernels); None = every kernel
 FAMILIES = [
     ("_rows", None),
-    ("_channels", ["_moments_inner", "_moments_last", "_grad_moments_inner", "_grad_moments_last",
-                   "_apply", "_grad_apply"]),
+    ("_channels", ["_moments_inner", "_moments_last", "_grad_moments_inner", "_grad_moments_last"]),
+    ("_channels_apply", None),
     ("standardize", ["_moments_cols", "_moments_segs", "_transform_cols", "_transform_cols_div",
                      "_transform_rows", "_transform_rows_div"]),
     ("normalize", None),
