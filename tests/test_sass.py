@@ -45,6 +45,15 @@ BUDGET = [
 #: (module, kernel, block size) of other kernels within the budget
 BUDGET_OTHER = [
     ("standardize", "_transform_cols", 256),  # the scaling transform at I == 1 (axis 0 of (n, features))
+    # BatchNorm / GroupNorm / InstanceNorm statistics (forward, backward) and element-wise passes
+    ("_channels", "_moments_inner", 256),
+    ("_channels", "_moments_last", 256),
+    ("_channels", "_grad_moments_inner", 256),
+    ("_channels", "_grad_moments_last", 256),
+    ("_channels_apply", "_apply_inner", 256),
+    ("_channels_apply", "_apply_last", 256),
+    ("_channels_apply", "_grad_apply_inner", 256),
+    ("_channels_apply", "_grad_apply_last", 256),
 ]
 
 

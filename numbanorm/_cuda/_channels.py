@@ -14,22 +14,23 @@ Thread mapping
   ``(b, c, chunk)`` writes float64 partial sums into ``(B, K, C)`` buffers.
 
   - ``I > 1``: one block per work item (grid-stride over items), threads striding over the
-    chunk's flat ``(o, i)`` range (coalesced along I), ``_reduce.block_sum2``.
+    chunk's flat ``(o, i)`` range (coalesced along I) with an unsigned address cursor
+    (one conditional wrap per step, no per-element ``//``/``%``), ``_reduce.block_sum2``.
   - ``I = 1`` (channels-last): 2-D blocks ``(32, threads/32)``; ``threadIdx.x`` is the
     channel inside a 32-channel tile (coalesced along C), ``threadIdx.y`` strides over the
-    chunk's rows; the ``y`` partials are added in ``y`` order through shared memory.
+    chunk's rows (unsigned address step); the ``y`` partials are added in ``y`` order
+    through shared memory.
 
   The second stage (``_group_stats`` / ``_grad_coefficients``: one block per ``(b, g)``,
   threads over the group's channels, block reductions;
   ``_grad_params``: one thread per channel) adds the partials in chunk order. No atomics.
-* Element-wise passes (``_apply``, ``_grad_apply``): a 2-D view, rows = the ``(b, o, c)``
-  runs of I values (coefficients per row) or, channels-last, the ``(b, o)`` positions with
-  the channels as columns; 2-D blocks with 32·k threads along the (coalesced) columns,
-  grid-stride over rows and columns, so the (b, c) index arithmetic is per row, not per
-  element.
+* Element-wise passes: :mod:`._channels_apply` (coefficients per row or per sample,
+  flat unsigned indices).
 
-Numerics as on the CPU: float64 sums of values shifted by each slice's first element,
-channels merged into groups with Chan's formula; element-wise passes in float64.
+Numerics: the data are the ``x − K`` (K = the slice's first element; backward: ``x − mean``
+with the float64 mean split into two values of the data dtype) summed in the data dtype
+over runs of ``RUN`` values per thread, the runs added in float64; threads, chunks and
+channels merged in float64 (Chan's formula for the groups) in a fixed order.
 """
 import functools
 import math
