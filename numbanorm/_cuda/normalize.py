@@ -83,12 +83,12 @@ def _clamp(nrm, eps):
 
 @cuda.jit(device=True, inline="always")
 def _dnorm(v, nrm, rn, pk, p, cnt):
-    """d nrm / d v; ``rn`` = 1 / nrm."""
+    """d nrm / d v; ``rn`` = 1 / nrm (0 where nrm = 0)."""
+    if pk == P2:
+        return v * rn  # 0 for v = 0 or nrm = 0 (rn = 0; v is finite when nrm = 0)
     if v == 0.0 or nrm == 0.0:
         return 0.0
     sg = 1.0 if v > 0.0 else -1.0
-    if pk == P2:
-        return v * rn
     if pk == P1:
         return sg
     if pk == PINF or pk == PNINF:
@@ -164,6 +164,39 @@ def kernels(fixed, fp64=False):
 
     scale = cuda.jit(device=True, inline="always")(scale)
 
+    def grad_run(grad_out, x, grad_x, k, end, step, inv_d, coef, nrm, rn, pk, p, cnt):
+        """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration."""
+        while k + step < end:
+            k2 = k + step
+            v1 = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
+            v2 = grad_out[k2] * inv_d - coef * _dnorm(float64(x[k2]), nrm, rn, pk, p, cnt)
+            grad_x[k] = v1
+            grad_x[k2] = v2
+            k = k2 + step
+        if k < end:
+            grad_x[k] = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
+
+    grad_run = cuda.jit(device=True, inline="always")(grad_run)
+
+    def dot_run(grad_out, x, k, end, step, a, s, pk, p):
+        """(norm accumulator, Σ dy·x) over j = k, k + step, ... < end, two per iteration."""
+        while k + step < end:
+            k2 = k + step
+            v1 = float64(x[k])
+            v2 = float64(x[k2])
+            g1 = float64(grad_out[k])
+            g2 = float64(grad_out[k2])
+            a = _acc(v2, _acc(v1, a, pk, p), pk, p)
+            s += g1 * v1 + g2 * v2
+            k = k2 + step
+        if k < end:
+            v = float64(x[k])
+            a = _acc(v, a, pk, p)
+            s += float64(grad_out[k]) * v
+        return a, s
+
+    dot_run = cuda.jit(device=True, inline="always")(dot_run)
+
     def rows_forward(warp):
         def k(x, m, n, pk, p, eps, out):
             pk = kind(pk)
@@ -214,12 +247,7 @@ def kernels(fixed, fp64=False):
                 a = _init(pk)
                 s = float64(0.0)
                 if active:
-                    j = base + lane
-                    while j < end:
-                        v = float64(x[j])
-                        a = _acc(v, a, pk, p)
-                        s += float64(grad_out[j]) * v
-                        j += ut
+                    a, s = dot_run(grad_out, x, base + lane, end, ut, a, s, pk, p)
                 if maxred and (pk == PINF or pk == PNINF):
                     a = warp_max(a) if warp else block_max(a)
                     s = warp_sum(s) if warp else block_sum(s)
@@ -239,10 +267,7 @@ def kernels(fixed, fp64=False):
                 coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
                 rn = 1.0 / nrm if nrm != 0.0 else 0.0
                 if active:
-                    j = base + lane
-                    while j < end:
-                        grad_x[j] = grad_out[j] * inv_d - coef * _dnorm(float64(x[j]), nrm, rn, pk, p, cnt)
-                        j += ut
+                    grad_run(grad_out, x, grad_x, base + lane, end, ut, inv_d, coef, nrm, rn, pk, p, cnt)
                 i0 += cuda.gridDim.x * rpb
 
         return _named(k, f"_rows_backward_{'warp' if warp else 'block'}{tag}")
@@ -277,12 +302,7 @@ def kernels(fixed, fp64=False):
             end = base + span
             a = _init(pk)
             s = float64(0.0)
-            k = base
-            while k < end:
-                v = float64(x[k])
-                a = _acc(v, a, pk, p)
-                s += float64(grad_out[k]) * v
-                k += ui
+            a, s = dot_run(grad_out, x, base, end, ui, a, s, pk, p)
             nrm = _finish(a, pk, p)
             cnt = float64(0.0)
             if maxred and (pk == PINF or pk == PNINF):
@@ -294,10 +314,7 @@ def kernels(fixed, fp64=False):
             inv_d = 1.0 / _clamp(nrm, eps)
             coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
             rn = 1.0 / nrm if nrm != 0.0 else 0.0
-            k = base
-            while k < end:
-                grad_x[k] = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
-                k += ui
+            grad_run(grad_out, x, grad_x, base, end, ui, inv_d, coef, nrm, rn, pk, p, cnt)
             col += uint64(cuda.gridsize(1))
 
     def chan_partial(x, outer, c_len, inner, pk, p, part):
