@@ -54,6 +54,14 @@ BUDGET_OTHER = [
     ("_channels_apply", "_apply_last", 256),
     ("_channels_apply", "_grad_apply_inner", 256),
     ("_channels_apply", "_grad_apply_last", 256),
+    # Lp normalize, p = 2 and p = 1 (compile-time p): row and channel forwards, the split pass
+    ("normalize", "_rows_forward_warp_p2", 256),
+    ("normalize", "_rows_forward_block_p2", 256),
+    ("normalize", "_chan_forward_p2", 256),
+    ("normalize", "_chan_partial_p2", 256),
+    ("normalize", "_rows_forward_warp_p1", 256),
+    ("normalize", "_chan_forward_p1", 256),
+    ("normalize", "_chan_apply", 256),
 ]
 
 
