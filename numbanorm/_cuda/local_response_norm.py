@@ -33,7 +33,7 @@ Intermediate sums are stored in the compute dtype, as the CPU kernels' scratch.
 """
 import math
 
-from numba import cuda, float64
+from numba import cuda, float64, uint64
 
 from . import _layout
 
@@ -75,8 +75,12 @@ def _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2):
 
 
 @cuda.jit
-def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti):
-    """One window pass along the middle axis of (A, La, B) with a shared tile + halo."""
+def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti, flat):
+    """One window pass along the middle axis of (A, La, B) with a shared tile + halo.
+
+    Thread ``t`` owns tile column ``q = t % ti`` and rows ``t // ti + j · (nt // ti)``
+    (threads past ``(nt // ti) · ti`` idle), so neither the tile load nor the window sums
+    divide per element; the loads use unsigned flat offsets into ``flat`` (``src`` flat)."""
     na, length, nb = src.shape
     sh = cuda.shared.array(SHARED, float64)
     t = cuda.threadIdx.x
@@ -86,43 +90,51 @@ def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl,
     ntl = (length + tl - 1) // tl
     ntb = (nb + ti - 1) // ti
     per_a = ntl * ntb
+    q = t % ti
+    r0 = t // ti
+    rstep = nt // ti
     for tile in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
         a = tile // per_a
         rem = tile - a * per_a
         lt = rem // ntb
         l0 = lt * tl
-        b0 = (rem - lt * ntb) * ti
-        for e in range(t, rows * ti, nt):
-            r = e // ti
-            q = e - r * ti
-            l = l0 - lo + r
-            b = b0 + q
-            v = float64(0.0)
-            if l >= 0 and l < length and b < nb:
-                v = float64(src[a, l, b])
-            sh[e] = v
+        b = (rem - lt * ntb) * ti + q
+        if r0 < rows:  # r0 >= rows: an idle thread (t >= rstep * ti)
+            # row l of the tile (may start in the halo below 0); flat offset of (a, l, b),
+            # advanced by a step: no per-element multiply or division
+            l = l0 - lo + r0
+            off = (a * length + l) * nb + b
+            si = r0 * ti + q
+            while si < rows * ti:
+                v = float64(0.0)
+                if l >= 0 and l < length and b < nb:
+                    v = float64(flat[uint64(off)])
+                sh[si] = v
+                l += rstep
+                off += rstep * nb
+                si += rstep * ti
         cuda.syncthreads()
-        for e in range(t, tl * ti, nt):
-            r = e // ti
-            q = e - r * ti
-            l = l0 + r
-            b = b0 + q
-            if l < length and b < nb:
-                acc = float64(0.0)
-                if square:
-                    for d in range(w):
-                        v = sh[(r + d) * ti + q]
-                        acc += v * v
-                else:
-                    for d in range(w):
-                        acc += sh[(r + d) * ti + q]
-                xc = float64(0.0)
-                if mode == 1:
+        if b < nb and r0 < rows:
+            r = r0
+            while r < tl:
+                l = l0 + r
+                if l < length:
+                    acc = float64(0.0)
                     if square:
-                        xc = sh[(r + lo) * ti + q]
+                        for d in range(w):
+                            v = sh[(r + d) * ti + q]
+                            acc += v * v
                     else:
-                        xc = float64(x[a, l, b])
-                _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+                        for d in range(w):
+                            acc += sh[(r + d) * ti + q]
+                    xc = float64(0.0)
+                    if mode == 1:
+                        if square:
+                            xc = sh[(r + lo) * ti + q]
+                        else:
+                            xc = float64(x[a, l, b])
+                    _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+                r += rstep
         cuda.syncthreads()
 
 
@@ -186,7 +198,7 @@ def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, 
     tl = min(tl, length)
     ntiles = na * -(-length // tl) * -(-nb // ti)
     blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
-    _wpass[blocks, nt, _layout.stream()](*views, *args, tl, ti)
+    _wpass[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
 
 
 def _views(x, sp):
@@ -280,7 +292,7 @@ def _signatures():
         arrs = ", ".join([a3] * 5)
         common = "int64, int64, int64, int64, float64, float64, float64, int64, float64"
         sigs += [
-            (_wpass, f"void({arrs}, {common}, int64, int64)"),
+            (_wpass, f"void({arrs}, {common}, int64, int64, {a1})"),
             (_wpass_direct, f"void({arrs}, {common})"),
             (_grad_tp, f"void({a1}, {a1}, {a1}, float64, float64, float64, int64, {a1}, {a1})"),
         ]
