@@ -62,6 +62,9 @@ BUDGET_OTHER = [
     ("normalize", "_rows_forward_warp_p1", 256),
     ("normalize", "_chan_forward_p1", 256),
     ("normalize", "_chan_apply", 256),
+    # LRN window passes: sums (mode 0) and the backward's last pass (mode 2)
+    ("local_response_norm", "_wpass_m0", 256),
+    ("local_response_norm", "_wpass_m2", 256),
 ]
 
 
