@@ -613,3 +613,31 @@ def test_float16_backward_is_computed_in_float32_and_returned_as_float16(rng):
         for u, v in zip(got, want):
             assert u.dtype == np.float16
             np.testing.assert_allclose(u, v, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_gpu_float32_large_offset_as_accurate_as_cpu(rng, small_blocks, channel_axis):
+    """float32 data with a 1e4 offset: the GPU kernels compute elements in float32 (the
+    mean split into two float32 values), their error against float64 stays at the CPU
+    path's level, forward and backward."""
+    x64 = rng.standard_normal((3, 4, 6, 13)) + 1e4
+    x = x64.astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    if channel_axis == -1:
+        x, g = _last(x), _last(g)
+    w = (1 + 0.1 * rng.standard_normal(4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    kw = dict(channel_axis=channel_axis)
+    want = ref.batch_norm(x.astype(np.float64), None, None, w, b, training=True, **kw)
+    want_b = ref.batch_norm_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **kw)
+    cpu = batch_norm(x, None, None, w, b, training=True, **kw)
+    cpu_b = batch_norm_backward(g, x, w, **kw)
+    with _dispatch.force_device("cuda"):
+        gpu = batch_norm(x, None, None, w, b, training=True, **kw)
+        gpu_b = batch_norm_backward(g, x, w, **kw)
+    for c, d, r in zip((cpu,) + tuple(cpu_b), (gpu,) + tuple(gpu_b), (want,) + tuple(want_b)):
+        scale = np.abs(r).max()
+        cpu_err = np.abs(c - r).max() / scale
+        gpu_err = np.abs(d - r).max() / scale
+        assert gpu_err <= max(4 * cpu_err, 1e-5), (gpu_err, cpu_err)

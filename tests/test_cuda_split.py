@@ -25,8 +25,9 @@ def test_normalize_axis0_split_matches_cpu(rng, p, dtype):
             force_device("cuda"):
         got = numbanorm.normalize(x, p, axis=0)
     names = [lp.name for lp in rec.launches]
-    assert "_chan_partial" in names and "_chan_apply" in names
-    part = next(lp for lp in rec.launches if lp.name == "_chan_partial")
+    # the partial kernel is compiled per p kind (``_chan_partial_p2``, ``_p1``, or the runtime kind)
+    assert any(n.startswith("_chan_partial") for n in names) and "_chan_apply" in names
+    part = next(lp for lp in rec.launches if lp.name.startswith("_chan_partial"))
     assert part.blocks >= 4
     tol = 1e-12 if dtype == np.float64 else 2e-6
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

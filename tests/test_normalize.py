@@ -383,3 +383,17 @@ def test_gpu_matches_cpu_p_nonpositive(rng, small_blocks, shape, axis, p):
     for u, v in zip(cpu, gpu):
         assert isinstance(v, np.ndarray) and v.dtype == u.dtype and v.shape == u.shape
         np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_quotient_by_float64_reciprocal_is_exact(rng):
+    """The float32 GPU kernels write ``x / d`` as ``float32(float64(x) * (1 / float64(d)))``
+    (numbanorm/_cuda/normalize.py): the same bits as the float32 division, denormals,
+    overflow and special values included."""
+    x = (rng.standard_normal(400_000) * np.exp2(rng.integers(-140, 120, 400_000))).astype(np.float32)
+    d = (np.abs(rng.standard_normal(400_000)) * np.exp2(rng.integers(-100, 100, 400_000))).astype(np.float32)
+    x[:4] = [np.inf, 0.0, np.nan, 1.0]
+    d[:4] = [np.inf, 0.0, 1.0, np.inf]
+    with np.errstate(all="ignore"):
+        want = x / d
+        got = (x.astype(np.float64) * (1.0 / d.astype(np.float64))).astype(np.float32)
+    np.testing.assert_array_equal(got, want)

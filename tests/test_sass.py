@@ -45,6 +45,26 @@ BUDGET = [
 #: (module, kernel, block size) of other kernels within the budget
 BUDGET_OTHER = [
     ("standardize", "_transform_cols", 256),  # the scaling transform at I == 1 (axis 0 of (n, features))
+    # BatchNorm / GroupNorm / InstanceNorm statistics (forward, backward) and element-wise passes
+    ("_channels", "_moments_inner", 256),
+    ("_channels", "_moments_last", 256),
+    ("_channels", "_grad_moments_inner", 256),
+    ("_channels", "_grad_moments_last", 256),
+    ("_channels_apply", "_apply_inner", 256),
+    ("_channels_apply", "_apply_last", 256),
+    ("_channels_apply", "_grad_apply_inner", 256),
+    ("_channels_apply", "_grad_apply_last", 256),
+    # Lp normalize, p = 2 and p = 1 (compile-time p): row and channel forwards, the split pass
+    ("normalize", "_rows_forward_warp_p2", 256),
+    ("normalize", "_rows_forward_block_p2", 256),
+    ("normalize", "_chan_forward_p2", 256),
+    ("normalize", "_chan_partial_p2", 256),
+    ("normalize", "_rows_forward_warp_p1", 256),
+    ("normalize", "_chan_forward_p1", 256),
+    ("normalize", "_chan_apply", 256),
+    # LRN window passes: sums (mode 0) and the backward's last pass (mode 2)
+    ("local_response_norm", "_wpass_m0", 256),
+    ("local_response_norm", "_wpass_m2", 256),
 ]
 
 

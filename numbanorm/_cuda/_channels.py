@@ -14,29 +14,35 @@ Thread mapping
   ``(b, c, chunk)`` writes float64 partial sums into ``(B, K, C)`` buffers.
 
   - ``I > 1``: one block per work item (grid-stride over items), threads striding over the
-    chunk's flat ``(o, i)`` range (coalesced along I), ``_reduce.block_sum2``.
+    chunk's flat ``(o, i)`` range (coalesced along I) with an unsigned address cursor
+    (one conditional wrap per step, no per-element ``//``/``%``), ``_reduce.block_sum2``.
   - ``I = 1`` (channels-last): 2-D blocks ``(32, threads/32)``; ``threadIdx.x`` is the
     channel inside a 32-channel tile (coalesced along C), ``threadIdx.y`` strides over the
-    chunk's rows; the ``y`` partials are added in ``y`` order through shared memory.
+    chunk's rows (unsigned address step); the ``y`` partials are added in ``y`` order
+    through shared memory.
 
   The second stage (``_group_stats`` / ``_grad_coefficients``: one block per ``(b, g)``,
   threads over the group's channels, block reductions;
   ``_grad_params``: one thread per channel) adds the partials in chunk order. No atomics.
-* Element-wise passes (``_apply``, ``_grad_apply``): a 2-D view, rows = the ``(b, o, c)``
-  runs of I values (coefficients per row) or, channels-last, the ``(b, o)`` positions with
-  the channels as columns; 2-D blocks with 32·k threads along the (coalesced) columns,
-  grid-stride over rows and columns, so the (b, c) index arithmetic is per row, not per
-  element.
+* Element-wise passes: :mod:`._channels_apply` (coefficients per row or per sample,
+  flat unsigned indices).
 
-Numerics as on the CPU: float64 sums of values shifted by each slice's first element,
-channels merged into groups with Chan's formula; element-wise passes in float64.
+Numerics: the data are the ``x − K`` (K = the slice's first element; backward: ``x − mean``
+with the float64 mean split into two values of the data dtype) summed in the data dtype
+over runs of ``RUN`` values per thread, the runs added in float64; threads, chunks and
+channels merged in float64 (Chan's formula for the groups) in a fixed order.
 """
+import functools
 import math
 
-from numba import cuda, float64
+from numba import cuda, float32, float64, uint32, uint64
 
 from . import _layout
+from ._channels_apply import apply_kernel, launch_2d
 from ._reduce import block_sum, block_sum2
+
+#: values a thread sums in the data dtype before adding the run into float64
+RUN = 16
 
 
 def _chunks(n, slices, threads):
@@ -50,129 +56,197 @@ def _chunks(n, slices, threads):
 # --- stage 1: partial sums ---------------------------------------------------------------
 
 
-@cuda.jit
-def _moments_inner(x, nchunks, part1, part2):
-    """part[b, k, c] = Σ (x − K), Σ (x − K)² over chunk k of slice (b, c); K = x[b, 0, c, 0]."""
-    nb, no, nc, ni = x.shape
-    n = no * ni
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    for w in range(cuda.blockIdx.x, nb * nc * nchunks, cuda.gridDim.x):
-        k = w % nchunks
-        bc = w // nchunks
-        c = bc % nc
-        b = bc // nc
-        sh = float64(x[b, 0, c, 0])
-        s = float64(0.0)
-        ss = float64(0.0)
-        for f in range(k * n // nchunks + t, (k + 1) * n // nchunks, nt):
-            o = f // ni
-            v = x[b, o, c, f - o * ni] - sh
-            s += v
-            ss += v * v
-        s, ss = block_sum2(s, ss)
-        if t == 0:
-            part1[b, k, c] = s
-            part2[b, k, c] = ss
+def _acc(fp64):
+    return float64 if fp64 else float32
 
 
-@cuda.jit
-def _moments_last(x, nchunks, part1, part2):
-    """As ``_moments_inner`` for the channels-last ``(B, O, C)`` view."""
-    nb, no, nc = x.shape
-    buf = cuda.shared.array((2, 32, 32), float64)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    ny = cuda.blockDim.y
-    tiles = (nc + 31) // 32
-    for w in range(cuda.blockIdx.x, nb * nchunks * tiles, cuda.gridDim.x):
-        tile = w % tiles
-        bk = w // tiles
-        k = bk % nchunks
-        b = bk // nchunks
-        c = tile * 32 + tx
-        s = float64(0.0)
-        ss = float64(0.0)
-        if c < nc:
-            sh = float64(x[b, 0, c])
-            for o in range(k * no // nchunks + ty, (k + 1) * no // nchunks, ny):
-                v = x[b, o, c] - sh
-                s += v
-                ss += v * v
-        buf[0, ty, tx] = s
-        buf[1, ty, tx] = ss
-        cuda.syncthreads()
-        if ty == 0 and c < nc:
-            for y in range(1, ny):
-                s += buf[0, y, tx]
-                ss += buf[1, y, tx]
-            part1[b, k, c] = s
-            part2[b, k, c] = ss
-        cuda.syncthreads()
+def _named(fn, name):
+    fn.__name__ = fn.__qualname__ = name
+    return cuda.jit(fn)
 
 
-@cuda.jit
-def _grad_moments_inner(dy, x, mean, nchunks, part1, part2):
-    """part[b, k, c] = Σ dy, Σ dy·(x − mean[b, g]) over chunk k of slice (b, c)."""
-    nb, no, nc, ni = x.shape
-    n = no * ni
-    cg = nc // mean.shape[1]
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    for w in range(cuda.blockIdx.x, nb * nc * nchunks, cuda.gridDim.x):
-        k = w % nchunks
-        bc = w // nchunks
-        c = bc % nc
-        b = bc // nc
-        m = mean[b, c // cg]
-        s = float64(0.0)
-        sx = float64(0.0)
-        for f in range(k * n // nchunks + t, (k + 1) * n // nchunks, nt):
-            o = f // ni
-            i = f - o * ni
-            g = float64(dy[b, o, c, i])
-            s += g
-            sx += g * (x[b, o, c, i] - m)
-        s, sx = block_sum2(s, sx)
-        if t == 0:
-            part1[b, k, c] = s
-            part2[b, k, c] = sx
+@cuda.jit(device=True, inline="always")
+def _cursor(f, ni, ci, base):
+    """(address, i) of flat position ``f`` of a (O, I) slice whose rows are ``ci`` apart."""
+    o = f // ni
+    i = f - o * ni
+    return base + o * ci + i, i
 
 
-@cuda.jit
-def _grad_moments_last(dy, x, mean, nchunks, part1, part2):
-    """As ``_grad_moments_inner`` for the channels-last ``(B, O, C)`` view."""
-    nb, no, nc = x.shape
-    cg = nc // mean.shape[1]
-    buf = cuda.shared.array((2, 32, 32), float64)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    ny = cuda.blockDim.y
-    tiles = (nc + 31) // 32
-    for w in range(cuda.blockIdx.x, nb * nchunks * tiles, cuda.gridDim.x):
-        tile = w % tiles
-        bk = w // tiles
-        k = bk % nchunks
-        b = bk // nchunks
-        c = tile * 32 + tx
-        s = float64(0.0)
-        sx = float64(0.0)
-        if c < nc:
-            m = mean[b, c // cg]
-            for o in range(k * no // nchunks + ty, (k + 1) * no // nchunks, ny):
-                g = float64(dy[b, o, c])
-                s += g
-                sx += g * (x[b, o, c] - m)
-        buf[0, ty, tx] = s
-        buf[1, ty, tx] = sx
-        cuda.syncthreads()
-        if ty == 0 and c < nc:
-            for y in range(1, ny):
-                s += buf[0, y, tx]
-                sx += buf[1, y, tx]
-            part1[b, k, c] = s
-            part2[b, k, c] = sx
-        cuda.syncthreads()
+@functools.lru_cache(maxsize=None)
+def moments_inner(fp64, grad, wide=False):
+    """Stage-1 kernel of the ``I > 1`` layout (flat ``x`` of ``(B, O, C, I)``), one block
+    per (b, c, chunk) work item, threads striding over the chunk's flat (o, i) positions.
+
+    ``grad=False``: ``_moments_inner(x, nb, no, nc, ni, nchunks, part1, part2)``,
+    part = Σ (x − K), Σ (x − K)² with K = x[b, 0, c, 0].
+    ``grad=True``: ``_grad_moments_inner(dy, x, mean, nb, no, nc, ni, nchunks, part1, part2)``,
+    part = Σ dy, Σ dy·(x − mean[b, g]).
+
+    Each thread walks its positions with an unsigned address cursor (``+ step``, one
+    conditional wrap to the next ``o``: no per-element ``//``/``%``), does the element
+    math in the data dtype (float32 data: ``x − mean`` as ``(x − m_hi) − m_lo`` of the
+    float64 mean split in two float32 values) and adds runs of ``RUN`` values into
+    float64 accumulators; the block sums are float64 (``block_sum2``). ``wide``: the
+    in-row position ``i`` is 64-bit (``I >= 2**31``), else 32-bit."""
+    acc = _acc(fp64)
+    ity = uint64 if wide else uint32
+
+    def body(dy, x, mean, nb, no, nc, ni, nchunks, part1, part2):
+        n = no * ni
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        cg = nc // mean.shape[1]
+        uni = uint64(ni)
+        ci = uint64(nc) * uni
+        dn = uint64(nt) // uni
+        di = ity(uint64(nt) - dn * uni)
+        ni_i = ity(ni)
+        step = dn * ci + di
+        wrap = ci - uni
+        for w in range(cuda.blockIdx.x, nb * nc * nchunks, cuda.gridDim.x):
+            k = w % nchunks
+            bc = w // nchunks
+            c = bc % nc
+            b = bc // nc
+            base = uint64(b) * uint64(no) * ci + uint64(c) * uni
+            if grad:
+                m = mean[b, c // cg]
+                mh = acc(m)
+                ml = acc(m - float64(mh))
+            else:
+                mh = x[base]
+                ml = acc(0.0)
+            s = float64(0.0)
+            ss = float64(0.0)
+            f = k * n // nchunks + t
+            stop = (k + 1) * n // nchunks
+            if f < stop:
+                cnt = (stop - f + nt - 1) // nt
+                addr, i0 = _cursor(uint64(f), uni, ci, base)
+                i = ity(i0)
+                j = 0
+                while j < cnt:
+                    jn = min(j + RUN, cnt)
+                    s32 = acc(0.0)
+                    ss32 = acc(0.0)
+                    while j < jn:
+                        j += 1
+                        if grad:
+                            g = dy[addr]
+                            d = x[addr] - mh
+                            if not fp64:
+                                d = d - ml
+                            s32 += g
+                            ss32 += g * d
+                        else:
+                            d = x[addr] - mh
+                            s32 += d
+                            ss32 += d * d
+                        addr += step
+                        i = ity(i + di)
+                        if i >= ni_i:
+                            i = ity(i - ni_i)
+                            addr += wrap
+                    s += float64(s32)
+                    ss += float64(ss32)
+            s, ss = block_sum2(s, ss)
+            if t == 0:
+                part1[b, k, c] = s
+                part2[b, k, c] = ss
+
+    body = cuda.jit(device=True, inline="always")(body)
+    if grad:
+        def _grad_moments_inner(dy, x, mean, nb, no, nc, ni, nchunks, part1, part2):
+            body(dy, x, mean, nb, no, nc, ni, nchunks, part1, part2)
+        return _named(_grad_moments_inner, "_grad_moments_inner")
+
+    def _moments_inner(x, nb, no, nc, ni, nchunks, part1, part2):
+        body(x, x, part1[0], nb, no, nc, ni, nchunks, part1, part2)
+    return _named(_moments_inner, "_moments_inner")
+
+
+@functools.lru_cache(maxsize=None)
+def moments_last(fp64, grad):
+    """Stage-1 kernel of the channels-last layout (flat ``x`` of ``(B, O, C)``): 2-D
+    blocks ``(32, ny)``, ``threadIdx.x`` the channel of a 32-channel tile (coalesced
+    along C), ``threadIdx.y`` strides over the chunk's rows with an unsigned address
+    step; the ``y`` partials are added in ``y`` order through shared memory. Sums as in
+    :func:`moments_inner` (same arguments without ``ni``)."""
+    acc = _acc(fp64)
+
+    def body(dy, x, mean, nb, no, nc, nchunks, part1, part2):
+        cg = nc // mean.shape[1]
+        buf = cuda.shared.array((2, 32, 32), float64)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        ny = cuda.blockDim.y
+        tiles = (nc + 31) // 32
+        uc = uint64(nc)
+        step = uint64(ny) * uc
+        for w in range(cuda.blockIdx.x, nb * nchunks * tiles, cuda.gridDim.x):
+            tile = w % tiles
+            bk = w // tiles
+            k = bk % nchunks
+            b = bk // nchunks
+            c = tile * 32 + tx
+            s = float64(0.0)
+            ss = float64(0.0)
+            if c < nc:
+                base = uint64(b) * uint64(no) * uc + uint64(c)
+                if grad:
+                    m = mean[b, c // cg]
+                    mh = acc(m)
+                    ml = acc(m - float64(mh))
+                else:
+                    mh = x[base]
+                    ml = acc(0.0)
+                o0 = k * no // nchunks + ty
+                o1 = (k + 1) * no // nchunks
+                if o0 < o1:
+                    cnt = (o1 - o0 + ny - 1) // ny
+                    addr = base + uint64(o0) * uc
+                    j = 0
+                    while j < cnt:
+                        jn = min(j + RUN, cnt)
+                        s32 = acc(0.0)
+                        ss32 = acc(0.0)
+                        while j < jn:
+                            j += 1
+                            if grad:
+                                g = dy[addr]
+                                d = x[addr] - mh
+                                if not fp64:
+                                    d = d - ml
+                                s32 += g
+                                ss32 += g * d
+                            else:
+                                d = x[addr] - mh
+                                s32 += d
+                                ss32 += d * d
+                            addr += step
+                        s += float64(s32)
+                        ss += float64(ss32)
+            buf[0, ty, tx] = s
+            buf[1, ty, tx] = ss
+            cuda.syncthreads()
+            if ty == 0 and c < nc:
+                for y in range(1, ny):
+                    s += buf[0, y, tx]
+                    ss += buf[1, y, tx]
+                part1[b, k, c] = s
+                part2[b, k, c] = ss
+            cuda.syncthreads()
+
+    body = cuda.jit(device=True, inline="always")(body)
+    if grad:
+        def _grad_moments_last(dy, x, mean, nb, no, nc, nchunks, part1, part2):
+            body(dy, x, mean, nb, no, nc, nchunks, part1, part2)
+        return _named(_grad_moments_last, "_grad_moments_last")
+
+    def _moments_last(x, nb, no, nc, nchunks, part1, part2):
+        body(x, x, part1[0], nb, no, nc, nchunks, part1, part2)
+    return _named(_moments_last, "_moments_last")
 
 
 # --- stage 2: per-(b, g) and per-channel finishing ---------------------------------------
@@ -277,62 +351,6 @@ def _grad_params(sum1, sum2, rstd, grad_weight, grad_bias):
         grad_bias[c] = sb
 
 
-# --- element-wise passes ------------------------------------------------------------------
-
-
-@cuda.jit
-def _apply(x, rows_per_b, inner, mean, rstd, weight, bias, out):
-    """out = (x − mean[b, g])·rstd[b, g]·weight[c] + bias[c] on the 2-D (rows, L) view.
-
-    ``I > 1``: rows are the (b, o, c) runs of I values (c = row % C, one coefficient per
-    row); ``I = 1``: rows are the (b, o) positions, columns the C channels. Threads
-    ``(x, y)`` of a ``(TX, TY)`` block: columns ``x`` (coalesced), rows ``y``, grid-stride.
-    """
-    nrows, ncols = x.shape
-    nc = weight.shape[0]
-    cg = nc // mean.shape[1]
-    col0 = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    cstep = cuda.gridDim.x * cuda.blockDim.x
-    for row in range(cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y, nrows, cuda.gridDim.y * cuda.blockDim.y):
-        b = row // rows_per_b
-        if inner:
-            c = row % nc
-            g = c // cg
-            m = mean[b, g]
-            s = rstd[b, g] * weight[c]
-            h = bias[c]
-            for j in range(col0, ncols, cstep):
-                out[row, j] = (x[row, j] - m) * s + h
-        else:
-            for c in range(col0, ncols, cstep):
-                g = c // cg
-                out[row, c] = (x[row, c] - mean[b, g]) * (rstd[b, g] * weight[c]) + bias[c]
-
-
-@cuda.jit
-def _grad_apply(dy, x, rows_per_b, inner, mean, alpha, beta, gamma, dx):
-    """dx = alpha[b, c]·dy + beta[b, c]·(x − mean[b, g]) + gamma[b, c] on the 2-D view of
-    ``_apply`` (``inner``: rows are (b, o, c) runs; else rows (b, o), columns c)."""
-    nrows, ncols = x.shape
-    nc = alpha.shape[1]
-    cg = nc // mean.shape[1]
-    col0 = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    cstep = cuda.gridDim.x * cuda.blockDim.x
-    for row in range(cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y, nrows, cuda.gridDim.y * cuda.blockDim.y):
-        b = row // rows_per_b
-        if inner:
-            c = row % nc
-            m = mean[b, c // cg]
-            a = alpha[b, c]
-            be = beta[b, c]
-            ga = gamma[b, c]
-            for j in range(col0, ncols, cstep):
-                dx[row, j] = a * dy[row, j] + be * (x[row, j] - m) + ga
-        else:
-            for c in range(col0, ncols, cstep):
-                dx[row, c] = alpha[b, c] * dy[row, c] + beta[b, c] * (x[row, c] - mean[b, c // cg]) + gamma[b, c]
-
-
 # --- launchers (same names and signatures as the CPU entry points) -------------------------
 
 
@@ -340,10 +358,18 @@ def _tpb():
     return _layout.threads_per_block()
 
 
-def _partial_sums(kernel_inner, kernel_last, x, extra):
-    """Run a stage-1 kernel on ``x`` (B, O, C, I); returns the (B, K, C) float64 partials."""
+def _flat(a):
+    return a.reshape(a.size)
+
+
+def _partial_sums(grad, x, extra):
+    """Run a stage-1 kernel on ``x`` (B, O, C, I); returns the (B, K, C) float64 partials.
+    ``extra``: the kernel's leading arguments (``(x,)``, or ``(dy, x, mean)``), the data
+    ones passed flat."""
     nb, no, nc, ni = x.shape
     tpb = _tpb()
+    fp64 = x.dtype == "float64"
+    args = tuple(_flat(a) if a.ndim == 4 else a for a in extra)
     if ni == 1:
         ny = tpb // 32
         k = max(1, min(_chunks(no * 32, nb * ((nc + 31) // 32), tpb), no))
@@ -351,51 +377,40 @@ def _partial_sums(kernel_inner, kernel_last, x, extra):
         p1 = _layout.scratch("ch.p1", (nb, k, nc), "float64")
         p2 = _layout.scratch("ch.p2", (nb, k, nc), "float64")
         blocks = min(items, _layout.settings()["max_blocks"])
-        args = tuple(a.reshape(nb, no, nc) if a.ndim == 4 else a for a in extra) + (k, p1, p2)
-        kernel_last[blocks, (32, ny), _layout.stream()](*args)
+        moments_last(fp64, grad)[blocks, (32, ny), _layout.stream()](*args, nb, no, nc, k, p1, p2)
     else:
         k = _chunks(no * ni, nb * nc, tpb)
         p1 = _layout.scratch("ch.p1", (nb, k, nc), "float64")
         p2 = _layout.scratch("ch.p2", (nb, k, nc), "float64")
         blocks = min(nb * nc * k, _layout.settings()["max_blocks"])
-        kernel_inner[blocks, tpb, _layout.stream()](*(tuple(extra) + (k, p1, p2)))
+        moments_inner(fp64, grad, ni >= 2**31)[blocks, tpb, _layout.stream()](*args, nb, no, nc, ni, k, p1, p2)
     return p1, p2
 
 
 def stats(x, groups, eps, mean, rstd, var):
     """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
     nb = x.shape[0]
-    p1, p2 = _partial_sums(_moments_inner, _moments_last, x, (x,))
+    p1, p2 = _partial_sums(False, x, (x,))
     blocks, tpb = _stage2_launch(nb, groups, x.shape[2] // groups)
     _group_stats[blocks, tpb, _layout.stream()](x[:, 0, :, 0], p1, p2, x.shape[1] * x.shape[3], float(eps), mean, var, rstd)
 
 
 def _rows_view(x):
-    """(2-D shape, rows per sample, inner): the element-wise kernels' view of (B, O, C, I)."""
+    """(rows, row length, rows per sample, inner): the element-wise kernels' view of
+    (B, O, C, I)."""
     nb, no, nc, ni = x.shape
     if ni == 1:
-        return (nb * no, nc), no, False
-    return (nb * no * nc, ni), no * nc, True
-
-
-def _launch_2d(nrows, ncols):
-    """(grid, block) of the 2-D element-wise kernels: 32·k threads along the columns."""
-    s = _layout.settings()
-    tpb = s["threads_per_block"]
-    tx = min(tpb, 32 * -(-ncols // 32))
-    while tpb % tx:
-        tx -= 32
-    ty = tpb // tx
-    gx = max(1, min(-(-ncols // tx), s["max_blocks"]))
-    gy = max(1, min(-(-nrows // ty), s["max_blocks"] // gx, 65535))
-    return (gx, gy), (tx, ty)
+        return nb * no, nc, no, False
+    return nb * no * nc, ni, no * nc, True
 
 
 def normalize(x, mean, rstd, weight, bias, out):
     """out = (x − mean)·rstd·weight + bias with per-(b, g) float64 ``mean``/``rstd``."""
-    shape2, per_b, inner = _rows_view(x)
-    grid, block = _launch_2d(*shape2)
-    _apply[grid, block, _layout.stream()](x.reshape(shape2), per_b, inner, mean, rstd, weight, bias, out.reshape(shape2))
+    nrows, ncols, per_b, inner = _rows_view(x)
+    grid, block = launch_2d(nrows, ncols, inner)
+    kernel = apply_kernel(inner, x.dtype == "float64", False)
+    kernel[grid, block, _layout.stream()](_flat(x), nrows, ncols if inner else 1, x.shape[2], per_b,
+                                          mean, rstd, weight, bias, _flat(out))
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
@@ -408,17 +423,18 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     """``grad_x`` (B, O, C, I), ``grad_weight``/``grad_bias`` (C,) from per-(b, g) float64 stats."""
     nb, no, nc, ni = x.shape
     groups = mean.shape[1]
-    p1, p2 = _partial_sums(_grad_moments_inner, _grad_moments_last, x, (grad_out, x, mean))
+    p1, p2 = _partial_sums(True, x, (grad_out, x, mean))
     coef = [_layout.scratch(f"ch.coef{i}", (nb, nc), "float64") for i in range(5)]
     blocks, tpb = _stage2_launch(nb, groups, nc // groups)
     _grad_coefficients[blocks, tpb, _layout.stream()](p1, p2, weight, rstd, no * ni, bool(training), *coef)
     alpha, beta, gamma, sum1, sum2 = coef
     blocks, tpb = _layout.launch_1d(nc)
     _grad_params[blocks, tpb, _layout.stream()](sum1, sum2, rstd, grad_weight, grad_bias)
-    shape2, per_b, inner = _rows_view(x)
-    grid, block = _launch_2d(*shape2)
-    _grad_apply[grid, block, _layout.stream()](grad_out.reshape(shape2), x.reshape(shape2), per_b, inner, mean, alpha, beta, gamma,
-                             grad_x.reshape(shape2))
+    nrows, ncols, per_b, inner = _rows_view(x)
+    grid, block = launch_2d(nrows, ncols, inner)
+    kernel = apply_kernel(inner, x.dtype == "float64", True)
+    kernel[grid, block, _layout.stream()](_flat(grad_out), _flat(x), nrows, ncols if inner else 1, nc, per_b,
+                                          mean, alpha, beta, gamma, _flat(grad_x))
 
 
 def fill(a, value):
@@ -434,21 +450,21 @@ def _signatures():
     f64_2 = "float64[:, ::1]"
     f64_3 = "float64[:, :, ::1]"
     for t in ("float32", "float64"):
-        a4 = f"{t}[:, :, :, ::1]"
-        a3 = f"{t}[:, :, ::1]"
-        a2 = f"{t}[:, ::1]"
         a1 = f"{t}[::1]"
+        fp64 = t == "float64"
         sigs += [
-            (_moments_inner, f"void({a4}, {i64}, {f64_3}, {f64_3})"),
-            (_moments_last, f"void({a3}, {i64}, {f64_3}, {f64_3})"),
-            (_grad_moments_inner, f"void({a4}, {a4}, {f64_2}, {i64}, {f64_3}, {f64_3})"),
-            (_grad_moments_last, f"void({a3}, {a3}, {f64_2}, {i64}, {f64_3}, {f64_3})"),
+            (moments_inner(fp64, False), f"void({a1}, {i64}, {i64}, {i64}, {i64}, {i64}, {f64_3}, {f64_3})"),
+            (moments_last(fp64, False), f"void({a1}, {i64}, {i64}, {i64}, {i64}, {f64_3}, {f64_3})"),
+            (moments_inner(fp64, True),
+             f"void({a1}, {a1}, {f64_2}, {i64}, {i64}, {i64}, {i64}, {i64}, {f64_3}, {f64_3})"),
+            (moments_inner(fp64, False, True), f"void({a1}, {i64}, {i64}, {i64}, {i64}, {i64}, {f64_3}, {f64_3})"),
+            (moments_inner(fp64, True, True),
+             f"void({a1}, {a1}, {f64_2}, {i64}, {i64}, {i64}, {i64}, {i64}, {f64_3}, {f64_3})"),
+            (moments_last(fp64, True), f"void({a1}, {a1}, {f64_2}, {i64}, {i64}, {i64}, {i64}, {f64_3}, {f64_3})"),
             (_group_stats, f"void({t}[:, :], {f64_3}, {f64_3}, {i64}, float64, {f64_2}, {f64_2}, {f64_2})"),
             (_grad_coefficients, f"void({f64_3}, {f64_3}, {a1}, {f64_2}, {i64}, boolean, "
                                  f"{f64_2}, {f64_2}, {f64_2}, {f64_2}, {f64_2})"),
             (_grad_params, f"void({f64_2}, {f64_2}, {f64_2}, {a1}, {a1})"),
-            (_apply, f"void({a2}, {i64}, boolean, {f64_2}, {f64_2}, {a1}, {a1}, {a2})"),
-            (_grad_apply, f"void({a2}, {a2}, {i64}, boolean, {f64_2}, {f64_2}, {f64_2}, {f64_2}, {a2})"),
         ]
     return sigs
 

@@ -55,6 +55,12 @@ READS = {
     "normalize._rows_backward_warp": 2,
     "normalize._rows_backward_block": 2,
     "normalize._chan_backward": 2,
+    "normalize._rows_backward_warp_p2": 2,
+    "normalize._rows_backward_block_p2": 2,
+    "normalize._chan_backward_p2": 2,
+    "normalize._rows_backward_warp_p1": 2,
+    "normalize._rows_backward_block_p1": 2,
+    "normalize._chan_backward_p1": 2,
     "weight_standardize._backward_warp": 2,
     "weight_standardize._backward_block": 2,
     "local_response_norm._grad_tp": 2,
@@ -76,8 +82,8 @@ ROW_SCALARS = {
 #: the kernel families the issue's table covers (module, kernels); None = every kernel
 FAMILIES = [
     ("_rows", None),
-    ("_channels", ["_moments_inner", "_moments_last", "_grad_moments_inner", "_grad_moments_last",
-                   "_apply", "_grad_apply"]),
+    ("_channels", ["_moments_inner", "_moments_last", "_grad_moments_inner", "_grad_moments_last"]),
+    ("_channels_apply", None),
     ("standardize", ["_moments_cols", "_moments_segs", "_transform_cols", "_transform_cols_div",
                      "_transform_rows", "_transform_rows_div"]),
     ("normalize", None),

@@ -31,9 +31,10 @@ reads the window from global memory. A forward with ``out`` aliasing ``x`` and a
 window axis writes a temporary first (a block's halo is another block's tile).
 Intermediate sums are stored in the compute dtype, as the CPU kernels' scratch.
 """
+import functools
 import math
 
-from numba import cuda, float64
+from numba import cuda, float64, uint64
 
 from . import _layout
 
@@ -74,56 +75,78 @@ def _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2):
         dst[a, l, b] = float64(g[a, l, b]) * float64(pb[a, l, b]) + c2 * float64(x[a, l, b]) * acc
 
 
-@cuda.jit
-def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti):
-    """One window pass along the middle axis of (A, La, B) with a shared tile + halo."""
-    na, length, nb = src.shape
-    sh = cuda.shared.array(SHARED, float64)
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    w = lo + hi + 1
-    rows = tl + lo + hi
-    ntl = (length + tl - 1) // tl
-    ntb = (nb + ti - 1) // ti
-    per_a = ntl * ntb
-    for tile in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
-        a = tile // per_a
-        rem = tile - a * per_a
-        lt = rem // ntb
-        l0 = lt * tl
-        b0 = (rem - lt * ntb) * ti
-        for e in range(t, rows * ti, nt):
-            r = e // ti
-            q = e - r * ti
-            l = l0 - lo + r
-            b = b0 + q
-            v = float64(0.0)
-            if l >= 0 and l < length and b < nb:
-                v = float64(src[a, l, b])
-            sh[e] = v
-        cuda.syncthreads()
-        for e in range(t, tl * ti, nt):
-            r = e // ti
-            q = e - r * ti
-            l = l0 + r
-            b = b0 + q
-            if l < length and b < nb:
-                acc = float64(0.0)
-                if square:
-                    for d in range(w):
-                        v = sh[(r + d) * ti + q]
-                        acc += v * v
-                else:
-                    for d in range(w):
-                        acc += sh[(r + d) * ti + q]
-                xc = float64(0.0)
-                if mode == 1:
-                    if square:
-                        xc = sh[(r + lo) * ti + q]
-                    else:
-                        xc = float64(x[a, l, b])
-                _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
-        cuda.syncthreads()
+@functools.lru_cache(maxsize=None)
+def wpass(mode):
+    """``_wpass_m<mode>``: the window pass with ``mode`` (what it writes, see the module
+    docstring) a compile-time constant (fewer registers: the mode-0 sums carry no
+    power / gradient code)."""
+    MODE = mode
+
+    def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti, flat):
+        """One window pass along the middle axis of (A, La, B) with a shared tile + halo.
+
+        Thread ``t`` owns tile column ``q = t % ti`` and rows ``t // ti + j · (nt // ti)``
+        (threads past ``(nt // ti) · ti`` idle), so neither the tile load nor the window sums
+        divide per element; the loads use unsigned flat offsets into ``flat`` (``src`` flat)."""
+        mode = MODE
+        na, length, nb = src.shape
+        sh = cuda.shared.array(SHARED, float64)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        w = lo + hi + 1
+        rows = tl + lo + hi
+        ntl = (length + tl - 1) // tl
+        ntb = (nb + ti - 1) // ti
+        per_a = ntl * ntb
+        q = t % ti
+        r0 = t // ti
+        rstep = nt // ti
+        for tile in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
+            a = tile // per_a
+            rem = tile - a * per_a
+            lt = rem // ntb
+            l0 = lt * tl
+            b = (rem - lt * ntb) * ti + q
+            if r0 < rows:  # r0 >= rows: an idle thread (t >= rstep * ti)
+                # row l of the tile (may start in the halo below 0); flat offset of (a, l, b),
+                # advanced by a step: no per-element multiply or division
+                l = l0 - lo + r0
+                off = (a * length + l) * nb + b
+                si = r0 * ti + q
+                while si < rows * ti:
+                    v = float64(0.0)
+                    if l >= 0 and l < length and b < nb:
+                        v = float64(flat[uint64(off)])
+                    sh[si] = v
+                    l += rstep
+                    off += rstep * nb
+                    si += rstep * ti
+            cuda.syncthreads()
+            if b < nb and r0 < rows:
+                r = r0
+                while r < tl:
+                    l = l0 + r
+                    if l < length:
+                        acc = float64(0.0)
+                        if square:
+                            for d in range(w):
+                                v = sh[(r + d) * ti + q]
+                                acc += v * v
+                        else:
+                            for d in range(w):
+                                acc += sh[(r + d) * ti + q]
+                        xc = float64(0.0)
+                        if mode == 1:
+                            if square:
+                                xc = sh[(r + lo) * ti + q]
+                            else:
+                                xc = float64(x[a, l, b])
+                        _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+                    r += rstep
+            cuda.syncthreads()
+
+    _wpass.__name__ = _wpass.__qualname__ = f"_wpass_m{mode}"
+    return cuda.jit(_wpass)
 
 
 @cuda.jit
@@ -186,7 +209,7 @@ def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, 
     tl = min(tl, length)
     ntiles = na * -(-length // tl) * -(-nb // ti)
     blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
-    _wpass[blocks, nt, _layout.stream()](*views, *args, tl, ti)
+    wpass(mode)[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
 
 
 def _views(x, sp):
@@ -280,7 +303,7 @@ def _signatures():
         arrs = ", ".join([a3] * 5)
         common = "int64, int64, int64, int64, float64, float64, float64, int64, float64"
         sigs += [
-            (_wpass, f"void({arrs}, {common}, int64, int64)"),
+            *[(wpass(m), f"void({arrs}, {common}, int64, int64, {a1})") for m in (0, 1, 2)],
             (_wpass_direct, f"void({arrs}, {common})"),
             (_grad_tp, f"void({a1}, {a1}, {a1}, float64, float64, float64, int64, {a1}, {a1})"),
         ]

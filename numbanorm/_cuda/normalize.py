@@ -23,9 +23,10 @@ Thread mapping:
 autograd of ``x / norm(x).clamp_min(eps)`` (see the CPU module). Deterministic: the
 reductions' order depends only on the launch shape; no atomics.
 """
+import functools
 import math
 
-from numba import cuda, float64
+from numba import cuda, float32, float64, uint64
 
 from . import _layout, _plan
 from ._reduce import block_max, block_sum, block_sum2, warp_max, warp_sum, warp_sum2
@@ -81,12 +82,13 @@ def _clamp(nrm, eps):
 
 
 @cuda.jit(device=True, inline="always")
-def _dnorm(v, nrm, pk, p, cnt):
+def _dnorm(v, nrm, rn, pk, p, cnt):
+    """d nrm / d v; ``rn`` = 1 / nrm (0 where nrm = 0)."""
+    if pk == P2:
+        return v * rn  # 0 for v = 0 or nrm = 0 (rn = 0; v is finite when nrm = 0)
     if v == 0.0 or nrm == 0.0:
         return 0.0
     sg = 1.0 if v > 0.0 else -1.0
-    if pk == P2:
-        return v / nrm
     if pk == P1:
         return sg
     if pk == PINF or pk == PNINF:
@@ -104,158 +106,274 @@ def _is_tie(v, nrm):
     return av == nrm or av != av
 
 
-# ------------------------------------------------------------------- rows (M, N)
+# ------------------------------------------------------------------- kernels
 
 
-@cuda.jit
-def _rows_forward_warp(x, pk, p, eps, out):
-    m, n = x.shape
-    t = cuda.threadIdx.x
-    lane = t & 31
-    rpb = cuda.blockDim.x >> 5
-    for base in range(cuda.blockIdx.x * rpb, m, cuda.gridDim.x * rpb):
-        i = base + (t >> 5)
-        active = i < m
-        a = _init(pk)
-        if active:
-            for j in range(lane, n, 32):
-                a = _acc(float64(x[i, j]), a, pk, p)
-        if pk == PINF or pk == PNINF:
-            a = warp_max(a)
-        else:
-            a = warp_sum(a)
-        d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
-        if active:
-            for j in range(lane, n, 32):
-                out[i, j] = x[i, j] / d
+def _named(fn, name):
+    fn.__name__ = fn.__qualname__ = name
+    return cuda.jit(fn)
 
 
-@cuda.jit
-def _rows_forward_block(x, pk, p, eps, out):
-    m, n = x.shape
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        a = _init(pk)
-        for j in range(t, n, nt):
-            a = _acc(float64(x[i, j]), a, pk, p)
-        if pk == PINF or pk == PNINF:
-            a = block_max(a)
-        else:
-            a = block_sum(a)
-        d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
-        for j in range(t, n, nt):
-            out[i, j] = x[i, j] / d
+#: p kinds with kernels of their own (p a compile-time constant); others share the
+#: ``None`` kernels, which take the kind at run time
+FIXED = (P2, P1)
 
 
-@cuda.jit
-def _rows_backward_warp(grad_out, x, pk, p, eps, grad_x):
-    m, n = x.shape
-    t = cuda.threadIdx.x
-    lane = t & 31
-    rpb = cuda.blockDim.x >> 5
-    for base in range(cuda.blockIdx.x * rpb, m, cuda.gridDim.x * rpb):
-        i = base + (t >> 5)
-        active = i < m
-        a = _init(pk)
-        s = float64(0.0)
-        if active:
-            for j in range(lane, n, 32):
-                v = float64(x[i, j])
-                a = _acc(v, a, pk, p)
-                s += float64(grad_out[i, j]) * v
-        if pk == PINF or pk == PNINF:
-            a = warp_max(a)
-            s = warp_sum(s)
-        else:
-            a, s = warp_sum2(a, s)
-        nrm = _finish(a, pk, p)
-        cnt = float64(0.0)
-        if pk == PINF or pk == PNINF:
-            if active:
-                for j in range(lane, n, 32):
-                    if _is_tie(float64(x[i, j]), nrm):
+@functools.lru_cache(maxsize=None)
+def kernels(fixed, fp64=False):
+    """Every normalize kernel for one p kind (``fixed`` in :data:`FIXED`, names ending
+    ``_p2`` / ``_p1``) or for all the others (``None``: the kind is the ``pk`` argument).
+
+    Data arrays are passed flat with their dims; elements are addressed with unsigned
+    indices from row / column base offsets; reductions are float64, element-wise outputs
+    in the data dtype.
+
+    ``fp64=False`` (float32 data): ``x / d`` is computed as ``float32(float64(x) · (1/d))``
+    with ``1/d`` in float64 once per row: the float64 product is within 2⁻⁵² of the exact
+    quotient, closer than any float32 rounding boundary (≥ 2⁻⁴⁹ away for 24-bit
+    operands), so it rounds to the same bits as the float32 division, at 3 instructions
+    instead of ~12."""
+    K = -1 if fixed is None else fixed
+    tag = "" if fixed is None else ("_p2" if fixed == P2 else "_p1")
+    maxred = fixed is None  # only the runtime kinds include p = ±inf (max reductions)
+
+    def kind(pk):
+        return pk if K < 0 else K
+
+    kind = cuda.jit(device=True, inline="always")(kind)
+
+    def scale(x, out, k, end, step, d):
+        """out[j] = x[j] / d for j = k, k + step, ... < end (unsigned), two per iteration."""
+        r = float64(1.0) / float64(d)
+        while k + step < end:
+            k2 = k + step
+            if fp64:
+                v1 = x[k] / d
+                v2 = x[k2] / d
+            else:
+                v1 = float32(float64(x[k]) * r)
+                v2 = float32(float64(x[k2]) * r)
+            out[k] = v1
+            out[k2] = v2
+            k = k2 + step
+        if k < end:
+            if fp64:
+                out[k] = x[k] / d
+            else:
+                out[k] = float32(float64(x[k]) * r)
+
+    scale = cuda.jit(device=True, inline="always")(scale)
+
+    def grad_run(grad_out, x, grad_x, k, end, step, inv_d, coef, nrm, rn, pk, p, cnt):
+        """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration."""
+        while k + step < end:
+            k2 = k + step
+            v1 = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
+            v2 = grad_out[k2] * inv_d - coef * _dnorm(float64(x[k2]), nrm, rn, pk, p, cnt)
+            grad_x[k] = v1
+            grad_x[k2] = v2
+            k = k2 + step
+        if k < end:
+            grad_x[k] = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
+
+    grad_run = cuda.jit(device=True, inline="always")(grad_run)
+
+    def dot_run(grad_out, x, k, end, step, a, s, pk, p):
+        """(norm accumulator, Σ dy·x) over j = k, k + step, ... < end, two per iteration."""
+        while k + step < end:
+            k2 = k + step
+            v1 = float64(x[k])
+            v2 = float64(x[k2])
+            g1 = float64(grad_out[k])
+            g2 = float64(grad_out[k2])
+            a = _acc(v2, _acc(v1, a, pk, p), pk, p)
+            s += g1 * v1 + g2 * v2
+            k = k2 + step
+        if k < end:
+            v = float64(x[k])
+            a = _acc(v, a, pk, p)
+            s += float64(grad_out[k]) * v
+        return a, s
+
+    dot_run = cuda.jit(device=True, inline="always")(dot_run)
+
+    def rows_forward(warp):
+        def k(x, m, n, pk, p, eps, out):
+            pk = kind(pk)
+            t = cuda.threadIdx.x
+            team = 32 if warp else cuda.blockDim.x
+            lane = uint64(t & 31) if warp else uint64(t)
+            rpb = (cuda.blockDim.x >> 5) if warp else 1
+            un = uint64(n)
+            ut = uint64(team)
+            i0 = cuda.blockIdx.x * rpb
+            while i0 < m:
+                i = i0 + ((t >> 5) if warp else 0)
+                active = i < m
+                base = uint64(i) * un
+                end = base + un
+                a = _init(pk)
+                if active:
+                    j = base + lane
+                    while j < end:
+                        a = _acc(float64(x[j]), a, pk, p)
+                        j += ut
+                if maxred and (pk == PINF or pk == PNINF):
+                    a = warp_max(a) if warp else block_max(a)
+                else:
+                    a = warp_sum(a) if warp else block_sum(a)
+                d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
+                if active:
+                    scale(x, out, base + lane, end, ut, d)
+                i0 += cuda.gridDim.x * rpb
+
+        return _named(k, f"_rows_forward_{'warp' if warp else 'block'}{tag}")
+
+    def rows_backward(warp):
+        def k(grad_out, x, m, n, pk, p, eps, grad_x):
+            pk = kind(pk)
+            t = cuda.threadIdx.x
+            team = 32 if warp else cuda.blockDim.x
+            lane = uint64(t & 31) if warp else uint64(t)
+            rpb = (cuda.blockDim.x >> 5) if warp else 1
+            un = uint64(n)
+            ut = uint64(team)
+            i0 = cuda.blockIdx.x * rpb
+            while i0 < m:
+                i = i0 + ((t >> 5) if warp else 0)
+                active = i < m
+                base = uint64(i) * un
+                end = base + un
+                a = _init(pk)
+                s = float64(0.0)
+                if active:
+                    a, s = dot_run(grad_out, x, base + lane, end, ut, a, s, pk, p)
+                if maxred and (pk == PINF or pk == PNINF):
+                    a = warp_max(a) if warp else block_max(a)
+                    s = warp_sum(s) if warp else block_sum(s)
+                else:
+                    a, s = warp_sum2(a, s) if warp else block_sum2(a, s)
+                nrm = _finish(a, pk, p)
+                cnt = float64(0.0)
+                if maxred and (pk == PINF or pk == PNINF):
+                    if active:
+                        j = base + lane
+                        while j < end:
+                            if _is_tie(float64(x[j]), nrm):
+                                cnt += 1.0
+                            j += ut
+                    cnt = warp_sum(cnt) if warp else block_sum(cnt)
+                inv_d = 1.0 / _clamp(nrm, eps)
+                coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
+                rn = 1.0 / nrm if nrm != 0.0 else 0.0
+                if active:
+                    grad_run(grad_out, x, grad_x, base + lane, end, ut, inv_d, coef, nrm, rn, pk, p, cnt)
+                i0 += cuda.gridDim.x * rpb
+
+        return _named(k, f"_rows_backward_{'warp' if warp else 'block'}{tag}")
+
+    def chan_forward(x, outer, c_len, inner, pk, p, eps, out):
+        """Thread per column (o, j), looping over C with an unsigned address step."""
+        pk = kind(pk)
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        col = uint64(cuda.grid(1))
+        while col < uint64(outer) * ui:
+            o = col // ui
+            base = o * span + (col - o * ui)
+            end = base + span
+            a = _init(pk)
+            k = base
+            while k < end:
+                a = _acc(float64(x[k]), a, pk, p)
+                k += ui
+            d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
+            scale(x, out, base, end, ui, d)
+            col += uint64(cuda.gridsize(1))
+
+    def chan_backward(grad_out, x, outer, c_len, inner, pk, p, eps, grad_x):
+        pk = kind(pk)
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        col = uint64(cuda.grid(1))
+        while col < uint64(outer) * ui:
+            o = col // ui
+            base = o * span + (col - o * ui)
+            end = base + span
+            a = _init(pk)
+            s = float64(0.0)
+            a, s = dot_run(grad_out, x, base, end, ui, a, s, pk, p)
+            nrm = _finish(a, pk, p)
+            cnt = float64(0.0)
+            if maxred and (pk == PINF or pk == PNINF):
+                k = base
+                while k < end:
+                    if _is_tie(float64(x[k]), nrm):
                         cnt += 1.0
-            cnt = warp_sum(cnt)
-        inv_d = 1.0 / _clamp(nrm, eps)
-        coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
-        if active:
-            for j in range(lane, n, 32):
-                v = float64(x[i, j])
-                grad_x[i, j] = grad_out[i, j] * inv_d - coef * _dnorm(v, nrm, pk, p, cnt)
+                    k += ui
+            inv_d = 1.0 / _clamp(nrm, eps)
+            coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
+            rn = 1.0 / nrm if nrm != 0.0 else 0.0
+            grad_run(grad_out, x, grad_x, base, end, ui, inv_d, coef, nrm, rn, pk, p, cnt)
+            col += uint64(cuda.gridsize(1))
+
+    def chan_partial(x, outer, c_len, inner, pk, p, part):
+        """Few columns, long C: ``part[k, col]`` = the accumulator of column ``col = o * inner + j``
+        over chunk ``k`` of C (grid ``(column blocks, chunks)``, chunk ``k`` =
+        ``k * C // chunks .. (k + 1) * C // chunks``)."""
+        pk = kind(pk)
+        nchunks = part.shape[0]
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        for kk in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
+            c0 = uint64(kk * c_len // nchunks)
+            c1 = uint64((kk + 1) * c_len // nchunks)
+            col = uint64(cuda.grid(1))
+            while col < uint64(outer) * ui:
+                o = col // ui
+                base = o * span + (col - o * ui)
+                a = float64(0.0)
+                k = base + c0 * ui
+                end = base + c1 * ui
+                while k < end:
+                    a = _acc(float64(x[k]), a, pk, p)
+                    k += ui
+                part[kk, col] = a
+                col += uint64(cuda.gridsize(1))
+
+    def chan_apply(x, outer, c_len, inner, den, out):
+        """``out = x / den[column]`` over the same (column block, chunk) grid as ``_chan_partial``."""
+        nchunks = cuda.gridDim.y
+        kk = cuda.blockIdx.y
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        c0 = uint64(kk * c_len // nchunks)
+        c1 = uint64((kk + 1) * c_len // nchunks)
+        col = uint64(cuda.grid(1))
+        while col < uint64(outer) * ui:
+            o = col // ui
+            base = o * span + (col - o * ui)
+            d = out.dtype.type(den[col])
+            scale(x, out, base + c0 * ui, base + c1 * ui, ui, d)
+            col += uint64(cuda.gridsize(1))
+
+    chan_forward.__name__ = "_chan_forward"
+    chan_backward.__name__ = "_chan_backward"
+    chan_partial.__name__ = "_chan_partial"
+    out = {
+        "rows_forward_warp": rows_forward(True), "rows_forward_block": rows_forward(False),
+        "rows_backward_warp": rows_backward(True), "rows_backward_block": rows_backward(False),
+        "chan_forward": _named(chan_forward, "_chan_forward" + tag),
+        "chan_backward": _named(chan_backward, "_chan_backward" + tag),
+        "chan_partial": _named(chan_partial, "_chan_partial" + tag),
+    }
+    if fixed is None:
+        out["chan_apply"] = _named(chan_apply, "_chan_apply")
+    return out
 
 
-@cuda.jit
-def _rows_backward_block(grad_out, x, pk, p, eps, grad_x):
-    m, n = x.shape
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        a = _init(pk)
-        s = float64(0.0)
-        for j in range(t, n, nt):
-            v = float64(x[i, j])
-            a = _acc(v, a, pk, p)
-            s += float64(grad_out[i, j]) * v
-        if pk == PINF or pk == PNINF:
-            a = block_max(a)
-            s = block_sum(s)
-        else:
-            a, s = block_sum2(a, s)
-        nrm = _finish(a, pk, p)
-        cnt = float64(0.0)
-        if pk == PINF or pk == PNINF:
-            for j in range(t, n, nt):
-                if _is_tie(float64(x[i, j]), nrm):
-                    cnt += 1.0
-            cnt = block_sum(cnt)
-        inv_d = 1.0 / _clamp(nrm, eps)
-        coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
-        for j in range(t, n, nt):
-            v = float64(x[i, j])
-            grad_x[i, j] = grad_out[i, j] * inv_d - coef * _dnorm(v, nrm, pk, p, cnt)
-
-
-# ------------------------------------------------------ channels (outer, C, inner)
-
-
-@cuda.jit
-def _chan_forward(x, pk, p, eps, out):
-    outer, c_len, inner = x.shape
-    for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-        o = col // inner
-        j = col - o * inner
-        a = _init(pk)
-        for c in range(c_len):
-            a = _acc(float64(x[o, c, j]), a, pk, p)
-        d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
-        for c in range(c_len):
-            out[o, c, j] = x[o, c, j] / d
-
-
-@cuda.jit
-def _chan_backward(grad_out, x, pk, p, eps, grad_x):
-    outer, c_len, inner = x.shape
-    for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-        o = col // inner
-        j = col - o * inner
-        a = _init(pk)
-        s = float64(0.0)
-        for c in range(c_len):
-            v = float64(x[o, c, j])
-            a = _acc(v, a, pk, p)
-            s += float64(grad_out[o, c, j]) * v
-        nrm = _finish(a, pk, p)
-        cnt = float64(0.0)
-        if pk == PINF or pk == PNINF:
-            for c in range(c_len):
-                if _is_tie(float64(x[o, c, j]), nrm):
-                    cnt += 1.0
-        inv_d = 1.0 / _clamp(nrm, eps)
-        coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
-        for c in range(c_len):
-            v = float64(x[o, c, j])
-            grad_x[o, c, j] = grad_out[o, c, j] * inv_d - coef * _dnorm(v, nrm, pk, p, cnt)
+def _kernels(pk, dtype):
+    return kernels(pk if pk in FIXED else None, dtype == "float64")
 
 
 @cuda.jit(device=True, inline="always")
@@ -269,25 +387,6 @@ def _merge(a, b, pk):
 
 
 @cuda.jit
-def _chan_partial(x, pk, p, part):
-    """Few columns, long C: ``part[k, col]`` = the accumulator of column ``col = o * inner + j``
-    over chunk ``k`` of C (grid ``(column blocks, chunks)``, chunk ``k`` =
-    ``k * C // chunks .. (k + 1) * C // chunks``)."""
-    outer, c_len, inner = x.shape
-    nchunks = part.shape[0]
-    for k in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
-        c0 = k * c_len // nchunks
-        c1 = (k + 1) * c_len // nchunks
-        for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-            o = col // inner
-            j = col - o * inner
-            a = float64(0.0)
-            for c in range(c0, c1):
-                a = _acc(float64(x[o, c, j]), a, pk, p)
-            part[k, col] = a
-
-
-@cuda.jit
 def _chan_finish(part, pk, p, eps, den):
     """``den[col] = max(||x[o, :, j]||_p, eps)`` from the chunk partials, in chunk order."""
     nchunks, ncols = part.shape
@@ -296,22 +395,6 @@ def _chan_finish(part, pk, p, eps, den):
         for k in range(1, nchunks):
             a = _merge(a, part[k, col], pk)
         den[col] = _clamp(_finish(a, pk, p), eps)
-
-
-@cuda.jit
-def _chan_apply(x, den, out):
-    """``out = x / den[column]`` over the same (column block, chunk) grid as ``_chan_partial``."""
-    outer, c_len, inner = x.shape
-    nchunks = cuda.gridDim.y
-    k = cuda.blockIdx.y
-    c0 = k * c_len // nchunks
-    c1 = (k + 1) * c_len // nchunks
-    for col in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-        o = col // inner
-        j = col - o * inner
-        d = out.dtype.type(den[col])
-        for c in range(c0, c1):
-            out[o, c, j] = x[o, c, j] / d
 
 
 # ------------------------------------------------------------------- launchers
@@ -331,14 +414,18 @@ def _pkind(p):
     return PGEN
 
 
+def _flat(a):
+    return a.reshape(a.size)
+
+
 def forward_rows(x, p, eps, out):
     """``out[i] = x[i] / max(||x[i]||_p, eps)`` for each row of the (M, N) array ``x``."""
     m, n = x.shape
     if m == 0 or n == 0:
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _rows_forward_warp if warp else _rows_forward_block
-    k[blocks, threads, _layout.stream()](x, _pkind(p), float(p), float(eps), out)
+    k = _kernels(_pkind(p), x.dtype)["rows_forward_warp" if warp else "rows_forward_block"]
+    k[blocks, threads, _layout.stream()](_flat(x), m, n, _pkind(p), float(p), float(eps), _flat(out))
 
 
 def backward_rows(grad_out, x, p, eps, grad_x):
@@ -347,8 +434,9 @@ def backward_rows(grad_out, x, p, eps, grad_x):
     if m == 0 or n == 0:
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _rows_backward_warp if warp else _rows_backward_block
-    k[blocks, threads, _layout.stream()](grad_out, x, _pkind(p), float(p), float(eps), grad_x)
+    k = _kernels(_pkind(p), x.dtype)["rows_backward_warp" if warp else "rows_backward_block"]
+    k[blocks, threads, _layout.stream()](_flat(grad_out), _flat(x), m, n, _pkind(p), float(p), float(eps),
+                                         _flat(grad_x))
 
 
 def forward_channels(x, p, eps, out):
@@ -361,7 +449,8 @@ def forward_channels(x, p, eps, out):
     if blocks < 2 * _plan.sm_count() and c_len >= 64:
         _forward_channels_split(x, p, eps, out)
         return
-    _chan_forward[blocks, threads, _layout.stream()](x, _pkind(p), float(p), float(eps), out)
+    _kernels(_pkind(p), x.dtype)["chan_forward"][blocks, threads, _layout.stream()](
+        _flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(out))
 
 
 def _forward_channels_split(x, p, eps, out):
@@ -372,10 +461,10 @@ def _forward_channels_split(x, p, eps, out):
     grid, threads, chunks = _layout.launch_partials(c_len, outer * inner)
     part = _layout.scratch("nz.part", (chunks, outer * inner), "float64")
     den = _layout.scratch("nz.den", (outer * inner,), "float64")
-    _chan_partial[grid, threads, _layout.stream()](x, _pkind(p), float(p), part)
+    _kernels(_pkind(p), x.dtype)["chan_partial"][grid, threads, _layout.stream()](_flat(x), *x.shape, _pkind(p), float(p), part)
     blocks, tpb = _layout.launch_1d(outer * inner)
     _chan_finish[blocks, tpb, _layout.stream()](part, _pkind(p), float(p), float(eps), den)
-    _chan_apply[grid, threads, _layout.stream()](x, den, out)
+    kernels(None, x.dtype == "float64")["chan_apply"][grid, threads, _layout.stream()](_flat(x), *x.shape, den, _flat(out))
 
 
 def backward_channels(grad_out, x, p, eps, grad_x):
@@ -384,24 +473,27 @@ def backward_channels(grad_out, x, p, eps, grad_x):
     if x.size == 0:
         return
     blocks, threads = _layout.launch_1d(outer * inner)
-    _chan_backward[blocks, threads, _layout.stream()](grad_out, x, _pkind(p), float(p), float(eps), grad_x)
+    _kernels(_pkind(p), x.dtype)["chan_backward"][blocks, threads, _layout.stream()](
+        _flat(grad_out), _flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(grad_x))
 
 
 def _signatures():
     sigs = []
+    sc = "int64, float64, float64"
     for t in ("float32", "float64"):
-        m2 = f"{t}[:, ::1]"
-        m3 = f"{t}[:, :, ::1]"
-        sigs += [
-            (_rows_forward_warp, f"void({m2}, int64, float64, float64, {m2})"),
-            (_rows_forward_block, f"void({m2}, int64, float64, float64, {m2})"),
-            (_rows_backward_warp, f"void({m2}, {m2}, int64, float64, float64, {m2})"),
-            (_rows_backward_block, f"void({m2}, {m2}, int64, float64, float64, {m2})"),
-            (_chan_forward, f"void({m3}, int64, float64, float64, {m3})"),
-            (_chan_backward, f"void({m3}, {m3}, int64, float64, float64, {m3})"),
-            (_chan_partial, f"void({m3}, int64, float64, float64[:, ::1])"),
-            (_chan_apply, f"void({m3}, float64[::1], {m3})"),
-        ]
+        a1 = f"{t}[::1]"
+        for fixed in FIXED + (None,):
+            ks = kernels(fixed, t == "float64")
+            sigs += [
+                (ks["rows_forward_warp"], f"void({a1}, int64, int64, {sc}, {a1})"),
+                (ks["rows_forward_block"], f"void({a1}, int64, int64, {sc}, {a1})"),
+                (ks["rows_backward_warp"], f"void({a1}, {a1}, int64, int64, {sc}, {a1})"),
+                (ks["rows_backward_block"], f"void({a1}, {a1}, int64, int64, {sc}, {a1})"),
+                (ks["chan_forward"], f"void({a1}, int64, int64, int64, {sc}, {a1})"),
+                (ks["chan_backward"], f"void({a1}, {a1}, int64, int64, int64, {sc}, {a1})"),
+                (ks["chan_partial"], f"void({a1}, int64, int64, int64, int64, float64, float64[:, ::1])"),
+            ]
+        sigs.append((kernels(None, t == "float64")["chan_apply"], f"void({a1}, int64, int64, int64, float64[::1], {a1})"))
     return sigs
 
 
