@@ -253,9 +253,10 @@ def test_backward_out_mixed_dtypes_and_streamed_grad_x(dt, monkeypatch):
     out32 = np.empty(x.shape, F32)  # a float32 out= gets the 16-bit result widened
     assert nb.rms_norm_backward(g, x, 1027, w, out=out32)[0] is out32
     assert np.array_equal(out32, ref[0].astype(F32))
-    # float32 grad_out with 16-bit x: grad_x follows x
+    # float32 grad_out with 16-bit x: grad_x follows x (another kernel specialization, whose
+    # fast-math row sums may round differently: 1 ulp)
     gx = nb.rms_norm_backward(g.astype(F32), x, 1027, w)[0]
-    assert gx.dtype == dt and np.array_equal(gx.view(np.int16), ref[0].view(np.int16))
+    _close(gx, ref[0], dt)
     monkeypatch.setattr(_rows_grad, "STREAM_BYTES", 0)  # streaming stores: same bits
     buf = np.zeros(x.size + 1, dt)
     out = buf[1:].reshape(x.shape)
