@@ -1,4 +1,4 @@
-"""bfloat16 / float16 data in and out of the row norms without a float32 copy (issue 14, item 4).
+"""bfloat16 / float16 data in and out of the row norms and their backwards without a float32 copy (issue 14, item 4).
 
 Parity: PyTorch's float32 compositions rounded once (``F.rms_norm(x.float(), ...).to(bf16)``)
 to within one unit in the last place of the 16-bit result; the simulator runs the CUDA
@@ -167,14 +167,109 @@ def test_torch_bfloat16_tensors_in_and_out():
     assert torch.equal(out, nb.layer_norm(t, 32))
 
 
-def test_backward_and_other_ops_accept_bfloat16():
-    """Outside the row forwards bfloat16 goes through a float32 copy, like float16."""
+def _backward_calls(dt, shape, seed=0):
+    """Each 16-bit row backward and its float32-copy twin (the same call on float32 copies)."""
+    x, g, gs = _data(shape, dt, seed), _data(shape, dt, seed + 1), _data(shape, dt, seed + 2)
+    n = shape[-1]
+    w, b = _data(n, F32, seed + 3), _data(n, F32, seed + 4)
+    y, _, rstd = nb.layer_norm(x, n, w, b, return_stats=True)
+    yr, rr = nb.rms_norm(x, n, w, return_stats=True)
+    calls = {
+        "layer_norm": lambda g, x, gs, y, yr: nb.layer_norm_backward(g, x, n, w),
+        "rms_norm": lambda g, x, gs, y, yr: nb.rms_norm_backward(g, x, n, w),
+        "add_layer_norm": lambda g, x, gs, y, yr: nb.add_layer_norm_backward(g, gs, x, n, w),
+        "add_rms_norm": lambda g, x, gs, y, yr: nb.add_rms_norm_backward(g, gs, x, n, w, weight_offset=1.0),
+        "layer_norm_y": lambda g, x, gs, y, yr: nb.layer_norm_backward(g, None, n, w, y=y, bias=b, rstd=rstd),
+        "rms_norm_y": lambda g, x, gs, y, yr: nb.rms_norm_backward(g, None, n, w, y=yr, rstd=rr),
+    }
+    return calls, (g, x, gs, y, yr)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_backwards_match_the_float32_copy_path(dt):
+    """16-bit backwards (kernels on bit views) = the same math on float32 copies, rounded
+    once: within one ulp of it; dtypes as the float32-copy path gives them."""
+    calls, args = _backward_calls(dt, (37, 300))
+    f32 = tuple(a.astype(F32) for a in args)
+    for name, call in calls.items():
+        got, ref = call(*args), call(*f32)
+        assert got[0].dtype == dt and got[0].shape == args[1].shape, name
+        _close(got[0], ref[0], dt)
+        for a, r in zip(got[1:], ref[1:]):  # parameter grads: the data dtype, as before
+            assert a.dtype == dt, name
+            _close(a, r, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_backwards_match_torch_autograd(dt):
+    """Against PyTorch autograd of the forward computed in float32 from the 16-bit data
+    (what the kernels compute), grads rounded to the data dtype once."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, g = _data((9, 64), dt), _data((9, 64), dt, 1)
+    w, b = _data(64, F32, 2), _data(64, F32, 3)
+    for centered in (False, True):
+        tx = torch.tensor(x.astype(F32), requires_grad=True)
+        tw = torch.tensor(w, requires_grad=True)
+        tb = torch.tensor(b, requires_grad=True)
+        out = F.layer_norm(tx, (64,), tw, tb) if centered else F.rms_norm(tx, (64,), tw, eps=EPS32)
+        out.backward(torch.from_numpy(g.astype(F32)))
+        got = nb.layer_norm_backward(g, x, 64, w) if centered else nb.rms_norm_backward(g, x, 64, w)
+        _close(got[0], tx.grad.numpy(), dt)
+        # parameter grads are sums over rows of 16-bit products: 2 ulp
+        np.testing.assert_allclose(got[1].astype(F32), tw.grad.numpy(), rtol=2 * ULP[dt], atol=1e-3)
+        if centered:
+            np.testing.assert_allclose(got[2].astype(F32), tb.grad.numpy(), rtol=2 * ULP[dt], atol=1e-3)
+
+
+@pytest.mark.parametrize("fn", ["layer_norm", "rms_norm", "add_rms_norm", "layer_norm_y"])
+def test_backward_makes_no_float32_copy(fn):
+    """Peak memory of a 16-bit backward is grad_x (16-bit), not float32 copies of the data."""
+    calls, args = _backward_calls(BF16, (256, 1024))
+    call = calls[fn]
+    call(*args)  # compile outside the measurement
+    tracemalloc.start()
+    try:
+        call(*args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * args[0].nbytes, f"peak {peak} bytes for a {args[0].nbytes}-byte grad_out"
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_backward_out_mixed_dtypes_and_streamed_grad_x(dt, monkeypatch):
+    from numbanorm._cpu import _rows_grad
+
+    x, g = _data((20, 1027), dt), _data((20, 1027), dt, 1)  # odd rows: unaligned heads and tails
+    w = _data(1027, F32, 2)
+    ref = nb.rms_norm_backward(g, x, 1027, w)
+    out = np.empty_like(x)
+    assert nb.rms_norm_backward(g, x, 1027, w, out=out)[0] is out
+    assert np.array_equal(out.view(np.int16), ref[0].view(np.int16))
+    gc = g.copy()  # out= grad_out (read before written: through a scratch buffer)
+    assert nb.rms_norm_backward(gc, x, 1027, w, out=gc)[0] is gc
+    assert np.array_equal(gc.view(np.int16), ref[0].view(np.int16))
+    out32 = np.empty(x.shape, F32)  # a float32 out= gets the 16-bit result widened
+    assert nb.rms_norm_backward(g, x, 1027, w, out=out32)[0] is out32
+    assert np.array_equal(out32, ref[0].astype(F32))
+    # float32 grad_out with 16-bit x: grad_x follows x (another kernel specialization, whose
+    # fast-math row sums may round differently: 1 ulp)
+    gx = nb.rms_norm_backward(g.astype(F32), x, 1027, w)[0]
+    _close(gx, ref[0], dt)
+    monkeypatch.setattr(_rows_grad, "STREAM_BYTES", 0)  # streaming stores: same bits
+    buf = np.zeros(x.size + 1, dt)
+    out = buf[1:].reshape(x.shape)
+    for call in (lambda o: nb.rms_norm_backward(g, x, 1027, w, out=o),
+                 lambda o: nb.add_layer_norm_backward(g, x, x, 1027, w, out=o)):
+        cached = call(None)
+        assert call(out)[0] is out
+        assert np.array_equal(out.view(np.int16), cached[0].view(np.int16))
+
+
+def test_other_ops_accept_bfloat16():
+    """Outside the row ops bfloat16 goes through a float32 copy, like float16."""
     x = _data((4, 16), BF16)
-    g = _data((4, 16), BF16, 1)
-    gx, gw = nb.rms_norm_backward(g, x, 16, np.ones(16, F32))
-    assert gx.dtype == BF16 and gw.dtype == BF16
-    ref, _ = nb.rms_norm_backward(g.astype(F32), x.astype(F32), 16, np.ones(16, F32))
-    _close(gx, ref, BF16)
     y = nb.normalize(x, axis=0)  # not the last axis: the float32-copy path
     assert y.dtype == BF16
     _close(y, nb.normalize(x.astype(F32), axis=0), BF16)
@@ -218,6 +313,28 @@ def test_cuda_kernels_match_cpu(dt):
             else:
                 assert np.allclose(b_, a, rtol=1e-6)
     _close(out, cpu[0], dt)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dt", DTYPES)
+def test_cuda_backwards_match_cpu(dt):
+    """The CUDA backward kernels on 16-bit bit views (``_cuda/_rows_grad.grad_kernels``)
+    against the CPU ones: grad_x within one ulp, parameter grads to float32 rounding."""
+    from numbanorm._cuda import _layout
+    from numbanorm._dispatch import force_device
+
+    calls, args = _backward_calls(dt, (5, 70))
+    cpu = {k: c(*args) for k, c in calls.items()}
+    with force_device("cuda"), _layout.launch_settings(threads_per_block=32, max_blocks=2):
+        gpu = {k: c(*args) for k, c in calls.items()}
+        gx32 = nb.rms_norm_backward(args[0].astype(F32), args[1], 70, None)[0]  # float32 grad_out
+    for k in calls:
+        for a, b in zip(cpu[k], gpu[k]):
+            b = np.asarray(b)
+            assert a.dtype == b.dtype, k
+            _close(b, a, dt) if a.shape == args[1].shape else np.testing.assert_allclose(
+                b.astype(F32), a.astype(F32), rtol=2 * ULP[dt], atol=1e-3)
+    _close(np.asarray(gx32), nb.rms_norm_backward(args[0].astype(F32), args[1], 70, None)[0], dt)
 
 
 @pytest.mark.parametrize("dt", DTYPES)

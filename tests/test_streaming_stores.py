@@ -91,3 +91,49 @@ def test_nt_store_loop_compiles_to_streaming_vector_stores():
     asm = copy_row.inspect_asm(copy_row.signatures[0])
     assert "movntps" in asm  # vmovntps (AVX) / movntps (SSE)
     assert "sfence" in asm
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 streaming stores")
+@pytest.mark.parametrize("kind", ["bf16", "f16", "int8", "e4m3"])
+def test_16_and_8_bit_rows_compile_to_streaming_integer_stores(kind):
+    """The row writer of the 16-bit and quantized kernels (``_rows_lowp.write_row``, through
+    ``_quant._quant_row`` for the codes) streams the bit patterns with ``vmovntdq`` (packed
+    32 bits at a time: a 16/8-bit store of a converted value would become an AVX-512
+    truncating store, which has no non-temporal form) and fences; streamed = cached bits."""
+    from numba import njit
+
+    from numbanorm._cpu import _quant, _rows_lowp
+    from numbanorm._cpu._stream import stream_fence
+
+    n = 1000
+    src = np.linspace(-3, 3, n).astype(np.float32)
+    w = np.linspace(0.5, 2, n).astype(np.float32)
+    dt = {"bf16": np.uint16, "f16": np.int16, "int8": np.int8, "e4m3": np.uint8}[kind]
+    if kind in ("bf16", "f16"):
+        @njit(cache=False)
+        def row(src, w, out, stream):
+            _rows_lowp.write_row(_rows_lowp.SCALE, src, src.size, np.float32(0.5), np.float32(0.0), w, w, out, 0,
+                                 stream, src)
+            stream_fence()
+    else:
+        @njit(cache=False)
+        def row(src, w, out, stream):
+            _quant._quant_row(src, src.size, 0.0, w, np.float32(100.0), out, 0, stream, src)
+            stream_fence()
+
+    buf = np.zeros(n + 64, dt)
+    out = buf[1:n + 1]  # a misaligned start: scalar head, aligned streamed span, tail
+    cached = np.zeros(n, dt)
+    row(src, w, out, True)
+    row(src, w, cached, False)
+    np.testing.assert_array_equal(out, cached)
+    if kind in ("bf16", "f16"):
+        ref = (src * np.float32(0.5) * w).astype(np.float16 if kind == "f16" else _bf16())
+        np.testing.assert_array_equal(out, ref.view(dt))
+    asm = row.inspect_asm(row.signatures[0])
+    assert "movntdq" in asm  # vmovntdq (AVX) / movntdq (SSE2)
+    assert "sfence" in asm
+
+
+def _bf16():
+    return pytest.importorskip("ml_dtypes").bfloat16

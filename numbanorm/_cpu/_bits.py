@@ -148,6 +148,46 @@ def abs_max_bits(typingctx, acc, v):
     return acc(acc, v), codegen
 
 
+def _strict(op):
+    @intrinsic
+    def strict(typingctx, a, b):
+        if not isinstance(a, types.Float) or not isinstance(b, types.Float):
+            return None
+        t = a if a.bitwidth >= b.bitwidth else b
+
+        def codegen(context, builder, signature, args):
+            x, y = (context.cast(builder, v, ty, t) for v, ty in zip(args, signature.args))
+            r = getattr(builder, op)(x, y)
+            fz = ir.instructions.Instruction(builder.block, r.type, "freeze", [r])
+            builder._insert(fz)  # not an fmul/fadd: no reassociation or contraction across it
+            return fz
+
+        return t(a, b), codegen
+    return strict
+
+
+#: ``a * b`` / ``a + b`` followed by a ``freeze`` (a no-op on the defined value): the kernels'
+#: fast-math flags (which Numba puts on every float operation) cannot reassociate or
+#: contract across it, so an expression of them rounds the same in every loop it is
+#: compiled into (the cached, streamed and packed-pair loops of ``_rows_lowp.write_row``),
+#: and unlike ``llvm.arithmetic.fence`` it vectorises
+mul = _strict("fmul")
+add = _strict("fadd")
+
+
+@intrinsic
+def select(typingctx, cond, a, b):
+    """``a if cond else b`` for two values of one type, as an LLVM ``select`` (no branch:
+    it stays a straight line where the helper is inlined into a vectorised loop)."""
+    if cond != types.boolean or a != b:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return a(cond, a, b), codegen
+
+
 @intrinsic
 def float_from_bits(typingctx, b):
     """The float32 / float64 with the bits of uint32 / uint64 ``b``."""
@@ -161,6 +201,16 @@ def float_from_bits(typingctx, b):
     return ft(b), codegen
 
 
+def code(a, v):
+    """``v`` as an element of ``a``: the 16-bit pattern (rounded) for bit arrays, else ``v``
+    cast to ``a``'s dtype."""
+
+
+def qcode(q, v):
+    """The code of the already scaled value ``v`` in ``q``'s format: int8 (clipped to
+    ±127, half to even) or float8 e4m3fn bits (uint8; clipped to ±448, nearest even)."""
+
+
 def load(a, j):
     """``a[j]`` as a number: float32 for 16-bit bit arrays, the array's dtype otherwise."""
 
@@ -169,13 +219,23 @@ def put(a, j, v):
     """Store ``v`` into ``a[j]`` (rounded to ``a``'s format); return the stored value."""
 
 
-@overload(load, jit_options=JIT_OPTIONS)
+@overload(load, inline="always", jit_options=JIT_OPTIONS)
 def _load(a, j):
     if a.dtype == types.uint16:
         return lambda a, j: bf16_to_f32(a[j])
     if a.dtype == types.int16:
         return lambda a, j: f16_to_f32(a[j])
     return lambda a, j: a[j]
+
+
+@overload(code, inline="always", jit_options=JIT_OPTIONS)
+def _code(a, v):
+    if a.dtype == types.uint16:
+        return lambda a, v: f32_to_bf16(np.float32(v))
+    if a.dtype == types.int16:
+        return lambda a, v: f32_to_f16(np.float32(v))
+    dt = a.dtype
+    return lambda a, v: dt(v)
 
 
 @overload(put, jit_options=JIT_OPTIONS)
@@ -212,6 +272,13 @@ def e4m3_bits(v):
     r = (ab + np.uint32(0x7FFFF) + ((ab >> np.uint32(20)) & np.uint32(1))) >> np.uint32(20)
     normal = r - np.uint32(120 << 3)
     sub = np.uint32(np.rint(a * np.float32(512.0)))  # subnormal steps of 2**-9 (8 = 2**-6)
-    code = normal if a >= np.float32(0.015625) else sub
-    code = np.uint32(0x7F) if v != v else code
+    code = select(a >= np.float32(0.015625), np.uint32(normal), sub)
+    code = select(v != v, np.uint32(0x7F), code)
     return np.uint8(code | sign)
+
+
+@overload(qcode, inline="always", jit_options=JIT_OPTIONS)
+def _qcode(q, v):
+    if q.dtype == types.int8:
+        return lambda q, v: f32_to_i8(v)
+    return lambda q, v: e4m3_bits(np.float32(min(max(v, -448.0), 448.0)))

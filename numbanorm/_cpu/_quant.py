@@ -27,27 +27,10 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .. import _config
-from ._bits import abs_max_bits, e4m3_bits, f32_to_i8, float_from_bits, load
-from ._ntcopy import stream_copy
-from ._rows_lowp import _add_rows, scratch
+from ._bits import abs_max_bits, float_from_bits, load
+from ._rows_lowp import QUANT, _add_rows, launch, write_row
 from ._stats import BLOCK, U
-from ._stream import prefetch_run, stream_fence
-
-
-def qput(q, j, v):
-    """Store the already scaled value ``v`` into ``q[j]`` (int8 or e4m3fn bits)."""
-
-
-@overload(qput, jit_options=_config.JIT_OPTIONS)
-def _qput(q, j, v):
-    if q.dtype == types.int8:
-        def put_int8(q, j, v):
-            q[j] = f32_to_i8(v)
-        return put_int8
-
-    def put_e4m3(q, j, v):
-        q[j] = e4m3_bits(np.float32(min(max(v, -448.0), 448.0)))
-    return put_e4m3
+from ._stream import stream_fence
 
 
 def _zero_bits(w):
@@ -76,8 +59,10 @@ def _sq_amax(row, n, weight):
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
-def _quant_row(row, n, eps, weight, qmax, qrow):
-    """Quantize one row into ``qrow`` (module doc); returns ``(rstd, scale)``.
+def _quant_row(row, n, eps, weight, qmax, qf, base, stream, nxt):
+    """Quantize one row into the row of the flat ``qf`` at ``base`` (streamed when
+    ``stream``, prefetching ``nxt``: :func:`._rows_lowp.write_row`); returns ``(rstd,
+    scale)`` (module doc).
 
     max|y| = r · max|x w| (r > 0 is common to the row), so the statistics pass also
     finds the maximum and the codes are written in the second pass, from cache."""
@@ -88,37 +73,29 @@ def _quant_row(row, n, eps, weight, qmax, qrow):
     amax = r_t * mxw  # NaN when y has a NaN
     inv = qmax / amax if amax > 0.0 else t(0.0)  # 0 for zero and NaN rows
     k = r_t * inv
-    for j in range(U(n)):
-        qput(qrow, j, load(row, j) * k * weight[j])
+    write_row(QUANT, row, n, k, k, weight, weight, qf, base, stream, nxt)
     return r, amax / qmax
 
 
-def _rms_quant(x, weight, eps, qmax, q, scale, rstd, scratch, stream):
+def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks, stream):
     m, n = x.shape
-    nchunks = scratch.shape[0]
+    qf = q.reshape(-1)
     for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
-            row = x[i]
-            if stream:  # the next row is read while this one is worked on (from cache)
-                prefetch_run(x[min(i + 1, stop - 1)], 0, n)
-            rstd[i], scale[i] = _quant_row(row, n, eps, weight, qmax, scratch[c] if stream else q[i])
-            if stream:
-                stream_copy(q, i * n, scratch, c * n, n)
+            rstd[i], scale[i] = _quant_row(x[i], n, eps, weight, qmax, qf, i * n, stream, x[min(i + 1, stop - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
 
 
-def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, scratch, stream):
+def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, nchunks, stream):
     m, n = x.shape
-    nchunks = scratch.shape[0]
+    qf = q.reshape(-1)
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
-            rstd[i], scale[i] = _quant_row(srow, n, eps, weight, qmax, scratch[c] if stream else q[i])
-            if stream:
-                stream_copy(q, i * n, scratch, c * n, n)
+            rstd[i], scale[i] = _quant_row(srow, n, eps, weight, qmax, qf, i * n, stream, x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
 
@@ -129,10 +106,9 @@ _ADD_RMS_QUANT = _config.twins(_add_rms_quant)
 
 def rms_quant(x, weight, eps, qmax, q, scale, rstd):
     """Quantized RMSNorm of each row of ``x`` into ``q`` and ``scale``; fill ``rstd``."""
-    _config.launch(_RMS_QUANT, x.size, x, weight, eps, weight.dtype.type(qmax), q, scale, rstd, *scratch(x, q))
+    launch(_RMS_QUANT, x, q, (), x, weight, eps, weight.dtype.type(qmax), q, scale, rstd)
 
 
 def add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd):
     """``s = x + res`` (rounded to ``s``'s format) and the quantized RMSNorm of ``s``."""
-    _config.launch(_ADD_RMS_QUANT, x.size, x, res, weight, eps, weight.dtype.type(qmax), s, q, scale, rstd,
-                   *scratch(x, q))
+    launch(_ADD_RMS_QUANT, x, q, (res, s), x, res, weight, eps, weight.dtype.type(qmax), s, q, scale, rstd)

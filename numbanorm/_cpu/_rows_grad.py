@@ -16,28 +16,75 @@ One kernel serves ``add_layer_norm_backward``, ``add_rms_norm_backward`` and the
   (deterministic, no atomics), as the other row kernels do.
 
 Layout: ``cols`` is ``(4, N)`` = (w, c, k, nanfix), ``rows`` is ``(3, M)`` =
-(mean, q, rstd), all C-contiguous in the compute dtype; grad_x streamed for large outputs.
+(mean, q, rstd), all C-contiguous in the compute dtype; ``grad_out``, ``v``, ``gs`` and
+``grad_x`` of the compute dtype or 16-bit bit views (no float32 copy of bfloat16/float16
+data). Per row: the two row sums, a pass accumulating dw/db from the cached row, then
+grad_x, written with streaming stores straight from the loop for large outputs (as the
+forwards, :func:`._stream.row_span`; 16-bit values packed in pairs).
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
+from numba.extending import overload
 
 from .. import _config
 from . import _work
+from ._bits import add, code, load, mul, put
 from ._stats import BLOCK, FLUSH, U, sum_chunks
-from ._stream import STREAM_BYTES, stream_scale
-from .layer_norm import _chunks, _scratch
+from ._stream import STREAM_BYTES, nt_store, nt_store2, overlaps, row_span, stream_fence
+from .layer_norm import _chunks
+
+#: the backward reads and writes 16-bit data as bit views (``_ops/_lowp.rows_backward``)
+LOWP = True
 
 
-def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, scratch, stream):
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _xhat(row, cc, kk, mu, q, j):
+    return (load(row, j) - cc[j] - mu) * q * kk[j]
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j):
+    """``grad_x[i, j]`` before rounding (module doc), in this order of IEEE operations
+    (:func:`._bits.mul`): the cached, streamed and packed loops round it the same."""
+    xh = mul(mul(add(add(load(row, j), -cc[j]), -mu), q), kk[j])
+    d = add(mul(r, add(add(mul(load(dy, j), w[j]), -a_t), -mul(xh, b_t))), nanfix[j])
+    if has_gs:
+        d = add(d, load(gr, j))
+    return d
+
+
+def _stream_dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, gf, base, j0, j1):
+    """Elements ``[j0, j1)`` of a stream span of grad_x with streaming stores (16-bit:
+    pairs packed into 32 bits, see :func:`._stream.nt_store2`)."""
+
+
+@overload(_stream_dx, inline="always", jit_options=_config.JIT_OPTIONS)
+def _stream_dx_impl(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, gf, base, j0, j1):
+    if gf.dtype.bitwidth == 16:
+        def pairs(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, gf, base, j0, j1):
+            for k in range(U((j1 - j0) // 2)):
+                j = U(j0) + U(2) * k
+                nt_store2(gf, base + j, code(gf, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j)),
+                          code(gf, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j + U(1))))
+        return pairs
+
+    def singles(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, gf, base, j0, j1):
+        for j in range(U(j0), U(j1)):
+            nt_store(gf, base + j, code(gf, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j)))
+    return singles
+
+
+def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream):
+    """Arrays of the compute dtype (``cols``'s), or 16-bit bits for the data (``grad_out``,
+    ``v``, ``gs``) and ``grad_x`` (:mod:`._bits`): loaded as float32, grad_x rounded once."""
     m, n = v.shape
-    nchunks = part.shape[1]
-    t = v.dtype.type
-    one = t(1.0)
+    t = cols.dtype.type
     has_gs = gs.shape[0] > 0
     w = cols[0]
     cc = cols[1]
     kk = cols[2]
     nanfix = cols[3]
+    gf = grad_x.reshape(-1)
     for c in prange(nchunks):
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
@@ -49,41 +96,40 @@ def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, scratch,
             r = rows[2, i]
             dy = grad_out[i]
             row = v[i]
+            gr = gs[i if has_gs else 0]  # a row view only (never read without gs)
             a = np.float64(0.0)
             b = np.float64(0.0)
             for j0 in range(0, n, BLOCK):
                 sa = t(0.0)
                 sb = t(0.0)
                 for j in range(U(j0), U(min(j0 + BLOCK, n))):
-                    g = dy[j] * w[j]
+                    g = load(dy, j) * w[j]
                     sa += g
-                    sb += g * ((row[j] - cc[j] - mu) * q * kk[j])
+                    sb += g * _xhat(row, cc, kk, mu, q, j)
                 a += sa
                 b += sb
             a_t = t(a / n) if centered else t(0.0)
             b_t = t(b / n)
-            dst = scratch[c] if stream else grad_x[i]
-            if has_gs:
-                gr = gs[i]
-                for j in range(U(n)):
-                    xhat = (row[j] - cc[j] - mu) * q * kk[j]
-                    dst[j] = r * (dy[j] * w[j] - a_t - xhat * b_t) + nanfix[j] + gr[j]
-                    aw[j] += dy[j] * xhat
-                    ab[j] += dy[j]
-            else:
-                for j in range(U(n)):
-                    xhat = (row[j] - cc[j] - mu) * q * kk[j]
-                    dst[j] = r * (dy[j] * w[j] - a_t - xhat * b_t) + nanfix[j]
-                    aw[j] += dy[j] * xhat
-                    ab[j] += dy[j]
-            if stream:
-                stream_scale(grad_x, i * n, scratch, c * n, one, n)
+            for j in range(U(n)):  # the row is in cache now
+                dyj = load(dy, j)
+                aw[j] += dyj * _xhat(row, cc, kk, mu, q, j)
+                ab[j] += dyj
+            dst = grad_x[i]
+            base = i * n
+            h, e = row_span(gf, base, n, stream)
+            for j in range(U(h)):
+                put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
+            _stream_dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, gf, base, h, e)
+            for j in range(U(e), U(n)):
+                put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
             if (i - start) % FLUSH == FLUSH - 1 or i == stop - 1:
                 for j in range(U(n)):
                     part[0, c, j] += aw[j]
                     part[1, c, j] += ab[j]
                     aw[j] = 0.0
                     ab[j] = 0.0
+        if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
+            stream_fence()
 
 
 _BACKWARD = _config.twins(_backward)
@@ -92,19 +138,38 @@ _BACKWARD = _config.twins(_backward)
 def backward(grad_out, v, cols, rows, grad_s, centered, grad_x, grad_weight, grad_bias):
     """Fill ``grad_x`` (M, N), ``grad_weight`` and ``grad_bias`` (N,); see the module doc.
 
-    ``grad_s`` is an ``(M, N)`` array or None; ``grad_weight`` gets ``+ nanfix``."""
+    ``grad_s`` is an ``(M, N)`` array or None; ``grad_weight`` gets ``+ nanfix``. The data
+    arrays may be 16-bit bit views (bfloat16 ``uint16``, float16 ``int16``), ``grad_x``
+    too: read and written without a float32 copy."""
     m, n = v.shape
     nchunks = _chunks(m)
     part = _work.zeros("rows_grad.part", (2, nchunks, n), np.float64)
-    acc = _work.zeros("rows_grad.acc", (2, nchunks, n), v.dtype)
-    stream = grad_x.nbytes >= STREAM_BYTES
-    scratch = _scratch(nchunks, n, v.dtype, stream)
-
-    gs = np.empty((0, n), v.dtype) if grad_s is None else grad_s
-    _config.launch(_BACKWARD, v.size, grad_out, v, cols, rows, gs, centered, grad_x, acc, part, scratch, stream)
+    acc = _work.zeros("rows_grad.acc", (2, nchunks, n), cols.dtype)
+    gs = np.empty((0, n), cols.dtype) if grad_s is None else grad_s
+    stream = grad_x.nbytes >= STREAM_BYTES and not overlaps(grad_x, grad_out, v, gs)
+    _config.launch(_BACKWARD, v.size, grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream)
     sum_chunks(part[0], grad_weight)
     sum_chunks(part[1], grad_bias)
     grad_weight += cols[3]
+
+
+def stats(v, centered, eps, mean, rstd):
+    """Fill ``rstd`` (and ``mean`` when ``centered``) of the rows of ``v`` (16-bit bits or
+    a float array) for a backward called without saved statistics."""
+    if v.dtype.itemsize == 2:
+        from . import _rows_lowp
+
+        if centered:
+            _rows_lowp.ln_stats(v, eps, mean, rstd)
+        else:
+            _rows_lowp.rms_stats(v, eps, rstd)
+    else:
+        from . import layer_norm, rms_norm
+
+        if centered:
+            layer_norm.stats(v, eps, mean, rstd)
+        else:
+            rms_norm.stats(v, eps, rstd)
 
 
 # ---------------------------------------------------------------- small host-side helpers

@@ -17,19 +17,22 @@ returned, as on the float32 copy path. Every row is read before it is written, e
 by element, so ``out`` may be ``x`` and ``s`` may be ``x`` or ``res``.
 
 Thread mapping: a ``prange`` over the fixed row chunks of :func:`.layer_norm._chunks`;
-serial twins below ``SERIAL_THRESHOLD`` elements. Outputs of at least ``STREAM_BYTES`` are
-computed into the chunk's scratch row and written with non-temporal stores
-(:mod:`._ntcopy`), as the float32 kernels stream theirs.
+serial twins below ``SERIAL_THRESHOLD`` elements. Outputs of at least ``STREAM_BYTES`` that
+overlap no input are written straight from the row loop with non-temporal stores of their
+bits (:func:`write_row`: 32-bit packed ``vmovntdq`` stores over each row's
+:func:`._stream.row_span`, prefetching the next row), as the float32 kernels stream
+theirs: one expression for streamed and cached elements, bitwise equal. :func:`write_row`
+is shared with the quantized kernels (:mod:`._quant`).
 """
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from .. import _config
-from ._bits import load, put
+from ._bits import add, code, load, mul, put, qcode
 from ._stats import BLOCK, U
-from . import _work
-from ._ntcopy import stream_copy
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, prefetch_run, stream_fence
+from ._stream import (PREFETCH_BLOCK, STREAM_BYTES, nt_store, nt_store2, nt_store4, overlaps, prefetch_run, row_span,
+                      stream_fence)
 from .layer_norm import _chunks
 from .normalize import _acc, _clamp, _finish, _init, _pkind
 
@@ -71,37 +74,94 @@ def _row_mean_var(row, n):
     return mu, (max(var, 0.0) if var == var else var)
 
 
-def _rms_forward(x, weight, eps, out, rstd, scratch, stream):
+#: what :func:`write_row` writes (a constant of each kernel, folded away after inlining)
+SCALE, AFFINE, DIVIDE, QUANT = 0, 1, 2, 3
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _value(kind, src, j, a, b, weight, bias):
+    """Element ``j`` of a row before rounding: ``(src·a)·w`` (SCALE, QUANT: ``a`` folds in
+    the quantization step), ``((src·a) + b)·w + bias`` (AFFINE), ``src / a`` (DIVIDE), in
+    this order with IEEE float32 operations (:func:`._bits.mul`: not reassociated or
+    fused, so every loop rounds an element the same)."""
+    if kind == AFFINE:
+        return add(mul(add(mul(load(src, j), a), b), weight[j]), bias[j])
+    if kind == DIVIDE:
+        return load(src, j) / a
+    return mul(mul(load(src, j), a), weight[j])
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _code(kind, dst, v):
+    return qcode(dst, v) if kind == QUANT else code(dst, v)
+
+
+def _stream_run(kind, src, j0, j1, a, b, weight, bias, of, base):
+    """Elements ``[j0, j1)`` of a stream span with streaming stores, 32 bits at a time
+    (:func:`._stream.nt_store2` / ``nt_store4``) for 16-bit and 8-bit outputs."""
+
+
+@overload(_stream_run, inline="always", jit_options=_config.JIT_OPTIONS)
+def _stream_run_impl(kind, src, j0, j1, a, b, weight, bias, of, base):
+    if of.dtype.bitwidth == 16:
+        def pairs(kind, src, j0, j1, a, b, weight, bias, of, base):
+            for k in range(U((j1 - j0) // 2)):
+                j = U(j0) + U(2) * k
+                nt_store2(of, base + j, _code(kind, of, _value(kind, src, j, a, b, weight, bias)),
+                          _code(kind, of, _value(kind, src, j + U(1), a, b, weight, bias)))
+        return pairs
+    if of.dtype.bitwidth == 8:
+        def quads(kind, src, j0, j1, a, b, weight, bias, of, base):
+            for k in range(U((j1 - j0) // 4)):
+                j = U(j0) + U(4) * k
+                nt_store4(of, base + j, _code(kind, of, _value(kind, src, j, a, b, weight, bias)),
+                          _code(kind, of, _value(kind, src, j + U(1), a, b, weight, bias)),
+                          _code(kind, of, _value(kind, src, j + U(2), a, b, weight, bias)),
+                          _code(kind, of, _value(kind, src, j + U(3), a, b, weight, bias)))
+        return quads
+
+    def singles(kind, src, j0, j1, a, b, weight, bias, of, base):
+        for j in range(U(j0), U(j1)):
+            nt_store(of, base + j, _code(kind, of, _value(kind, src, j, a, b, weight, bias)))
+    return singles
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def write_row(kind, src, n, a, b, weight, bias, of, base, stream, nxt):
+    """Write row ``base // n`` of the flat output ``of`` from the row ``src`` (element
+    :func:`_value` rounded to ``of``'s format, or quantized): ordinary stores, or when
+    ``stream`` streaming stores over its :func:`._stream.row_span` while prefetching the
+    next row ``nxt`` — the same values either way, bitwise."""
+    h, e = row_span(of, base, n, stream)
+    for j in range(U(h)):
+        of[base + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
+    for j0 in range(h, e, PREFETCH_BLOCK):
+        j1 = min(j0 + PREFETCH_BLOCK, e)
+        prefetch_run(nxt, j0, j1)
+        _stream_run(kind, src, j0, j1, a, b, weight, bias, of, base)
+    for j in range(U(e), U(n)):
+        of[base + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
+
+
+def _rms_forward(x, weight, eps, out, rstd, nchunks, stream):
     """Streamed outputs prefetch the next row run by run, as ``rms_norm``'s forward."""
     m, n = x.shape
-    nchunks = scratch.shape[0]
+    of = out.reshape(-1)
     for c in prange(nchunks):
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             row = x[i]
             r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
             rstd[i] = r
-            r_t = np.float32(r)
-            if stream:
-                nxt = x[min(i + 1, stop - 1)]
-                dst = scratch[c]
-                for j0 in range(0, n, PREFETCH_BLOCK):
-                    j1 = min(j0 + PREFETCH_BLOCK, n)
-                    prefetch_run(nxt, j0, j1)
-                    for j in range(U(j0), U(j1)):
-                        put(dst, j, load(row, j) * r_t * weight[j])
-                stream_copy(out, i * n, scratch, c * n, n)
-            else:
-                dst = out[i]
-                for j in range(U(n)):
-                    put(dst, j, load(row, j) * r_t * weight[j])
+            write_row(SCALE, row, n, np.float32(r), np.float32(0.0), weight, weight, of, i * n, stream,
+                      x[min(i + 1, stop - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
 
 
-def _ln_forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
+def _ln_forward(x, weight, bias, eps, out, mean, rstd, nchunks, stream):
     m, n = x.shape
-    nchunks = scratch.shape[0]
+    of = out.reshape(-1)
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
@@ -109,13 +169,8 @@ def _ln_forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
             r = 1.0 / np.sqrt(var + eps)
             mean[i] = mu
             rstd[i] = r
-            r_t = np.float32(r)
-            sh = np.float32(-mu * r)
-            dst = scratch[c] if stream else out[i]
-            for j in range(U(n)):
-                put(dst, j, (load(row, j) * r_t + sh) * weight[j] + bias[j])
-            if stream:
-                stream_copy(out, i * n, scratch, c * n, n)
+            write_row(AFFINE, row, n, np.float32(r), np.float32(-mu * r), weight, bias, of, i * n, stream,
+                      x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
 
@@ -127,28 +182,24 @@ def _add_rows(xr, rr, sr, n):
         put(sr, j, load(xr, j) + load(rr, j))
 
 
-def _add_rms_forward(x, res, weight, eps, s, out, rstd, scratch, stream):
+def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks, stream):
     m, n = x.shape
-    nchunks = scratch.shape[0]
+    of = out.reshape(-1)
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
             r = 1.0 / np.sqrt(_row_sq(srow, n) / n + eps)
             rstd[i] = r
-            r_t = np.float32(r)
-            dst = scratch[c] if stream else out[i]
-            for j in range(U(n)):
-                put(dst, j, load(srow, j) * r_t * weight[j])
-            if stream:
-                stream_copy(out, i * n, scratch, c * n, n)
+            write_row(SCALE, srow, n, np.float32(r), np.float32(0.0), weight, weight, of, i * n, stream,
+                      x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
 
 
-def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
+def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks, stream):
     m, n = x.shape
-    nchunks = scratch.shape[0]
+    of = out.reshape(-1)
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
@@ -157,22 +208,18 @@ def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stre
             r = 1.0 / np.sqrt(var + eps)
             mean[i] = mu
             rstd[i] = r
-            r_t = np.float32(r)
-            sh = np.float32(-mu * r)
-            dst = scratch[c] if stream else out[i]
-            for j in range(U(n)):
-                put(dst, j, (load(srow, j) * r_t + sh) * weight[j] + bias[j])
-            if stream:
-                stream_copy(out, i * n, scratch, c * n, n)
+            write_row(AFFINE, srow, n, np.float32(r), np.float32(-mu * r), weight, bias, of, i * n, stream,
+                      x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
 
 
-def _normalize_forward(x, pk, p, eps, out, scratch, stream):
+def _normalize_forward(x, pk, p, eps, out, nchunks, stream):
     """Lp normalize each row: ``y = x / max(||x||_p, eps)`` (norm accumulated in float64,
     the division in float32 as torch's float32 composition does)."""
     m, n = x.shape
-    nchunks = scratch.shape[0]
+    of = out.reshape(-1)
+    no_w = np.empty(0, np.float32)  # DIVIDE reads no weight
     for c in prange(nchunks):
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
@@ -180,13 +227,21 @@ def _normalize_forward(x, pk, p, eps, out, scratch, stream):
             for j in range(n):
                 a = _acc(np.float64(load(row, j)), a, pk, p)
             d = np.float32(_clamp(_finish(a, pk, p), eps))
-            dst = scratch[c] if stream else out[i]
-            for j in range(U(n)):
-                put(dst, j, load(row, j) / d)
-            if stream:
-                stream_copy(out, i * n, scratch, c * n, n)
+            write_row(DIVIDE, row, n, d, d, no_w, no_w, of, i * n, stream, x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
+
+
+def _ln_stats(x, eps, mean, rstd):
+    for i in prange(x.shape[0]):
+        mu, var = _row_mean_var(x[i], x.shape[1])
+        mean[i] = mu
+        rstd[i] = 1.0 / np.sqrt(var + eps)
+
+
+def _rms_stats(x, eps, rstd):
+    for i in prange(x.shape[0]):
+        rstd[i] = 1.0 / np.sqrt(_row_sq(x[i], x.shape[1]) / x.shape[1] + eps)
 
 
 _RMS = _config.twins(_rms_forward)
@@ -194,38 +249,55 @@ _LN = _config.twins(_ln_forward)
 _ADD_RMS = _config.twins(_add_rms_forward)
 _ADD_LN = _config.twins(_add_ln_forward)
 _NORMALIZE = _config.twins(_normalize_forward)
+_LN_STATS = _config.twins(_ln_stats)
+_RMS_STATS = _config.twins(_rms_stats)
 
 
-def scratch(x, out):
-    """``(scratch rows, stream)``: per-chunk rows of ``out``'s dtype that large calls
-    (input or output of at least ``STREAM_BYTES``: the int8 codes of a 128 MiB input are
-    32 MiB, still far beyond the caches) are computed into and streamed out of with
-    non-temporal stores (:mod:`._ntcopy`); an empty ``(chunks, 0)`` array otherwise."""
+def plan(x, out, *inputs):
+    """``(chunks, stream)`` of a row kernel writing ``out`` from ``x`` (and ``inputs``): one
+    chunk below ``SERIAL_THRESHOLD`` elements; ``stream`` for calls whose input or output
+    is at least ``STREAM_BYTES`` (the int8 codes of a 128 MiB input are 32 MiB, still far
+    beyond the caches) and whose output overlaps no input (in-place outputs are in cache)."""
     nchunks = 1 if x.size < _config.SERIAL_THRESHOLD else _chunks(x.shape[0])
-    stream = max(out.nbytes, x.nbytes) >= STREAM_BYTES
-    return _work.empty("lowp.scratch", (nchunks, x.shape[1] if stream else 0), out.dtype), stream
+    stream = max(out.nbytes, x.nbytes) >= STREAM_BYTES and not overlaps(out, x, *inputs)
+    return nchunks, stream
+
+
+def launch(pair, x, out, inputs, *args):
+    """Run the row kernel ``pair`` on ``args`` + :func:`plan` ``(x, out, *inputs)``."""
+    _config.launch(pair, x.size, *args, *plan(x, out, *inputs))
 
 
 def rms_forward(x, weight, eps, out, rstd):
     """RMS-normalize the 16-bit rows of ``x`` into ``out`` (16-bit); fill ``rstd``."""
-    _config.launch(_RMS, x.size, x, weight, eps, out, rstd, *scratch(x, out))
+    launch(_RMS, x, out, (), x, weight, eps, out, rstd)
 
 
 def ln_forward(x, weight, bias, eps, out, mean, rstd):
     """Layer-normalize the 16-bit rows of ``x`` into ``out``; fill ``mean``/``rstd``."""
-    _config.launch(_LN, x.size, x, weight, bias, eps, out, mean, rstd, *scratch(x, out))
+    launch(_LN, x, out, (), x, weight, bias, eps, out, mean, rstd)
 
 
 def add_rms_forward(x, res, weight, eps, s, out, rstd):
     """``s = x + res`` (rounded to ``s``'s format), ``out = rms_norm(s)``; fill ``rstd``."""
-    _config.launch(_ADD_RMS, x.size, x, res, weight, eps, s, out, rstd, *scratch(x, out))
+    launch(_ADD_RMS, x, out, (res, s), x, res, weight, eps, s, out, rstd)
 
 
 def add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd):
     """``s = x + res`` (rounded to ``s``'s format), ``out = layer_norm(s)``."""
-    _config.launch(_ADD_LN, x.size, x, res, weight, bias, eps, s, out, mean, rstd, *scratch(x, out))
+    launch(_ADD_LN, x, out, (res, s), x, res, weight, bias, eps, s, out, mean, rstd)
 
 
 def normalize_forward(x, p, eps, out):
     """Lp-normalize the 16-bit rows of ``x`` into ``out``."""
-    _config.launch(_NORMALIZE, x.size, x, _pkind(p), float(p), eps, out, *scratch(x, out))
+    launch(_NORMALIZE, x, out, (), x, _pkind(p), float(p), eps, out)
+
+
+def ln_stats(x, eps, mean, rstd):
+    """``mean`` and ``rstd = 1/sqrt(var + eps)`` of each 16-bit row of ``x``."""
+    _config.launch(_LN_STATS, x.size, x, eps, mean, rstd)
+
+
+def rms_stats(x, eps, rstd):
+    """``rstd = 1/sqrt(mean(x²) + eps)`` of each 16-bit row of ``x``."""
+    _config.launch(_RMS_STATS, x.size, x, eps, rstd)

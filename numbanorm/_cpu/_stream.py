@@ -201,17 +201,20 @@ def prefetch(typingctx, arr, idx):
 #: faults on a misaligned address)
 STREAM_ALIGN = 32
 
-#: :func:`stream_span` runs are a multiple of this many elements: a multiple of every
-#: vector width times unroll factor LLVM picks (16 float32 lanes × 4 at most), so the
-#: vectorised loop never leaves a scalar remainder (see :func:`nt_store`)
+#: :func:`stream_span` runs are a multiple of this many elements (twice as many for 1-byte
+#: outputs): a multiple of every vector width times unroll factor LLVM picks (16 float32
+#: lanes × 4, 32 int8 lanes × 4 at most), so the vectorised loop never leaves a scalar
+#: remainder (see :func:`nt_store`)
 STREAM_RUN = 64
 
 
 @intrinsic
 def nt_store(typingctx, arr, idx, val):
-    """``arr.flat[idx] = val`` (a C-contiguous float array) as a store with ``!nontemporal``
-    metadata, which LLVM's loop vectoriser keeps: a loop of them becomes ``vmovntps`` /
-    ``vmovntpd`` streaming stores (no read-for-ownership of the output lines).
+    """``arr.flat[idx] = val`` (a C-contiguous float or integer array) as a store with
+    ``!nontemporal`` metadata, which LLVM's loop vectoriser keeps: a loop of them becomes
+    ``vmovntps`` / ``vmovntpd`` (float) or ``vmovntdq`` (integer: the bit patterns of the
+    16-bit and 8-bit outputs, :mod:`._bits`) streaming stores (no read-for-ownership of the
+    output lines).
 
     The store is declared :data:`STREAM_ALIGN`-aligned (x86 has aligned streaming vector
     stores only; LLVM refuses to vectorise under-aligned ones), so use it only in loops
@@ -221,7 +224,8 @@ def nt_store(typingctx, arr, idx, val):
     streamed and ordinary output loops share one expression (bitwise the same values).
     End a kernel's streamed writes with :func:`stream_fence`.
     """
-    if not isinstance(arr, types.Array) or arr.dtype not in (types.float32, types.float64):
+    if not isinstance(arr, types.Array) or not (arr.dtype in (types.float32, types.float64) or (
+            isinstance(arr.dtype, types.Integer) and arr.dtype.bitwidth in (8, 16, 32, 64))):
         return None
 
     def codegen(context, builder, signature, args):
@@ -234,6 +238,53 @@ def nt_store(typingctx, arr, idx, val):
         return context.get_dummy_value()
 
     return types.void(arr, idx, val), codegen
+
+
+def _packed_codegen(context, builder, signature, args):
+    aryty = signature.args[0]
+    bw = aryty.dtype.bitwidth
+    i32 = ir.IntType(32)
+    ary = context.make_array(aryty)(context, builder, args[0])
+    ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i32.as_pointer())
+    word = None
+    for k, (c, ct) in enumerate(zip(args[2:], signature.args[2:])):
+        if ct.bitwidth > bw:
+            c = builder.trunc(c, ir.IntType(bw))
+        c = builder.zext(c, i32)
+        c = builder.shl(c, ir.Constant(i32, k * bw)) if k else c
+        word = c if word is None else builder.or_(word, c)
+    st = builder.store(word, ptr, align=STREAM_ALIGN)
+    st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(i32, 1)]))
+    return context.get_dummy_value()
+
+
+def _packed_ok(arr, codes):
+    return (isinstance(arr, types.Array) and isinstance(arr.dtype, types.Integer)
+            and len(codes) * arr.dtype.bitwidth == 32 and all(isinstance(c, types.Integer) for c in codes))
+
+
+@intrinsic
+def nt_store2(typingctx, arr, idx, c0, c1):
+    """``arr.flat[idx:idx + 2] = (c0, c1)`` (16-bit integer ``arr``) as one 32-bit
+    :func:`nt_store` (``idx`` aligned as there; little-endian: ``c0`` low).
+
+    What the narrow outputs stream with: a loop of 16-bit or 8-bit ``nt_store`` calls
+    on converted values vectorises to a narrowing conversion feeding the store, which the
+    x86 back end folds into an AVX-512 truncating store (``vpmovdw``/``vpmovdb`` to
+    memory) that has no non-temporal form, silently dropping the hint; packed into 32
+    bits in integer arithmetic the store stays ``vmovntdq``."""
+    if not _packed_ok(arr, (c0, c1)):
+        return None
+    return types.void(arr, idx, c0, c1), _packed_codegen
+
+
+@intrinsic
+def nt_store4(typingctx, arr, idx, c0, c1, c2, c3):
+    """``arr.flat[idx:idx + 4] = (c0, c1, c2, c3)`` (8-bit integer ``arr``) as one 32-bit
+    :func:`nt_store`; see :func:`nt_store2`."""
+    if not _packed_ok(arr, (c0, c1, c2, c3)):
+        return None
+    return types.void(arr, idx, c0, c1, c2, c3), _packed_codegen
 
 
 @intrinsic
@@ -258,11 +309,22 @@ def stream_span(arr, idx, n):
     multiple of :data:`STREAM_RUN`; the head ``[0, h)`` and tail ``[e, n)`` take ordinary
     stores. ``(n, n)`` when no element is aligned (an unaligned array)."""
     size = arr.itemsize
+    run = STREAM_RUN if size > 1 else 2 * STREAM_RUN
     mis = _misalignment(arr, idx)
     if mis % size != 0:
         return n, n
     h = min(n, ((STREAM_ALIGN - mis) % STREAM_ALIGN) // size)
-    return h, h + (n - h) // STREAM_RUN * STREAM_RUN
+    return h, h + (n - h) // run * run
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def row_span(flat, base, n, stream):
+    """:func:`stream_span` of the row at ``base`` when ``stream``, else ``(n, n)`` (every
+    element an ordinary store): the one loop structure of a kernel's streamed and cached
+    outputs, ``[0, h)`` and ``[e, n)`` ordinary, ``[h, e)`` :func:`nt_store`."""
+    if stream:
+        return stream_span(flat, base, n)
+    return n, n
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -232,20 +232,27 @@ def _compute(dev, fn, centered, add, xa, ra, nshape, w, b, eps, offset, casting,
 
 
 def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, mean=None, rstd=None, y=None,
-             bias=None, weight_offset=0.0, out=None, add=True):
+             bias=None, weight_offset=0.0, out=None, add=True, lowp=None):
     """See the module doc. ``v`` is the forward's normalized input (``x`` or ``s``), or None
-    with ``y`` given. Returns ``(grad_x, grad_weight[, grad_bias])``."""
+    with ``y`` given. Returns ``(grad_x, grad_weight[, grad_bias])``.
+
+    ``lowp``: the module :mod:`._lowp` (passed in: it imports this one) for 16-bit data,
+    which the kernels then read and write as bit views (no float32 copy; see
+    ``_lowp.rows_backward``; never for deferred inputs)."""
     name = "s" if add else "x"
     data = {name: v, "y": y} if v is not None else {"y": y, name: v}  # the data first: it fixes the device
     dev = _dispatch.device_of(fn, **data, grad_out=grad_y, grad_s=grad_s, weight=weight, bias=bias,
                               mean=mean, rstd=rstd, out=out)
     offset = check_offset(fn, weight_offset)
+    if lowp is not None and (dev.deferred or not getattr(dev.kernels("_rows_grad"), "LOWP", False)):
+        lowp = None  # a device without 16-bit backward kernels: the float32-copy path
     if (v is None) == (y is None):
         raise ValueError(f"{fn}(): give exactly one of '{name}' (the forward's input) and 'y' (its output), "
                          f"got {'both' if v is not None else 'neither'}")
     from_output = y is not None
-    va = dev.asarray(y if from_output else v)
-    ga = dev.asarray(grad_y)
+    asarray = dev.asarray if lowp is None else (lambda a: lowp.asarray(dev, a))
+    va = asarray(y if from_output else v)
+    ga = asarray(grad_y)
     ctype, rtype = _validate.float_dtypes(fn, "y" if from_output else name, va.dtype)
     shape = tuple(va.shape)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
@@ -254,7 +261,7 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
             f"{fn}(): argument 'grad_out' must have the shape of {name} {shape}, got shape {tuple(ga.shape)}")
     gsa = None
     if grad_s is not None:
-        gsa = dev.asarray(grad_s)
+        gsa = asarray(grad_s)
         _validate.float_dtypes(fn, "grad_s", gsa.dtype)
         if tuple(gsa.shape) != shape:
             raise ValueError(f"{fn}(): argument 'grad_s' must have the shape of {name} {shape}, "
@@ -273,42 +280,58 @@ def backward(fn, centered, grad_y, grad_s, v, normalized_shape, weight, *, eps, 
         raise ValueError(f"{fn}(): arguments 'mean' and 'rstd' must be given together, got only one")
     mean = _saved(fn, "mean", dev, mean, shape, k, m, ctype) if mean is not None and centered else None
     rstd = _saved(fn, "rstd", dev, rstd, shape, k, m, ctype) if rstd is not None else None
-    out_a = _validate.out(fn, dev, out, shape, rtype)
+    out_a = _validate.out(fn, dev, out, shape, rtype) if lowp is None else lowp._out(fn, dev, out, shape, rtype)
     if dev.deferred:
         return dev.build("backward", _compute_backward, fn, centered, from_output, ga, gsa, va, nshape, w, b, eps,
                          offset, mean, rstd, ctype, rtype, out=out)
     return _compute_backward(dev, centered, from_output, ga, gsa, va, nshape, w, b, eps, offset, mean, rstd, ctype,
-                             rtype, out=out, out_a=out_a)
+                             rtype, out=out, out_a=out_a, lowp=lowp)
 
 
 def _compute_backward(dev, centered, from_output, ga, gsa, va, nshape, w, b, eps, offset, mean, rstd, ctype, rtype,
-                      *, out=None, out_a=None):
+                      *, out=None, out_a=None, lowp=None):
     """The kernels of :func:`backward` for validated arguments: ``va`` the forward's input
     (or its output ``y`` with ``from_output``), ``ga``/``gsa`` the gradients (``gsa`` None
     without ``grad_s``), ``mean``/``rstd`` flat contiguous ``ctype`` statistics or None;
-    the rest as in :func:`_compute`. Also the Dask builder's per-block task."""
+    ``lowp`` as in :func:`backward` (16-bit bit views); the rest as in :func:`_compute`.
+    Also the Dask builder's per-block task."""
     shape = tuple(va.shape)
     m, n = _rows(shape, nshape)
+    view = canonical if lowp is None else lowp._kernel_view
     ins = (va, ga) if gsa is None else (va, ga, gsa)
-    res = Output(dev, out, out_a, shape, (m, n), ctype, rtype, inputs=ins)
+    if lowp is None:
+        res = Output(dev, out, out_a, shape, (m, n), ctype, rtype, inputs=ins)
+        gx2 = res.buf
+    else:
+        res = lowp._Result(dev, out_a, shape, rtype, ins)
+        gx2 = res.kernel((m, n))
     grad_w = dev.zeros(n, ctype)
     grad_b = dev.zeros(n, ctype)
     if m and n:
         rk = dev.kernels("_rows_grad")
-        v2 = canonical(dev, va, (m, n), ctype)
+        v2 = view(dev, va, (m, n), ctype)
         if rstd is None:
             rstd = dev.empty(m, ctype)
-            if centered:
-                mean = dev.empty(m, ctype)
+            mean = dev.empty(m, ctype) if centered else None
+            if lowp is not None:
+                rk.stats(v2, bool(centered), eps, mean, rstd)
+            elif centered:
                 dev.kernels("layer_norm").stats(v2, eps, mean, rstd)
             else:
                 dev.kernels("rms_norm").stats(v2, eps, rstd)
         wk = dev.xp.ones(n, ctype) if w is None else (rk.offset_weight(w, offset) if offset else w)
         cols = rk.columns(wk, b, from_output)
         rows = rk.row_stats(mean, rstd, from_output)
-        gs2 = None if gsa is None else canonical(dev, gsa, (m, n), ctype)
-        rk.backward(canonical(dev, ga, (m, n), ctype), v2, cols, rows, gs2, bool(centered), res.buf, grad_w, grad_b)
+        gs2 = None if gsa is None else view(dev, gsa, (m, n), ctype)
+        rk.backward(view(dev, ga, (m, n), ctype), v2, cols, rows, gs2, bool(centered), gx2, grad_w, grad_b)
     grad_w = None if w is None else stat_result(dev, grad_w, nshape, rtype)
+    if lowp is None:
+        gx = res.result()
+    else:
+        gx = res.result(lambda a: lowp._wrap(dev, None, a))
+        if out is not None and out_a is not out:
+            dev.copy_back(out, out_a)  # host out= forced through the GPU, or a torch view
+        gx = out if gx is None else gx
     if centered:
-        return res.result(), grad_w, stat_result(dev, grad_b, nshape, rtype)
-    return res.result(), grad_w
+        return gx, grad_w, stat_result(dev, grad_b, nshape, rtype)
+    return gx, grad_w

@@ -14,6 +14,8 @@ Two numbanorm extensions share this path (README "Decisions"):
 ``ml_dtypes`` is imported only when a bfloat16 array or a float8 result is involved.
 Everything is validated before any kernel runs (a failed call writes nothing).
 """
+import sys
+
 import numpy as np
 
 from .. import _dispatch, _validate
@@ -39,6 +41,25 @@ def wanted(x, casting=None):
     dt = getattr(x, "dtype", None)
     return (dt is not None and fmt(dt) is not None and casting in (None, "gemma")
             and not _dispatch.is_deferred(x))
+
+
+def wanted_backward(*arrays):
+    """Whether a backward on these data arrays (``x``/``y``/``s``, ``grad_out``, ``grad_s``;
+    None skipped) takes the 16-bit kernels: one of them bfloat16/float16, none float64
+    (float64 data compute in float64), none deferred."""
+    arrays = [a for a in arrays if a is not None]
+    dts = [getattr(a, "dtype", None) for a in arrays]
+    return (any(fmt(dt) is not None for dt in dts if dt is not None)
+            and not any(dt is not None and fmt(dt) is None and getattr(dt, "itemsize", 0) == 8 for dt in dts)
+            and not any(_dispatch.is_deferred(a) for a in arrays))
+
+
+def rows_backward(*args, **kwargs):
+    """``_fused.backward`` on 16-bit data: ``grad_out``, the data (``x``/``s`` or ``y``),
+    ``grad_s`` read and ``grad_x`` written as bit views by the kernels, math in float32, no
+    float32 copy of an array; ``grad_x`` has the data's dtype, the parameter gradients the
+    dtype the float32-copy path gives them (API dtype rules)."""
+    return _fused.backward(*args, lowp=_THIS, **kwargs)
 
 
 def bfloat16():
@@ -352,3 +373,6 @@ def normalize_compute(dev, xa, p, ax, eps, *, out=None, out_a=None):
     if out is not None and out_a is not out:
         dev.copy_back(out, out_a)
     return out if y is None else y
+
+
+_THIS = sys.modules[__name__]

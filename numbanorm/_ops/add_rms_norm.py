@@ -119,5 +119,6 @@ def add_rms_norm_backward(grad_y, grad_s, s, normalized_shape, weight=None, *, e
     >>> gx.round(4)
     array([[1.181 , 0.8642]])
     """
-    return _fused.backward(_OP + "_backward", False, grad_y, grad_s, s, normalized_shape, weight, eps=eps,
-                           rstd=rstd, y=y, weight_offset=weight_offset, out=out)
+    bw = _lowp.rows_backward if _lowp.wanted_backward(y if s is None else s, grad_y, grad_s) else _fused.backward
+    return bw(_OP + "_backward", False, grad_y, grad_s, s, normalized_shape, weight, eps=eps,
+              rstd=rstd, y=y, weight_offset=weight_offset, out=out)

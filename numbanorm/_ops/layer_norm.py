@@ -169,6 +169,10 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     >>> bool(np.abs(gx).max() < 1e-12), gb
     (True, array([1., 1., 1.]))
     """
+    if _lowp.wanted_backward(x if y is None else y, grad_out):  # 16-bit data: no float32 copy
+        return _lowp.rows_backward(_OP + "_backward", True, grad_out, None, x, normalized_shape, weight, eps=eps,
+                                   mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out,
+                                   add=False)
     if y is not None or bias is not None or weight_offset:  # memory-saving form / weight offset
         return _fused.backward(_OP + "_backward", True, grad_out, None, x, normalized_shape, weight, eps=eps,
                                mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out, add=False)

@@ -170,6 +170,9 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     >>> gx.round(4), gw
     (array([[ 0.181 , -0.1358]]), None)
     """
+    if _lowp.wanted_backward(x if y is None else y, grad_out):  # 16-bit data: no float32 copy
+        return _lowp.rows_backward(_OP + "_backward", False, grad_out, None, x, normalized_shape, weight, eps=eps,
+                                   rstd=rstd, y=y, weight_offset=weight_offset, out=out, add=False)
     if y is not None or weight_offset:  # memory-saving form / weight offset
         return _fused.backward(_OP + "_backward", False, grad_out, None, x, normalized_shape, weight, eps=eps,
                                rstd=rstd, y=y, weight_offset=weight_offset, out=out, add=False)
