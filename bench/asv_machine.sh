@@ -2,7 +2,7 @@
 # sets $machine and registers it with asv (~/.asv-machine.json).
 #
 # One asv machine name per CPU kind: this project's 2-core machine is an Intel Xeon
-# (AVX-512) in some sessions and an AMD EPYC (AVX2) in others, and their timings are not
+# in some sessions and an AMD EPYC in others, and their timings are not
 # one history. GenuineIntel -> numbanorm-ci-2core (the name of the first kept results),
 # AuthenticAMD -> numbanorm-ci-2core-amd, anything else -> numbanorm-ci-2core-<vendor>;
 # NUMBANORM_ASV_MACHINE overrides (a GPU machine: numbanorm-h200).
