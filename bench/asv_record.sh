@@ -14,7 +14,7 @@
 # Results format), as the backfill does: `asv run --python=same` starts a process per
 # parameter set, and on this 2-core machine that took 48 min for the first 7 of 32
 # benchmarks (~13 s a set, ~600 sets) where one process records all of them in ~20-40 min.
-# Recording with --bench writes that commit's file anew with just those benchmarks.
+# Recording with --bench adds those benchmarks to (or replaces them in) the commit's kept file.
 # NUMBANORM_ASV_MACHINE names the machine (default by CPU kind, see bench/asv_machine.sh:
 # numbanorm-ci-2core on Intel, numbanorm-ci-2core-amd on AMD; a GPU machine should use its
 # own name, e.g. numbanorm-h200).

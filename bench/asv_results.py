@@ -94,6 +94,16 @@ def run(commit, machine, regex, repeat, log=sys.stderr):
     repo = get_repo(conf)
     commit = repo.get_hash_from_name(commit)
     results = Results(_machine_params(conf, machine), {}, commit, repo.get_date(commit), PYTHON, ENV_NAME, {})
+    kept = os.path.join(conf.results_dir, machine, f"{commit[:8]}-{ENV_NAME}.json")
+    if os.path.exists(kept):  # a subset (--bench) adds to / replaces in the commit's kept file
+        old = Results.load(kept, machine_name=machine)
+        for key in old.get_all_result_keys():
+            if key not in benchmarks:
+                for attr in ("_results", "_samples", "_stats", "_benchmark_params", "_profiles", "_started_at",
+                             "_duration", "_benchmark_version", "_stderr", "_errcode"):
+                    table = getattr(old, attr)
+                    if key in table:
+                        getattr(results, attr)[key] = table[key]
     bench_dir = os.path.join(ASV_DIR, conf.benchmark_dir)
     sys.path.insert(0, os.path.dirname(bench_dir))  # asv_benchmarks/, where `benchmarks` lives
     counts = {"ok": 0, "skipped": 0, "failed": 0}
