@@ -25,15 +25,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 file=${1:-$root/asv_benchmarks/backfill_commits.txt}
 [ $# -gt 0 ] && shift
-machine=${NUMBANORM_ASV_MACHINE:-numbanorm-ci-2core}
 python=$(command -v "${PYTHON:-python}")
+. "$root/bench/asv_machine.sh"   # $machine: one asv machine name per CPU kind
 bench=${NUMBANORM_BACKFILL_BENCH:-"(\)|'float32'|Scaler.*'float64'), '(numbanorm|copyto)'\)$"}
 log=${NUMBANORM_BACKFILL_LOG:-/dev/stdout}
 
 cd "$root/asv_benchmarks"
-"$python" -m asv machine --machine "$machine" --yes >/dev/null
 # results/benchmarks.json: the current suite's names, parameters and versions
-ASV_PYTHONPATH=$root "$python" -m asv run --python=same --bench just-discover >/dev/null
+ASV_PYTHONPATH=$root "$python" -m asv run --python=same --machine "$machine" --bench just-discover >/dev/null
 # NUMBANORM_BACKFILL_REVERSE=1 walks the list from its end: a second loop started that way
 # beside the first splits the list between them (a commit being run by one is skipped)
 order=cat; [ -n "${NUMBANORM_BACKFILL_REVERSE:-}" ] && order=tac
@@ -58,7 +57,7 @@ grep -v '^\s*#' "$file" | awk 'NF {print $1}' | $order | while read -r commit; d
             "$python" -m asv run --environment "existing:$python" --quick --launch-method forkserver \
             --machine "$machine" --set-commit-hash "$sha" --bench "$bench" "$@" >>"$log" 2>&1 ||
             echo "asv run failed for $sha" >>"$log"
-        "$python" "$root/bench/asv_results.py" normalize "results/$machine/${sha:0:8}"-existing-py_*.json >>"$log"
+        "$python" "$root/bench/asv_results.py" normalize --machine "$machine" "results/$machine/${sha:0:8}"-existing-py_*.json >>"$log"
     else
         PYTHONPATH=$tree NUMBA_CACHE_DIR=$tree/.numba-cache \
             "$python" "$root/bench/asv_results.py" run --commit "$sha" --machine "$machine" \

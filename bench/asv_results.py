@@ -11,10 +11,14 @@
     per commit spends its time on the commit's cold kernel compile and the timings. Whatever ``numbanorm`` the interpreter imports (the backfill sets
     PYTHONPATH to the commit's tree) is what is measured.
 
-``python bench/asv_results.py normalize FILE...``
+``python bench/asv_results.py normalize [--machine NAME] FILE...``
     Record the interpreter as its version (``3.11``) instead of its path in result files
     written by ``asv run --python=same`` (asv's existing environments name the Python by
     path, which would split every graph by checkout), under the file name the backfill uses.
+    With ``--machine``, the file also gets that machine's description (os, arch, cpu,
+    num_cpu, ram as registered in asv's machine file by ``bench/asv_machine.sh``) and moves
+    to ``results/NAME/`` (a ``machine.json`` is written there when missing): asv graphs
+    split by these fields, so a result must carry its machine's kept ones.
 """
 import argparse
 import datetime
@@ -39,9 +43,13 @@ def _config():
 
 
 def _machine_params(conf, machine):
-    with open(os.path.join(conf.results_dir, machine, "machine.json"), encoding="utf-8") as f:
-        info = json.load(f)
-    info.pop("version", None)
+    """The machine's registered description (bench/asv_machine.sh), else its machine.json."""
+    try:
+        info = _registered(machine)
+    except Exception:  # not registered (asv's UserError) or incomplete: the kept file
+        with open(os.path.join(conf.results_dir, machine, "machine.json"), encoding="utf-8") as f:
+            info = json.load(f)
+        info.pop("version", None)
     return {**info, "python": PYTHON}
 
 
@@ -86,6 +94,16 @@ def run(commit, machine, regex, repeat, log=sys.stderr):
     repo = get_repo(conf)
     commit = repo.get_hash_from_name(commit)
     results = Results(_machine_params(conf, machine), {}, commit, repo.get_date(commit), PYTHON, ENV_NAME, {})
+    kept = os.path.join(conf.results_dir, machine, f"{commit[:8]}-{ENV_NAME}.json")
+    if os.path.exists(kept):  # a subset (--bench) adds to / replaces in the commit's kept file
+        old = Results.load(kept, machine_name=machine)
+        for key in old.get_all_result_keys():
+            if key not in benchmarks:
+                for attr in ("_results", "_samples", "_stats", "_benchmark_params", "_profiles", "_started_at",
+                             "_duration", "_benchmark_version", "_stderr", "_errcode"):
+                    table = getattr(old, attr)
+                    if key in table:
+                        getattr(results, attr)[key] = table[key]
     bench_dir = os.path.join(ASV_DIR, conf.benchmark_dir)
     sys.path.insert(0, os.path.dirname(bench_dir))  # asv_benchmarks/, where `benchmarks` lives
     counts = {"ok": 0, "skipped": 0, "failed": 0}
@@ -121,8 +139,25 @@ def run(commit, machine, regex, repeat, log=sys.stderr):
     return counts
 
 
-def normalize(paths):
-    """Rewrite asv's path-named existing-environment result files to ``python = X.Y``."""
+MACHINE_FIELDS = ("arch", "cpu", "machine", "num_cpu", "os", "ram")
+
+
+def _registered(machine):
+    """The machine's description from asv's machine file (``asv machine`` wrote it)."""
+    from asv.machine import MachineCollection
+
+    info = MachineCollection.load(machine)
+    missing = [k for k in MACHINE_FIELDS if not info.get(k)]
+    if missing:
+        raise ValueError(f"asv machine {machine!r} has no {', '.join(missing)}: register it with "
+                         "bench/asv_machine.sh (asv machine --machine NAME --os ... --yes)")
+    return {k: str(info[k]) for k in MACHINE_FIELDS}
+
+
+def normalize(paths, machine=None):
+    """Rewrite asv's path-named existing-environment result files to ``python = X.Y`` (and,
+    with ``machine``, to that machine's kept description, in its results folder)."""
+    described = _registered(machine) if machine else None
     for path in paths:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -131,7 +166,16 @@ def normalize(paths):
         ).strip() if os.path.isabs(data["python"]) else data["python"]
         data["python"] = data["params"]["python"] = python
         data["env_name"] = f"existing-py{python}"
-        target = os.path.join(os.path.dirname(path), f"{data['commit_hash'][:8]}-{data['env_name']}.json")
+        folder = os.path.dirname(path)
+        if described:
+            data["params"] = {**described, "python": python}
+            folder = os.path.join(os.path.dirname(folder), machine)
+            os.makedirs(folder, exist_ok=True)
+            mfile = os.path.join(folder, "machine.json")
+            if not os.path.exists(mfile):
+                with open(mfile, "w", encoding="utf-8") as f:
+                    json.dump({**described, "version": 1}, f, indent=4, sort_keys=True)
+        target = os.path.join(folder, f"{data['commit_hash'][:8]}-{data['env_name']}.json")
         with open(target, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=None, sort_keys=True, allow_nan=True)
         if os.path.abspath(target) != os.path.abspath(path):
@@ -148,13 +192,17 @@ def main(argv=None):
     r.add_argument("--bench", default=None, help="asv --bench regex (matches name(params))")
     r.add_argument("--repeat", type=int, default=3, help="samples per parameter set (asv keeps the median)")
     nz = sub.add_parser("normalize")
+    nz.add_argument("--machine", default=None, help="give the files this registered machine's description")
     nz.add_argument("files", nargs="+")
     args = p.parse_args(argv)
     if args.cmd == "run":
         os.chdir(ASV_DIR)  # asv.conf.json's paths are relative to it
         run(args.commit, args.machine, args.bench, args.repeat)
     else:
-        normalize(args.files)
+        try:
+            normalize(args.files, args.machine)
+        except ValueError as e:
+            p.error(str(e))
     return 0
 
 
