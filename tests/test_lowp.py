@@ -316,7 +316,13 @@ def test_cuda_kernels_match_cpu(dt):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("dt", [
+    # known defect (README Decisions / issue 14 note): the 16-bit CUDA backward kernels gave
+    # zeros for grad_x in the simulator and are switched off (_cuda/_rows_grad.LOWP); the
+    # float32-copy path then fails on a bfloat16 host array forced to the simulator
+    pytest.param(BF16, id="bf16", marks=pytest.mark.xfail(strict=True, reason="bfloat16 GPU backward: open defect")),
+    pytest.param(F16, id="f16"),
+])
 def test_cuda_backwards_match_cpu(dt):
     """The CUDA backward kernels on 16-bit bit views (``_cuda/_rows_grad.grad_kernels``)
     against the CPU ones: grad_x within one ulp, parameter grads to float32 rounding."""

@@ -20,8 +20,11 @@ from ._reduce import block_sum, block_sum2, sum_partials, warp_sum2
 from ._rows_lowp import F32, F64, _f, _f16, loader, row_launch, storer
 
 
-#: the backward reads and writes 16-bit data (bfloat16 bits, float16) directly
-LOWP = True
+#: whether the public backwards send 16-bit data (bfloat16 bits, float16) to these kernels
+#: directly. Off: in the CUDA simulator the 16-bit path returns zeros for grad_x
+#: (tests/test_lowp.py::test_cuda_backwards_match_cpu, found in CI after the merge, not
+#: yet debugged), so GPU 16-bit backwards keep the float32-copy path until it is fixed.
+LOWP = False
 
 
 @functools.lru_cache(maxsize=None)
