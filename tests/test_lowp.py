@@ -299,7 +299,11 @@ def test_cuda_kernels_match_cpu(dt):
     calls = [lambda: nb.rms_norm(x, 70, w), lambda: nb.layer_norm(x, 70, w, b),
              lambda: nb.add_rms_norm(x, r, 70, w), lambda: nb.add_layer_norm(x, r, 70, w, b),
              lambda: nb.add_rms_norm(x, r.astype(F32), 70, w, residual_dtype=np.float32),
-             lambda: nb.normalize(x, axis=-1), lambda: nb.normalize(x, p=np.inf, axis=-1)]
+             lambda: nb.normalize(x, axis=-1), lambda: nb.normalize(x, p=np.inf, axis=-1),
+             # saved statistics: RMS kernels get rstd as their mean argument too (a stop-19
+             # defect wrote mean = 0 over it)
+             lambda: nb.rms_norm(x, 70, w, return_stats=True), lambda: nb.layer_norm(x, 70, w, b, return_stats=True),
+             lambda: nb.add_rms_norm(x, r, 70, w, return_stats=True)]
     cpu = [c() for c in calls]
     with force_device("cuda"), _layout.launch_settings(threads_per_block=32, max_blocks=2):
         gpu = [c() for c in calls]
@@ -316,13 +320,7 @@ def test_cuda_kernels_match_cpu(dt):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dt", [
-    # known defect (README Decisions / issue 14 note): the 16-bit CUDA backward kernels gave
-    # zeros for grad_x in the simulator and are switched off (_cuda/_rows_grad.LOWP); the
-    # float32-copy path then fails on a bfloat16 host array forced to the simulator
-    pytest.param(BF16, id="bf16", marks=pytest.mark.xfail(strict=True, reason="bfloat16 GPU backward: open defect")),
-    pytest.param(F16, id="f16"),
-])
+@pytest.mark.parametrize("dt", DTYPES)
 def test_cuda_backwards_match_cpu(dt):
     """The CUDA backward kernels on 16-bit bit views (``_cuda/_rows_grad.grad_kernels``)
     against the CPU ones: grad_x within one ulp, parameter grads to float32 rounding."""
@@ -341,6 +339,28 @@ def test_cuda_backwards_match_cpu(dt):
             _close(b, a, dt) if a.shape == args[1].shape else np.testing.assert_allclose(
                 b.astype(F32), a.astype(F32), rtol=2 * ULP[dt], atol=1e-3)
     _close(np.asarray(gx32), nb.rms_norm_backward(args[0].astype(F32), args[1], 70, None)[0], dt)
+
+
+@pytest.mark.cuda
+def test_cuda_bfloat16_copy_paths():
+    """The ops without 16-bit kernels take bfloat16 through float32 device copies
+    (``_layout.copyto`` converts the bits): same values as the CPU. Stop 19 crashed here
+    (the bfloat16 host array was never moved to the device)."""
+    from numbanorm._cuda import _layout
+    from numbanorm._dispatch import force_device
+
+    x, g = _data((6, 5, 7), BF16), _data((6, 5, 7), BF16, 1)
+    calls = [lambda: nb.normalize(x, axis=0), lambda: nb.normalize(x, p=1, axis=1),
+             lambda: nb.normalize_backward(g, x, axis=-1), lambda: nb.normalize_backward(g, x, axis=1)]
+    cpu = [c() for c in calls]
+    with force_device("cuda"), _layout.launch_settings(threads_per_block=32, max_blocks=2):
+        gpu = [c() for c in calls]
+        out = np.zeros_like(x)
+        assert nb.normalize(x, axis=1, out=out) is out
+    for a, b in zip(cpu, gpu):
+        assert b.dtype == a.dtype == x.dtype
+        _close(np.asarray(b), a, BF16)
+    _close(out, nb.normalize(x, axis=1), BF16)
 
 
 @pytest.mark.parametrize("dt", DTYPES)

@@ -46,9 +46,10 @@ import ctypes
 import math
 
 import numpy as np
-from numba import cuda, int64, uint64
+from numba import cuda, float32, int64, uint64
 
 from . import _host
+from ._bf16 import bf16_bits, bf16_value
 from ._launch import (  # noqa: F401 - the launchers take their geometry from here
     SIMULATOR, launch_1d, launch_partials, launch_rows, launch_settings, set_launch,
     set_threads_per_block, settings, threads_per_block,
@@ -110,6 +111,37 @@ def _fill(a, value):
         a[i] = value
 
 
+@cuda.jit(device=True, inline="always")
+def _strided_pair(k, dst_off, dst_strides, src_off, src_strides, shape):
+    """Flat output index ``k`` (C order over ``shape``) → the unsigned element indices
+    ``dst_off + sum(i_d * dst_strides[d])`` and the same for ``src`` (see
+    :func:`_copy_strided`)."""
+    nd = len(shape)
+    r = uint64(k)
+    di = dst_off
+    si = src_off
+    for j in range(nd - 1):
+        d = nd - 1 - j
+        n = uint64(shape[d])
+        q = r // n
+        i = int64(r - q * n)
+        r = q
+        di += i * dst_strides[d]
+        si += i * src_strides[d]
+    i = int64(r)
+    di += i * dst_strides[0]
+    si += i * src_strides[0]
+    return uint64(di), uint64(si)
+
+
+@cuda.jit(device=True, inline="always")
+def _size(shape):
+    size = 1
+    for d in range(len(shape)):
+        size *= shape[d]
+    return size
+
+
 @cuda.jit
 def _copy_strided(dst, dst_off, dst_strides, src, src_off, src_strides, shape):
     """``dst[...] = src`` over flat 1-D element views (any ndim, no generated code).
@@ -123,26 +155,26 @@ def _copy_strided(dst, dst_off, dst_strides, src, src_off, src_strides, shape):
     non-negative element indices are unsigned (no negative-index wraparound). The dtype
     cast happens on assignment. Grid-stride loop over ``k``.
     """
-    nd = len(shape)
-    size = 1
-    for d in range(nd):
-        size *= shape[d]
-    for k in range(cuda.grid(1), size, cuda.gridsize(1)):
-        r = uint64(k)
-        di = dst_off
-        si = src_off
-        for j in range(nd - 1):
-            d = nd - 1 - j
-            n = uint64(shape[d])
-            q = r // n
-            i = int64(r - q * n)
-            r = q
-            di += i * dst_strides[d]
-            si += i * src_strides[d]
-        i = int64(r)
-        di += i * dst_strides[0]
-        si += i * src_strides[0]
-        dst[uint64(di)] = src[uint64(si)]
+    for k in range(cuda.grid(1), _size(shape), cuda.gridsize(1)):
+        di, si = _strided_pair(k, dst_off, dst_strides, src_off, src_strides, shape)
+        dst[di] = src[si]
+
+
+@cuda.jit
+def _copy_from_bf16(dst, dst_off, dst_strides, src, src_off, src_strides, shape):
+    """:func:`_copy_strided` from bfloat16 bits (``src`` ``uint16``) into a float ``dst``."""
+    for k in range(cuda.grid(1), _size(shape), cuda.gridsize(1)):
+        di, si = _strided_pair(k, dst_off, dst_strides, src_off, src_strides, shape)
+        dst[di] = bf16_value(src[si])
+
+
+@cuda.jit
+def _copy_to_bf16(dst, dst_off, dst_strides, src, src_off, src_strides, shape):
+    """:func:`_copy_strided` from a float ``src`` into bfloat16 bits (``dst`` ``uint16``;
+    float32 rounded once to nearest even, float64 via float32 as ``ml_dtypes`` casts)."""
+    for k in range(cuda.grid(1), _size(shape), cuda.gridsize(1)):
+        di, si = _strided_pair(k, dst_off, dst_strides, src_off, src_strides, shape)
+        dst[di] = bf16_bits(float32(src[si]))
 
 
 def copy_kernel(nd=None):
@@ -171,6 +203,10 @@ def _copy_signatures():
         for nd in nds:
             t = f"UniTuple(int64, {nd})"
             sigs.append((_copy_strided, f"void({d}[::1], int64, {t}, {s}[::1], int64, {t}, {t})"))
+    for nd in (1, 3):  # bfloat16 bits in and out of the float32-copy paths
+        t = f"UniTuple(int64, {nd})"
+        sigs.append((_copy_from_bf16, f"void(float32[::1], int64, {t}, uint16[::1], int64, {t}, {t})"))
+        sigs.append((_copy_to_bf16, f"void(uint16[::1], int64, {t}, float32[::1], int64, {t}, {t})"))
     return sigs
 
 
@@ -215,7 +251,14 @@ def _wrap_strided(raw, lo, shape, strides, dtype):
     return _DeviceArray(shape, strides, dtype, stream=raw.stream, gpu_data=gpu)
 
 
+def is_bfloat16(dtype):
+    """``ml_dtypes.bfloat16`` (a NumPy "V2" dtype Numba cannot type: kernels take its bits)."""
+    return dtype.kind == "V" and dtype.name == "bfloat16"
+
+
 def _host_to_device(h):
+    if is_bfloat16(h.dtype):  # moved as its uint16 bits, re-typed on the device
+        return _host_to_device(h.view(np.uint16)).view(h.dtype)
     if h.dtype.kind not in _MOVABLE_KINDS:
         return h  # the public function's dtype check reports it
     if not h.dtype.isnative:  # ">f4" from FITS/.npy: device arrays and kernels take native order
@@ -490,10 +533,17 @@ def copyto(dst, src):
     if size == 0:
         return
     shape, sd, ss = _coalesce(*(tuple(int(v) for v in t) for t in (dst.shape, dst.strides, src.strides)))
+    kernel = _copy_strided
+    if is_bfloat16(src.dtype) and is_bfloat16(dst.dtype):
+        dst, src = dst.view(np.uint16), src.view(np.uint16)
+    elif is_bfloat16(src.dtype):
+        kernel, src = _copy_from_bf16, src.view(np.uint16)
+    elif is_bfloat16(dst.dtype):
+        kernel, dst = _copy_to_bf16, dst.view(np.uint16)
     d, d_off, d_str = _flat_view(dst, shape, sd)
     s, s_off, s_str = _flat_view(src, shape, ss)
     blocks, tpb = launch_1d(size)
-    _copy_strided[blocks, tpb, _host.stream()](d, d_off, d_str, s, s_off, s_str, shape)
+    kernel[blocks, tpb, _host.stream()](d, d_off, d_str, s, s_off, s_str, shape)
 
 
 def ascontiguous(a, dtype):

@@ -10,8 +10,9 @@ import functools
 import numpy as np
 from numba import cuda, float32, float64, int8, uint8, uint32
 
+from ._bf16 import _f2i
 from ._reduce import block_max, block_sum
-from ._rows_lowp import BF16, F16, F32, F64, _f, _f2i, _f16, _launch, _rsqrt, loader, storer
+from ._rows_lowp import BF16, F16, F32, F64, _f, _f16, _launch, _rsqrt, loader, storer
 
 INT8, E4M3 = "int8", "e4m3"
 

@@ -21,10 +21,10 @@ from ._rows_lowp import F32, F64, _f, _f16, loader, row_launch, storer
 
 
 #: whether the public backwards send 16-bit data (bfloat16 bits, float16) to these kernels
-#: directly. Off: in the CUDA simulator the 16-bit path returns zeros for grad_x
-#: (tests/test_lowp.py::test_cuda_backwards_match_cpu, found in CI after the merge, not
-#: yet debugged), so GPU 16-bit backwards keep the float32-copy path until it is fixed.
-LOWP = False
+#: directly (no float32 copy). Stop 19 had it off: the RMS statistics kernel, launched
+#: with ``rstd`` as its ``mean`` argument too, wrote ``mean[i] = 0`` after ``rstd[i]``,
+#: so recomputed-statistics RMS backwards gave zeros (fixed: ``mean`` only when centered).
+LOWP = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,8 +139,9 @@ def stats_kernel(centered, fv):
                 var = block_sum(float64(acc2)) / n - dm * dm
                 tot = var if var > 0.0 else 0.0 * var  # NaN kept
             if tid == 0:
+                if centered:  # RMS launches pass rstd as mean too: never write it there
+                    mean[i] = mu
                 rstd[i] = 1.0 / math.sqrt(tot + eps)
-                mean[i] = mu
 
     return row_stats
 

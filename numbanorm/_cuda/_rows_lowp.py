@@ -18,49 +18,16 @@ import functools
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int32, uint16, uint32
+from numba import cuda, float32, float64
 
 from . import _layout
+from ._bf16 import bf16_bits, bf16_value
 from ._reduce import block_max, block_min, block_sum
 
 SIMULATOR = _layout.SIMULATOR
 
 #: array formats: bfloat16 bits (uint16), float16, float32, float64
 BF16, F16, F32, F64 = "bf16", "f16", "f32", "f64"
-
-if SIMULATOR:  # libdevice's bit casts are not simulated: NumPy views instead
-
-    def _i2f(b):
-        return np.array(b, np.uint32).view(np.float32)[()]
-
-    def _f2i(v):
-        return int(np.array(v, np.float32).view(np.uint32)[()])
-else:
-    from numba.cuda import libdevice
-
-    @cuda.jit(device=True, inline="always")
-    def _i2f(b):
-        return libdevice.int_as_float(int32(b))
-
-    @cuda.jit(device=True, inline="always")
-    def _f2i(v):
-        return uint32(libdevice.float_as_int(v))
-
-
-@cuda.jit(device=True, inline="always")
-def bf16_bits(v):
-    """bfloat16 bits of float32 ``v``: nearest, ties to even; NaN stays NaN."""
-    b = uint32(_f2i(float32(v)))
-    hi = b >> uint32(16)
-    if v != v:
-        return uint16(hi | uint32(0x40))
-    return uint16((b + uint32(0x7FFF) + (hi & uint32(1))) >> uint32(16))
-
-
-@cuda.jit(device=True, inline="always")
-def bf16_value(b):
-    return _i2f(uint32(b) << uint32(16))
-
 
 @functools.lru_cache(maxsize=None)
 def loader(f):
@@ -155,8 +122,9 @@ def rows_kernel(centered, add, fx, fr, fs, fy):
                 tot = var if var > 0.0 else 0.0 * var  # NaN kept
             r = _rsqrt(tot, eps)
             if tid == 0:
+                if centered:  # RMS launches pass rstd as mean too
+                    mean[i] = mu
                 rstd[i] = r
-                mean[i] = mu
             r32 = float32(r)
             sh = float32(-mu * r)
             for j in range(tid, n, nt):
