@@ -79,6 +79,22 @@ def _bench(args):
         return 2
     impls = ["numbanorm", "numpy", "sklearn"] + ([] if args.no_torch else ["torch"]) + (
         [] if args.no_onnxruntime else ["onnxruntime", "numbanorm_new"])
+    jobs = _bench.default_jobs() if args.jobs is None else args.jobs
+    bar = None
+    if jobs > 1 and len(cases) > 1:
+        print(f"# compiling the kernels of {len(cases)} cases in {min(jobs, len(cases))} processes "
+              "(fast when the cache is filled)", flush=True)
+        bar = _progress(len(cases), "case")
+        if bar is not None:
+            bar.set_description("compiling", refresh=True)
+
+    def warmed(op, label):
+        if bar is not None:
+            bar.update()
+
+    _bench.warm_up(cases, jobs, full=args.full, on_done=warmed)
+    if bar is not None:
+        bar.close()
     bar = _progress(len(cases), "case")
     print(f"# numbanorm bench on {_machine()}", flush=True)
     print(_bench.header(args.markdown), flush=True)
@@ -177,6 +193,9 @@ def build_parser():
     b.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw the ratios to the copy limit")
     b.add_argument("--list", action="store_true", help="list the cases and exit")
+    b.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="compile the cases' kernels in N worker processes before timing (default: the "
+                        "CPU count, at most 8; 1: compile in the timing process as each case starts)")
     b.set_defaults(func=_bench)
 
     i = sub.add_parser("info", help="report versions, threading layer and devices")

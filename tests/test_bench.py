@@ -100,3 +100,18 @@ def test_compile_bench_runs_fresh_processes(tmp_path, capsys):
         assert r["cold"] > 0 and r["warm"] > r["warm_import"] > 0
     out = capsys.readouterr().out
     assert "min_max_scale" in out and "total first calls" in out
+
+
+def test_warm_up_runs_each_case_once_in_worker_processes():
+    """``numbanorm bench`` compiles the cases' kernels in worker processes before timing
+    (issue 11 item 3: the cold main job); a case the fresh process cannot find (patched
+    in this one) is skipped, not an error."""
+    cases = list(_bench.all_cases(["weight_standardize"], full=False))
+    assert len(cases) == 2
+    warmed = []
+    assert _bench.warm_up(cases, 2, on_done=lambda op, label: warmed.append((op, label))) == 2
+    assert sorted(warmed) == sorted((op, c[0]) for op, c in cases)
+    op, (label, shape, dtype, setup) = cases[0]
+    assert _bench.warm_up(cases, 1) == 0 and _bench.warm_up(cases[:1], 4) == 0  # nothing to share
+    assert _bench._warm_case(op, "no such case", shape, str(np.dtype(dtype)), False) is None
+    assert _bench._warm_case(op, label, shape, str(np.dtype(dtype)), False) > 0

@@ -125,13 +125,60 @@ def time_interleaved(fns, repeat=7, number=1, warmup=1):
 IMPLS = ("numbanorm", "numpy", "torch", "sklearn", "onnxruntime", "numbanorm_new")
 
 
+def _warm_case(op, label, shape, dtype, full):
+    """Worker of :func:`warm_up`: one numbanorm call of the case, which compiles its kernels
+    into the disk cache. Returns the seconds it took (None when the case is not found:
+    cases patched in the parent process are not seen by a fresh one)."""
+    t0 = time.perf_counter()
+    for o, (lab, shp, dt, setup) in all_cases([op], full=full):
+        if o == op and lab == label and tuple(shp) == tuple(shape) and str(np.dtype(dt)) == dtype:
+            x, fns = setup(shp, dt)
+            fns["numbanorm"]()
+            return time.perf_counter() - t0
+    return None
+
+
+def default_jobs():
+    """Worker processes for :func:`warm_up`: the CPU count, at most 8."""
+    import os
+
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def warm_up(cases, jobs, full=False, on_done=None):
+    """Compile the kernels of ``cases`` (``(op, case)`` pairs) in ``jobs`` fresh worker
+    processes before anything is timed: Numba compiles in one thread per process, so on a
+    cold cache this divides the compile wall time by up to ``jobs``; the timing process then
+    loads the machine code from the disk cache (:mod:`numbanorm._cache`). A no-op for
+    ``jobs <= 1`` or fewer than two cases. ``on_done(op, label)`` is called as each case's
+    compile finishes. Returns the number of cases warmed."""
+    cases = list(cases)
+    if jobs <= 1 or len(cases) < 2:
+        return 0
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # no fork: Numba's threading layers and forked children
+    done = 0
+    with ProcessPoolExecutor(max_workers=min(jobs, len(cases)), mp_context=ctx) as pool:
+        futs = {pool.submit(_warm_case, op, c[0], tuple(c[1]), str(np.dtype(c[2])), full): (op, c[0])
+                for op, c in cases}
+        for f in as_completed(futs):
+            done += f.result() is not None
+            if on_done is not None:
+                on_done(*futs[f])
+    return done
+
+
 def run(ops=None, quick=False, repeat=None, impls=IMPLS, full=False,
-        on_start=None, on_row=None):
+        on_start=None, on_row=None, jobs=1, on_warm=None):
     """Run the cases (the quick set unless ``full``); returns a list of row dicts (one per
     case). ``on_start(op, label, shape, dtype)`` is called before each case and
-    ``on_row(row)`` as each row finishes."""
+    ``on_row(row)`` as each row finishes. ``jobs > 1``: compile every case's kernels in
+    that many worker processes first (:func:`warm_up`, ``on_warm`` its ``on_done``)."""
     from ._copy import stream_copy
 
+    warm_up(all_cases(ops, full=full), jobs, full=full, on_done=on_warm)
     rows = []
     for op, (label, shape, dtype, setup) in all_cases(ops, full=full):
         if on_start is not None:
