@@ -220,7 +220,7 @@ def _compute(dev, fn, centered, add, xa, ra, nshape, w, b, eps, offset, casting,
             dev.kernels(op[4:]).forward(res_s.buf, *args, eps, res_y.buf, *((mean, rstd) if centered else (rstd,)))
         if rounded:
             w_eff = dev.xp.ones(n, ctype) if w is None else w + ctype.type(offset)
-            dev.kernels("_rows_grad").round_output(
+            dev.kernels("_casting").round_output(
                 casting, res_y.buf, res_s.buf if add else x2, w_eff, b, mean if centered else None, rstd, rtype)
     y = res_y.result()
     result = (y, res_s.result()) if add else (y,)
