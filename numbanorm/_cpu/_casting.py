@@ -12,7 +12,7 @@ Each product or sum of two half values is computed in float32 and rounded once: 
 for products, and for sums the correctly rounded half result (float32 has more than
 2p + 2 bits for p = 11 and 8), i.e. NumPy's float16 and ml_dtypes' bfloat16 arithmetic.
 Compute-dtype values are rounded to half directly (float64: through float32 rounded to
-odd, :func:`_to32`, so the single rounding of ``astype(half)`` is kept).
+odd, :func:`._bits.narrow32`, so the single rounding of ``astype(half)`` is kept).
 
 Layout: ``buf``, ``src`` C-contiguous ``(M, N)`` of the compute dtype; ``w``, ``b``
 ``(N,)``; ``mean``, ``rstd`` ``(M,)``. ``tag``: an empty ``uint16`` (bfloat16) or
@@ -25,7 +25,7 @@ from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from .. import _config
-from ._bits import add, bf16_to_f32, bits_f32, f32_bits, f32_to_bf16, mul
+from ._bits import add, bf16_to_f32, f32_to_bf16, mul, narrow32
 
 
 @intrinsic
@@ -45,27 +45,6 @@ def _f16_round(typingctx, v):
     return types.float32(v), codegen
 
 
-def _to32(v):
-    """``v`` as float32: itself, or a float64 rounded to odd (truncated, last bit set when
-    inexact), after which one round to nearest even to half is the direct rounding."""
-
-
-@overload(_to32, inline="always", jit_options=_config.JIT_OPTIONS)
-def _to32_impl(v):
-    if v == types.float32:
-        return lambda v: v
-
-    def odd(v):
-        t = np.float32(v)
-        if np.float64(t) != v and v == v:
-            b = f32_bits(t)
-            if abs(np.float64(t)) > abs(v):  # rounded away from zero: step back
-                b = b - np.uint32(1)
-            t = bits_f32(b | np.uint32(1))
-        return t
-    return odd
-
-
 def _h(tag, v):
     """``v`` rounded to ``tag``'s half format (nearest even, NaN kept), as float32."""
 
@@ -73,8 +52,8 @@ def _h(tag, v):
 @overload(_h, inline="always", jit_options=_config.JIT_OPTIONS)
 def _h_impl(tag, v):
     if tag.dtype == types.uint16:
-        return lambda tag, v: bf16_to_f32(f32_to_bf16(_to32(v)))
-    return lambda tag, v: _f16_round(_to32(v))
+        return lambda tag, v: bf16_to_f32(f32_to_bf16(narrow32(v)))
+    return lambda tag, v: _f16_round(narrow32(v))
 
 
 def _round(llama, tag, buf, src, w, b, has_b, mean, has_mean, rstd):

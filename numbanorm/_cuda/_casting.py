@@ -16,25 +16,13 @@ rounded half op, bitwise equal to the CPU kernel on equal inputs.
 """
 import functools
 
-from numba import cuda, float32, float64, uint32
+from numba import cuda, float32
 from numba.core.types import float16
 
 from . import _layout
-from ._bf16 import _f2i, _i2f, bf16_bits, bf16_value
+from ._bf16 import bf16_bits, bf16_value, odd32
 
 BF16, F16 = "bf16", "f16"
-
-
-@cuda.jit(device=True, inline="always")
-def _odd32(v):
-    """float64 ``v`` as float32 rounded to odd (truncated, last bit set when inexact)."""
-    t = float32(v)
-    if float64(t) != v and v == v:
-        b = uint32(_f2i(t))
-        if abs(float64(t)) > abs(v):  # rounded away from zero: step back
-            b = uint32(b - uint32(1))
-        t = float32(_i2f(uint32(b | uint32(1))))
-    return t
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,7 +32,7 @@ def round_kernel(fh, wide):
     if wide:
         @cuda.jit(device=True, inline="always")
         def to32(v):
-            return _odd32(v)
+            return odd32(v)
     else:
         @cuda.jit(device=True, inline="always")
         def to32(v):
