@@ -30,9 +30,10 @@ from ._bits import add, bf16_to_f32, f32_to_bf16, mul, narrow32
 
 @intrinsic
 def _f16_round(typingctx, v):
-    """float32 ``v`` rounded to float16 and back (``fptrunc``, ``fpext``), then ``freeze``:
-    without it LLVM narrows ``fptrunc(fmul(fpext a, fpext b))`` chains to half arithmetic
-    that the x86 backend keeps in float32 across steps (one rounding instead of two)."""
+    """float32 ``v`` rounded to float16 and back (``fptrunc``, ``fpext``), then ``freeze``,
+    which no float transform looks through: with the plain round trips (``_bits.f32_to_f16``
+    / ``f16_to_f32``) LLVM rewrote the chain of ``none`` without a bias and some results
+    came out one ulp off (one rounding where two are due)."""
     if v != types.float32:
         return None
 
