@@ -480,4 +480,4 @@ def test_cuda_normalize_backward_16bit(dt):
             assert ulps.max() <= 1.0 and same.mean() > 0.99, p
             mixed = np.asarray(nb.normalize_backward(g.astype(F32), x, p, -1))
             np.testing.assert_array_equal(mixed.view(np.uint16), got.view(np.uint16))
-            _close(got, cpu[p], dt)
+            assert _ulps(got, cpu[p], dt)[1].max() <= 1.0, p  # (the zero row: ±inf on both)
