@@ -407,7 +407,7 @@ def _copy_path_normalize_backward(g, x, p):
 def _ulps(a, ref, dt):
     a, b = a.astype(np.float64), ref.astype(np.float64)
     same = (a == b) | (np.isnan(a) & np.isnan(b))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # spacing of inf
         return same, np.where(same, 0.0, np.abs(a - b) / np.spacing(np.abs(ref).astype(dt)).astype(np.float64))
 
 
