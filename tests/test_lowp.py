@@ -351,7 +351,8 @@ def test_cuda_bfloat16_copy_paths():
 
     x, g = _data((6, 5, 7), BF16), _data((6, 5, 7), BF16, 1)
     calls = [lambda: nb.normalize(x, axis=0), lambda: nb.normalize(x, p=1, axis=1),
-             lambda: nb.normalize_backward(g, x, axis=-1), lambda: nb.normalize_backward(g, x, axis=1)]
+             lambda: nb.normalize_backward(g, x, axis=-1),  # (now the 16-bit kernel, see below)
+             lambda: nb.normalize_backward(g, x, axis=1)]
     cpu = [c() for c in calls]
     with force_device("cuda"), _layout.launch_settings(threads_per_block=32, max_blocks=2):
         gpu = [c() for c in calls]
@@ -382,3 +383,102 @@ def test_streamed_outputs_equal_cached_ones(dt, monkeypatch):
         out = buf[1:].reshape(x.shape)  # 2-byte misaligned for the vector stores
         assert c(out) is out
         assert np.array_equal(out.view(np.int16), ref.view(np.int16))
+
+
+# ------------------------------------------------------------- normalize_backward on 16-bit data
+
+NORM_PS = [2.0, 1.0, np.inf, -np.inf, 3.0, 0.5, 0.0, -1.0]
+
+
+def _normalize_data(shape, dt):
+    x, g = _data(shape, dt), _data(shape, dt, 1)
+    x[0, ..., :3] = 0
+    x[1, ...] = 0  # zero rows: the eps clamp (dy / eps)
+    x[2, ..., 1] = x[2, ..., 4] = 40  # ties of the inf norm
+    return g, x
+
+
+def _copy_path_normalize_backward(g, x, p):
+    """The float32-copy path the 16-bit kernels replace: float32 math, then the cast."""
+    with np.errstate(over="ignore"):
+        return nb.normalize_backward(g.astype(F32), x.astype(F32), p, -1).astype(x.dtype)
+
+
+def _ulps(a, ref, dt):
+    a, b = a.astype(np.float64), ref.astype(np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore", over="ignore"):  # spacing of inf
+        return same, np.where(same, 0.0, np.abs(a - b) / np.spacing(np.abs(ref).astype(dt)).astype(np.float64))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_normalize_backward_matches_the_float32_copy_path(dt):
+    """16-bit normalize_backward along the last axis (bit views, grad_x rounded once) against
+    the float32-copy path: p = 2 (float32 math, the copy path's float32 value rounded once)
+    bitwise; other p (float64 math) within one ulp, differing only where the copy path
+    rounds twice (float64 → float32 → 16-bit), i.e. rarely. A float32 grad_out gives the
+    same bits. The large shape runs the parallel twin."""
+    for shape in ((7, 33), (200, 300)):
+        g, x = _normalize_data(shape, dt)
+        for p in NORM_PS:
+            got = nb.normalize_backward(g, x, p, -1)
+            assert got.dtype == dt and got.shape == x.shape
+            same, ulps = _ulps(got, _copy_path_normalize_backward(g, x, p), dt)
+            if p == 2.0:
+                assert same.all(), p
+            assert ulps.max() <= 1.0 and same.mean() > 0.99, p
+            np.testing.assert_array_equal(nb.normalize_backward(g.astype(F32), x, p, -1).view(np.uint16),
+                                          got.view(np.uint16))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_normalize_backward_16bit_out_and_layouts(dt):
+    g, x = _normalize_data((6, 4, 50), dt)
+    want = nb.normalize_backward(g, x, 2.0, -1)
+    np.testing.assert_array_equal(nb.normalize_backward(g[:, :, ::-1], x[:, :, ::-1], 2.0, -1).view(np.uint16),
+                                  want[:, :, ::-1].view(np.uint16))  # strided inputs: copied to rows
+    out = np.zeros_like(x)
+    assert nb.normalize_backward(g, x, 2.0, -1, out=out) is out
+    np.testing.assert_array_equal(out.view(np.uint16), want.view(np.uint16))
+    g2 = g.copy()
+    assert nb.normalize_backward(g2, x, 2.0, -1, out=g2) is g2  # out = grad_out: scratch, then a copy
+    np.testing.assert_array_equal(g2.view(np.uint16), want.view(np.uint16))
+    out32 = np.zeros(x.shape, F32)
+    nb.normalize_backward(g, x, 2.0, -1, out=out32)
+    np.testing.assert_array_equal(out32, want.astype(F32))
+    with pytest.raises(ValueError, match="normalize_backward\\(\\): argument 'grad_out' must have the shape"):
+        nb.normalize_backward(g[:1], x, 2.0, -1)
+
+
+def test_normalize_backward_makes_no_float32_copy():
+    g, x = _normalize_data((256, 1024), BF16)
+    nb.normalize_backward(g, x, 2.0, -1)  # compile outside the measurement
+    tracemalloc.start()
+    try:
+        nb.normalize_backward(g, x, 2.0, -1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * x.nbytes, f"peak {peak} bytes for a {x.nbytes}-byte input"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dt", DTYPES)
+def test_cuda_normalize_backward_16bit(dt):
+    """The CUDA 16-bit kernel (``_cuda/_rows_lowp.normalize_backward_kernel``): bitwise the
+    GPU float32-copy path rounded once (its float64 math), every p, 16-bit and float32
+    grad_out; within one ulp of the CPU (whose p = 2 math is float32)."""
+    from numbanorm._cuda import _layout
+    from numbanorm._dispatch import force_device
+
+    g, x = _normalize_data((5, 70), dt)
+    cpu = {p: nb.normalize_backward(g, x, p, -1) for p in NORM_PS}
+    with force_device("cuda"), _layout.launch_settings(threads_per_block=32, max_blocks=2):
+        for p in NORM_PS:
+            got = np.asarray(nb.normalize_backward(g, x, p, -1))
+            assert got.dtype == dt
+            same, ulps = _ulps(got, np.asarray(_copy_path_normalize_backward(g, x, p)), dt)
+            assert ulps.max() <= 1.0 and same.mean() > 0.99, p
+            mixed = np.asarray(nb.normalize_backward(g.astype(F32), x, p, -1))
+            np.testing.assert_array_equal(mixed.view(np.uint16), got.view(np.uint16))
+            assert _ulps(got, cpu[p], dt)[1].max() <= 1.0, p  # (the zero row: ±inf on both)

@@ -122,9 +122,132 @@ def test_gpu_weight_offset(on_gpu, rng):
     with on_gpu():
         y = rms_norm(x, 12, w, weight_offset=1.0)
         gx, gw = rms_norm_backward(g, x, 12, w, weight_offset=1.0)
-        with pytest.raises(TypeError, match="casting='llama'"):
-            rms_norm(x.astype(np.float16), 12, casting="llama")
     np.testing.assert_allclose(y, want[0], rtol=1e-12)
     np.testing.assert_allclose(gx, want[1][0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gw, want[1][1], rtol=1e-10, atol=1e-12)
     assert numbanorm.rms_norm is rms_norm
+
+
+# ---------------------------------------------------------------- casting kernels (_cpu/_casting.py, _cuda/_casting.py)
+
+
+def _half_dtypes():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    return {"f16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
+
+
+def _numpy_casting(kind, buf, src, w, b, mean, rstd, half):
+    """The NumPy composition the kernels replace (ufuncs of the half dtype round every step)."""
+    if kind == "llama":
+        y = buf.astype(half) * w.astype(half)
+    else:
+        h = src.astype(half)
+        if mean is not None:
+            h = h - mean.astype(half)[:, None]
+        y = (h * rstd.astype(half)[:, None]) * w.astype(half)
+    if b is not None:
+        y = y + b.astype(half)
+    return y.astype(buf.dtype)
+
+
+def _casting_inputs(shape, ct, half, centered, seed=0):
+    rng = np.random.default_rng(seed)
+    src = (rng.standard_normal(shape) * 3).astype(half).astype(ct)
+    if ct == np.float64:  # a float64 stream: values between the half ones (rounded once, as astype)
+        src = src + rng.standard_normal(shape) * 1e-3
+    mean = src.mean(1) if centered else None
+    rstd = 1 / np.sqrt(src.var(1) + 1e-5)
+    buf = ((src - (mean[:, None] if centered else 0)) * rstd[:, None]).astype(ct)
+    w = (rng.standard_normal(shape[1]) * 0.5 + 1).astype(ct)
+    b = rng.standard_normal(shape[1]).astype(ct)
+    buf.flat[:5] = [np.nan, np.inf, 1e6, 1e-9, -0.0]  # NaN, overflow to inf, underflow
+    src.flat[:5] = [np.nan, -np.inf, 7e4, 1e-9, -0.0]
+    return buf, src, w, b, None if mean is None else mean.astype(ct), rstd.astype(ct)
+
+
+@pytest.mark.parametrize("half", ["f16", "bf16"])
+@pytest.mark.parametrize("ct", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", ["llama", "none"])
+@pytest.mark.parametrize("centered,bias", [(False, False), (True, False), (True, True)])
+def test_casting_kernel_matches_the_numpy_composition(half, ct, kind, centered, bias):
+    """Every step rounded to the data dtype, bit for bit what NumPy float16 / ml_dtypes
+    bfloat16 arithmetic gives (float64 compute too: one rounding to half); the large case
+    runs the parallel twin."""
+    from numbanorm._cpu._casting import round_output
+
+    dt = _half_dtypes()[half]
+    for shape in ((7, 33), (130, 257)):
+        buf, src, w, b, mean, rstd = _casting_inputs(shape, ct, dt, centered)
+        b = b if bias else None
+        with np.errstate(all="ignore"):
+            want = _numpy_casting(kind, buf, src, w, b, mean, rstd, dt)
+        round_output(kind, buf, src, w, b, mean, rstd, dt)
+        np.testing.assert_array_equal(buf, want)
+
+
+@pytest.mark.parametrize("half", ["f16", "bf16"])
+def test_llama_casting_is_the_composition_on_the_normalized_rows(half):
+    """Public calls: llama = half(x̂)·half(w) (+ half(b)) on numbanorm's own float32 x̂,
+    bitwise, bfloat16 included."""
+    dt = _half_dtypes()[half]
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((16, 96)) * 2).astype(dt)
+    w, b = rng.standard_normal(96).astype(np.float32), rng.standard_normal(96).astype(np.float32)
+    xh = rms_norm(x.astype(np.float32), 96)
+    np.testing.assert_array_equal(rms_norm(x, 96, w, casting="llama"), xh.astype(dt) * w.astype(dt))
+    xh = layer_norm(x.astype(np.float32), 96)
+    want = xh.astype(dt) * w.astype(dt) + b.astype(dt)
+    np.testing.assert_array_equal(layer_norm(x, 96, w, b, casting="llama"), want)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("half", ["f16", "bf16"])
+def test_gpu_casting_kernel_bits_equal_cpu(half):
+    """The CUDA twin on the CPU kernel's inputs: the same bits (float32 and float64 compute)."""
+    from numbanorm._cpu._casting import round_output as cpu_round
+    from numbanorm._cuda import _layout
+    from numbanorm._cuda._casting import round_output as gpu_round
+
+    dt = _half_dtypes()[half]
+    with _layout.launch_settings(threads_per_block=32, max_blocks=2):
+        for ct in (np.float32, np.float64):
+            for kind in ("llama", "none"):
+                for centered, bias in ((False, False), (True, True)):
+                    buf, src, w, b, mean, rstd = _casting_inputs((5, 21), ct, dt, centered, seed=1)
+                    b = b if bias else None
+                    dev = [None if a is None else _layout.as_device_array(a) for a in (buf, src, w, b, mean, rstd)]
+                    gpu_round(kind, *dev, dt)
+                    cpu_round(kind, buf, src, w, b, mean, rstd, dt)
+                    np.testing.assert_array_equal(dev[0].copy_to_host(), buf)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("half", ["f16", "bf16"])
+def test_gpu_casting_calls_equal_cpu(half):
+    """rms_norm / layer_norm / the fused adds with casting 'llama' and 'none' on the GPU:
+    bitwise the CPU results (outputs and residual streams), with and without weight,
+    bias and weight_offset."""
+    from numbanorm._cuda import _layout
+    from numbanorm._dispatch import force_device
+
+    dt = _half_dtypes()[half]
+    rng = np.random.default_rng(5)
+    x, r = (rng.standard_normal((5, 70)) * 3).astype(dt), (rng.standard_normal((5, 70)) * 3).astype(dt)
+    w, b = rng.standard_normal(70).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    calls = []
+    for c in ("llama", "none"):
+        for o in (0.0, 1.0):
+            kw = dict(casting=c, weight_offset=o)
+            calls += [lambda kw=kw: rms_norm(x, 70, w, **kw), lambda kw=kw: rms_norm(x, 70, None, **kw),
+                      lambda kw=kw: layer_norm(x, 70, w, b, **kw), lambda kw=kw: layer_norm(x, 70, w, None, **kw),
+                      lambda kw=kw: add_rms_norm(x, r, 70, w, **kw), lambda kw=kw: add_layer_norm(x, r, 70, w, b, **kw),
+                      lambda kw=kw: add_rms_norm(x, r, 70, w, residual_dtype=np.float32, **kw)]
+    cpu = [f() for f in calls]
+    with force_device("cuda"), _layout.launch_settings(threads_per_block=32, max_blocks=2):
+        gpu = [f() for f in calls]
+    for a, g in zip(cpu, gpu):
+        for aa, gg in zip(a if isinstance(a, tuple) else (a,), g if isinstance(g, tuple) else (g,)):
+            gg = np.asarray(gg)
+            assert gg.dtype == aa.dtype
+            np.testing.assert_array_equal(gg.view(np.uint16 if aa.itemsize == 2 else np.uint32),
+                                          aa.view(np.uint16 if aa.itemsize == 2 else np.uint32))

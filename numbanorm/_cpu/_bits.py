@@ -282,3 +282,25 @@ def _qcode(q, v):
     if q.dtype == types.int8:
         return lambda q, v: f32_to_i8(v)
     return lambda q, v: e4m3_bits(np.float32(min(max(v, -448.0), 448.0)))
+
+
+def narrow32(v):
+    """``v`` as float32: itself, or a float64 rounded to odd (truncated, last bit set when
+    inexact), after which one round to nearest even to a 16-bit format is the direct
+    rounding of ``v`` (24 ≥ 2·11 + 2 bits), as NumPy's and ml_dtypes' ``astype`` round."""
+
+
+@overload(narrow32, inline="always", jit_options=JIT_OPTIONS)
+def _narrow32_impl(v):
+    if v == types.float32:
+        return lambda v: v
+
+    def odd(v):
+        t = np.float32(v)
+        if np.float64(t) != v and v == v:
+            b = f32_bits(t)
+            if abs(np.float64(t)) > abs(v):  # rounded away from zero: step back
+                b = b - np.uint32(1)
+            t = bits_f32(b | np.uint32(1))
+        return t
+    return odd

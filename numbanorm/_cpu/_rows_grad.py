@@ -207,21 +207,6 @@ def row_stats(mean, rstd, from_output):
     return rows
 
 
-def round_output(kind, buf, src, w, b, mean, rstd, half):
-    """``casting`` 'llama' / 'none' for half-precision data: rewrite ``buf`` (the float32
-    x̂ of each row) with the value the data dtype ``half`` gives (see ``_ops/_fused``)."""
-    if kind == "llama":
-        y = buf.astype(half) * w.astype(half)
-    else:
-        h = src.astype(half)
-        if mean is not None:
-            h = h - mean.astype(half)[:, None]
-        y = (h * rstd.astype(half)[:, None]) * w.astype(half)
-    if b is not None:
-        y = y + b.astype(half)
-    buf[...] = y
-
-
 def round_to(a, dtype):
     """Round ``a`` in place to the nearest values of the narrower float ``dtype``."""
     a[...] = a.astype(dtype)

@@ -29,12 +29,12 @@ from numba import njit, prange
 from numba.extending import overload
 
 from .. import _config
-from ._bits import add, code, load, mul, put, qcode
+from ._bits import add, code, load, mul, narrow32, put, qcode
 from ._stats import BLOCK, U
 from ._stream import (PREFETCH_BLOCK, STREAM_BYTES, nt_store, nt_store2, nt_store4, overlaps, prefetch_run, row_span,
                       stream_fence)
 from .layer_norm import _chunks
-from .normalize import _acc, _clamp, _finish, _init, _pkind
+from .normalize import P0, P2, PINF, PNINF, _acc, _clamp, _dnorm, _finish, _init, _pkind
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
@@ -232,6 +232,46 @@ def _normalize_forward(x, pk, p, eps, out, nchunks, stream):
             stream_fence()
 
 
+def _normalize_backward(grad_out, x, pk, p, eps, grad_x, nchunks):
+    """Gradient of :func:`_normalize_forward` per row, the math of the float32 rows kernel
+    (``normalize._rows_backward``): float64 norm and Σ dy·x, then p = 2 as
+    ``dy·f32(1/d) + x·f32(−c/n)`` in float32, other p in float64; each element of
+    ``grad_x`` rounded once to its format (float64 values via :func:`._bits.narrow32`).
+    A row is read from memory once (the write pass re-reads it from cache) and every
+    element is read before it is written."""
+    m, n = x.shape
+    for c in prange(nchunks):
+        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+            row = x[i]
+            dy = grad_out[i]
+            dst = grad_x[i]
+            a = _init(pk)
+            s = np.float64(0.0)
+            for j in range(n):
+                v = np.float64(load(row, j))
+                a = _acc(v, a, pk, p)
+                s += np.float64(load(dy, j)) * v
+            nrm = _finish(a, pk, p)
+            inv_d = 1.0 / _clamp(nrm, eps)
+            coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
+            if pk == P2:
+                c2 = coef / nrm if nrm != 0.0 else coef * 0.0
+                inv_t = np.float32(inv_d)
+                nc2_t = np.float32(-c2)
+                for j in range(U(n)):
+                    dst[j] = code(dst, load(dy, j) * inv_t + load(row, j) * nc2_t)
+                continue
+            cnt = np.float64(0.0)
+            if pk == PINF or pk == PNINF:
+                for j in range(n):
+                    av = abs(np.float64(load(row, j)))
+                    if av == nrm or av != av:
+                        cnt += 1.0
+            for j in range(n):
+                g = _dnorm(np.float64(load(row, j)), nrm, pk, p, cnt)
+                dst[j] = code(dst, narrow32(np.float64(load(dy, j)) * inv_d - coef * g))
+
+
 def _ln_stats(x, eps, mean, rstd):
     for i in prange(x.shape[0]):
         mu, var = _row_mean_var(x[i], x.shape[1])
@@ -249,6 +289,7 @@ _LN = _config.twins(_ln_forward)
 _ADD_RMS = _config.twins(_add_rms_forward)
 _ADD_LN = _config.twins(_add_ln_forward)
 _NORMALIZE = _config.twins(_normalize_forward)
+_NORMALIZE_BACKWARD = _config.twins(_normalize_backward)
 _LN_STATS = _config.twins(_ln_stats)
 _RMS_STATS = _config.twins(_rms_stats)
 
@@ -291,6 +332,13 @@ def add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd):
 def normalize_forward(x, p, eps, out):
     """Lp-normalize the 16-bit rows of ``x`` into ``out``."""
     launch(_NORMALIZE, x, out, (), x, _pkind(p), float(p), eps, out)
+
+
+def normalize_backward(grad_out, x, p, eps, grad_x):
+    """Gradient of :func:`normalize_forward` (16-bit ``x``; ``grad_out`` 16-bit or float32)
+    into the 16-bit ``grad_x``; no float32 copy."""
+    nchunks = 1 if x.size < _config.SERIAL_THRESHOLD else _chunks(x.shape[0])
+    _config.launch(_NORMALIZE_BACKWARD, x.size, grad_out, x, _pkind(p), float(p), eps, grad_x, nchunks)
 
 
 def ln_stats(x, eps, mean, rstd):

@@ -6,7 +6,7 @@ nearest, ties to even, NaN kept (the CPU rule, ``_cpu/_bits.py``). Device arrays
 bfloat16 reach kernels as their ``uint16`` bit views (Numba has no bfloat16 type).
 """
 import numpy as np
-from numba import cuda, float32, int32, uint16, uint32
+from numba import cuda, float32, float64, int32, uint16, uint32
 
 from ._launch import SIMULATOR
 
@@ -42,3 +42,16 @@ def bf16_bits(v):
 @cuda.jit(device=True, inline="always")
 def bf16_value(b):
     return _i2f(uint32(b) << uint32(16))
+
+
+@cuda.jit(device=True, inline="always")
+def odd32(v):
+    """float64 ``v`` as float32 rounded to odd (truncated, last bit set when inexact):
+    one rounding of that to bfloat16 or float16 is the direct rounding of ``v``."""
+    t = float32(v)
+    if float64(t) != v and v == v:
+        b = uint32(_f2i(t))
+        if abs(float64(t)) > abs(v):  # rounded away from zero: step back
+            b = uint32(b - uint32(1))
+        t = float32(_i2f(uint32(b | uint32(1))))
+    return t

@@ -16,6 +16,7 @@ from numba import cuda, float32, float64
 from numba.core.types import float16
 
 from . import _layout
+from ._bf16 import bf16_bits, bf16_value
 from ._reduce import block_sum, block_sum2, sum_partials, warp_sum2
 from ._rows_lowp import F32, F64, _f, _f16, loader, row_launch, storer
 
@@ -193,6 +194,12 @@ def _round_half_d(a):
 
 
 @cuda.jit
+def _round_bf16(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = bf16_value(bf16_bits(a[i]))
+
+
+@cuda.jit
 def _round_single(a):
     for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
         a[i] = float64(float32(a[i]))
@@ -200,11 +207,13 @@ def _round_single(a):
 
 def round_to(a, dtype):
     """Round the device array ``a`` in place to the nearest values of the narrower float
-    ``dtype`` (float16 under float32, float32 or float16 under float64)."""
+    ``dtype`` (float16 or bfloat16 under float32, float32 or float16 under float64)."""
     flat = a.reshape(a.size)
     blocks, tpb = _layout.launch_1d(flat.shape[0])
     if str(dtype) == "float32":
         _round_single[blocks, tpb, _layout.stream()](flat)
+    elif str(dtype) == "bfloat16":  # a bfloat16 stream under float32 compute (float64 has none)
+        _round_bf16[blocks, tpb, _layout.stream()](flat)
     elif str(a.dtype) == "float32":
         _round_half[blocks, tpb, _layout.stream()](flat)
     else:  # float16 stream under float64 compute: via float32 (exact: float16 ⊂ float32)
@@ -296,7 +305,7 @@ def _signatures():
                      (part_k, f"void({m2[fg]}, {m2[h]}, {c}, {r}, float64[:, :, ::1])")]
         for centered in (False, True):
             sigs.append((stats_kernel(centered, h), f"void({m2[h]}, float64, float32[::1], float32[::1])"))
-    sigs += [(_round_half, "void(float32[::1])"), (_round_single, "void(float64[::1])"),
+    sigs += [(_round_half, "void(float32[::1])"), (_round_bf16, "void(float32[::1])"), (_round_single, "void(float64[::1])"),
              (_round_half_d, "void(float64[::1])")]
     return sigs
 

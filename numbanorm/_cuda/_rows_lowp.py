@@ -21,8 +21,9 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from . import _layout
-from ._bf16 import bf16_bits, bf16_value
-from ._reduce import block_max, block_min, block_sum
+from ._bf16 import bf16_bits, bf16_value, odd32
+from ._reduce import block_max, block_min, block_sum, block_sum2
+from .normalize import P0, PINF, PNINF, _acc, _clamp, _dnorm, _finish, _init, _is_tie
 
 SIMULATOR = _layout.SIMULATOR
 
@@ -180,6 +181,49 @@ def normalize_kernel(fx):
     return _normalize_lowp
 
 
+@functools.lru_cache(maxsize=None)
+def normalize_backward_kernel(fg, fx):
+    """Gradient of :func:`normalize_kernel` for ``grad_out`` / ``x`` of formats ``fg`` /
+    ``fx`` into ``grad_x`` (format ``fx``): the float64 math of the float32 rows kernel
+    (``normalize.kernels``' ``rows_backward``), each element rounded once (float64 →
+    :func:`._bf16.odd32` → the 16-bit format). A block per row, as the forward."""
+    ld_g, ld_x, st = loader(fg), loader(fx), storer(fx)
+
+    @cuda.jit
+    def _normalize_backward_lowp(grad_out, x, pk, p, eps, grad_x):
+        m, n = x.shape
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        maxred = pk == PINF or pk == PNINF
+        for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
+            a = _init(pk)
+            s = float64(0.0)
+            for j in range(tid, n, nt):
+                v = float64(ld_x(x, i, j))
+                a = _acc(v, a, pk, p)
+                s += float64(ld_g(grad_out, i, j)) * v
+            if maxred:
+                a = block_max(a)
+                s = block_sum(s)
+            else:
+                a, s = block_sum2(a, s)
+            nrm = _finish(a, pk, p)
+            cnt = float64(0.0)
+            if maxred:
+                for j in range(tid, n, nt):
+                    if _is_tie(float64(ld_x(x, i, j)), nrm):
+                        cnt += 1.0
+                cnt = block_sum(cnt)
+            inv_d = 1.0 / _clamp(nrm, eps)
+            coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
+            rn = 1.0 / nrm if nrm != 0.0 else 0.0
+            for j in range(tid, n, nt):
+                d = float64(ld_g(grad_out, i, j)) * inv_d - coef * _dnorm(float64(ld_x(x, i, j)), nrm, rn, pk, p, cnt)
+                st(grad_x, i, j, odd32(d))
+
+    return _normalize_backward_lowp
+
+
 def row_launch(m, n):
     """(blocks, threads): a block per row, at most ``max_blocks`` blocks grid-striding."""
     s = _layout.settings()
@@ -234,6 +278,14 @@ def normalize_forward(x, p, eps, out):
 
     m, n = x.shape
     _launch(normalize_kernel(_f(x)), m, n, _f16(x), _pkind(p), float(p), float(eps), _f16(out))
+
+
+def normalize_backward(grad_out, x, p, eps, grad_x):
+    from .._cpu.normalize import _pkind  # plain Python: the norm's code
+
+    m, n = x.shape
+    k = normalize_backward_kernel(_f(grad_out), _f(x))
+    _launch(k, m, n, _f16(grad_out), _f16(x), _pkind(p), float(p), float(eps), _f16(grad_x))
 
 
 # ------------------------------------------------------------------ host helpers (_ops/_lowp.py)
@@ -321,6 +373,9 @@ def _signatures():
                 k = rows_kernel(centered, add, fx, fr, fs, fx)
                 sigs.append((k, f"void({m2[fx]}, {m2[fr]}, {v}, {v}, float64, {m2[fs]}, {m2[fx]}, {v}, {v})"))
         sigs.append((normalize_kernel(fx), f"void({m2[fx]}, int64, float64, float64, {m2[fx]})"))
+        for fg in (fx, F32):  # 16-bit or float32 grad_out
+            sigs.append((normalize_backward_kernel(fg, fx),
+                         f"void({m2[fg]}, {m2[fx]}, int64, float64, float64, {m2[fx]})"))
     sigs.append((_widen, "void(uint16[::1], float32[::1])"))
     return sigs
 

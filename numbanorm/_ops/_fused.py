@@ -188,9 +188,6 @@ def _compute(dev, fn, centered, add, xa, ra, nshape, w, b, eps, offset, casting,
     shape = tuple(xa.shape)
     m, n = _rows(shape, nshape)
     rounded = casting in ("llama", "none") and rtype != ctype
-    if rounded and dev.name != "cpu":
-        raise TypeError(f"{fn}(): casting={casting!r} for {rtype} data runs on NumPy (CPU) arrays only, "
-                        "got GPU arrays; use casting=None or 'gemma' there")
 
     x2 = canonical(dev, xa, (m, n), ctype)
     r2 = canonical(dev, ra, (m, n), ctype) if add else None
@@ -219,8 +216,9 @@ def _compute(dev, fn, centered, add, xa, ra, nshape, w, b, eps, offset, casting,
             args = (kern_w, kern_b) if centered else (kern_w,)
             dev.kernels(op[4:]).forward(res_s.buf, *args, eps, res_y.buf, *((mean, rstd) if centered else (rstd,)))
         if rounded:
-            w_eff = dev.xp.ones(n, ctype) if w is None else w + ctype.type(offset)
-            dev.kernels("_rows_grad").round_output(
+            w_eff = dev.xp.ones(n, ctype) if w is None else (
+                dev.kernels("_rows_grad").offset_weight(w, offset) if offset else w)
+            dev.kernels("_casting").round_output(
                 casting, res_y.buf, res_s.buf if add else x2, w_eff, b, mean if centered else None, rstd, rtype)
     y = res_y.result()
     result = (y, res_s.result()) if add else (y,)

@@ -375,4 +375,41 @@ def normalize_compute(dev, xa, p, ax, eps, *, out=None, out_a=None):
     return out if y is None else y
 
 
+def normalize_backward(fn, grad_out, x, p, axis, eps, out, check_p, check_axis):
+    """:func:`numbanorm.normalize_backward` of 16-bit ``x`` along its last axis: ``x`` and
+    ``grad_out`` (16-bit or float32; other dtypes converted to float32) read by the
+    kernels as bit views, ``grad_x`` (``x``'s dtype) written rounded once, no float32 copy.
+    None for other axes (the caller's float32-copy path)."""
+    dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
+    xa = asarray(dev, x)
+    ga = asarray(dev, grad_out)
+    _validate.float_dtypes(fn, "grad_out", ga.dtype)
+    shape = tuple(xa.shape)
+    if tuple(ga.shape) != shape:
+        raise ValueError(f"{fn}(): argument 'grad_out' must have the shape of x {shape}, got shape {tuple(ga.shape)}")
+    p = check_p(fn, p)
+    ax = check_axis(fn, axis, xa.ndim)
+    eps = _validate.eps(fn, eps)
+    if xa.ndim == 0 or prod(shape[ax + 1:]) != 1:
+        return None
+    out_a = _out(fn, dev, out, shape, xa.dtype)
+    return normalize_backward_compute(dev, ga, xa, p, ax, eps, out=out, out_a=out_a)
+
+
+def normalize_backward_compute(dev, ga, xa, p, ax, eps, *, out=None, out_a=None):
+    """The kernel of :func:`normalize_backward` for validated arguments (16-bit ``xa``
+    along its last axis ``ax``); also the Dask normalize_backward's task on such blocks.
+    ``out`` overlapping an input gets scratch, then a copy (as the other backwards)."""
+    shape = tuple(xa.shape)
+    res = _Result(dev, out_a, shape, xa.dtype, (xa, ga))
+    m, n = prod(shape[:ax]), shape[ax]
+    if m and n:
+        dev.kernels("_rows_lowp").normalize_backward(
+            _kernel_view(dev, ga, (m, n), F32), _kernel_view(dev, xa, (m, n), F32), p, eps, res.kernel((m, n)))
+    gx = res.result(lambda a: _wrap(dev, None, a))
+    if out is not None and out_a is not out:
+        dev.copy_back(out, out_a)
+    return out if gx is None else gx
+
+
 _THIS = sys.modules[__name__]

@@ -163,7 +163,8 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
 
     Returns
     -------
-    grad_x : array like ``x``
+    grad_x : array like ``x`` (16-bit ``x`` along the last axis: read and written without
+        a float32 copy, ``grad_x`` rounded once)
 
     Examples
     --------
@@ -175,8 +176,13 @@ def normalize_backward(grad_out, x, p=2.0, axis=1, eps=1e-12, *, out=None):
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, out=out)
     xa = _validate.array(fn, "x", dev, x)
-    ga = _validate.array(fn, "grad_out", dev, grad_out)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
+    if rtype.itemsize == 2 and not dev.deferred:  # bfloat16 / float16 along the last axis: 16-bit kernels
+        _validate.check_array_like(fn, "grad_out", grad_out)
+        gx = _lowp.normalize_backward(fn, grad_out, x, p, axis, eps, out, _p, _axis)
+        if gx is not None:
+            return gx
+    ga = _validate.array(fn, "grad_out", dev, grad_out)
     _validate.float_dtypes(fn, "grad_out", ga.dtype)
     if tuple(ga.shape) != tuple(xa.shape):
         raise ValueError(
@@ -195,6 +201,8 @@ def _compute_backward(dev, ga, xa, p, ax, eps, ctype, rtype, *, out=None, out_a=
     """The kernels of :func:`normalize_backward` for validated arguments (as in
     :func:`_compute`); also the Dask builder's per-block task."""
     outer, c_len, inner = _views(tuple(xa.shape), ax)
+    if inner == 1 and xa.ndim and _lowp.fmt(xa.dtype) is not None:
+        return _lowp.normalize_backward_compute(dev, ga, xa, p, ax, eps, out=out, out_a=out_a)
     kern = dev.kernels(_OP)
     shape2 = (outer, c_len) if inner == 1 else (outer, c_len, inner)
     res = Output(dev, out, out_a, xa.shape, shape2, ctype, rtype, inputs=(xa, ga))
