@@ -87,7 +87,12 @@ def _partials(x):
 
 def _path(x, groups):
     """'rows', 'slab' or 'generic' for a (B, O, C, I) input (see the module docstring)."""
-    nb, no, nc, ni = x.shape
+    return _path_of(x.shape, groups)
+
+
+def _path_of(shape, groups):
+    """:func:`_path` of a (B, O, C, I) shape."""
+    nb, no, nc, ni = shape
     if no == 1 and ni > 1 and nb * groups >= ROWS_MIN:
         return "rows"
     if ni == 1 and nb >= SLAB_MIN_BATCH:

@@ -11,7 +11,7 @@ live in :mod:`numbanorm._stats_host`.
 """
 import numpy as np
 
-from .. import _dispatch, _interop, _validate
+from .. import _config, _dispatch, _interop, _validate
 from .._stats_host import batches_tracked, factor, increment, momentum_arg, update_running  # noqa: F401 - also instance_norm's
 from . import _plain
 from ._common import Output, canonical, check_disjoint, prod, stat_result
@@ -262,36 +262,49 @@ def _compute(dev, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stat
     return y, stat_result(dev, mean, (c,), ctype), stat_result(dev, rstd, (c,), ctype)
 
 
+#: per (shape, channel axis) of plain calls: the view, C, values per channel, whether the
+#: one-dispatch small kernels apply and their chunk counts (shape-only facts, recomputed
+#: on every small call otherwise)
+_PLANS = {}
+
+
+def _plan(shape, ax):
+    o, c, i = channel_view(shape, ax)
+    view = (1, o, c, i)
+    kern = _dispatch.CPU.kernels(_OP)
+    small = prod(shape) < _config.SERIAL_THRESHOLD and kern.small_path(view)
+    plan = (view, c, o * i, small) + kern.chunking(1, o, i)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[shape, ax] = plan
+    return plan
+
+
 def _plain_forward(x, ax, rm, rv, weight, bias, training, momentum, eps, out, unbiased):
     """:func:`batch_norm` for a call the ``_plain`` checks accepted: the general path's
     kernels without its checks (small calls are dominated by them). None for a training
     call with one value per channel (the general path raises)."""
-    o, c, i = channel_view(x.shape, ax)
-    n = o * i
+    plan = _PLANS.get((x.shape, ax)) or _plan(x.shape, ax)
+    view, c, n, small, ko, ki = plan
     if training and n == 1:
         return None
     dt = x.dtype
     kern = _dispatch.CPU.kernels(_OP)
-    view = (1, o, c, i)
     y = np.empty(x.shape, dt) if out is None else out
-    mean = np.empty((1, c))
-    rstd = np.empty((1, c))
     w = np.ones(c, dt) if weight is None else weight
     b = np.zeros(c, dt) if bias is None else bias
     x4, y4 = x.reshape(view), y.reshape(view)
     factor = 1.0 if momentum is None else momentum  # num_batches_tracked None: 1 / (0 + 1)
-    if kern.small_generic(x4):  # one dispatch: the general path's serial kernels, compiled together
-        coef = np.empty((3, 1, c), dt)
+    if small:  # one dispatch: the general path's serial kernels, compiled together
         if not training:
-            kern.small_eval(x4, rm, rv, eps, w, b, y4, mean, rstd, coef)
-            return y
-        ko, ki = kern.chunking(1, o, i)
-        part = np.zeros((2, 1, ko * ki, c))
-        scratch = np.empty((2, ko, c) if i == 1 else (2, 0, c), dt)
-        no_run = rm is None
-        kern.small_train(x4, ko, ki, eps, w, b, y4, mean, rstd, np.empty((1, c)), part, scratch, coef, factor,
-                         unbiased, kern.NO_RUNNING if no_run else rm, kern.NO_RUNNING if no_run else rv)
+            kern.small_eval(x4, rm, rv, eps, w, b, y4)
+        elif rm is None:
+            kern.small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, kern.NO_RUNNING, kern.NO_RUNNING)
+        else:
+            kern.small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, rm, rv)
         return y
+    mean = np.empty((1, c))
+    rstd = np.empty((1, c))
     if training:
         var = np.empty((1, c))
         kern.forward(x4, c, eps, w, b, y4, mean, rstd, var)
