@@ -197,17 +197,13 @@ def _apply_last_serial(x, mean, scale, shift, out):
 
 
 @njit(**_opts, inline="always")
-def _rows_item(x, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef):
-    """Row (b, g) of :func:`_rows_forward`: its shifted sums, then normalize it."""
+def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef):
+    """Row (b, g) of :func:`_rows_forward`: its shifted sums (over the group's channels as
+    one contiguous row of ``xg``, the (B·G, C/G·I) view), then normalize it."""
     ni = x.shape[2]
     c0 = g * cg
     k = x[b, c0, 0]
-    s = np.float64(0.0)
-    ss = np.float64(0.0)
-    for c in range(c0, c0 + cg):
-        a, q = _row_moments(x[b, c], k)
-        s += a
-        ss += q
+    s, ss = _row_moments(xg[b * (x.shape[1] // cg) + g], k)
     d = s / n
     v = ss / n - d * d
     if v < 0.0:
@@ -241,9 +237,10 @@ def _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
     nb, nc, ni = x.shape
     cg = nc // groups
     n = np.float64(cg * ni)
+    xg = x.reshape(nb * groups, cg * ni)
     for t in prange(nb * groups):
         b = t // groups
-        _rows_item(x, b, t - b * groups, cg, n, eps, weight, bias, out, mean, rstd, var, coef)
+        _rows_item(x, xg, b, t - b * groups, cg, n, eps, weight, bias, out, mean, rstd, var, coef)
 
 
 @njit(**_opts)
@@ -253,9 +250,10 @@ def _rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coe
     nb, nc, ni = x.shape
     cg = nc // groups
     n = np.float64(cg * ni)
+    xg = x.reshape(nb * groups, cg * ni)
     for b in range(nb):
         for g in range(groups):
-            _rows_item(x, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef)
+            _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef)
 
 
 # --- slab: channels-last groups, fused per sample ----------------------------------------

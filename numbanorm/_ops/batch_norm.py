@@ -263,8 +263,8 @@ def _compute(dev, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stat
 
 
 #: per (shape, channel axis) of plain calls: the view, C, values per channel, whether the
-#: one-dispatch small kernels apply and their chunk counts (shape-only facts, recomputed
-#: on every small call otherwise)
+#: one-dispatch kernels apply (training, eval) and the training one's chunk counts
+#: (shape-only facts, recomputed on every small call otherwise)
 _PLANS = {}
 
 
@@ -272,7 +272,8 @@ def _plan(shape, ax):
     o, c, i = channel_view(shape, ax)
     view = (1, o, c, i)
     kern = _dispatch.CPU.kernels(_OP)
-    small = prod(shape) < _config.SERIAL_THRESHOLD and kern.small_path(view)
+    size = prod(shape)
+    small = (size < _config.SERIAL_THRESHOLD and kern.small_path(view), size < kern.EVAL_SERIAL_THRESHOLD)
     plan = (view, c, o * i, small) + kern.chunking(1, o, i)
     if len(_PLANS) >= 256:
         _PLANS.clear()
@@ -295,7 +296,7 @@ def _plain_forward(x, ax, rm, rv, weight, bias, training, momentum, eps, out, un
     b = np.zeros(c, dt) if bias is None else bias
     x4, y4 = x.reshape(view), y.reshape(view)
     factor = 1.0 if momentum is None else momentum  # num_batches_tracked None: 1 / (0 + 1)
-    if small:  # one dispatch: the general path's serial kernels, compiled together
+    if small[training is False]:  # one dispatch: the general path's serial kernels, compiled together
         if not training:
             kern.small_eval(x4, rm, rv, eps, w, b, y4)
         elif rm is None:
