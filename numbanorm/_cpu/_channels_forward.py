@@ -128,6 +128,18 @@ def _moments_last(x, ko, p1, p2, t1, t2):
 # --- generic: element-wise pass ----------------------------------------------------------
 
 
+@njit(**_opts, inline="always")
+def _apply_row(x, mean, scale, shift, out, b, o, c):
+    """Row (b, o, c) of the I > 1 pass: out = (x − mean[b,c]) · scale[b,c] + shift[b,c]."""
+    m = mean[b, c]
+    s = scale[b, c]
+    h = shift[b, c]
+    xr = x[b, o, c]
+    yr = out[b, o, c]
+    for i in range(xr.shape[0]):
+        yr[i] = (xr[i] - m) * s + h
+
+
 def _apply_inner(x, mean, scale, shift, out):
     """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for I > 1."""
     nb, no, nc, ni = x.shape
@@ -136,14 +148,7 @@ def _apply_inner(x, mean, scale, shift, out):
         b = t // per
         r = t - b * per
         o = r // nc
-        c = r - o * nc
-        m = mean[b, c]
-        s = scale[b, c]
-        h = shift[b, c]
-        xr = x[b, o, c]
-        yr = out[b, o, c]
-        for i in range(ni):
-            yr[i] = (xr[i] - m) * s + h
+        _apply_row(x, mean, scale, shift, out, b, o, r - o * nc)
 
 
 def _apply_last(x, mean, scale, shift, out):
@@ -169,13 +174,7 @@ def _apply_inner_serial(x, mean, scale, shift, out):
     for b in range(nb):
         for o in range(no):
             for c in range(nc):
-                m = mean[b, c]
-                s = scale[b, c]
-                h = shift[b, c]
-                xr = x[b, o, c]
-                yr = out[b, o, c]
-                for i in range(ni):
-                    yr[i] = (xr[i] - m) * s + h
+                _apply_row(x, mean, scale, shift, out, b, o, c)
 
 
 @njit(**_opts)

@@ -91,6 +91,42 @@ def saved_stats(fn, dev, mean, rstd, shape, view_shape):
     return tuple(out)
 
 
+def running_norm_args(fn, dev, xa, view_of, mode_name, mode, per_value, channel_axis, momentum, eps, return_stats,
+                      unbiased, running_mean, running_var, weight, bias, num_batches_tracked, out, ctype, rtype):
+    """The checks of a norm with running statistics (batch_norm, instance_norm), in order.
+
+    ``view_of(shape, ax)``: the op's canonical view, whose last three entries are
+    (O, C, I) (statistics over O·I values each); ``mode``: the flag ``mode_name``
+    (``training`` / ``use_input_stats``): batch statistics, with the running ones updated,
+    or the running ones; ``per_value``: what one statistic needs more than one of, as the
+    error names it. Returns ``(ax, mode, momentum, eps, return_stats, unbiased, view,
+    running_mean, running_var, weight, bias, count, num_batches_tracked array, out)``
+    checked (arrays as ``dev``'s).
+    """
+    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
+    mode = _validate.flag(fn, mode, mode_name)
+    mom = momentum_arg(fn, momentum)
+    eps = _validate.eps(fn, eps)
+    return_stats = _validate.flag(fn, return_stats, "return_stats")
+    unbiased = _validate.flag(fn, unbiased, "unbiased_running_var")
+    view = view_of(xa.shape, ax)
+    c = view[-2]
+    rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=mode)
+    if mode and view[-3] * view[-1] == 1:
+        raise ValueError(f"{fn}(): argument 'x' must have more than 1 {per_value}, got shape {tuple(xa.shape)}")
+    if not mode and rm is None:
+        raise ValueError(
+            f"{fn}(): arguments 'running_mean' and 'running_var' are required when {mode_name}=False, got None"
+        )
+    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
+    b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
+    count, nbt_arr = batches_tracked(fn, num_batches_tracked)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if mode:
+        check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    return ax, mode, mom, eps, return_stats, unbiased, view, rm, rv, w, b, count, nbt_arr, out_a
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5, *, channel_axis=1, out=None, return_stats=False, num_batches_tracked=None,
                unbiased_running_var=True):
@@ -185,31 +221,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if xa.ndim == 1 and xa.shape[0] == 0 and not dev.deferred:
         return _empty_1d(fn, dev, xa, running_mean, running_var, weight, bias, training, momentum, eps,
                          out, return_stats, num_batches_tracked, unbiased_running_var, ctype, rtype)
-    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
-    training = _validate.flag(fn, training, "training")
-    mom = momentum_arg(fn, momentum)
-    eps = _validate.eps(fn, eps)
-    return_stats = _validate.flag(fn, return_stats, "return_stats")
-    unbiased = _validate.flag(fn, unbiased_running_var, "unbiased_running_var")
-    o, c, i = channel_view(xa.shape, ax)
-    n = o * i
-    rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=training)
-    if training and n == 1:
-        raise ValueError(
-            f"{fn}(): argument 'x' must have more than 1 value per channel when training, "
-            f"got shape {tuple(xa.shape)}"
-        )
-    if not training and rm is None:
-        raise ValueError(
-            f"{fn}(): arguments 'running_mean' and 'running_var' are required when "
-            "training=False, got None"
-        )
-    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
-    b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
-    count, nbt_arr = batches_tracked(fn, num_batches_tracked)
-    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
-    if training:
-        check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    ax, training, mom, eps, return_stats, unbiased, _, rm, rv, w, b, count, nbt_arr, out_a = running_norm_args(
+        fn, dev, xa, channel_view, "training", training, "value per channel when training", channel_axis, momentum,
+        eps, return_stats, unbiased_running_var, running_mean, running_var, weight, bias, num_batches_tracked, out,
+        ctype, rtype)
     if dev.deferred:  # the batch statistics and the running statistics' update: by the builder
         return dev.build("batch_norm", _compute, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stats,
                          out=out, running=(running_mean, running_var, momentum, num_batches_tracked, unbiased))
