@@ -46,6 +46,8 @@ This module holds the entry points (``stats``, ``normalize``, ``forward``, ``bac
 ``fill``) and the choice of kernel family; the kernels are in :mod:`._channels_forward`
 (statistics and normalize passes) and :mod:`._channels_grad` (backward).
 """
+import math
+
 import numpy as np
 
 from .. import _config
@@ -87,7 +89,12 @@ def _partials(x):
 
 def _path(x, groups):
     """'rows', 'slab' or 'generic' for a (B, O, C, I) input (see the module docstring)."""
-    nb, no, nc, ni = x.shape
+    return _path_of(x.shape, groups)
+
+
+def _path_of(shape, groups):
+    """:func:`_path` of a (B, O, C, I) shape."""
+    nb, no, nc, ni = shape
     if no == 1 and ni > 1 and nb * groups >= ROWS_MIN:
         return "rows"
     if ni == 1 and nb >= SLAB_MIN_BATCH:
@@ -118,6 +125,16 @@ def normalize(x, mean, rstd, weight, bias, out):
         _config.launch(_APPLY_LAST, x.size, x.reshape(nb, no, nc), m_bc, s_bc, h_bc, out.reshape(nb, no, nc))
     else:
         _config.launch(_APPLY_INNER, x.size, x, m_bc, s_bc, h_bc, out)
+
+
+def small_rows(shape, groups):
+    """Whether :func:`forward` runs a (B, O, C, I) ``shape`` on the rows path's serial
+    kernel, which small callers may then call directly as :data:`rows_forward_serial` on
+    the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype)."""
+    return math.prod(shape) < _config.SERIAL_THRESHOLD and _path_of(shape, groups) == "rows"
+
+
+rows_forward_serial = _ROWS_FWD[1]
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):

@@ -1,4 +1,5 @@
-"""One-call serial kernels for small batch_norm forwards (below ``SERIAL_THRESHOLD``).
+"""One-call serial kernels for small batch_norm forwards (below ``SERIAL_THRESHOLD``, eval
+mode below ``EVAL_SERIAL_THRESHOLD``).
 
 A small call's time is mostly fixed costs: every Numba dispatch (~1 µs: typing its array
 arguments), every NumPy temporary. The general entry points of :mod:`._channels` make 4-6
@@ -59,34 +60,48 @@ def _apply(x, mean, rstd, weight, bias, out, coef):
 
 
 @njit(**JIT_OPTIONS)
-def eval_forward(x, running_mean, running_var, eps, weight, bias, out, mean, rstd, coef):
-    """Eval-mode batch_norm: running statistics → ``mean``/``rstd``, then normalize."""
+def eval_forward(x, running_mean, running_var, eps, weight, bias, out):
+    """Eval-mode batch_norm: running statistics → mean/rstd, then normalize (the scratch
+    statistics and coefficients are allocated here: one dispatch, no NumPy temporaries)."""
+    nc = x.shape[2]
+    mean = np.empty((1, nc))
+    rstd = np.empty((1, nc))
     running_stats(running_mean, running_var, eps, mean, rstd)
-    _apply(x, mean, rstd, weight, bias, out, coef)
+    _apply(x, mean, rstd, weight, bias, out, np.empty((3, 1, nc), x.dtype))
 
 
 @njit(**JIT_OPTIONS)
-def train_forward(x, ko, ki, eps, weight, bias, out, mean, rstd, var, part, scratch, coef, factor, unbiased,
-                  running_mean, running_var):
-    """Training batch_norm (one group per channel): :func:`._channels.stats` into
-    ``mean``/``rstd``/``var`` (``part``: its zeroed (2, 1, KO·KI, C) partial sums,
-    ``scratch`` the channels-last moments' (2, KO, C) rows), normalize, and the running
-    update (empty running arrays: none)."""
+def train_forward(x, ko, ki, eps, weight, bias, out, factor, unbiased, running_mean, running_var):
+    """Training batch_norm (one group per channel): :func:`._channels.stats` (``ko``/``ki``
+    its chunk counts, the partial sums allocated here), normalize, and the running update
+    (empty running arrays: none)."""
     nb, no, nc, ni = x.shape
+    part = np.zeros((2, 1, ko * ki, nc))
     if ni == 1:
+        scratch = np.empty((2, ko, nc), x.dtype)
         _MOM_LAST(x.reshape(nb, no, nc), ko, part[0], part[1], scratch[0], scratch[1])
     else:
         _MOM_INNER(x, ko, ki, part[0], part[1])
+    mean = np.empty((1, nc))
+    var = np.empty((1, nc))
+    rstd = np.empty((1, nc))
     _group_stats(x, part[0], part[1], nc, eps, mean, var, rstd)
-    _apply(x, mean, rstd, weight, bias, out, coef)
+    _apply(x, mean, rstd, weight, bias, out, np.empty((3, 1, nc), x.dtype))
     if running_mean.shape[0]:
         update_running(mean, var, no * ni, factor, unbiased, running_mean, running_var)
 
 
-def small_generic(x):
-    """Whether a (1, O, C, I) input takes these kernels: serial size, and the general
+#: below this many elements an eval-mode forward runs :func:`eval_forward` (serial): a
+#: single element-wise pass, which a parallel launch speeds up only on larger inputs than a
+#: reduction ((8, 64, 14, 14): 9.4 µs serial vs 18 µs through the general path's parallel
+#: pass, 2 cores at load ~18)
+EVAL_SERIAL_THRESHOLD = 4 * _config.SERIAL_THRESHOLD
+
+
+def small_path(view):
+    """Whether a (1, O, C, I) input of serial size takes these kernels: the general
     forward's 'generic' path (the 'rows'/'slab' paths are one dispatch already)."""
-    return x.size < _config.SERIAL_THRESHOLD and ch._path(x, x.shape[2]) == "generic"
+    return ch._path_of(view, view[2]) == "generic"
 
 
 #: the running statistics of a call without them

@@ -10,3 +10,4 @@ grid of (n, chunk) work items with float64 partial sums merged in item order; el
 passes in one ``prange`` over rows).
 """
 from ._channels import backward, fill, forward, normalize, stats  # noqa: F401  (entry points)
+from ._channels import rows_forward_serial, small_rows  # noqa: F401  (small plain calls)

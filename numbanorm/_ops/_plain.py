@@ -24,6 +24,13 @@ def _param_ok(a, dt, c1):
     return a is None or (type(a) is _NDARRAY and a.dtype is dt and a.shape == c1 and a.flags.c_contiguous)
 
 
+def _apart(out, owns, a):
+    """Whether ``a`` shares no memory with ``out`` (``owns``: ``out`` owns its data). Two
+    distinct arrays that each own their data are disjoint (a flag test, ~4x cheaper than
+    ``np.may_share_memory``, which answers the rest)."""
+    return (owns and a is not out and a.flags.owndata) or not _MAY_SHARE(out, a)
+
+
 def channels(x, channel_axis, eps, out, weight, bias, others=()):
     """The channel axis (1 or ``x.ndim - 1``) of a plain call, else None.
 
@@ -53,10 +60,11 @@ def channels(x, channel_axis, eps, out, weight, bias, others=()):
         if type(out) is not _NDARRAY or out.dtype is not dt or out.shape != shape:
             return None
         flags = out.flags
-        if not (flags.c_contiguous and flags.writeable) or (out is not x and _MAY_SHARE(out, x)):
+        owns = flags.owndata
+        if not (flags.c_contiguous and flags.writeable) or (out is not x and not _apart(out, owns, x)):
             return None
         for a in (weight, bias) + tuple(others):
-            if a is not None and _MAY_SHARE(out, a):
+            if a is not None and not _apart(out, owns, a):
                 return None
     if not x.flags.c_contiguous or _dispatch._FORCED.get() is not None:
         return None

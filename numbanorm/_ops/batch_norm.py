@@ -11,7 +11,7 @@ live in :mod:`numbanorm._stats_host`.
 """
 import numpy as np
 
-from .. import _dispatch, _interop, _validate
+from .. import _config, _dispatch, _interop, _validate
 from .._stats_host import batches_tracked, factor, increment, momentum_arg, update_running  # noqa: F401 - also instance_norm's
 from . import _plain
 from ._common import Output, canonical, check_disjoint, prod, stat_result
@@ -89,6 +89,42 @@ def saved_stats(fn, dev, mean, rstd, shape, view_shape):
             )
         out.append(dev.contiguous(a, F64).reshape(view_shape))
     return tuple(out)
+
+
+def running_norm_args(fn, dev, xa, view_of, mode_name, mode, per_value, channel_axis, momentum, eps, return_stats,
+                      unbiased, running_mean, running_var, weight, bias, num_batches_tracked, out, ctype, rtype):
+    """The checks of a norm with running statistics (batch_norm, instance_norm), in order.
+
+    ``view_of(shape, ax)``: the op's canonical view, whose last three entries are
+    (O, C, I) (statistics over O·I values each); ``mode``: the flag ``mode_name``
+    (``training`` / ``use_input_stats``): batch statistics, with the running ones updated,
+    or the running ones; ``per_value``: what one statistic needs more than one of, as the
+    error names it. Returns ``(ax, mode, momentum, eps, return_stats, unbiased, view,
+    running_mean, running_var, weight, bias, count, num_batches_tracked array, out)``
+    checked (arrays as ``dev``'s).
+    """
+    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
+    mode = _validate.flag(fn, mode, mode_name)
+    mom = momentum_arg(fn, momentum)
+    eps = _validate.eps(fn, eps)
+    return_stats = _validate.flag(fn, return_stats, "return_stats")
+    unbiased = _validate.flag(fn, unbiased, "unbiased_running_var")
+    view = view_of(xa.shape, ax)
+    c = view[-2]
+    rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=mode)
+    if mode and view[-3] * view[-1] == 1:
+        raise ValueError(f"{fn}(): argument 'x' must have more than 1 {per_value}, got shape {tuple(xa.shape)}")
+    if not mode and rm is None:
+        raise ValueError(
+            f"{fn}(): arguments 'running_mean' and 'running_var' are required when {mode_name}=False, got None"
+        )
+    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
+    b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
+    count, nbt_arr = batches_tracked(fn, num_batches_tracked)
+    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
+    if mode:
+        check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    return ax, mode, mom, eps, return_stats, unbiased, view, rm, rv, w, b, count, nbt_arr, out_a
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
@@ -185,31 +221,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if xa.ndim == 1 and xa.shape[0] == 0 and not dev.deferred:
         return _empty_1d(fn, dev, xa, running_mean, running_var, weight, bias, training, momentum, eps,
                          out, return_stats, num_batches_tracked, unbiased_running_var, ctype, rtype)
-    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
-    training = _validate.flag(fn, training, "training")
-    mom = momentum_arg(fn, momentum)
-    eps = _validate.eps(fn, eps)
-    return_stats = _validate.flag(fn, return_stats, "return_stats")
-    unbiased = _validate.flag(fn, unbiased_running_var, "unbiased_running_var")
-    o, c, i = channel_view(xa.shape, ax)
-    n = o * i
-    rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=training)
-    if training and n == 1:
-        raise ValueError(
-            f"{fn}(): argument 'x' must have more than 1 value per channel when training, "
-            f"got shape {tuple(xa.shape)}"
-        )
-    if not training and rm is None:
-        raise ValueError(
-            f"{fn}(): arguments 'running_mean' and 'running_var' are required when "
-            "training=False, got None"
-        )
-    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
-    b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
-    count, nbt_arr = batches_tracked(fn, num_batches_tracked)
-    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
-    if training:
-        check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    ax, training, mom, eps, return_stats, unbiased, _, rm, rv, w, b, count, nbt_arr, out_a = running_norm_args(
+        fn, dev, xa, channel_view, "training", training, "value per channel when training", channel_axis, momentum,
+        eps, return_stats, unbiased_running_var, running_mean, running_var, weight, bias, num_batches_tracked, out,
+        ctype, rtype)
     if dev.deferred:  # the batch statistics and the running statistics' update: by the builder
         return dev.build("batch_norm", _compute, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stats,
                          out=out, running=(running_mean, running_var, momentum, num_batches_tracked, unbiased))
@@ -262,36 +277,50 @@ def _compute(dev, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stat
     return y, stat_result(dev, mean, (c,), ctype), stat_result(dev, rstd, (c,), ctype)
 
 
+#: per (shape, channel axis) of plain calls: the view, C, values per channel, whether the
+#: one-dispatch kernels apply (training, eval) and the training one's chunk counts
+#: (shape-only facts, recomputed on every small call otherwise)
+_PLANS = {}
+
+
+def _plan(shape, ax):
+    o, c, i = channel_view(shape, ax)
+    view = (1, o, c, i)
+    kern = _dispatch.CPU.kernels(_OP)
+    size = prod(shape)
+    small = (size < _config.SERIAL_THRESHOLD and kern.small_path(view), size < kern.EVAL_SERIAL_THRESHOLD)
+    plan = (view, c, o * i, small) + kern.chunking(1, o, i)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[shape, ax] = plan
+    return plan
+
+
 def _plain_forward(x, ax, rm, rv, weight, bias, training, momentum, eps, out, unbiased):
     """:func:`batch_norm` for a call the ``_plain`` checks accepted: the general path's
     kernels without its checks (small calls are dominated by them). None for a training
     call with one value per channel (the general path raises)."""
-    o, c, i = channel_view(x.shape, ax)
-    n = o * i
+    plan = _PLANS.get((x.shape, ax)) or _plan(x.shape, ax)
+    view, c, n, small, ko, ki = plan
     if training and n == 1:
         return None
     dt = x.dtype
     kern = _dispatch.CPU.kernels(_OP)
-    view = (1, o, c, i)
     y = np.empty(x.shape, dt) if out is None else out
-    mean = np.empty((1, c))
-    rstd = np.empty((1, c))
     w = np.ones(c, dt) if weight is None else weight
     b = np.zeros(c, dt) if bias is None else bias
     x4, y4 = x.reshape(view), y.reshape(view)
     factor = 1.0 if momentum is None else momentum  # num_batches_tracked None: 1 / (0 + 1)
-    if kern.small_generic(x4):  # one dispatch: the general path's serial kernels, compiled together
-        coef = np.empty((3, 1, c), dt)
+    if small[training is False]:  # one dispatch: the general path's serial kernels, compiled together
         if not training:
-            kern.small_eval(x4, rm, rv, eps, w, b, y4, mean, rstd, coef)
-            return y
-        ko, ki = kern.chunking(1, o, i)
-        part = np.zeros((2, 1, ko * ki, c))
-        scratch = np.empty((2, ko, c) if i == 1 else (2, 0, c), dt)
-        no_run = rm is None
-        kern.small_train(x4, ko, ki, eps, w, b, y4, mean, rstd, np.empty((1, c)), part, scratch, coef, factor,
-                         unbiased, kern.NO_RUNNING if no_run else rm, kern.NO_RUNNING if no_run else rv)
+            kern.small_eval(x4, rm, rv, eps, w, b, y4)
+        elif rm is None:
+            kern.small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, kern.NO_RUNNING, kern.NO_RUNNING)
+        else:
+            kern.small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, rm, rv)
         return y
+    mean = np.empty((1, c))
+    rstd = np.empty((1, c))
     if training:
         var = np.empty((1, c))
         kern.forward(x4, c, eps, w, b, y4, mean, rstd, var)

@@ -177,16 +177,36 @@ def _compute(dev, xa, ax, groups, w, b, eps, ctype, rtype, return_stats, *, out=
     return y, stat_result(dev, mean, sshape, ctype), stat_result(dev, rstd, sshape, ctype)
 
 
+#: per (shape, channel axis, groups) of plain calls: the (N, O, C, I) view and, when the
+#: rows path's serial kernel runs it, the (N, C, I) view to call that kernel on directly
+_PLANS = {}
+
+
+def _plan(shape, ax, groups):
+    view = group_view(shape, ax)
+    rows = (view[0], view[2], view[3]) if _dispatch.CPU.kernels(_OP).small_rows(view, groups) else None
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    plan = _PLANS[shape, ax, groups] = (view, rows)
+    return plan
+
+
 def _plain_forward(x, ax, groups, weight, bias, eps, out):
     """:func:`group_norm` for a call the ``_plain`` checks accepted: the general path's
     kernel without its checks (small calls are dominated by them)."""
-    view = group_view(x.shape, ax)
+    view, rows = _PLANS.get((x.shape, ax, groups)) or _plan(x.shape, ax, groups)
     nb, c = view[0], view[2]
     dt = x.dtype
     y = np.empty(x.shape, dt) if out is None else out
     st = np.empty((3, nb, groups))
-    _dispatch.CPU.kernels(_OP).forward(x.reshape(view), groups, eps, np.ones(c, dt) if weight is None else weight,
-                                       np.zeros(c, dt) if bias is None else bias, y.reshape(view), st[0], st[1], st[2])
+    w = np.ones(c, dt) if weight is None else weight
+    b = np.zeros(c, dt) if bias is None else bias
+    kern = _dispatch.CPU.kernels(_OP)
+    if rows is not None:  # what kern.forward runs for it, without its path choice
+        kern.rows_forward_serial(x.reshape(rows), groups, eps, w, b, y.reshape(rows), st[0], st[1], st[2],
+                                 np.empty((nb, c, 3), dt))
+    else:
+        kern.forward(x.reshape(view), groups, eps, w, b, y.reshape(view), st[0], st[1], st[2])
     return y
 
 

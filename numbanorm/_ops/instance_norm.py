@@ -8,8 +8,8 @@ Canonical view: ``(N, O, C, I)`` as in :mod:`.group_norm` (channels-first rows
 ``(N·C, spatial)``, channels-last ``(N, spatial, C)`` without transposing).
 """
 from .. import _dispatch, _validate
-from ._common import Output, canonical, check_disjoint, stat_result
-from .batch_norm import F64, batches_tracked, factor, increment, momentum_arg, running_stats, update_running
+from ._common import Output, canonical, stat_result
+from .batch_norm import F64, factor, increment, running_norm_args, update_running
 from .group_norm import group_view, grouped_backward, grouped_forward
 
 _OP = "instance_norm"
@@ -86,31 +86,10 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
                               weight=weight, bias=bias, out=out)
     xa = _validate.array(fn, "x", dev, x)
     ctype, rtype = _validate.float_dtypes(fn, "x", xa.dtype)
-    ax = _validate.channel_axis(fn, channel_axis, xa.ndim)
-    use_input_stats = _validate.flag(fn, use_input_stats, "use_input_stats")
-    mom = momentum_arg(fn, momentum)
-    eps = _validate.eps(fn, eps)
-    return_stats = _validate.flag(fn, return_stats, "return_stats")
-    unbiased = _validate.flag(fn, unbiased_running_var, "unbiased_running_var")
-    nb, o, c, i = group_view(xa.shape, ax)
-    s = o * i
-    rm, rv = running_stats(fn, dev, running_mean, running_var, c, update=use_input_stats)
-    if use_input_stats and s == 1:
-        raise ValueError(
-            f"{fn}(): argument 'x' must have more than 1 spatial element per instance when "
-            f"use_input_stats=True, got shape {tuple(xa.shape)}"
-        )
-    if not use_input_stats and rm is None:
-        raise ValueError(
-            f"{fn}(): arguments 'running_mean' and 'running_var' are required when "
-            "use_input_stats=False, got None"
-        )
-    w = _validate.param(fn, "weight", dev, weight, (c,), ctype)
-    b = _validate.param(fn, "bias", dev, bias, (c,), ctype)
-    count, nbt_arr = batches_tracked(fn, num_batches_tracked)
-    out_a = _validate.out(fn, dev, out, xa.shape, rtype)
-    if use_input_stats:
-        check_disjoint(fn, dev, out=out_a, running_mean=rm, running_var=rv)
+    ax, use_input_stats, mom, eps, return_stats, unbiased, _, rm, rv, w, b, count, nbt_arr, out_a = running_norm_args(
+        fn, dev, xa, group_view, "use_input_stats", use_input_stats,
+        "spatial element per instance when use_input_stats=True", channel_axis, momentum, eps, return_stats,
+        unbiased_running_var, running_mean, running_var, weight, bias, num_batches_tracked, out, ctype, rtype)
     if dev.deferred:  # the running statistics' update: once, by the builder (with the batch statistics)
         return dev.build("instance_norm", _compute, xa, ax, use_input_stats, w, b, rm, rv, eps, ctype, rtype,
                          return_stats, out=out, running=(running_mean, running_var, momentum, num_batches_tracked,
