@@ -20,8 +20,8 @@ axis to ``length - 1`` (positions further away are padding anyway).
 Thread mapping: the work is split into tasks, each a block of ``rows x L x cb`` values
 (``rows`` consecutive ``outer`` rows when ``inner == 1``, else one ``o`` and ``cb``
 consecutive ``inner`` positions, the "lanes"). A fixed number of chunks of consecutive
-tasks run in a ``prange``; each chunk owns zero-initialised scratch (allocated outside
-the ``prange``). A task
+tasks run on Python threads (:mod:`._threads`: the chunk kernels release the GIL); each
+chunk owns zero-initialised scratch (allocated before the launch). A task
 
 1. loads the squares of its block into the stage-0 buffer, which is padded with zeros
    (``lo`` before / ``hi`` after) on every window axis but the last, which is unpadded
@@ -57,8 +57,9 @@ calling the chunk function directly (no serial twin).
 
 Compile time: the helpers are ordinary (called, not ``inline="always"``) njit functions,
 so each is typed, lowered and cached once instead of once per call site, and the
-``prange`` kernels are thin loops over :func:`_forward_chunk` / :func:`_backward_chunk`
-(a parfor body full of loops cost 2-3 × its serial compile). Calls pass ``np.int64``
+chunk kernels run in parallel on threads rather than in a ``prange``: a ``parallel=True``
+kernel re-optimises and re-emits the linked chunk code in four LLVM modules, which was
+about half of the first call's compile time (see :mod:`._threads`). Calls pass ``np.int64``
 zeros and ones rather than literals, which would compile a second copy of a helper per
 literal signature. Measured with ``numbanorm bench --compile`` (README).
 
@@ -68,10 +69,10 @@ tasks, prefetch) are in :mod:`._local_response_norm_window`.
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _config
-from . import _work
+from . import _threads, _work
 from ._local_response_norm_window import U, _load, _ntasks, _ntasks_nb, _prefetch_task, _seg, _task, _window
 
 #: pow kinds: beta = 0.75, 0.5, 1, 0.25, 0, anything else
@@ -203,9 +204,10 @@ def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
             df[U(xb + i)] = gf[U(xb + i)] * p[U(pb + i)] + c2 * xf[U(xb + i)] * u[U(ub + i)]
 
 
-@njit(**_opts)
+@njit(nogil=True, **_opts)
 def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, buf, t0, t1):
-    """Tasks ``t0 .. t1 - 1`` of :func:`_forward` with the chunk's scratch row ``buf``."""
+    """Tasks ``t0 .. t1 - 1`` of :func:`forward` with the chunk's scratch row ``buf``
+    (scratch segments: stage buffers 0 .. nd, the last one holding the window sums)."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -225,21 +227,13 @@ def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf
             _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
 
 
-def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf, out, scratch):
-    """Scratch segments: stage buffers 0 .. nd (the last one holds the window sums).
-    A thin ``prange`` over chunks of tasks: the chunk body is one compiled function shared
-    by the parallel and serial twins (compiling it inside the parfor cost 2-3 × as long)."""
-    outer, length, inner = x.shape
-    ntasks = _ntasks_nb(outer, inner, rows, cb)
-    for ch in prange(nch):
-        _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, scratch[ch],
-                       ch * ntasks // nch, (ch + 1) * ntasks // nch)
-
-
-@njit(**_opts)
+@njit(nogil=True, **_opts)
 def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
                     buf, first, stop):
-    """Tasks ``first .. stop - 1`` of :func:`_backward` with the chunk's scratch row ``buf``."""
+    """Tasks ``first .. stop - 1`` of :func:`backward` with the chunk's scratch row ``buf``.
+
+    Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
+    place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums)."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
@@ -283,22 +277,6 @@ def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, 
             _grad_x(gf, xf, o0 * length, Z, buf, so, Z, buf, uo, df, I1, nr * length, c2)
         else:
             _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
-
-
-def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, nch, pf, grad_x,
-              scratch):
-    """Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
-    place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums).
-    A thin ``prange`` over :func:`_backward_chunk`, as :func:`_forward`."""
-    outer, length, inner = x.shape
-    ntasks = _ntasks_nb(outer, inner, rows, cb)
-    for ch in prange(nch):
-        _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
-                        scratch[ch], ch * ntasks // nch, (ch + 1) * ntasks // nch)
-
-
-_forward_par = numba.njit(parallel=True, **_opts)(_forward)
-_backward_par = numba.njit(parallel=True, **_opts)(_backward)
 
 
 def _plan(x, sp, lo, hi, backward):
@@ -351,13 +329,10 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
     pl = _plan(x, sp, lo, hi, False)
     t = x.dtype.type
     args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), pow_kind(beta),
-            pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, out, pl["scratch"])
-    if pl["serial"]:  # one chunk: its function directly (no serial twin to compile)
-        ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
-        _forward_chunk(*args[:13], args[14], args[15], pl["scratch"][0], 0, ntasks)
-    else:
-        with _config.KERNEL_LOCK:
-            _forward_par(*args)
+            pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, out)
+    nch, scratch = pl["nch"], pl["scratch"]
+    ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
+    _threads.run(lambda ch: _forward_chunk(*args, scratch[ch], ch * ntasks // nch, (ch + 1) * ntasks // nch), nch)
 
 
 def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
@@ -365,10 +340,7 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pl = _plan(x, sp, lo, hi, True)
     t = x.dtype.type
     args = (grad_out, x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), t(1),
-            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, grad_x, pl["scratch"])
-    if pl["serial"]:  # one chunk: its function directly (no serial twin to compile)
-        ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
-        _backward_chunk(*args[:15], args[16], args[17], pl["scratch"][0], 0, ntasks)
-    else:
-        with _config.KERNEL_LOCK:
-            _backward_par(*args)
+            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, grad_x)
+    nch, scratch = pl["nch"], pl["scratch"]
+    ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
+    _threads.run(lambda ch: _backward_chunk(*args, scratch[ch], ch * ntasks // nch, (ch + 1) * ntasks // nch), nch)
