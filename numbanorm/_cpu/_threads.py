@@ -8,17 +8,23 @@ was about half of its first call's compile time (~5 of 10 CPU s forward, ~6.5 of
 backward). A chunk kernel compiled once with ``nogil=True`` and called from threads needs
 no second compilation at all: the serial path calls it directly.
 
-:func:`run` calls ``call(ch)`` for every chunk ``ch < nch`` on the calling thread and up
-to ``numba.get_num_threads() - 1`` pool threads, which take chunks from a shared counter
-(dynamic scheduling: a core shared with other processes takes fewer chunks, as TBB's work
-stealing did). Results must not depend on which thread runs which chunk.
+:func:`run` calls ``call(counter)`` on the calling thread and on up to
+``numba.get_num_threads() - 1`` pool threads at once. ``call`` runs a kernel that takes its
+chunks from the shared ``counter`` with :func:`next_chunk` until they are used up (dynamic
+scheduling: a core shared with other processes takes fewer chunks, as TBB's work stealing
+did), so each thread enters compiled code once: a Python-level call per chunk cost ~10 µs
+of held GIL each (a 20-argument dispatch), which showed at the parallel threshold.
+Results must not depend on which thread runs which chunk.
 """
-import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _POOL = None
 _POOL_LOCK = threading.Lock()
@@ -44,26 +50,33 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+@intrinsic
+def next_chunk(typingctx, counter):
+    """``counter[0]`` before atomically adding 1 to it (``counter``: a 1-d int64 array)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.ndim == 1):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        one = context.get_constant(types.int64, 1)
+        return builder.atomic_rmw("add", ary.data, one, "monotonic")
+
+    return types.int64(counter), codegen
+
+
 def run(call, nch):
-    """``call(ch)`` for ``ch`` in ``range(nch)``, in parallel (see the module docstring).
-    Returns when every chunk has finished; the first exception raised is re-raised."""
+    """``call(counter)`` on up to ``min(numba.get_num_threads(), nch)`` threads at once, the
+    calling one included, with one fresh zero ``counter`` (see the module docstring).
+    Returns when every call has finished; the first exception raised is re-raised."""
+    counter = np.zeros(1, np.int64)
     helpers = min(numba.get_num_threads(), nch) - 1
     if helpers <= 0:
-        for ch in range(nch):
-            call(ch)
+        call(counter)
         return
-    chunks = itertools.count()  # next() is atomic under the GIL
-
-    def work():
-        for ch in chunks:
-            if ch >= nch:
-                return
-            call(ch)
-
     pool = _pool()
-    futures = [pool.submit(work) for _ in range(helpers)]
+    futures = [pool.submit(call, counter) for _ in range(helpers)]
     try:
-        work()
+        call(counter)
     finally:
         # helpers not started yet have nothing left to do; the others finish their chunk
         for f in futures:

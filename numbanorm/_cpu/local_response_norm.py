@@ -205,9 +205,10 @@ def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
 
 
 @njit(nogil=True, **_opts)
-def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, buf, t0, t1):
-    """Tasks ``t0 .. t1 - 1`` of :func:`forward` with the chunk's scratch row ``buf``
-    (scratch segments: stage buffers 0 .. nd, the last one holding the window sums)."""
+def _forward_chunks(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, scratch, counter):
+    """Chunks of :func:`forward`'s tasks, taken from ``counter`` (:func:`._threads.next_chunk`)
+    until all ``len(scratch)`` are done; chunk ``ch`` uses the scratch row ``scratch[ch]``
+    (segments: stage buffers 0 .. nd, the last one holding the window sums)."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -215,22 +216,27 @@ def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf
     ntasks = _ntasks_nb(outer, inner, rows, cb)
     so = offs[nd] + (mg if nd == 1 else 0)
     Z, I1 = np.int64(0), np.int64(1)  # not literals: one compiled helper for both call forms
-    for t in range(t0, t1):
-        o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-        _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
-        if pf:
-            _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-        _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
-        if cb == 1:
-            _write_y(xf, o0 * length, Z, buf, so, Z, of, I1, nr * length, k, alpha, beta, pk)
-        else:
-            _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
+    nch = scratch.shape[0]
+    ch = _threads.next_chunk(counter)
+    while ch < nch:
+        buf = scratch[ch]
+        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
+            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            if pf:
+                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
+            _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+            if cb == 1:
+                _write_y(xf, o0 * length, Z, buf, so, Z, of, I1, nr * length, k, alpha, beta, pk)
+            else:
+                _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
+        ch = _threads.next_chunk(counter)
 
 
 @njit(nogil=True, **_opts)
-def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
-                    buf, first, stop):
-    """Tasks ``first .. stop - 1`` of :func:`backward` with the chunk's scratch row ``buf``.
+def _backward_chunks(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
+                     scratch, counter):
+    """Chunks of :func:`backward`'s tasks, taken from ``counter`` as in :func:`_forward_chunks`.
 
     Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
     place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums)."""
@@ -248,35 +254,41 @@ def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, 
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
     Z, I1 = np.int64(0), np.int64(1)  # not literals: one compiled helper for both call forms
-    for t in range(first, stop):
-        o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-        _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
-        if pf:
-            if t == first:
-                _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
-            _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
-            _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-        _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
-        # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
-        if cb == 1 and nd == 1:
-            _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
-                    k, alpha, beta, one, pk)
-        else:
-            for r in range(nr):
-                for p in range(nps):
-                    b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
-                    pos = r * length + p * seglen
-                    if cb == 1:
-                        _grad_t(gf, xf, o0 * length + pos, Z, buf, so + pos, Z, buf, b, Z, I1, seglen,
-                                k, alpha, beta, one, pk)
-                    else:
-                        _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
-                                buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
-        _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
-        if cb == 1:
-            _grad_x(gf, xf, o0 * length, Z, buf, so, Z, buf, uo, df, I1, nr * length, c2)
-        else:
-            _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
+    nch = scratch.shape[0]
+    ch = _threads.next_chunk(counter)
+    while ch < nch:
+        buf = scratch[ch]
+        first = ch * ntasks // nch
+        for t in range(first, (ch + 1) * ntasks // nch):
+            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            if pf:
+                if t == first:
+                    _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
+                _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
+                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
+            _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+            # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
+            if cb == 1 and nd == 1:
+                _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
+                        k, alpha, beta, one, pk)
+            else:
+                for r in range(nr):
+                    for p in range(nps):
+                        b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
+                        pos = r * length + p * seglen
+                        if cb == 1:
+                            _grad_t(gf, xf, o0 * length + pos, Z, buf, so + pos, Z, buf, b, Z, I1, seglen,
+                                    k, alpha, beta, one, pk)
+                        else:
+                            _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
+                                    buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
+            _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
+            if cb == 1:
+                _grad_x(gf, xf, o0 * length, Z, buf, so, Z, buf, uo, df, I1, nr * length, c2)
+            else:
+                _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
+        ch = _threads.next_chunk(counter)
 
 
 def _plan(x, sp, lo, hi, backward):
@@ -330,9 +342,7 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
     t = x.dtype.type
     args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), pow_kind(beta),
             pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, out)
-    nch, scratch = pl["nch"], pl["scratch"]
-    ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
-    _threads.run(lambda ch: _forward_chunk(*args, scratch[ch], ch * ntasks // nch, (ch + 1) * ntasks // nch), nch)
+    _threads.run(lambda counter: _forward_chunks(*args, pl["scratch"], counter), pl["nch"])
 
 
 def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
@@ -341,6 +351,4 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     t = x.dtype.type
     args = (grad_out, x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), t(1),
             pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, grad_x)
-    nch, scratch = pl["nch"], pl["scratch"]
-    ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
-    _threads.run(lambda ch: _backward_chunk(*args, scratch[ch], ch * ntasks // nch, (ch + 1) * ntasks // nch), nch)
+    _threads.run(lambda counter: _backward_chunks(*args, pl["scratch"], counter), pl["nch"])
