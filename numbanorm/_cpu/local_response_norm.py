@@ -73,7 +73,8 @@ from numba import njit
 
 from .. import _config
 from . import _threads, _work
-from ._local_response_norm_window import U, _load, _ntasks, _ntasks_nb, _prefetch_task, _seg, _task, _window
+from ._local_response_norm_window import (U, _helper_opts, _load, _ntasks, _ntasks_nb, _prefetch_task, _seg, _task,
+                                         _window)
 
 #: pow kinds: beta = 0.75, 0.5, 1, 0.25, 0, anything else
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
@@ -119,7 +120,7 @@ def _bpow(b, pk, beta):
     return b ** beta
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
     """of[xo + l xs + i] = x / (k + alpha * s[so + l ss + i]) ** beta for l < nl, i < n
     (one loop nest per pow kind, so each inner loop vectorises)."""
@@ -155,7 +156,7 @@ def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
                 of[U(xb + i)] = xf[U(xb + i)] / _bpow(k + alpha * s[U(sb + i)], pk, beta)
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk):
     """s <- p = base ** -beta; t <- dy x p / base (base = k + alpha s), over an
     (nl, n) block with strides xs (x, dy), ss (s) and ts (t)."""
@@ -193,7 +194,7 @@ def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk
                 s[U(sb + i)] = pi
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
     """dx = dy p + c2 x u over an (nl, n) block (u shares p's layout, at ``uo``)."""
     for l in range(nl):
