@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 _POOL = None
@@ -41,7 +40,8 @@ def _pool():
 
 def _forget_pool():
     """In a forked child: the parent's pool threads do not exist there, so its pool would
-    queue work nobody runs; the child builds its own on first use."""
+    queue work nobody runs (the calling thread would then take every chunk itself, and
+    cancel the queued calls: correct, but serial); the child builds its own on first use."""
     global _POOL, _POOL_LOCK
     _POOL, _POOL_LOCK = None, threading.Lock()
 
@@ -69,7 +69,7 @@ def run(call, nch):
     calling one included, with one fresh zero ``counter`` (see the module docstring).
     Returns when every call has finished; the first exception raised is re-raised."""
     counter = np.zeros(1, np.int64)
-    helpers = min(numba.get_num_threads(), nch) - 1
+    helpers = 0 if nch <= 1 else min(numba.get_num_threads(), nch) - 1
     if helpers <= 0:
         call(counter)
         return

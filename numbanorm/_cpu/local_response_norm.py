@@ -320,11 +320,13 @@ def _plan(x, sp, lo, hi, backward):
         seg = seg + seg
     offs = np.concatenate([[0], np.cumsum(seg)]).astype(np.int64)
     ntasks = _ntasks(outer, inner, rows, cb)
-    threads = numba.get_num_threads()
-    nch = 1 if serial else max(1, min(ntasks, CHUNKS_PER_THREAD * threads))
-    # big blocks (large spatial maps within a channel): fewer chunks, at least one per thread
-    by_memory = SCRATCH_BYTES // max(1, int(offs[-1]) * x.itemsize)
-    nch = max(min(nch, threads), min(nch, by_memory))
+    nch = 1
+    if not serial:  # (the first numba.get_num_threads() starts the threading layer: ~50 ms)
+        threads = numba.get_num_threads()
+        nch = max(1, min(ntasks, CHUNKS_PER_THREAD * threads))
+        # big blocks (large spatial maps within a channel): fewer chunks, at least one per thread
+        by_memory = SCRATCH_BYTES // max(1, int(offs[-1]) * x.itemsize)
+        nch = max(min(nch, threads), min(nch, by_memory))
     # one zeroed scratch row per chunk (numba.get_thread_id() would allow one per thread,
     # but Numba 0.68 segfaults when a cached function calling it is reloaded)
     scratch = _work.zeros("lrn.scratch", (nch, int(offs[-1])), x.dtype)  # reused: see _work
