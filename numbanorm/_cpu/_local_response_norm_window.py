@@ -19,12 +19,16 @@ from ._stream import prefetch as _prefetch
 
 _opts = _config.JIT_OPTIONS
 
+#: options of the helpers, which only compiled code calls: no CPython or C entry point
+#: wrappers (~15 % of a first call's compile time went into building them for every helper)
+_helper_opts = dict(_opts, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
 #: unsigned index type: indexing with it skips Numba's negative-index wrap-around, which
 #: lets LLVM vectorise loops over computed offsets
 U = np.uintp
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _tapsum(src, sbase, stride, w, n, dst, dbase):
     """dst[dbase + i] = sum_{d < w} src[sbase + d * stride + i] for i < n.
 
@@ -57,7 +61,7 @@ def _tapsum(src, sbase, stride, w, n, dst, dbase):
                 dst[U(dbase + i)] += src[U(sd + i)]
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _seg(sp, wa, off, r, p, cb, mg):
     """Stage-0 index of the first element of interior segment ``p`` of row ``r``.
 
@@ -81,7 +85,7 @@ def _seg(sp, wa, off, r, p, cb, mg):
     return mg + base * sp[nd - 1] * cb
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _sq_block(xf, xo, xs, dst, do, ds, nl, n):
     """dst[do + l ds + i] = xf[xo + l xs + i] ** 2 for l < nl, i < n (one call per
     block: array arguments of called helpers are reference-counted per call)."""
@@ -93,7 +97,7 @@ def _sq_block(xf, xo, xs, dst, do, ds, nl, n):
             dst[U(db + i)] = v * v
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _load(xf, o0, nr, c0, nc, length, inner, sp, wa, off, cb, mg, buf, b0):
     """Squares of the block into the stage-0 buffer at ``buf[b0:]`` (interior at ``off``)."""
     nd = sp.shape[0]
@@ -113,7 +117,7 @@ def _load(xf, o0, nr, c0, nc, length, inner, sp, wa, off, cb, mg, buf, b0):
                 _sq_block(xf, pos * inner + c0, inner, buf, b, cb, seglen, nc)
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi):
     j0 = max(0, l - lo)
     j1 = min(last - 1, l + hi)
@@ -132,7 +136,7 @@ def _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi):
             buf[U(o + q)] += buf[U(sj + q)]
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _edge_fix(buf, src, dst, nruns, last, cb, lo, hi):
     """Recompute the clipped last-axis window sums of the first ``lo`` and the last ``hi``
     positions of every run (the flat tap sum read across run boundaries there)."""
@@ -146,7 +150,7 @@ def _edge_fix(buf, src, dst, nruns, last, cb, lo, hi):
             _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi)
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _window(buf, offs, first, sp, wa, lo, hi, nr, cb, mg):
     """Window sums of the stage-0 buffer ``first`` through the stage buffers
     first+1 .. first+nd of ``buf`` (last axis first, then axes nd-2 .. 0). ``lo``/``hi``:
@@ -178,7 +182,7 @@ def _window(buf, offs, first, sp, wa, lo, hi, nr, cb, mg):
             _tapsum(buf, src + pr * la_src * post, post, wa[a], la_dst * post, buf, dst + pr * la_dst * post)
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _task(t, outer, inner, rows, cb):
     """(o0, number of rows, c0, number of valid lanes) of task ``t``."""
     if inner == 1:
@@ -190,7 +194,7 @@ def _task(t, outer, inner, rows, cb):
     return o0, 1, c0, min(cb, inner - c0)
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _prefetch_task(xf, t, ntasks, outer, length, inner, rows, cb):
     """Prefetch the strided rows of task ``t`` (only for lanes blocks: cb > 1)."""
     if cb == 1 or t >= ntasks:
@@ -209,4 +213,4 @@ def _ntasks(outer, inner, rows, cb):
     return outer * ((inner + cb - 1) // cb)
 
 
-_ntasks_nb = njit(**_opts)(_ntasks)
+_ntasks_nb = njit(**_helper_opts)(_ntasks)

@@ -20,8 +20,8 @@ axis to ``length - 1`` (positions further away are padding anyway).
 Thread mapping: the work is split into tasks, each a block of ``rows x L x cb`` values
 (``rows`` consecutive ``outer`` rows when ``inner == 1``, else one ``o`` and ``cb``
 consecutive ``inner`` positions, the "lanes"). A fixed number of chunks of consecutive
-tasks run in a ``prange``; each chunk owns zero-initialised scratch (allocated outside
-the ``prange``). A task
+tasks run on Python threads (:mod:`._threads`: the chunk kernels release the GIL); each
+chunk owns zero-initialised scratch (allocated before the launch). A task
 
 1. loads the squares of its block into the stage-0 buffer, which is padded with zeros
    (``lo`` before / ``hi`` after) on every window axis but the last, which is unpadded
@@ -57,8 +57,9 @@ calling the chunk function directly (no serial twin).
 
 Compile time: the helpers are ordinary (called, not ``inline="always"``) njit functions,
 so each is typed, lowered and cached once instead of once per call site, and the
-``prange`` kernels are thin loops over :func:`_forward_chunk` / :func:`_backward_chunk`
-(a parfor body full of loops cost 2-3 × its serial compile). Calls pass ``np.int64``
+chunk kernels run in parallel on threads rather than in a ``prange``: a ``parallel=True``
+kernel re-optimises and re-emits the linked chunk code in four LLVM modules, which was
+about half of the first call's compile time (see :mod:`._threads`). Calls pass ``np.int64``
 zeros and ones rather than literals, which would compile a second copy of a helper per
 literal signature. Measured with ``numbanorm bench --compile`` (README).
 
@@ -68,11 +69,12 @@ tasks, prefetch) are in :mod:`._local_response_norm_window`.
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _config
-from . import _work
-from ._local_response_norm_window import U, _load, _ntasks, _ntasks_nb, _prefetch_task, _seg, _task, _window
+from . import _threads, _work
+from ._local_response_norm_window import (U, _helper_opts, _load, _ntasks, _ntasks_nb, _prefetch_task, _seg, _task,
+                                         _window)
 
 #: pow kinds: beta = 0.75, 0.5, 1, 0.25, 0, anything else
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
@@ -118,7 +120,7 @@ def _bpow(b, pk, beta):
     return b ** beta
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
     """of[xo + l xs + i] = x / (k + alpha * s[so + l ss + i]) ** beta for l < nl, i < n
     (one loop nest per pow kind, so each inner loop vectorises)."""
@@ -154,7 +156,7 @@ def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
                 of[U(xb + i)] = xf[U(xb + i)] / _bpow(k + alpha * s[U(sb + i)], pk, beta)
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk):
     """s <- p = base ** -beta; t <- dy x p / base (base = k + alpha s), over an
     (nl, n) block with strides xs (x, dy), ss (s) and ts (t)."""
@@ -192,7 +194,7 @@ def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk
                 s[U(sb + i)] = pi
 
 
-@njit(**_opts)
+@njit(**_helper_opts)
 def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
     """dx = dy p + c2 x u over an (nl, n) block (u shares p's layout, at ``uo``)."""
     for l in range(nl):
@@ -203,9 +205,11 @@ def _grad_x(gf, xf, xo, xs, p, po, ps, u, uo, df, nl, n, c2):
             df[U(xb + i)] = gf[U(xb + i)] * p[U(pb + i)] + c2 * xf[U(xb + i)] * u[U(ub + i)]
 
 
-@njit(**_opts)
-def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, buf, t0, t1):
-    """Tasks ``t0 .. t1 - 1`` of :func:`_forward` with the chunk's scratch row ``buf``."""
+@njit(nogil=True, **_opts)
+def _forward_chunks(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, scratch, counter):
+    """Chunks of :func:`forward`'s tasks, taken from ``counter`` (:func:`._threads.next_chunk`)
+    until all ``len(scratch)`` are done; chunk ``ch`` uses the scratch row ``scratch[ch]``
+    (segments: stage buffers 0 .. nd, the last one holding the window sums)."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -213,33 +217,30 @@ def _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf
     ntasks = _ntasks_nb(outer, inner, rows, cb)
     so = offs[nd] + (mg if nd == 1 else 0)
     Z, I1 = np.int64(0), np.int64(1)  # not literals: one compiled helper for both call forms
-    for t in range(t0, t1):
-        o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-        _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
-        if pf:
-            _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-        _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
-        if cb == 1:
-            _write_y(xf, o0 * length, Z, buf, so, Z, of, I1, nr * length, k, alpha, beta, pk)
-        else:
-            _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
+    nch = scratch.shape[0]
+    ch = _threads.next_chunk(counter)
+    while ch < nch:
+        buf = scratch[ch]
+        for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
+            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            if pf:
+                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
+            _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+            if cb == 1:
+                _write_y(xf, o0 * length, Z, buf, so, Z, of, I1, nr * length, k, alpha, beta, pk)
+            else:
+                _write_y(xf, o0 * length * inner + c0, inner, buf, so, cb, of, length, nc, k, alpha, beta, pk)
+        ch = _threads.next_chunk(counter)
 
 
-def _forward(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, nch, pf, out, scratch):
-    """Scratch segments: stage buffers 0 .. nd (the last one holds the window sums).
-    A thin ``prange`` over chunks of tasks: the chunk body is one compiled function shared
-    by the parallel and serial twins (compiling it inside the parfor cost 2-3 × as long)."""
-    outer, length, inner = x.shape
-    ntasks = _ntasks_nb(outer, inner, rows, cb)
-    for ch in prange(nch):
-        _forward_chunk(x, sp, wa, lo, hi, k, alpha, beta, pk, rows, cb, mg, offs, pf, out, scratch[ch],
-                       ch * ntasks // nch, (ch + 1) * ntasks // nch)
+@njit(nogil=True, **_opts)
+def _backward_chunks(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
+                     scratch, counter):
+    """Chunks of :func:`backward`'s tasks, taken from ``counter`` as in :func:`_forward_chunks`.
 
-
-@njit(**_opts)
-def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
-                    buf, first, stop):
-    """Tasks ``first .. stop - 1`` of :func:`_backward` with the chunk's scratch row ``buf``."""
+    Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
+    place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums)."""
     outer, length, inner = x.shape
     xf = x.reshape(-1)
     gf = grad_out.reshape(-1)
@@ -254,51 +255,41 @@ def _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, 
     seglen = sp[nd - 1] if nd == 1 else sp[nd - 2] * sp[nd - 1]
     nps = length // seglen
     Z, I1 = np.int64(0), np.int64(1)  # not literals: one compiled helper for both call forms
-    for t in range(first, stop):
-        o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
-        _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
-        if pf:
-            if t == first:
-                _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
-            _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
-            _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-        _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
-        # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
-        if cb == 1 and nd == 1:
-            _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
-                    k, alpha, beta, one, pk)
-        else:
-            for r in range(nr):
-                for p in range(nps):
-                    b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
-                    pos = r * length + p * seglen
-                    if cb == 1:
-                        _grad_t(gf, xf, o0 * length + pos, Z, buf, so + pos, Z, buf, b, Z, I1, seglen,
-                                k, alpha, beta, one, pk)
-                    else:
-                        _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
-                                buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
-        _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
-        if cb == 1:
-            _grad_x(gf, xf, o0 * length, Z, buf, so, Z, buf, uo, df, I1, nr * length, c2)
-        else:
-            _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
-
-
-def _backward(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, nch, pf, grad_x,
-              scratch):
-    """Scratch segments: forward stages 0 .. nd (window sums, then p = s ** -beta in
-    place), transposed stages nd+1 .. 2nd+1 (t = dy x p / s, then its window sums).
-    A thin ``prange`` over :func:`_backward_chunk`, as :func:`_forward`."""
-    outer, length, inner = x.shape
-    ntasks = _ntasks_nb(outer, inner, rows, cb)
-    for ch in prange(nch):
-        _backward_chunk(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows, cb, mg, offs, pf, grad_x,
-                        scratch[ch], ch * ntasks // nch, (ch + 1) * ntasks // nch)
-
-
-_forward_par = numba.njit(parallel=True, **_opts)(_forward)
-_backward_par = numba.njit(parallel=True, **_opts)(_backward)
+    nch = scratch.shape[0]
+    ch = _threads.next_chunk(counter)
+    while ch < nch:
+        buf = scratch[ch]
+        first = ch * ntasks // nch
+        for t in range(first, (ch + 1) * ntasks // nch):
+            o0, nr, c0, nc = _task(t, outer, inner, rows, cb)
+            _load(xf, o0, nr, c0, nc, length, inner, sp, wa, lo, cb, mg, buf, offs[0])
+            if pf:
+                if t == first:
+                    _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
+                _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
+                _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
+            _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
+            # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
+            if cb == 1 and nd == 1:
+                _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
+                        k, alpha, beta, one, pk)
+            else:
+                for r in range(nr):
+                    for p in range(nps):
+                        b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
+                        pos = r * length + p * seglen
+                        if cb == 1:
+                            _grad_t(gf, xf, o0 * length + pos, Z, buf, so + pos, Z, buf, b, Z, I1, seglen,
+                                    k, alpha, beta, one, pk)
+                        else:
+                            _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
+                                    buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
+            _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
+            if cb == 1:
+                _grad_x(gf, xf, o0 * length, Z, buf, so, Z, buf, uo, df, I1, nr * length, c2)
+            else:
+                _grad_x(gf, xf, o0 * length * inner + c0, inner, buf, so, cb, buf, uo, df, length, nc, c2)
+        ch = _threads.next_chunk(counter)
 
 
 def _plan(x, sp, lo, hi, backward):
@@ -329,11 +320,13 @@ def _plan(x, sp, lo, hi, backward):
         seg = seg + seg
     offs = np.concatenate([[0], np.cumsum(seg)]).astype(np.int64)
     ntasks = _ntasks(outer, inner, rows, cb)
-    threads = numba.get_num_threads()
-    nch = 1 if serial else max(1, min(ntasks, CHUNKS_PER_THREAD * threads))
-    # big blocks (large spatial maps within a channel): fewer chunks, at least one per thread
-    by_memory = SCRATCH_BYTES // max(1, int(offs[-1]) * x.itemsize)
-    nch = max(min(nch, threads), min(nch, by_memory))
+    nch = 1
+    if not serial:  # (the first numba.get_num_threads() starts the threading layer: ~50 ms)
+        threads = numba.get_num_threads()
+        nch = max(1, min(ntasks, CHUNKS_PER_THREAD * threads))
+        # big blocks (large spatial maps within a channel): fewer chunks, at least one per thread
+        by_memory = SCRATCH_BYTES // max(1, int(offs[-1]) * x.itemsize)
+        nch = max(min(nch, threads), min(nch, by_memory))
     # one zeroed scratch row per chunk (numba.get_thread_id() would allow one per thread,
     # but Numba 0.68 segfaults when a cached function calling it is reloaded)
     scratch = _work.zeros("lrn.scratch", (nch, int(offs[-1])), x.dtype)  # reused: see _work
@@ -351,13 +344,8 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
     pl = _plan(x, sp, lo, hi, False)
     t = x.dtype.type
     args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), pow_kind(beta),
-            pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, out, pl["scratch"])
-    if pl["serial"]:  # one chunk: its function directly (no serial twin to compile)
-        ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
-        _forward_chunk(*args[:13], args[14], args[15], pl["scratch"][0], 0, ntasks)
-    else:
-        with _config.KERNEL_LOCK:
-            _forward_par(*args)
+            pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, out)
+    _threads.run(lambda counter: _forward_chunks(*args, pl["scratch"], counter), pl["nch"])
 
 
 def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
@@ -365,10 +353,5 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pl = _plan(x, sp, lo, hi, True)
     t = x.dtype.type
     args = (grad_out, x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), t(1),
-            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], pl["nch"], PREFETCH, grad_x, pl["scratch"])
-    if pl["serial"]:  # one chunk: its function directly (no serial twin to compile)
-        ntasks = _ntasks(*x.shape[::2], pl["rows"], pl["cb"])
-        _backward_chunk(*args[:15], args[16], args[17], pl["scratch"][0], 0, ntasks)
-    else:
-        with _config.KERNEL_LOCK:
-            _backward_par(*args)
+            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, grad_x)
+    _threads.run(lambda counter: _backward_chunks(*args, pl["scratch"], counter), pl["nch"])

@@ -1,0 +1,101 @@
+"""The Python-thread launcher of chunk kernels (numbanorm/_cpu/_threads.py, used by the
+local response norm): every chunk runs exactly once, parallel and serial results are
+bitwise equal, concurrent callers and forked children work."""
+import multiprocessing
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+import numbanorm
+from numbanorm import _config
+from numbanorm._cpu import _threads
+
+
+@numba.njit(nogil=True)
+def _take(counter, hits):
+    ch = _threads.next_chunk(counter)
+    while ch < hits.size:
+        hits[ch] += 1
+        ch = _threads.next_chunk(counter)
+
+
+@pytest.mark.parametrize("nch", [1, 2, 3, 64, 1000])
+def test_every_chunk_runs_exactly_once(nch):
+    for _ in range(20):
+        hits = np.zeros(nch, np.int64)
+        _threads.run(lambda counter: _take(counter, hits), nch)
+        assert (hits == 1).all()
+
+
+def test_an_exception_in_a_thread_is_raised():
+    def boom(counter):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        _threads.run(boom, 8)
+    hits = np.zeros(8, np.int64)  # the pool still works afterwards
+    _threads.run(lambda counter: _take(counter, hits), 8)
+    assert (hits == 1).all()
+
+
+def _lrn(x, g):
+    return (numbanorm.local_response_norm(x, 5), numbanorm.local_response_norm_backward(g, x, 5),
+            numbanorm.local_response_norm(x, 3, mode="within_channel"))
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, 16, 24, 24)).astype(np.float32)  # above the serial threshold
+    return x, rng.standard_normal(x.shape).astype(np.float32)
+
+
+def test_parallel_equals_serial_bitwise(monkeypatch):
+    x, g = _inputs()
+    par = _lrn(x, g)
+    monkeypatch.setattr(_config, "SERIAL_THRESHOLD", x.size + 1)
+    ser = _lrn(x, g)
+    for a, b in zip(par, ser):
+        assert np.array_equal(a, b)
+
+
+def test_concurrent_python_threads():
+    x, g = _inputs(1)
+    expected = _lrn(x, g)
+    results, errors = [None] * 4, []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                results[i] = _lrn(x, g)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    for r in results:
+        assert all(np.array_equal(a, b) for a, b in zip(r, expected))
+
+
+def _child(q):
+    x, g = _inputs(2)
+    q.put([float(np.abs(a).sum()) for a in _lrn(x, g)])
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_fork_after_the_pool_ran_in_the_parent():
+    x, g = _inputs(2)
+    expected = [float(np.abs(a).sum()) for a in _lrn(x, g)]  # the parent's pool threads exist now
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q,))
+    p.start()
+    got = q.get(timeout=120)
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    assert got == expected
