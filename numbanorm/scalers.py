@@ -39,6 +39,20 @@ from ._scaler_base import (  # noqa: F401 - HAVE_SKLEARN, NotFittedError, Invali
 from ._scaler_data import _check_bool, _Data, _inf_error, _sample_weight
 
 
+def _fitted_input(est, X, method):
+    """The checked input of a fitted scaler's ``transform``/``inverse_transform``: fitted,
+    ``X`` in the namespace of the fitted attributes, the fitted feature count (names too for
+    ``transform``), no infinities."""
+    check_is_fitted(est)
+    est._check_namespace(X, method)
+    inverse = method == "inverse_transform"
+    data = _Data(est, X, method, reset=False, check_features=not inverse)
+    if inverse:
+        _check_n_features(est, data.f, reset=False)
+    data.check_inf()
+    return data
+
+
 # --------------------------------------------------------------------------- StandardScaler
 
 
@@ -220,12 +234,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         X_tr : array like ``X`` (NumPy, GPU or lazy Dask), float32 kept as float32
         """
-        check_is_fitted(self)
-        self._check_namespace(X, "transform")
         copy = self.copy if copy is None else copy
-        data = _Data(self, X, "transform", reset=False)
-        data.check_inf()
-        return data.apply(*self._params(), copy=copy)
+        return _fitted_input(self, X, "transform").apply(*self._params(), copy=copy)
 
     def fit_transform(self, X, y=None, **fit_params):
         """Fit to ``X`` and standardize it (one statistics pass, one transform pass).
@@ -259,12 +269,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         X_original : array like ``X``
         """
-        check_is_fitted(self)
-        self._check_namespace(X, "inverse_transform")
         copy = self.copy if copy is None else copy
-        data = _Data(self, X, "inverse_transform", reset=False, check_features=False)
-        _check_n_features(self, data.f, reset=False)
-        data.check_inf()
+        data = _fitted_input(self, X, "inverse_transform")
         mul = self.scale_ if self.with_std else 1.0
         add = self.mean_ if self.with_mean else 0.0
         return data.apply(0.0, mul, 1.0, add, copy=copy)
@@ -397,6 +403,10 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._fit_batch(X)
         return self
 
+    def _check_namespace(self, X, method):
+        if HAVE_SKLEARN:
+            _scaler_api.check_same_namespace(X, self, "scale_", method)
+
     def _fit_batch(self, X):
         lo, hi = self._check_params()
         if _sparse(X):
@@ -432,13 +442,8 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         Xt : array like ``X``
         """
-        check_is_fitted(self)
-        if HAVE_SKLEARN:
-            _scaler_api.check_same_namespace(X, self, "scale_", "transform")
-        lo, hi = self._check_params()
-        data = _Data(self, X, "transform", reset=False)
-        data.check_inf()
-        return data.apply(0.0, self.scale_, 1.0, self.min_, copy=self.copy, lo=lo, hi=hi, clip=self.clip)
+        data = _fitted_input(self, X, "transform")
+        return self._scale(data, *self._check_params())
 
     def fit_transform(self, X, y=None, **fit_params):
         """Fit to ``X`` and scale it (one min/max pass, one transform pass).
@@ -454,7 +459,9 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Xt : array like ``X``
         """
         self._reset()
-        data, lo, hi = self._fit_batch(X)
+        return self._scale(*self._fit_batch(X))
+
+    def _scale(self, data, lo, hi):
         return data.apply(0.0, self.scale_, 1.0, self.min_, copy=self.copy, lo=lo, hi=hi, clip=self.clip)
 
     def inverse_transform(self, X):
@@ -468,13 +475,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         X_original : array like ``X``
         """
-        check_is_fitted(self)
-        if HAVE_SKLEARN:
-            _scaler_api.check_same_namespace(X, self, "scale_", "inverse_transform")
-        data = _Data(self, X, "inverse_transform", reset=False, check_features=False)
-        _check_n_features(self, data.f, reset=False)
-        data.check_inf()
-        return data.apply(self.min_, 1.0, self.scale_, 0.0, copy=self.copy)
+        return _fitted_input(self, X, "inverse_transform").apply(self.min_, 1.0, self.scale_, 0.0, copy=self.copy)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

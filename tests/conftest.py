@@ -53,3 +53,13 @@ def on_gpu():
     from numbanorm._dispatch import force_device
 
     return lambda: force_device("cuda")
+
+
+@pytest.fixture
+def small_blocks():
+    """Small blocks, few blocks in the grid and many chunks: several blocks and chunks really
+    run (the channel norms' CUDA kernels; test modules of other kernels override it)."""
+    from numbanorm._cuda import _layout
+
+    with _layout.launch_settings(threads_per_block=32, max_blocks=3, partial_blocks=64):
+        yield

@@ -5,7 +5,8 @@ possible: no kernels, no canonical views, no cleverness. Tests compare the fast
 functions with these, and with PyTorch when it is installed. Inputs are converted to
 float64; results are float64.
 
-Sections are appended per normalization; keep each self-contained.
+Sections are appended per normalization; keep each self-contained. The last section holds
+the test-data and finite-difference helpers the channel-norm tests share.
 """
 import numpy as np
 
@@ -343,3 +344,49 @@ def weight_standardize_backward(grad_out, weight, eps=1e-5):
     what = (w - mean) * rstd
     return rstd * (g - g.sum(axis=axes, keepdims=True) / n
                    - what * (g * what).sum(axis=axes, keepdims=True) / n)
+
+
+# --- shared test helpers (not twins) ---------------------------------------------------------
+
+
+def channels_last(a):
+    """The same data channels-last: (N, C, *S) -> (N, *S, C), C-contiguous."""
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def channels_first(a, channel_axis):
+    """``a`` of the layout ``channel_axis`` selects (1, or -1: channels-last) as (N, C, *S)."""
+    return a if channel_axis == 1 else np.moveaxis(a, -1, 1)
+
+
+def channel_data(rng, shape, dtype=np.float64, channel_axis=1):
+    """Test input of the logical (N, C, *S) ``shape``, channels-last memory for ``channel_axis=-1``."""
+    x = rng.standard_normal(shape) * 2 + 0.5
+    return (x if channel_axis == 1 else channels_last(x)).astype(dtype)
+
+
+def channel_pair(rng, c, dtype=np.float64):
+    """(standard normal, uniform in [0.5, 1.5)) vectors of length ``c``: weight and bias, or
+    running mean and variance."""
+    return rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype)
+
+
+def assert_matches_differences(loss, args, grads, h=1e-6, rtol=1e-6, atol=1e-7):
+    """Each ``grads[name]`` equals the central differences of the scalar ``loss(**args)`` in
+    ``args[name]`` (one element at a time, step ``h``)."""
+    for name, grad in grads.items():
+        arr = args[name]
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            d = np.zeros_like(arr)
+            d[idx] = h
+            num[idx] = (loss(**{**args, name: arr + d}) - loss(**{**args, name: arr - d})) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=rtol, atol=atol)
+
+
+def assert_torch_grads(grads, tensors, channel_axis, rtol=1e-9, atol=1e-11):
+    """(grad_x, grad_weight, grad_bias) equal the ``.grad`` of PyTorch's (x, weight, bias)
+    leaves; ``grad_x`` is in the ``channel_axis`` layout, the tensors channels-first."""
+    gx, gw, gb = grads
+    for ours, t in zip((channels_first(gx, channel_axis), gw, gb), tensors):
+        np.testing.assert_allclose(ours, t.grad.numpy(), rtol=rtol, atol=atol)

@@ -7,24 +7,10 @@ from hypothesis import strategies as st
 from numbanorm import _dispatch, batch_norm, batch_norm_backward
 
 import reference as ref
+from reference import channel_data as _data, channel_pair as _stats, channels_last as _last
 
 TOL = {np.float16: 2e-2, np.float32: 2e-5, np.float64: 1e-12}
 SHAPES = [(8, 5), (4, 3, 7), (3, 4, 5, 6), (2, 3, 2, 3, 4)]
-
-
-def _last(a):
-    """The same data channels-last: (N, C, *S) -> (N, *S, C), C-contiguous."""
-    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
-
-
-def _data(rng, shape, dtype=np.float64, channel_axis=1):
-    x = rng.standard_normal(shape) * 2 + 0.5
-    x = x if channel_axis == 1 else _last(x)
-    return x.astype(dtype)
-
-
-def _stats(rng, c, dtype=np.float64):
-    return rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype)
 
 
 # --- forward against the reference twin ------------------------------------------------------
@@ -113,18 +99,11 @@ def test_finite_differences(rng):
         w, b = _stats(rng, 2)
         g = _data(rng, x.shape)
         gx, gw, gb = batch_norm_backward(g, x, w, channel_axis=channel_axis)
-        h = 1e-6
 
-        def loss(xx=x, ww=w, bb=b):
+        def loss(xx, ww, bb):
             return float((batch_norm(xx, None, None, ww, bb, training=True, channel_axis=channel_axis) * g).sum())
 
-        for name, arr, grad in (("xx", x, gx), ("ww", w, gw), ("bb", b, gb)):
-            num = np.zeros_like(arr)
-            for idx in np.ndindex(arr.shape):
-                d = np.zeros_like(arr)
-                d[idx] = h
-                num[idx] = (loss(**{name: arr + d}) - loss(**{name: arr - d})) / (2 * h)
-            np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+        ref.assert_matches_differences(loss, dict(xx=x, ww=w, bb=b), dict(xx=gx, ww=gw, bb=gb))
 
 
 # --- PyTorch parity -----------------------------------------------------------------------
@@ -145,25 +124,21 @@ def test_torch_parity_forward_running_stats_and_autograd(torch, rng, shape, chan
     ty.backward(torch.tensor(g))
     xin, gin = (a if channel_axis == 1 else _last(a) for a in (x, g))
     y = batch_norm(xin, rm, rv, w, b, training=True, momentum=0.3, eps=1e-4, channel_axis=channel_axis)
-    y = y if channel_axis == 1 else np.moveaxis(y, -1, 1)
+    y = ref.channels_first(y, channel_axis)
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rm, trm.numpy(), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-13, atol=1e-15)
-    gx, gw, gb = batch_norm_backward(gin, xin, w, eps=1e-4, channel_axis=channel_axis)
-    gx = gx if channel_axis == 1 else np.moveaxis(gx, -1, 1)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-9, atol=1e-11)
+    ref.assert_torch_grads(batch_norm_backward(gin, xin, w, eps=1e-4, channel_axis=channel_axis), (tx, tw, tb), channel_axis)
     # eval mode, forward and autograd
     tx.grad = None
     te = F.batch_norm(tx, trm, trv, tw, tb, training=False, eps=1e-4)
     te.backward(torch.tensor(g))
     ye = batch_norm(xin, rm, rv, w, b, eps=1e-4, channel_axis=channel_axis)
-    ye = ye if channel_axis == 1 else np.moveaxis(ye, -1, 1)
+    ye = ref.channels_first(ye, channel_axis)
     np.testing.assert_allclose(ye, te.detach().numpy(), rtol=1e-12, atol=1e-12)
     gx = batch_norm_backward(gin, xin, w, training=False, running_mean=rm, running_var=rv, eps=1e-4,
                              channel_axis=channel_axis)[0]
-    gx = gx if channel_axis == 1 else np.moveaxis(gx, -1, 1)
+    gx = ref.channels_first(gx, channel_axis)
     np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
 
 
@@ -541,15 +516,6 @@ def test_property_matches_reference(shape, channel_axis, dtype, training, offset
 
 
 # --- GPU (CUDA simulator) -----------------------------------------------------------------
-
-
-@pytest.fixture
-def small_blocks():
-    """Small blocks, few blocks in the grid and many chunks: several blocks and chunks really run."""
-    from numbanorm._cuda import _layout
-
-    with _layout.launch_settings(threads_per_block=32, max_blocks=3, partial_blocks=64):
-        yield
 
 
 @pytest.mark.cuda

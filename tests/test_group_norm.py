@@ -7,18 +7,10 @@ from hypothesis import strategies as st
 from numbanorm import _dispatch, group_norm, group_norm_backward, instance_norm, instance_norm_backward, layer_norm
 
 import reference as ref
+from reference import channel_data as _data, channels_last as _last
 
 TOL = {np.float16: 2e-2, np.float32: 2e-5, np.float64: 1e-12}
 CASES = [((6, 4), 2), ((3, 6, 7), 3), ((2, 8, 5, 6), 4), ((2, 4, 3, 2, 5), 2), ((2, 6, 5), 1), ((2, 6, 5), 6)]
-
-
-def _last(a):
-    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
-
-
-def _data(rng, shape, dtype=np.float64, channel_axis=1):
-    x = rng.standard_normal(shape) * 2 + 0.5
-    return (x if channel_axis == 1 else _last(x)).astype(dtype)
 
 
 def _affine(rng, c, dtype=np.float64):
@@ -105,17 +97,13 @@ def test_torch_parity_forward_stats_and_autograd(torch, rng, shape, groups, chan
     ty.backward(torch.tensor(g))
     xin, gin = (a if channel_axis == 1 else _last(a) for a in (x, g))
     y, mean, rstd = group_norm(xin, groups, w, b, eps=1e-4, channel_axis=channel_axis, return_stats=True)
-    y = y if channel_axis == 1 else np.moveaxis(y, -1, 1)
+    y = ref.channels_first(y, channel_axis)
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     n, c = shape[:2]
     _, tmean, trstd = torch.native_group_norm(torch.tensor(x), None, None, n, c, x.size // (n * c), groups, 1e-4)
     np.testing.assert_allclose(mean, tmean.numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(rstd, trstd.numpy(), rtol=1e-12)
-    gx, gw, gb = group_norm_backward(gin, xin, groups, w, eps=1e-4, channel_axis=channel_axis)
-    gx = gx if channel_axis == 1 else np.moveaxis(gx, -1, 1)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-9, atol=1e-11)
+    ref.assert_torch_grads(group_norm_backward(gin, xin, groups, w, eps=1e-4, channel_axis=channel_axis), (tx, tw, tb), channel_axis)
 
 
 def test_torch_parity_float32(torch, rng):
@@ -131,18 +119,11 @@ def test_finite_differences(rng):
         w, b = _affine(rng, 4)
         g = _data(rng, x.shape)
         gx, gw, gb = group_norm_backward(g, x, 2, w, channel_axis=ax)
-        h = 1e-6
 
-        def loss(xx=x, ww=w, bb=b):
+        def loss(xx, ww, bb):
             return float((group_norm(xx, 2, ww, bb, channel_axis=ax) * g).sum())
 
-        for name, arr, grad in (("xx", x, gx), ("ww", w, gw), ("bb", b, gb)):
-            num = np.zeros_like(arr)
-            for idx in np.ndindex(arr.shape):
-                d = np.zeros_like(arr)
-                d[idx] = h
-                num[idx] = (loss(**{name: arr + d}) - loss(**{name: arr - d})) / (2 * h)
-            np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+        ref.assert_matches_differences(loss, dict(xx=x, ww=w, bb=b), dict(xx=gx, ww=gw, bb=gb))
 
 
 @pytest.mark.parametrize("path", ["fused", "generic"])
@@ -293,15 +274,6 @@ def test_property_matches_reference(n, groups, cg, spatial, channel_axis, dtype,
     np.testing.assert_allclose(gb, rb, rtol=tol, atol=10 * tol)
     if dtype == np.float64 and offset == 0.0:
         np.testing.assert_allclose(gx, rx, rtol=1e-8, atol=1e-8)
-
-
-@pytest.fixture
-def small_blocks():
-    """Small blocks, few blocks in the grid and many chunks: several blocks and chunks really run."""
-    from numbanorm._cuda import _layout
-
-    with _layout.launch_settings(threads_per_block=32, max_blocks=3, partial_blocks=64):
-        yield
 
 
 @pytest.mark.cuda

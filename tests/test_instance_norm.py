@@ -7,22 +7,10 @@ from hypothesis import strategies as st
 from numbanorm import _dispatch, instance_norm, instance_norm_backward
 
 import reference as ref
+from reference import channel_data as _data, channel_pair as _pair, channels_last as _last
 
 TOL = {np.float16: 2e-2, np.float32: 2e-5, np.float64: 1e-12}
 SHAPES = [(4, 3, 7), (3, 4, 5, 6), (2, 3, 2, 3, 4)]
-
-
-def _last(a):
-    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
-
-
-def _data(rng, shape, dtype=np.float64, channel_axis=1):
-    x = rng.standard_normal(shape) * 2 + 0.5
-    return (x if channel_axis == 1 else _last(x)).astype(dtype)
-
-
-def _pair(rng, c, dtype=np.float64):
-    return rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -95,18 +83,14 @@ def test_torch_parity(torch, rng, shape, channel_axis):
     ty.backward(torch.tensor(g))
     xin, gin = (a if channel_axis == 1 else _last(a) for a in (x, g))
     y = instance_norm(xin, rm, rv, w, b, True, 0.3, 1e-4, channel_axis=channel_axis)
-    y = y if channel_axis == 1 else np.moveaxis(y, -1, 1)
+    y = ref.channels_first(y, channel_axis)
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rm, trm.numpy(), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-13, atol=1e-15)
-    gx, gw, gb = instance_norm_backward(gin, xin, w, eps=1e-4, channel_axis=channel_axis)
-    gx = gx if channel_axis == 1 else np.moveaxis(gx, -1, 1)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-9, atol=1e-11)
+    ref.assert_torch_grads(instance_norm_backward(gin, xin, w, eps=1e-4, channel_axis=channel_axis), (tx, tw, tb), channel_axis)
     te = F.instance_norm(torch.tensor(x), trm, trv, torch.tensor(w), torch.tensor(b), use_input_stats=False, eps=1e-4)
     ye = instance_norm(xin, rm, rv, w, b, use_input_stats=False, eps=1e-4, channel_axis=channel_axis)
-    ye = ye if channel_axis == 1 else np.moveaxis(ye, -1, 1)
+    ye = ref.channels_first(ye, channel_axis)
     np.testing.assert_allclose(ye, te.numpy(), rtol=1e-12, atol=1e-12)
 
 
@@ -149,18 +133,11 @@ def test_finite_differences(rng):
         w, b = _pair(rng, 3)
         g = _data(rng, x.shape)
         gx, gw, gb = instance_norm_backward(g, x, w, channel_axis=ax)
-        h = 1e-6
 
-        def loss(xx=x, ww=w, bb=b):
+        def loss(xx, ww, bb):
             return float((instance_norm(xx, None, None, ww, bb, channel_axis=ax) * g).sum())
 
-        for name, arr, grad in (("xx", x, gx), ("ww", w, gw), ("bb", b, gb)):
-            num = np.zeros_like(arr)
-            for idx in np.ndindex(arr.shape):
-                d = np.zeros_like(arr)
-                d[idx] = h
-                num[idx] = (loss(**{name: arr + d}) - loss(**{name: arr - d})) / (2 * h)
-            np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+        ref.assert_matches_differences(loss, dict(xx=x, ww=w, bb=b), dict(xx=gx, ww=gw, bb=gb))
 
 
 def test_float32_large_offset(rng):
@@ -256,15 +233,6 @@ def test_property_matches_reference(shape, channel_axis, dtype, offset, seed):
     np.testing.assert_allclose(gb, rb, rtol=tol, atol=10 * tol)
     if dtype == np.float64 and offset == 0.0:
         np.testing.assert_allclose(gx, rx, rtol=1e-8, atol=1e-8)
-
-
-@pytest.fixture
-def small_blocks():
-    """Small blocks, few blocks in the grid and many chunks: several blocks and chunks really run."""
-    from numbanorm._cuda import _layout
-
-    with _layout.launch_settings(threads_per_block=32, max_blocks=3, partial_blocks=64):
-        yield
 
 
 @pytest.mark.cuda

@@ -5,6 +5,7 @@ import numpy as np
 import numbanorm
 
 from . import gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
+from .add_rms_norm import inputs, torch_backward, unfused_of
 
 SHAPES = [(32, 768), (4096, 1024), (8192, 4096)]
 
@@ -15,13 +16,9 @@ def _numpy_forward(x, r, w):
     return (s - mu) / np.sqrt(s.var(axis=-1, keepdims=True) + 1e-5) * w + w, s
 
 
-def _inputs(shape, dtype):
-    return make_array(shape, dtype), make_array(shape, dtype, seed=2), make_array(shape[-1], dtype, seed=1)
-
-
 def forward(shape, dtype):
     """out= and residual_out= given (a training/inference loop reuses its buffers)."""
-    x, r, w = _inputs(shape, dtype)
+    x, r, w = inputs(shape, dtype)
     n = shape[-1]
     y, s = np.empty_like(x), np.empty_like(x)
     fns = {
@@ -39,23 +36,12 @@ def forward(shape, dtype):
     return x, fns
 
 
-def unfused(shape, dtype):
-    """What the fused call replaces: ``np.add(x, r, out=s)`` then ``layer_norm(s, out=y)``."""
-    x, fns = forward(shape, dtype)
-    _, r, w = _inputs(shape, dtype)
-    y, s = np.empty_like(x), np.empty_like(x)
-    n = shape[-1]
-
-    def run():
-        np.add(x, r, out=s)
-        numbanorm.layer_norm(s, n, w, w, out=y)
-
-    fns.pop("numbanorm_gpu", None)
-    return x, {**fns, "numbanorm": run}
+#: ``np.add(x, r, out=s)`` then ``layer_norm(s, out=y)``
+unfused = unfused_of(forward, lambda s, n, w, y: numbanorm.layer_norm(s, n, w, w, out=y))
 
 
 def backward(shape, dtype):
-    x, r, w = _inputs(shape, dtype)
+    x, r, w = inputs(shape, dtype)
     n = shape[-1]
     gy, gs = make_array(shape, dtype, seed=3), make_array(shape, dtype, seed=4)
     _, s, mean, rstd = numbanorm.add_layer_norm(x, r, n, w, return_stats=True)
@@ -63,13 +49,8 @@ def backward(shape, dtype):
     fns = {"numbanorm": lambda: numbanorm.add_layer_norm_backward(gy, gs, s, n, w, mean=mean, rstd=rstd, out=gx)}
     torch = torch_or_none()
     if torch is not None:
-        tx = torch.from_numpy(x).requires_grad_()
-        tr = torch.from_numpy(r).requires_grad_()
-        tw = torch.from_numpy(w).requires_grad_()
-        ts = tx + tr
-        ty = torch.nn.functional.layer_norm(ts, (n,), tw)
-        tg = (torch.from_numpy(gy), torch.from_numpy(gs))
-        fns["torch"] = lambda: torch.autograd.grad((ty, ts), (tx, tw), tg, retain_graph=True)
+        fns["torch"] = torch_backward(torch, lambda ts, tw: torch.nn.functional.layer_norm(ts, (n,), tw), x, r, w, gy,
+                                      gs)
     if gpu_available():
         dgy, dgs, ds, dw, dm, dr = to_gpu(gy, gs, s, w, mean, rstd)
         fns["numbanorm_gpu"] = gpu_timed(

@@ -15,13 +15,43 @@ def _numpy_forward(x, r, w):
     return s / np.sqrt((s * s).mean(axis=-1, keepdims=True) + eps) * w, s
 
 
-def _inputs(shape, dtype):
+def inputs(shape, dtype):
+    """(x, residual, weight) of a fused add + norm case (shared with :mod:`.add_layer_norm`)."""
     return make_array(shape, dtype), make_array(shape, dtype, seed=2), make_array(shape[-1], dtype, seed=1)
+
+
+def unfused_of(forward, norm):
+    """The case of what a fused add + norm replaces: ``np.add(x, r, out=s)`` then
+    ``norm(s, n, w, y)`` (the unfused numbanorm calls), timed against ``forward``'s baselines."""
+    def unfused(shape, dtype):
+        x, fns = forward(shape, dtype)
+        _, r, w = inputs(shape, dtype)
+        y, s = np.empty_like(x), np.empty_like(x)
+        n = shape[-1]
+
+        def run():
+            np.add(x, r, out=s)
+            norm(s, n, w, y)
+
+        fns.pop("numbanorm_gpu", None)
+        return x, {**fns, "numbanorm": run}
+    return unfused
+
+
+def torch_backward(torch, norm, x, r, w, gy, gs):
+    """PyTorch autograd of ``s = x + r``, ``y = norm(s, weight)`` for the gradients ``gy``, ``gs``."""
+    tx = torch.from_numpy(x).requires_grad_()
+    tr = torch.from_numpy(r).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    ts = tx + tr
+    ty = norm(ts, tw)
+    tg = (torch.from_numpy(gy), torch.from_numpy(gs))
+    return lambda: torch.autograd.grad((ty, ts), (tx, tw), tg, retain_graph=True)
 
 
 def forward(shape, dtype):
     """out= and residual_out= given (a training/inference loop reuses its buffers)."""
-    x, r, w = _inputs(shape, dtype)
+    x, r, w = inputs(shape, dtype)
     n = shape[-1]
     y, s = np.empty_like(x), np.empty_like(x)
     fns = {
@@ -38,23 +68,12 @@ def forward(shape, dtype):
     return x, fns
 
 
-def unfused(shape, dtype):
-    """What the fused call replaces: ``np.add(x, r, out=s)`` then ``rms_norm(s, out=y)``."""
-    x, fns = forward(shape, dtype)
-    _, r, w = _inputs(shape, dtype)
-    y, s = np.empty_like(x), np.empty_like(x)
-    n = shape[-1]
-
-    def run():
-        np.add(x, r, out=s)
-        numbanorm.rms_norm(s, n, w, out=y)
-
-    fns.pop("numbanorm_gpu", None)
-    return x, {**fns, "numbanorm": run}
+#: ``np.add(x, r, out=s)`` then ``rms_norm(s, out=y)``
+unfused = unfused_of(forward, lambda s, n, w, y: numbanorm.rms_norm(s, n, w, out=y))
 
 
 def backward(shape, dtype):
-    x, r, w = _inputs(shape, dtype)
+    x, r, w = inputs(shape, dtype)
     n = shape[-1]
     gy, gs = make_array(shape, dtype, seed=3), make_array(shape, dtype, seed=4)
     _, s, rstd = numbanorm.add_rms_norm(x, r, n, w, return_stats=True)
@@ -62,13 +81,7 @@ def backward(shape, dtype):
     fns = {"numbanorm": lambda: numbanorm.add_rms_norm_backward(gy, gs, s, n, w, rstd=rstd, out=gx)}
     torch = torch_or_none()
     if torch is not None:
-        tx = torch.from_numpy(x).requires_grad_()
-        tr = torch.from_numpy(r).requires_grad_()
-        tw = torch.from_numpy(w).requires_grad_()
-        ts = tx + tr
-        ty = torch.nn.functional.rms_norm(ts, (n,), tw)
-        tg = (torch.from_numpy(gy), torch.from_numpy(gs))
-        fns["torch"] = lambda: torch.autograd.grad((ty, ts), (tx, tw), tg, retain_graph=True)
+        fns["torch"] = torch_backward(torch, lambda ts, tw: torch.nn.functional.rms_norm(ts, (n,), tw), x, r, w, gy, gs)
     if gpu_available():
         dgy, dgs, ds, dw, dr = to_gpu(gy, gs, s, w, rstd)
         fns["numbanorm_gpu"] = gpu_timed(lambda: numbanorm.add_rms_norm_backward(dgy, dgs, ds, n, dw, rstd=dr))

@@ -44,6 +44,15 @@ def torch_grad(torch, ty, inputs, g):
     return lambda: torch.autograd.grad(ty, inputs, g, retain_graph=True)
 
 
+def torch_backward(torch, norm, tview, x, w, g):
+    """A callable computing the autograd gradients of ``norm(x, weight, bias)`` (bias zeros)
+    w.r.t. x, weight and bias for ``g``; ``tview`` as from :func:`data`."""
+    tx = tview(torch, x).detach().requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    tb = torch.zeros(w.shape[0], dtype=tw.dtype, requires_grad=True)
+    return torch_grad(torch, norm(tx, tw, tb), (tx, tw, tb), tview(torch, g))
+
+
 def _numpy_forward(x, ca, w, b, training, rm, rv, eps=1e-5):
     red = axes(x, ca)
     if training:
@@ -116,12 +125,10 @@ def _backward(shape, dtype, training, channels_last):
         fns["numpy"] = lambda: _numpy_backward(g, x, ca, w)
     torch = torch_or_none()
     if torch is not None:
-        tx = tview(torch, x).detach().requires_grad_()
-        tw = torch.from_numpy(w).requires_grad_()
-        tb = torch.zeros(c, dtype=tw.dtype, requires_grad=True)
-        ty = torch.nn.functional.batch_norm(tx, torch.from_numpy(rm), torch.from_numpy(rv), tw, tb,
-                                            training=training)
-        fns["torch"] = torch_grad(torch, ty, (tx, tw, tb), tview(torch, g))
+        trm, trv = torch.from_numpy(rm), torch.from_numpy(rv)
+        fns["torch"] = torch_backward(
+            torch, lambda tx, tw, tb: torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training=training),
+            tview, x, w, g)
     if gpu_available():
         dg, dx, dw, dm, dr = to_gpu(g, x, w, mean, rstd)
         fns["numbanorm_gpu"] = gpu_timed(

@@ -8,7 +8,7 @@ import numpy as np
 import numbanorm
 
 from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
-from .batch_norm import data, per_channel, torch_grad
+from .batch_norm import data, per_channel, torch_backward
 
 SHAPES = [(32, 64, 56, 56), (8, 256, 28, 28), (32, 8, 16)]
 
@@ -41,6 +41,31 @@ def _numpy_backward(g, x, ca, groups, w, eps=1e-5):
     red = tuple(d for d in range(x.ndim) if d != ca % x.ndim)
     xh = np.moveaxis(xhat.reshape(np.moveaxis(x, ca, 1).shape), 1, ca)
     return gx, (g * xh).sum(axis=red), g.sum(axis=red)
+
+
+def layouts(build):
+    """The (channels-first, channels-last) case functions ``(shape, dtype)`` of
+    ``build(shape, dtype, channels_last)`` (shared with :mod:`.instance_norm`)."""
+    def first(shape, dtype):
+        return build(shape, dtype, False)
+
+    def last(shape, dtype):
+        return build(shape, dtype, True)
+    return first, last
+
+
+def layout_cases(shapes, forward, forward_channels_last, backward, backward_channels_last):
+    """``CASES``: the four layouts and directions of every shape, float32."""
+    return [
+        case
+        for shape in shapes
+        for case in (
+            ("forward", shape, "float32", forward),
+            ("forward channels-last", shape, "float32", forward_channels_last),
+            ("backward", shape, "float32", backward),
+            ("backward channels-last", shape, "float32", backward_channels_last),
+        )
+    ]
 
 
 def _forward(shape, dtype, channels_last):
@@ -83,11 +108,10 @@ def _backward(shape, dtype, channels_last):
     }
     torch = torch_or_none()
     if torch is not None:
-        tx = tview(torch, x).detach().requires_grad_()
-        tw = torch.from_numpy(w).requires_grad_()
-        tb = torch.zeros(c, dtype=tw.dtype, requires_grad=True)
-        ty = torch.nn.functional.group_norm(tx, groups, tw, tb)
-        fns["torch"] = torch_grad(torch, ty, (tx, tw, tb), tview(torch, g))
+        def norm(tx, tw, tb):
+            return torch.nn.functional.group_norm(tx, groups, tw, tb)
+
+        fns["torch"] = torch_backward(torch, norm, tview, x, w, g)
     if gpu_available():
         dg, dx, dw, dm, dr = to_gpu(g, x, w, mean, rstd)
         fns["numbanorm_gpu"] = gpu_timed(
@@ -96,29 +120,6 @@ def _backward(shape, dtype, channels_last):
     return x, fns
 
 
-def forward(shape, dtype):
-    return _forward(shape, dtype, False)
-
-
-def forward_channels_last(shape, dtype):
-    return _forward(shape, dtype, True)
-
-
-def backward(shape, dtype):
-    return _backward(shape, dtype, False)
-
-
-def backward_channels_last(shape, dtype):
-    return _backward(shape, dtype, True)
-
-
-CASES = [
-    case
-    for shape in SHAPES
-    for case in (
-        ("forward", shape, "float32", forward),
-        ("forward channels-last", shape, "float32", forward_channels_last),
-        ("backward", shape, "float32", backward),
-        ("backward channels-last", shape, "float32", backward_channels_last),
-    )
-]
+forward, forward_channels_last = layouts(_forward)
+backward, backward_channels_last = layouts(_backward)
+CASES = layout_cases(SHAPES, forward, forward_channels_last, backward, backward_channels_last)

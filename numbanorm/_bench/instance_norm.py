@@ -5,9 +5,10 @@ import numpy as np
 import numbanorm
 
 from . import _onnxrt, gpu_available, gpu_timed, make_array, to_gpu, torch_or_none
-from .batch_norm import data, torch_grad
+from .batch_norm import data, torch_backward
 from .group_norm import _numpy_backward as _grouped_backward
 from .group_norm import _numpy_forward as _grouped_forward
+from .group_norm import layout_cases, layouts
 
 SHAPES = [(32, 64, 56, 56), (8, 256, 28, 28), (32, 8, 16)]
 
@@ -52,11 +53,10 @@ def _backward(shape, dtype, channels_last):
     }
     torch = torch_or_none()
     if torch is not None:
-        tx = tview(torch, x).detach().requires_grad_()
-        tw = torch.from_numpy(w).requires_grad_()
-        tb = torch.zeros(c, dtype=tw.dtype, requires_grad=True)
-        ty = torch.nn.functional.instance_norm(tx, None, None, tw, tb)
-        fns["torch"] = torch_grad(torch, ty, (tx, tw, tb), tview(torch, g))
+        def norm(tx, tw, tb):
+            return torch.nn.functional.instance_norm(tx, None, None, tw, tb)
+
+        fns["torch"] = torch_backward(torch, norm, tview, x, w, g)
     if gpu_available():
         dg, dx, dw, dm, dr = to_gpu(g, x, w, mean, rstd)
         fns["numbanorm_gpu"] = gpu_timed(
@@ -65,29 +65,6 @@ def _backward(shape, dtype, channels_last):
     return x, fns
 
 
-def forward(shape, dtype):
-    return _forward(shape, dtype, False)
-
-
-def forward_channels_last(shape, dtype):
-    return _forward(shape, dtype, True)
-
-
-def backward(shape, dtype):
-    return _backward(shape, dtype, False)
-
-
-def backward_channels_last(shape, dtype):
-    return _backward(shape, dtype, True)
-
-
-CASES = [
-    case
-    for shape in SHAPES
-    for case in (
-        ("forward", shape, "float32", forward),
-        ("forward channels-last", shape, "float32", forward_channels_last),
-        ("backward", shape, "float32", backward),
-        ("backward channels-last", shape, "float32", backward_channels_last),
-    )
-]
+forward, forward_channels_last = layouts(_forward)
+backward, backward_channels_last = layouts(_backward)
+CASES = layout_cases(SHAPES, forward, forward_channels_last, backward, backward_channels_last)

@@ -95,21 +95,31 @@ def _merge_group(k, s1, s2, n, c0, cg):
     return mu, v
 
 
+@njit(**_opts, inline="always")
+def _split(t, n):
+    """(t // n, t % n): a flat prange index as (outer, inner)."""
+    b = t // n
+    return b, t - b * n
+
+
+@njit(**_opts, inline="always")
+def _chunk(it, ko, ki, no, ni):
+    """(b, item, o0, o1, i0, i1) of work item ``it`` of the (B, O, I) partial-sum split:
+    ``ko × ki`` items per sample, rows o0..o1 and the I-run i0..i1 of each."""
+    b, r = _split(it, ko * ki)
+    jo, ji = _split(r, ki)
+    return b, r, jo * no // ko, (jo + 1) * no // ko, ji * ni // ki, (ji + 1) * ni // ki
+
+
 # --- generic: reductions -----------------------------------------------------------------
 
 
 def _moments_inner(x, ko, ki, p1, p2):
     """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for I > 1; K = x[b, 0, c, 0]."""
     nb, no, nc, ni = x.shape
-    per = ko * ki
-    for it in prange(nb * per):
-        b = it // per
-        r = it - b * per
-        jo = r // ki
-        ji = r - jo * ki
-        i0 = ji * ni // ki
-        i1 = (ji + 1) * ni // ki
-        for o in range(jo * no // ko, (jo + 1) * no // ko):
+    for it in prange(nb * ko * ki):
+        b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
+        for o in range(o0, o1):
             for c in range(nc):
                 s, ss = _row_moments(x[b, o, c, i0:i1], x[b, 0, c, 0])
                 p1[b, r, c] += s
@@ -120,8 +130,7 @@ def _moments_last(x, ko, p1, p2, t1, t2):
     """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for the (B, O, C) channels-last view."""
     nb, no, nc = x.shape
     for it in prange(nb * ko):
-        b = it // ko
-        r = it - b * ko
+        b, r = _split(it, ko)
         _slab_moments(x[b], r * no // ko, (r + 1) * no // ko, x[b, 0], p1[b, r], p2[b, r], t1[it], t2[it])
 
 
@@ -155,8 +164,7 @@ def _apply_last(x, mean, scale, shift, out):
     """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for the (B, O, C) view."""
     nb, no, nc = x.shape
     for t in prange(nb * no):
-        b = t // no
-        o = t - b * no
+        b, o = _split(t, no)
         m = mean[b]
         s = scale[b]
         h = shift[b]

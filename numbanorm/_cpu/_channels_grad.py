@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _config
-from ._channels_forward import BLOCK
+from ._channels_forward import BLOCK, _chunk, _split
 
 _opts = _config.JIT_OPTIONS
 
@@ -96,15 +96,9 @@ def _slab_grad_sums(g2, x2, o0, o1, m, a1, a2, t1, t2):
 def _grad_moments_inner(dy, x, mean, ko, ki, q1, q2):
     """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for I > 1 (``mean`` in the data dtype)."""
     nb, no, nc, ni = x.shape
-    per = ko * ki
-    for it in prange(nb * per):
-        b = it // per
-        r = it - b * per
-        jo = r // ki
-        ji = r - jo * ki
-        i0 = ji * ni // ki
-        i1 = (ji + 1) * ni // ki
-        for o in range(jo * no // ko, (jo + 1) * no // ko):
+    for it in prange(nb * ko * ki):
+        b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
+        for o in range(o0, o1):
             for c in range(nc):
                 s, sx = _row_grad_sums(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c])
                 q1[b, r, c] += s
@@ -115,8 +109,7 @@ def _grad_moments_last(dy, x, mean, ko, q1, q2, t1, t2):
     """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for the (B, O, C) view."""
     nb, no, nc = x.shape
     for it in prange(nb * ko):
-        b = it // ko
-        r = it - b * ko
+        b, r = _split(it, ko)
         _slab_grad_sums(dy[b], x[b], r * no // ko, (r + 1) * no // ko, mean[b], q1[b, r], q2[b, r],
                         t1[it], t2[it])
 
@@ -124,15 +117,9 @@ def _grad_moments_last(dy, x, mean, ko, q1, q2, t1, t2):
 def _grad_eval_inner(dy, x, mean, alpha, ko, ki, q1, q2, dx):
     """Constant statistics: partial Σdy, Σdy·(x−mean) and dx = alpha·dy in one pass, I > 1."""
     nb, no, nc, ni = x.shape
-    per = ko * ki
-    for it in prange(nb * per):
-        b = it // per
-        r = it - b * per
-        jo = r // ki
-        ji = r - jo * ki
-        i0 = ji * ni // ki
-        i1 = (ji + 1) * ni // ki
-        for o in range(jo * no // ko, (jo + 1) * no // ko):
+    for it in prange(nb * ko * ki):
+        b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
+        for o in range(o0, o1):
             for c in range(nc):
                 s, sx = _row_grad_sums_dx(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c], alpha[b, c],
                                           dx[b, o, c, i0:i1])
@@ -144,8 +131,7 @@ def _grad_eval_last(dy, x, mean, alpha, ko, q1, q2, dx, t1, t2):
     """Constant statistics, (B, O, C) view: dx = alpha·dy, then the partial sums of the rows."""
     nb, no, nc = x.shape
     for it in prange(nb * ko):
-        b = it // ko
-        r = it - b * ko
+        b, r = _split(it, ko)
         o0 = r * no // ko
         o1 = (r + 1) * no // ko
         a = alpha[b]
@@ -163,12 +149,9 @@ def _grad_eval_last(dy, x, mean, alpha, ko, q1, q2, dx, t1, t2):
 def _grad_apply_inner(dy, x, mean, alpha, beta, gamma, dx):
     """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), for I > 1."""
     nb, no, nc, ni = x.shape
-    per = no * nc
-    for t in prange(nb * per):
-        b = t // per
-        r = t - b * per
-        o = r // nc
-        c = r - o * nc
+    for t in prange(nb * no * nc):
+        b, r = _split(t, no * nc)
+        o, c = _split(r, nc)
         m = mean[b, c]
         a = alpha[b, c]
         be = beta[b, c]
@@ -184,8 +167,7 @@ def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx):
     """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), (B, O, C) view."""
     nb, no, nc = x.shape
     for t in prange(nb * no):
-        b = t // no
-        o = t - b * no
+        b, o = _split(t, no)
         m = mean[b]
         a = alpha[b]
         be = beta[b]
@@ -210,8 +192,7 @@ def _rows_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef):
     cg = nc // groups
     ng = np.float64(cg * ni)
     for t in prange(nb * groups):
-        b = t // groups
-        g = t - b * groups
+        b, g = _split(t, groups)
         c0 = g * cg
         mu = mean[b, g]
         r = rstd[b, g]

@@ -14,8 +14,8 @@ from numba import prange
 
 from .. import _config
 from ._stats import BLOCK, LEAD, U, mean_var_two_pass
-from ._stream import PREFETCH_BLOCK, nt_store, prefetch_run, stream_fence, stream_row, stream_span
-from .add_rms_norm import STREAM_OUT, STREAM_S, scratch_rows, stream_flags
+from ._stream import stream_fence
+from .add_rms_norm import _write_row, scratch_rows, stream_flags
 from .layer_norm import _chunks
 
 
@@ -60,31 +60,7 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
             mean[i] = mu
             rstd[i] = r
             r_t = t(r)
-            dst = out[i]
-            sdst = s[i]
-            if stream & STREAM_OUT:
-                nx = x[min(i + 1, stop - 1)]
-                nr = res[min(i + 1, stop - 1)]
-                base = i * n
-                h, e = stream_span(of, base, n)
-                for j in range(U(h)):
-                    dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
-                for j0 in range(h, e, PREFETCH_BLOCK):
-                    j1 = min(j0 + PREFETCH_BLOCK, e)
-                    prefetch_run(nx, j0, j1)
-                    prefetch_run(nr, j0, j1)
-                    for j in range(U(j0), U(j1)):
-                        nt_store(of, base + j, (srow[j] - mu_t) * r_t * weight[j] + bias[j])
-                for j in range(U(e), U(n)):
-                    dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
-            else:
-                for j in range(U(n)):
-                    dst[j] = (srow[j] - mu_t) * r_t * weight[j] + bias[j]
-            if stream & STREAM_S:
-                stream_row(sf, sdst, i * n, srow, n)
-            else:
-                for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
-                    sdst[j] = srow[j]
+            _write_row(x, res, srow, i, stop, mu_t, r_t, weight, bias, out, s, of, sf, stream)
         if stream:
             stream_fence()
 

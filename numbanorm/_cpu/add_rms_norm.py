@@ -20,7 +20,8 @@ A row is read completely before any of its outputs is written, so ``s`` may be `
 ``fused_add_rmsnorm``). Backward: :mod:`._rows_grad` (the gradient of ``s`` is added there).
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .. import _config
 from . import _work
@@ -28,6 +29,51 @@ from ._stats import BLOCK, U
 from ._stream import (PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_row,
                       stream_span)
 from .layer_norm import _chunks
+
+
+def _y(srow, mu_t, r_t, weight, bias, j):
+    """Output element ``j`` of a normalized row: ``srow·r·w`` (``bias`` None: RMSNorm) or
+    ``(srow − mu)·r·w + bias`` (LayerNorm)."""
+
+
+@overload(_y, inline="always", jit_options=_config.JIT_OPTIONS)
+def _y_impl(srow, mu_t, r_t, weight, bias, j):
+    if isinstance(bias, types.NoneType):
+        return lambda srow, mu_t, r_t, weight, bias, j: srow[j] * r_t * weight[j]
+    return lambda srow, mu_t, r_t, weight, bias, j: (srow[j] - mu_t) * r_t * weight[j] + bias[j]
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _write_row(x, res, srow, i, stop, mu_t, r_t, weight, bias, out, s, of, sf, stream):
+    """Row ``i`` of ``out`` (:func:`_y` of the cached sum ``srow``) and of ``s`` (a copy of
+    ``srow``), with streaming stores per ``stream``; the streamed ``out`` loop prefetches the
+    next row of ``x`` and ``res`` (``stop``: the chunk's end)."""
+    n = srow.shape[0]
+    dst = out[i]
+    if stream & STREAM_OUT:
+        nx = x[min(i + 1, stop - 1)]
+        nr = res[min(i + 1, stop - 1)]
+        base = i * n
+        h, e = stream_span(of, base, n)
+        for j in range(U(h)):
+            dst[j] = _y(srow, mu_t, r_t, weight, bias, j)
+        for j0 in range(h, e, PREFETCH_BLOCK):
+            j1 = min(j0 + PREFETCH_BLOCK, e)
+            prefetch_run(nx, j0, j1)
+            prefetch_run(nr, j0, j1)
+            for j in range(U(j0), U(j1)):
+                nt_store(of, base + j, _y(srow, mu_t, r_t, weight, bias, j))
+        for j in range(U(e), U(n)):
+            dst[j] = _y(srow, mu_t, r_t, weight, bias, j)
+    else:
+        for j in range(U(n)):
+            dst[j] = _y(srow, mu_t, r_t, weight, bias, j)
+    sdst = s[i]
+    if stream & STREAM_S:
+        stream_row(sf, sdst, i * n, srow, n)
+    else:
+        for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
+            sdst[j] = srow[j]
 
 
 def _forward(x, res, weight, eps, s, out, rstd, scratch, stream):
@@ -53,31 +99,7 @@ def _forward(x, res, weight, eps, s, out, rstd, scratch, stream):
             r = 1.0 / np.sqrt(ss / n + eps)
             rstd[i] = r
             r_t = t(r)
-            dst = out[i]
-            sdst = s[i]
-            if stream & STREAM_OUT:
-                nx = x[min(i + 1, stop - 1)]
-                nr = res[min(i + 1, stop - 1)]
-                base = i * n
-                h, e = stream_span(of, base, n)
-                for j in range(U(h)):
-                    dst[j] = srow[j] * r_t * weight[j]
-                for j0 in range(h, e, PREFETCH_BLOCK):
-                    j1 = min(j0 + PREFETCH_BLOCK, e)
-                    prefetch_run(nx, j0, j1)
-                    prefetch_run(nr, j0, j1)
-                    for j in range(U(j0), U(j1)):
-                        nt_store(of, base + j, srow[j] * r_t * weight[j])
-                for j in range(U(e), U(n)):
-                    dst[j] = srow[j] * r_t * weight[j]
-            else:
-                for j in range(U(n)):
-                    dst[j] = srow[j] * r_t * weight[j]
-            if stream & STREAM_S:
-                stream_row(sf, sdst, i * n, srow, n)
-            else:
-                for j in range(U(n)):  # a separate loop: one store stream per loop vectorises
-                    sdst[j] = srow[j]
+            _write_row(x, res, srow, i, stop, t(0.0), r_t, weight, None, out, s, of, sf, stream)
         if stream:
             stream_fence()
 

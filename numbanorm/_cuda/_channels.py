@@ -35,10 +35,10 @@ channels merged in float64 (Chan's formula for the groups) in a fixed order.
 import functools
 import math
 
-from numba import cuda, float32, float64, uint32, uint64
+from numba import cuda, float64, uint32, uint64
 
 from . import _layout
-from ._channels_apply import apply_kernel, launch_2d
+from ._channels_apply import _acc, _named, _split, apply_kernel, centered, launch_2d
 from ._reduce import block_sum, block_sum2
 
 #: values a thread sums in the data dtype before adding the run into float64
@@ -56,13 +56,30 @@ def _chunks(n, slices, threads):
 # --- stage 1: partial sums ---------------------------------------------------------------
 
 
-def _acc(fp64):
-    return float64 if fp64 else float32
+@functools.lru_cache(maxsize=None)
+def _moment_terms(fp64, grad):
+    """The per-element steps of the stage-1 sums, as two device functions:
+    ``shift(dy, x, mean, b, c, cg, base) -> (m_hi, m_lo)``, the value the element terms are
+    taken about (the shift K = x[base] of the statistics; the split float64 mean of the
+    gradient sums), and ``terms(dy, x, addr, mh, ml, s, ss) -> (s, ss)`` adding the element
+    at ``addr``: (x − K, (x − K)²), or (dy, dy·(x − mean)) with ``grad``."""
+    acc = _acc(fp64)
+    center = centered(fp64)
 
+    def shift(dy, x, mean, b, c, cg, base):
+        if grad:
+            return _split(mean[b, c // cg], acc)
+        return x[base], acc(0.0)
 
-def _named(fn, name):
-    fn.__name__ = fn.__qualname__ = name
-    return cuda.jit(fn)
+    def terms(dy, x, addr, mh, ml, s, ss):
+        if grad:
+            g = dy[addr]
+            d = center(x[addr], mh, ml)
+            return s + g, ss + g * d
+        d = x[addr] - mh
+        return s + d, ss + d * d
+
+    return cuda.jit(device=True, inline="always")(shift), cuda.jit(device=True, inline="always")(terms)
 
 
 @cuda.jit(device=True, inline="always")
@@ -90,6 +107,7 @@ def moments_inner(fp64, grad, wide=False):
     float64 accumulators; the block sums are float64 (``block_sum2``). ``wide``: the
     in-row position ``i`` is 64-bit (``I >= 2**31``), else 32-bit."""
     acc = _acc(fp64)
+    shift, terms = _moment_terms(fp64, grad)
     ity = uint64 if wide else uint32
 
     def body(dy, x, mean, nb, no, nc, ni, nchunks, part1, part2):
@@ -110,13 +128,7 @@ def moments_inner(fp64, grad, wide=False):
             c = bc % nc
             b = bc // nc
             base = uint64(b) * uint64(no) * ci + uint64(c) * uni
-            if grad:
-                m = mean[b, c // cg]
-                mh = acc(m)
-                ml = acc(m - float64(mh))
-            else:
-                mh = x[base]
-                ml = acc(0.0)
+            mh, ml = shift(dy, x, mean, b, c, cg, base)
             s = float64(0.0)
             ss = float64(0.0)
             f = k * n // nchunks + t
@@ -132,17 +144,7 @@ def moments_inner(fp64, grad, wide=False):
                     ss32 = acc(0.0)
                     while j < jn:
                         j += 1
-                        if grad:
-                            g = dy[addr]
-                            d = x[addr] - mh
-                            if not fp64:
-                                d = d - ml
-                            s32 += g
-                            ss32 += g * d
-                        else:
-                            d = x[addr] - mh
-                            s32 += d
-                            ss32 += d * d
+                        s32, ss32 = terms(dy, x, addr, mh, ml, s32, ss32)
                         addr += step
                         i = ity(i + di)
                         if i >= ni_i:
@@ -174,6 +176,7 @@ def moments_last(fp64, grad):
     step; the ``y`` partials are added in ``y`` order through shared memory. Sums as in
     :func:`moments_inner` (same arguments without ``ni``)."""
     acc = _acc(fp64)
+    shift, terms = _moment_terms(fp64, grad)
 
     def body(dy, x, mean, nb, no, nc, nchunks, part1, part2):
         cg = nc // mean.shape[1]
@@ -194,13 +197,7 @@ def moments_last(fp64, grad):
             ss = float64(0.0)
             if c < nc:
                 base = uint64(b) * uint64(no) * uc + uint64(c)
-                if grad:
-                    m = mean[b, c // cg]
-                    mh = acc(m)
-                    ml = acc(m - float64(mh))
-                else:
-                    mh = x[base]
-                    ml = acc(0.0)
+                mh, ml = shift(dy, x, mean, b, c, cg, base)
                 o0 = k * no // nchunks + ty
                 o1 = (k + 1) * no // nchunks
                 if o0 < o1:
@@ -213,17 +210,7 @@ def moments_last(fp64, grad):
                         ss32 = acc(0.0)
                         while j < jn:
                             j += 1
-                            if grad:
-                                g = dy[addr]
-                                d = x[addr] - mh
-                                if not fp64:
-                                    d = d - ml
-                                s32 += g
-                                ss32 += g * d
-                            else:
-                                d = x[addr] - mh
-                                s32 += d
-                                ss32 += d * d
+                            s32, ss32 = terms(dy, x, addr, mh, ml, s32, ss32)
                             addr += step
                         s += float64(s32)
                         ss += float64(ss32)

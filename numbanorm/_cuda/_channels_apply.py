@@ -50,6 +50,19 @@ def _split(m, acc):
 
 
 @functools.lru_cache(maxsize=None)
+def centered(fp64):
+    """Device function ``(x, mh, ml) -> x − mean`` in the data dtype, the mean split by
+    :func:`_split`: ``(x − m_hi) − m_lo`` for float32 data, ``x − m`` for float64 (also
+    the gradient sums of :mod:`._channels`)."""
+    def center(x, mh, ml):
+        d = x - mh
+        if not fp64:
+            d = d - ml
+        return d
+    return cuda.jit(device=True, inline="always")(center)
+
+
+@functools.lru_cache(maxsize=None)
 def apply_kernel(inner, fp64, grad):
     """The element-wise kernel for one layout (``inner``: ``I > 1``), data dtype and pass.
 
@@ -57,11 +70,10 @@ def apply_kernel(inner, fp64, grad):
     ``(dy, x, nrows, ni, nc, per_b, mean, alpha, beta, gamma, dx)`` (``ni`` = 1 for
     channels-last). ``per_b``: rows per sample b."""
     acc = _acc(fp64)
+    center = centered(fp64)
 
     def elem(x, y, mh, ml, a, be, ga):
-        d = x - mh
-        if not fp64:
-            d = d - ml
+        d = center(x, mh, ml)
         if grad:
             return a * y + be * d + ga
         return d * a + be

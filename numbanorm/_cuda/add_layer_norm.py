@@ -11,6 +11,7 @@ from numba import cuda, float64
 
 from . import _layout
 from ._reduce import block_sum, warp_sum
+from .add_rms_norm import add_rows, signatures
 
 
 @cuda.jit
@@ -24,10 +25,7 @@ def _forward_warp(x, res, weight, bias, eps, s, out, mean, rstd):
         active = i < m
         acc = float64(0.0)
         if active:
-            for j in range(lane, n, 32):
-                v = x[i, j] + res[i, j]
-                s[i, j] = v
-                acc += v
+            acc = add_rows(x, res, s, i, lane, 32)[0]
         mu = warp_sum(acc) / n
         acc = float64(0.0)
         if active:
@@ -49,11 +47,7 @@ def _forward_block(x, res, weight, bias, eps, s, out, mean, rstd):
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
     for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        acc = float64(0.0)
-        for j in range(t, n, nt):
-            v = x[i, j] + res[i, j]
-            s[i, j] = v
-            acc += v
+        acc = add_rows(x, res, s, i, t, nt)[0]
         mu = block_sum(acc) / n
         acc = float64(0.0)
         for j in range(t, n, nt):
@@ -77,14 +71,4 @@ def forward(x, res, weight, bias, eps, s, out, mean, rstd):
     k[blocks, threads, _layout.stream()](x, res, weight, bias, float(eps), s, out, mean, rstd)
 
 
-def _signatures():
-    sigs = []
-    for t in ("float32", "float64"):
-        m2 = f"{t}[:, ::1]"
-        v = f"{t}[::1]"
-        fwd = f"void({m2}, {m2}, {v}, {v}, float64, {m2}, {m2}, {v}, {v})"
-        sigs += [(_forward_warp, fwd), (_forward_block, fwd)]
-    return sigs
-
-
-PTX_SIGNATURES = _signatures()
+PTX_SIGNATURES = signatures((_forward_warp, _forward_block), "{m2}, {m2}, {v}, {v}, float64, {m2}, {m2}, {v}, {v}")

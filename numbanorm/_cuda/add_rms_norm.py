@@ -15,6 +15,21 @@ from . import _layout
 from ._reduce import block_sum, warp_sum
 
 
+@cuda.jit(device=True, inline="always")
+def add_rows(x, res, s, i, j0, step):
+    """``s[i, j] = x[i, j] + res[i, j]`` for j = j0, j0 + step, … < n (the calling thread's
+    elements of row ``i``); returns (Σs, Σs²) of them in float64 (a kernel that uses one
+    of the two leaves the other unused, and the compiler drops it)."""
+    acc = float64(0.0)
+    ss = float64(0.0)
+    for j in range(j0, x.shape[1], step):
+        v = x[i, j] + res[i, j]
+        s[i, j] = v
+        acc += v
+        ss += float64(v) * v
+    return acc, ss
+
+
 @cuda.jit
 def _forward_warp(x, res, weight, eps, s, out, rstd):
     m, n = x.shape
@@ -26,10 +41,7 @@ def _forward_warp(x, res, weight, eps, s, out, rstd):
         active = i < m
         ss = float64(0.0)
         if active:
-            for j in range(lane, n, 32):
-                v = x[i, j] + res[i, j]
-                s[i, j] = v
-                ss += float64(v) * v
+            ss = add_rows(x, res, s, i, lane, 32)[1]
         r = float64(1.0) / math.sqrt(warp_sum(ss) / n + eps)
         if active:
             if lane == 0:
@@ -45,11 +57,7 @@ def _forward_block(x, res, weight, eps, s, out, rstd):
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
     for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        ss = float64(0.0)
-        for j in range(t, n, nt):
-            v = x[i, j] + res[i, j]
-            s[i, j] = v
-            ss += float64(v) * v
+        ss = add_rows(x, res, s, i, t, nt)[1]
         r = float64(1.0) / math.sqrt(block_sum(ss) / n + eps)
         if t == 0:
             rstd[i] = r
@@ -68,14 +76,14 @@ def forward(x, res, weight, eps, s, out, rstd):
     k[blocks, threads, _layout.stream()](x, res, weight, float(eps), s, out, rstd)
 
 
-def _signatures():
+def signatures(kernels, args):
+    """(kernel, signature) of each kernel for float32 and float64 data; ``args`` spells the
+    arguments with ``{m2}`` for an (M, N) array and ``{v}`` for a vector of the data dtype."""
     sigs = []
     for t in ("float32", "float64"):
-        m2 = f"{t}[:, ::1]"
-        v = f"{t}[::1]"
-        fwd = f"void({m2}, {m2}, {v}, float64, {m2}, {m2}, {v})"
-        sigs += [(_forward_warp, fwd), (_forward_block, fwd)]
+        sig = "void(" + args.format(m2=f"{t}[:, ::1]", v=f"{t}[::1]") + ")"
+        sigs += [(k, sig) for k in kernels]
     return sigs
 
 
-PTX_SIGNATURES = _signatures()
+PTX_SIGNATURES = signatures((_forward_warp, _forward_block), "{m2}, {m2}, {v}, float64, {m2}, {m2}, {v}")
