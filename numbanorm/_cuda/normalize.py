@@ -26,7 +26,7 @@ reductions' order depends only on the launch shape; no atomics.
 import functools
 import math
 
-from numba import cuda, float32, float64, uint64
+from numba import cuda, float32, float64, uint32, uint64
 
 from . import _layout, _plan
 from ._reduce import block_max, block_sum, block_sum2, warp_max, warp_sum, warp_sum2
@@ -101,6 +101,31 @@ def _dnorm(v, nrm, rn, pk, p, cnt):
 
 
 @cuda.jit(device=True, inline="always")
+def _factors(s, nrm, eps, pk):
+    """Per-row float64 factors of the gradient ``dy · inv_d − coef · d nrm / d x``:
+    ``(inv_d, coef, cr, rn)``; ``rn`` = 1 / nrm (0 where nrm = 0), ``cr`` = ``coef · rn``
+    (p = 1: ``coef · 0``)."""
+    inv_d = 1.0 / _clamp(nrm, eps)
+    coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
+    rn = 1.0 / nrm if nrm != 0.0 else 0.0
+    cr = coef * (0.0 if pk == P1 else rn)
+    return inv_d, coef, cr, rn
+
+
+@cuda.jit(device=True, inline="always")
+def _gterm(v, coef, cr, nrm, rn, pk, p, cnt):
+    """``coef · d nrm / d v``; ``cr`` from :func:`_factors` (p = 2: the term is ``v · cr``, one
+    multiplication per element; the factors are float64, formed once per row)."""
+    if pk == P2:
+        return v * cr
+    if pk == P1:  # cr = coef · 0 (NaN where coef is, as coef · d nrm / d v)
+        if v == 0.0:
+            return cr
+        return coef if v > 0.0 else -coef
+    return coef * _dnorm(v, nrm, rn, pk, p, cnt)
+
+
+@cuda.jit(device=True, inline="always")
 def _is_tie(v, nrm):
     av = abs(v)
     return av == nrm or av != av
@@ -136,6 +161,9 @@ def kernels(fixed, fp64=False):
     K = -1 if fixed is None else fixed
     tag = "" if fixed is None else ("_p2" if fixed == P2 else "_p1")
     maxred = fixed is None  # only the runtime kinds include p = ±inf (max reductions)
+    # in-row bounds of the row kernels: 32-bit for the fixed kinds (lets the compiler
+    # prove the element loops' pointer increments), so those take rows of < ROW32 elements
+    ity = uint64 if fixed is None else uint32
 
     def kind(pk):
         return pk if K < 0 else K
@@ -164,17 +192,19 @@ def kernels(fixed, fp64=False):
 
     scale = cuda.jit(device=True, inline="always")(scale)
 
-    def grad_run(grad_out, x, grad_x, k, end, step, inv_d, coef, nrm, rn, pk, p, cnt):
-        """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration."""
+    def grad_run(grad_out, x, grad_x, k, end, step, s, nrm, eps, pk, p, cnt):
+        """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration; the
+        float64 factors of :func:`_factors` are formed here, once per row."""
+        inv_d, coef, cr, rn = _factors(s, nrm, eps, pk)
         while k + step < end:
             k2 = k + step
-            v1 = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
-            v2 = grad_out[k2] * inv_d - coef * _dnorm(float64(x[k2]), nrm, rn, pk, p, cnt)
+            v1 = grad_out[k] * inv_d - _gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
+            v2 = grad_out[k2] * inv_d - _gterm(float64(x[k2]), coef, cr, nrm, rn, pk, p, cnt)
             grad_x[k] = v1
             grad_x[k2] = v2
             k = k2 + step
         if k < end:
-            grad_x[k] = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
+            grad_x[k] = grad_out[k] * inv_d - _gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
 
     grad_run = cuda.jit(device=True, inline="always")(grad_run)
 
@@ -197,26 +227,53 @@ def kernels(fixed, fp64=False):
 
     dot_run = cuda.jit(device=True, inline="always")(dot_run)
 
+    def count_ties(x, k, end, step, nrm):
+        cnt = float64(0.0)
+        while k < end:
+            if _is_tie(float64(x[k]), nrm):
+                cnt += 1.0
+            k += step
+        return cnt
+
+    count_ties = cuda.jit(device=True, inline="always")(count_ties)
+
+    def team(warp, n):
+        """(row of this thread, first, end of its segment) of a row kernel; a lane walks
+        ``first + lane, + 32, ... < end``. Warp kernels: a warp per row, the whole row.
+        Block kernels: a block per row cut into one contiguous segment per warp (a
+        multiple of 32 long), so every kernel steps by the constant 32 from bounds of type
+        ``ity``: the compiler then turns the addresses into pointer increments (a runtime
+        step, or 64-bit bounds, cost ~4 instructions per array and element)."""
+        t = cuda.threadIdx.x
+        un = ity(n)
+        if warp:
+            return t >> 5, ity(0), un
+        nw = ity(cuda.blockDim.x >> 5)
+        seg = ity(ity(ity(un + nw - ity(1)) // max(nw, ity(1)) + ity(31)) & ~ity(31))
+        first = min(ity(ity(t >> 5) * seg), un)
+        return 0, first, ity(min(first + seg, un))
+
+    team = cuda.jit(device=True, inline="always")(team)
+
     def rows_forward(warp):
         def k(x, m, n, pk, p, eps, out):
             pk = kind(pk)
-            t = cuda.threadIdx.x
-            team = 32 if warp else cuda.blockDim.x
-            lane = uint64(t & 31) if warp else uint64(t)
+            sub, first, stop = team(warp, n)
+            lane = ity(first + ity(cuda.threadIdx.x & 31))
+            ut = ity(32)
             rpb = (cuda.blockDim.x >> 5) if warp else 1
             un = uint64(n)
-            ut = uint64(team)
             i0 = cuda.blockIdx.x * rpb
             while i0 < m:
-                i = i0 + ((t >> 5) if warp else 0)
+                i = i0 + sub
                 active = i < m
-                base = uint64(i) * un
-                end = base + un
+                base = uint64(i) * un if active else uint64(0)
+                xr = x[base:base + un]  # the row: in-row indices from its start
                 a = _init(pk)
                 if active:
-                    j = base + lane
-                    while j < end:
-                        a = _acc(float64(x[j]), a, pk, p)
+                    j = lane
+                    while j < stop:
+                        a = _acc(float64(xr[j]), a, pk, p)
                         j += ut
                 if maxred and (pk == PINF or pk == PNINF):
                     a = warp_max(a) if warp else block_max(a)
@@ -224,7 +281,7 @@ def kernels(fixed, fp64=False):
                     a = warp_sum(a) if warp else block_sum(a)
                 d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
                 if active:
-                    scale(x, out, base + lane, end, ut, d)
+                    scale(xr, out[base:base + un], lane, stop, ut, d)
                 i0 += cuda.gridDim.x * rpb
 
         return _named(k, f"_rows_forward_{'warp' if warp else 'block'}{tag}")
@@ -232,22 +289,22 @@ def kernels(fixed, fp64=False):
     def rows_backward(warp):
         def k(grad_out, x, m, n, pk, p, eps, grad_x):
             pk = kind(pk)
-            t = cuda.threadIdx.x
-            team = 32 if warp else cuda.blockDim.x
-            lane = uint64(t & 31) if warp else uint64(t)
+            sub, first, stop = team(warp, n)
+            lane = ity(first + ity(cuda.threadIdx.x & 31))
+            ut = ity(32)
             rpb = (cuda.blockDim.x >> 5) if warp else 1
             un = uint64(n)
-            ut = uint64(team)
             i0 = cuda.blockIdx.x * rpb
             while i0 < m:
-                i = i0 + ((t >> 5) if warp else 0)
+                i = i0 + sub
                 active = i < m
-                base = uint64(i) * un
-                end = base + un
+                base = uint64(i) * un if active else uint64(0)
+                xr = x[base:base + un]
+                gr = grad_out[base:base + un]
                 a = _init(pk)
                 s = float64(0.0)
                 if active:
-                    a, s = dot_run(grad_out, x, base + lane, end, ut, a, s, pk, p)
+                    a, s = dot_run(gr, xr, lane, stop, ut, a, s, pk, p)
                 if maxred and (pk == PINF or pk == PNINF):
                     a = warp_max(a) if warp else block_max(a)
                     s = warp_sum(s) if warp else block_sum(s)
@@ -257,20 +314,20 @@ def kernels(fixed, fp64=False):
                 cnt = float64(0.0)
                 if maxred and (pk == PINF or pk == PNINF):
                     if active:
-                        j = base + lane
-                        while j < end:
-                            if _is_tie(float64(x[j]), nrm):
-                                cnt += 1.0
-                            j += ut
+                        cnt = count_ties(xr, lane, stop, ut, nrm)
                     cnt = warp_sum(cnt) if warp else block_sum(cnt)
-                inv_d = 1.0 / _clamp(nrm, eps)
-                coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
-                rn = 1.0 / nrm if nrm != 0.0 else 0.0
                 if active:
-                    grad_run(grad_out, x, grad_x, base + lane, end, ut, inv_d, coef, nrm, rn, pk, p, cnt)
+                    grad_run(gr, xr, grad_x[base:base + un], lane, stop, ut, s, nrm, eps, pk, p, cnt)
                 i0 += cuda.gridDim.x * rpb
 
         return _named(k, f"_rows_backward_{'warp' if warp else 'block'}{tag}")
+
+    def column(col, ui, span):
+        """Flat offset of column ``col = o * inner + j``'s first element."""
+        o = col // ui
+        return o * span + (col - o * ui)
+
+    column = cuda.jit(device=True, inline="always")(column)
 
     def chan_forward(x, outer, c_len, inner, pk, p, eps, out):
         """Thread per column (o, j), looping over C with an unsigned address step."""
@@ -279,8 +336,7 @@ def kernels(fixed, fp64=False):
         span = uint64(c_len) * ui
         col = uint64(cuda.grid(1))
         while col < uint64(outer) * ui:
-            o = col // ui
-            base = o * span + (col - o * ui)
+            base = column(col, ui, span)
             end = base + span
             a = _init(pk)
             k = base
@@ -297,24 +353,14 @@ def kernels(fixed, fp64=False):
         span = uint64(c_len) * ui
         col = uint64(cuda.grid(1))
         while col < uint64(outer) * ui:
-            o = col // ui
-            base = o * span + (col - o * ui)
+            base = column(col, ui, span)
             end = base + span
-            a = _init(pk)
-            s = float64(0.0)
-            a, s = dot_run(grad_out, x, base, end, ui, a, s, pk, p)
+            a, s = dot_run(grad_out, x, base, end, ui, _init(pk), float64(0.0), pk, p)
             nrm = _finish(a, pk, p)
             cnt = float64(0.0)
             if maxred and (pk == PINF or pk == PNINF):
-                k = base
-                while k < end:
-                    if _is_tie(float64(x[k]), nrm):
-                        cnt += 1.0
-                    k += ui
-            inv_d = 1.0 / _clamp(nrm, eps)
-            coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
-            rn = 1.0 / nrm if nrm != 0.0 else 0.0
-            grad_run(grad_out, x, grad_x, base, end, ui, inv_d, coef, nrm, rn, pk, p, cnt)
+                cnt = count_ties(x, base, end, ui, nrm)
+            grad_run(grad_out, x, grad_x, base, end, ui, s, nrm, eps, pk, p, cnt)
             col += uint64(cuda.gridsize(1))
 
     def chan_partial(x, outer, c_len, inner, pk, p, part):
@@ -330,8 +376,7 @@ def kernels(fixed, fp64=False):
             c1 = uint64((kk + 1) * c_len // nchunks)
             col = uint64(cuda.grid(1))
             while col < uint64(outer) * ui:
-                o = col // ui
-                base = o * span + (col - o * ui)
+                base = column(col, ui, span)
                 a = float64(0.0)
                 k = base + c0 * ui
                 end = base + c1 * ui
@@ -351,8 +396,7 @@ def kernels(fixed, fp64=False):
         c1 = uint64((kk + 1) * c_len // nchunks)
         col = uint64(cuda.grid(1))
         while col < uint64(outer) * ui:
-            o = col // ui
-            base = o * span + (col - o * ui)
+            base = column(col, ui, span)
             d = out.dtype.type(den[col])
             scale(x, out, base + c0 * ui, base + c1 * ui, ui, d)
             col += uint64(cuda.gridsize(1))
@@ -372,8 +416,13 @@ def kernels(fixed, fp64=False):
     return out
 
 
-def _kernels(pk, dtype):
-    return kernels(pk if pk in FIXED else None, dtype == "float64")
+#: rows of at least this many elements take the runtime-kind kernels (64-bit in-row
+#: bounds) whatever p is
+ROW32 = 2**31
+
+
+def _kernels(pk, dtype, n=0):
+    return kernels(pk if pk in FIXED and n < ROW32 else None, dtype == "float64")
 
 
 @cuda.jit(device=True, inline="always")
@@ -424,7 +473,7 @@ def forward_rows(x, p, eps, out):
     if m == 0 or n == 0:
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _kernels(_pkind(p), x.dtype)["rows_forward_warp" if warp else "rows_forward_block"]
+    k = _kernels(_pkind(p), x.dtype, n)["rows_forward_warp" if warp else "rows_forward_block"]
     k[blocks, threads, _layout.stream()](_flat(x), m, n, _pkind(p), float(p), float(eps), _flat(out))
 
 
@@ -434,7 +483,7 @@ def backward_rows(grad_out, x, p, eps, grad_x):
     if m == 0 or n == 0:
         return
     warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _kernels(_pkind(p), x.dtype)["rows_backward_warp" if warp else "rows_backward_block"]
+    k = _kernels(_pkind(p), x.dtype, n)["rows_backward_warp" if warp else "rows_backward_block"]
     k[blocks, threads, _layout.stream()](_flat(grad_out), _flat(x), m, n, _pkind(p), float(p), float(eps),
                                          _flat(grad_x))
 
@@ -469,7 +518,7 @@ def _forward_channels_split(x, p, eps, out):
 
 def backward_channels(grad_out, x, p, eps, grad_x):
     """Gradient of :func:`forward_channels` with respect to ``x`` into ``grad_x``."""
-    outer, _, inner = x.shape
+    outer, c_len, inner = x.shape
     if x.size == 0:
         return
     blocks, threads = _layout.launch_1d(outer * inner)
