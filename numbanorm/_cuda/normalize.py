@@ -113,19 +113,6 @@ def _factors(s, nrm, eps, pk):
 
 
 @cuda.jit(device=True, inline="always")
-def _gterm(v, coef, cr, nrm, rn, pk, p, cnt):
-    """``coef · d nrm / d v``; ``cr`` from :func:`_factors` (p = 2: the term is ``v · cr``, one
-    multiplication per element; the factors are float64, formed once per row)."""
-    if pk == P2:
-        return v * cr
-    if pk == P1:  # cr = coef · 0 (NaN where coef is, as coef · d nrm / d v)
-        if v == 0.0:
-            return cr
-        return coef if v > 0.0 else -coef
-    return coef * _dnorm(v, nrm, rn, pk, p, cnt)
-
-
-@cuda.jit(device=True, inline="always")
 def _is_tie(v, nrm):
     av = abs(v)
     return av == nrm or av != av
@@ -161,9 +148,6 @@ def kernels(fixed, fp64=False):
     K = -1 if fixed is None else fixed
     tag = "" if fixed is None else ("_p2" if fixed == P2 else "_p1")
     maxred = fixed is None  # only the runtime kinds include p = ±inf (max reductions)
-    # in-row bounds of the row kernels: 32-bit for the fixed kinds (lets the compiler
-    # prove the element loops' pointer increments), so those take rows of < ROW32 elements
-    ity = uint64 if fixed is None else uint32
 
     def kind(pk):
         return pk if K < 0 else K
@@ -192,19 +176,33 @@ def kernels(fixed, fp64=False):
 
     scale = cuda.jit(device=True, inline="always")(scale)
 
+    def gterm(v, coef, cr, nrm, rn, pk, p, cnt):
+        """``coef · d nrm / d v``; ``cr`` from :func:`_factors`. Compile-time p = 2: ``v · cr``
+        (one multiplication per element); p = 1: ``±coef`` (``cr`` = ``coef · 0`` at v = 0).
+        The runtime kinds keep the generic form (the shortcuts cost them registers)."""
+        if K == P2:
+            return v * cr
+        if K == P1:
+            if v == 0.0:
+                return cr
+            return coef if v > 0.0 else -coef
+        return coef * _dnorm(v, nrm, rn, pk, p, cnt)
+
+    gterm = cuda.jit(device=True, inline="always")(gterm)
+
     def grad_run(grad_out, x, grad_x, k, end, step, s, nrm, eps, pk, p, cnt):
         """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration; the
         float64 factors of :func:`_factors` are formed here, once per row."""
         inv_d, coef, cr, rn = _factors(s, nrm, eps, pk)
         while k + step < end:
             k2 = k + step
-            v1 = grad_out[k] * inv_d - _gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
-            v2 = grad_out[k2] * inv_d - _gterm(float64(x[k2]), coef, cr, nrm, rn, pk, p, cnt)
+            v1 = grad_out[k] * inv_d - gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
+            v2 = grad_out[k2] * inv_d - gterm(float64(x[k2]), coef, cr, nrm, rn, pk, p, cnt)
             grad_x[k] = v1
             grad_x[k2] = v2
             k = k2 + step
         if k < end:
-            grad_x[k] = grad_out[k] * inv_d - _gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
+            grad_x[k] = grad_out[k] * inv_d - gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
 
     grad_run = cuda.jit(device=True, inline="always")(grad_run)
 
@@ -237,42 +235,69 @@ def kernels(fixed, fp64=False):
 
     count_ties = cuda.jit(device=True, inline="always")(count_ties)
 
-    def team(warp, n):
-        """(row of this thread, first, end of its segment) of a row kernel; a lane walks
-        ``first + lane, + 32, ... < end``. Warp kernels: a warp per row, the whole row.
+    def make_team(ity):
+        """``team(warp, n)`` with in-row bounds of type ``ity``: (row offset of this thread
+        in the block, rows per block, first index, end of its segment, step); a lane walks
+        ``first, first + step, ... < end``. Warp kernels: a warp per row, the whole row.
         Block kernels: a block per row cut into one contiguous segment per warp (a
-        multiple of 32 long), so every kernel steps by the constant 32 from bounds of type
-        ``ity``: the compiler then turns the addresses into pointer increments (a runtime
-        step, or 64-bit bounds, cost ~4 instructions per array and element)."""
-        t = cuda.threadIdx.x
-        un = ity(n)
-        if warp:
-            return t >> 5, ity(0), un
-        nw = ity(cuda.blockDim.x >> 5)
-        seg = ity(ity(ity(un + nw - ity(1)) // max(nw, ity(1)) + ity(31)) & ~ity(31))
-        first = min(ity(ity(t >> 5) * seg), un)
-        return 0, first, ity(min(first + seg, un))
+        multiple of 32 long), so every row kernel steps by the constant 32: with 32-bit
+        bounds the compiler turns the addresses into pointer increments (a runtime step,
+        or 64-bit bounds, cost ~4 instructions per array and element). The runtime-kind
+        block kernels keep a block-wide stride (their register count is the limit)."""
 
-    team = cuda.jit(device=True, inline="always")(team)
+        def team(warp, n):
+            t = cuda.threadIdx.x
+            un = ity(n)
+            lane = ity(t & 31)
+            if warp:
+                return t >> 5, cuda.blockDim.x >> 5, lane, un, ity(32)
+            if fixed is None:  # the block strides over the row (fewer registers here)
+                return 0, 1, ity(t), un, ity(cuda.blockDim.x)
+            nw = ity(cuda.blockDim.x >> 5)
+            seg = ity(ity(ity(un + nw - ity(1)) // max(nw, ity(1)) + ity(31)) & ~ity(31))
+            first = min(ity(ity(t >> 5) * seg), un)
+            return 0, 1, ity(first + lane), ity(min(first + seg, un)), ity(32)
+
+        return cuda.jit(device=True, inline="always")(team)
+
+    # in-row bounds of the row kernels: 32-bit for the fixed kinds, which take rows of
+    # < ROW32 elements; the runtime kinds take all (launcher: _row_kernel)
+    team32, team64 = make_team(uint32), make_team(uint64)
+
+    def row(x, i, m, n):
+        """(row ``i`` exists, its flat offset, its array): fixed kinds index a view of the
+        row from its start; the runtime kinds index the flat array (fewer registers)."""
+        active = i < m
+        base = uint64(i) * uint64(n) if active else uint64(0)
+        if fixed is None:
+            return active, base, x
+        return active, base, x[base:base + uint64(n)]
+
+    row = cuda.jit(device=True, inline="always")(row)
+
+    def bounds(lane, stop, base):
+        """A lane's (first, end) index in the array :func:`row` returned."""
+        if fixed is None:
+            return uint64(lane) + base, uint64(stop) + base
+        return lane, stop
+
+    bounds = cuda.jit(device=True, inline="always")(bounds)
 
     def rows_forward(warp):
+        ity = uint64 if fixed is None else uint32
+        team = team64 if fixed is None else team32
+
         def k(x, m, n, pk, p, eps, out):
             pk = kind(pk)
-            sub, first, stop = team(warp, n)
-            lane = ity(first + ity(cuda.threadIdx.x & 31))
-            ut = ity(32)
-            rpb = (cuda.blockDim.x >> 5) if warp else 1
-            un = uint64(n)
+            sub, rpb, lane, stop, ut = team(warp, n)
             i0 = cuda.blockIdx.x * rpb
             while i0 < m:
-                i = i0 + sub
-                active = i < m
-                base = uint64(i) * un if active else uint64(0)
-                xr = x[base:base + un]  # the row: in-row indices from its start
+                active, base, xr = row(x, i0 + sub, m, n)
+                lo, hi = bounds(lane, stop, base)
                 a = _init(pk)
                 if active:
-                    j = lane
-                    while j < stop:
+                    j = lo
+                    while j < hi:
                         a = _acc(float64(xr[j]), a, pk, p)
                         j += ut
                 if maxred and (pk == PINF or pk == PNINF):
@@ -281,30 +306,28 @@ def kernels(fixed, fp64=False):
                     a = warp_sum(a) if warp else block_sum(a)
                 d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
                 if active:
-                    scale(xr, out[base:base + un], lane, stop, ut, d)
+                    _, _, orow = row(out, i0 + sub, m, n)
+                    scale(xr, orow, lo, hi, ut, d)
                 i0 += cuda.gridDim.x * rpb
 
         return _named(k, f"_rows_forward_{'warp' if warp else 'block'}{tag}")
 
     def rows_backward(warp):
+        ity = uint64 if fixed is None else uint32
+        team = team64 if fixed is None else team32
+
         def k(grad_out, x, m, n, pk, p, eps, grad_x):
             pk = kind(pk)
-            sub, first, stop = team(warp, n)
-            lane = ity(first + ity(cuda.threadIdx.x & 31))
-            ut = ity(32)
-            rpb = (cuda.blockDim.x >> 5) if warp else 1
-            un = uint64(n)
+            sub, rpb, lane, stop, ut = team(warp, n)
             i0 = cuda.blockIdx.x * rpb
             while i0 < m:
-                i = i0 + sub
-                active = i < m
-                base = uint64(i) * un if active else uint64(0)
-                xr = x[base:base + un]
-                gr = grad_out[base:base + un]
+                active, base, xr = row(x, i0 + sub, m, n)
+                _, _, gr = row(grad_out, i0 + sub, m, n)
+                lo, hi = bounds(lane, stop, base)
                 a = _init(pk)
                 s = float64(0.0)
                 if active:
-                    a, s = dot_run(gr, xr, lane, stop, ut, a, s, pk, p)
+                    a, s = dot_run(gr, xr, lo, hi, ut, a, s, pk, p)
                 if maxred and (pk == PINF or pk == PNINF):
                     a = warp_max(a) if warp else block_max(a)
                     s = warp_sum(s) if warp else block_sum(s)
@@ -314,10 +337,11 @@ def kernels(fixed, fp64=False):
                 cnt = float64(0.0)
                 if maxred and (pk == PINF or pk == PNINF):
                     if active:
-                        cnt = count_ties(xr, lane, stop, ut, nrm)
+                        cnt = count_ties(xr, lo, hi, ut, nrm)
                     cnt = warp_sum(cnt) if warp else block_sum(cnt)
                 if active:
-                    grad_run(gr, xr, grad_x[base:base + un], lane, stop, ut, s, nrm, eps, pk, p, cnt)
+                    _, _, gxr = row(grad_x, i0 + sub, m, n)
+                    grad_run(gr, xr, gxr, lo, hi, ut, s, nrm, eps, pk, p, cnt)
                 i0 += cuda.gridDim.x * rpb
 
         return _named(k, f"_rows_backward_{'warp' if warp else 'block'}{tag}")
@@ -467,14 +491,20 @@ def _flat(a):
     return a.reshape(a.size)
 
 
+def _row_kernel(which, p, dtype, m, n):
+    """The launch-configured rows ``which`` kernel ("forward" / "backward"); rows of
+    >= ROW32 elements take the runtime-kind kernels (64-bit in-row bounds)."""
+    warp, blocks, threads = _layout.launch_rows(m, n)
+    k = _kernels(_pkind(p), dtype, n)[f"rows_{which}_{'warp' if warp else 'block'}"]
+    return k[blocks, threads, _layout.stream()]
+
+
 def forward_rows(x, p, eps, out):
     """``out[i] = x[i] / max(||x[i]||_p, eps)`` for each row of the (M, N) array ``x``."""
     m, n = x.shape
     if m == 0 or n == 0:
         return
-    warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _kernels(_pkind(p), x.dtype, n)["rows_forward_warp" if warp else "rows_forward_block"]
-    k[blocks, threads, _layout.stream()](_flat(x), m, n, _pkind(p), float(p), float(eps), _flat(out))
+    _row_kernel("forward", p, x.dtype, m, n)(_flat(x), m, n, _pkind(p), float(p), float(eps), _flat(out))
 
 
 def backward_rows(grad_out, x, p, eps, grad_x):
@@ -482,10 +512,8 @@ def backward_rows(grad_out, x, p, eps, grad_x):
     m, n = x.shape
     if m == 0 or n == 0:
         return
-    warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _kernels(_pkind(p), x.dtype, n)["rows_backward_warp" if warp else "rows_backward_block"]
-    k[blocks, threads, _layout.stream()](_flat(grad_out), _flat(x), m, n, _pkind(p), float(p), float(eps),
-                                         _flat(grad_x))
+    _row_kernel("backward", p, x.dtype, m, n)(_flat(grad_out), _flat(x), m, n, _pkind(p), float(p), float(eps),
+                                              _flat(grad_x))
 
 
 def forward_channels(x, p, eps, out):
