@@ -60,8 +60,19 @@ BUDGET_OTHER = [
     ("normalize", "_chan_forward_p2", 256),
     ("normalize", "_chan_partial_p2", 256),
     ("normalize", "_rows_forward_warp_p1", 256),
+    ("normalize", "_rows_forward_block_p1", 256),
+    # their backwards: warps walk row segments with a constant step (pointer increments)
+    ("normalize", "_rows_backward_warp_p2", 256),
+    ("normalize", "_rows_backward_block_p2", 256),
+    ("normalize", "_rows_backward_warp_p1", 256),
+    ("normalize", "_rows_backward_block_p1", 256),
     ("normalize", "_chan_forward_p1", 256),
     ("normalize", "_chan_apply", 256),
+    # weight standardization rows (float32: one shifted pass of float64 sums, then the write)
+    ("weight_standardize", "_forward_warp", 256),
+    ("weight_standardize", "_forward_block", 256),
+    ("weight_standardize", "_backward_warp", 256),
+    ("weight_standardize", "_backward_block", 256),
     # LRN window passes: sums (mode 0) and the backward's last pass (mode 2)
     ("local_response_norm", "_wpass_m0", 256),
     ("local_response_norm", "_wpass_m2", 256),

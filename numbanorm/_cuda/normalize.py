@@ -26,7 +26,7 @@ reductions' order depends only on the launch shape; no atomics.
 import functools
 import math
 
-from numba import cuda, float32, float64, uint64
+from numba import cuda, float32, float64, uint32, uint64
 
 from . import _layout, _plan
 from ._reduce import block_max, block_sum, block_sum2, warp_max, warp_sum, warp_sum2
@@ -101,6 +101,18 @@ def _dnorm(v, nrm, rn, pk, p, cnt):
 
 
 @cuda.jit(device=True, inline="always")
+def _factors(s, nrm, eps, pk):
+    """Per-row float64 factors of the gradient ``dy · inv_d − coef · d nrm / d x``:
+    ``(inv_d, coef, cr, rn)``; ``rn`` = 1 / nrm (0 where nrm = 0), ``cr`` = ``coef · rn``
+    (p = 1: ``coef · 0``)."""
+    inv_d = 1.0 / _clamp(nrm, eps)
+    coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
+    rn = 1.0 / nrm if nrm != 0.0 else 0.0
+    cr = coef * (0.0 if pk == P1 else rn)
+    return inv_d, coef, cr, rn
+
+
+@cuda.jit(device=True, inline="always")
 def _is_tie(v, nrm):
     av = abs(v)
     return av == nrm or av != av
@@ -164,17 +176,33 @@ def kernels(fixed, fp64=False):
 
     scale = cuda.jit(device=True, inline="always")(scale)
 
-    def grad_run(grad_out, x, grad_x, k, end, step, inv_d, coef, nrm, rn, pk, p, cnt):
-        """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration."""
+    def gterm(v, coef, cr, nrm, rn, pk, p, cnt):
+        """``coef · d nrm / d v``; ``cr`` from :func:`_factors`. Compile-time p = 2: ``v · cr``
+        (one multiplication per element); p = 1: ``±coef`` (``cr`` = ``coef · 0`` at v = 0).
+        The runtime kinds keep the generic form (the shortcuts cost them registers)."""
+        if K == P2:
+            return v * cr
+        if K == P1:
+            if v == 0.0:
+                return cr
+            return coef if v > 0.0 else -coef
+        return coef * _dnorm(v, nrm, rn, pk, p, cnt)
+
+    gterm = cuda.jit(device=True, inline="always")(gterm)
+
+    def grad_run(grad_out, x, grad_x, k, end, step, s, nrm, eps, pk, p, cnt):
+        """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration; the
+        float64 factors of :func:`_factors` are formed here, once per row."""
+        inv_d, coef, cr, rn = _factors(s, nrm, eps, pk)
         while k + step < end:
             k2 = k + step
-            v1 = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
-            v2 = grad_out[k2] * inv_d - coef * _dnorm(float64(x[k2]), nrm, rn, pk, p, cnt)
+            v1 = grad_out[k] * inv_d - gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
+            v2 = grad_out[k2] * inv_d - gterm(float64(x[k2]), coef, cr, nrm, rn, pk, p, cnt)
             grad_x[k] = v1
             grad_x[k2] = v2
             k = k2 + step
         if k < end:
-            grad_x[k] = grad_out[k] * inv_d - coef * _dnorm(float64(x[k]), nrm, rn, pk, p, cnt)
+            grad_x[k] = grad_out[k] * inv_d - gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)
 
     grad_run = cuda.jit(device=True, inline="always")(grad_run)
 
@@ -197,26 +225,80 @@ def kernels(fixed, fp64=False):
 
     dot_run = cuda.jit(device=True, inline="always")(dot_run)
 
+    def count_ties(x, k, end, step, nrm):
+        cnt = float64(0.0)
+        while k < end:
+            if _is_tie(float64(x[k]), nrm):
+                cnt += 1.0
+            k += step
+        return cnt
+
+    count_ties = cuda.jit(device=True, inline="always")(count_ties)
+
+    def make_team(ity):
+        """``team(warp, n)`` with in-row bounds of type ``ity``: (row offset of this thread
+        in the block, rows per block, first index, end of its segment, step); a lane walks
+        ``first, first + step, ... < end``. Warp kernels: a warp per row, the whole row.
+        Block kernels: a block per row cut into one contiguous segment per warp (a
+        multiple of 32 long), so every row kernel steps by the constant 32: with 32-bit
+        bounds the compiler turns the addresses into pointer increments (a runtime step,
+        or 64-bit bounds, cost ~4 instructions per array and element). The runtime-kind
+        block kernels keep a block-wide stride (their register count is the limit)."""
+
+        def team(warp, n):
+            t = cuda.threadIdx.x
+            un = ity(n)
+            lane = ity(t & 31)
+            if warp:
+                return t >> 5, cuda.blockDim.x >> 5, lane, un, ity(32)
+            if fixed is None:  # the block strides over the row (fewer registers here)
+                return 0, 1, ity(t), un, ity(cuda.blockDim.x)
+            nw = ity(cuda.blockDim.x >> 5)
+            seg = ity(ity(ity(un + nw - ity(1)) // max(nw, ity(1)) + ity(31)) & ~ity(31))
+            first = min(ity(ity(t >> 5) * seg), un)
+            return 0, 1, ity(first + lane), ity(min(first + seg, un)), ity(32)
+
+        return cuda.jit(device=True, inline="always")(team)
+
+    # in-row bounds of the row kernels: 32-bit for the fixed kinds, which take rows of
+    # < ROW32 elements; the runtime kinds take all (launcher: _row_kernel)
+    team32, team64 = make_team(uint32), make_team(uint64)
+
+    def row(x, i, m, n):
+        """(row ``i`` exists, its flat offset, its array): fixed kinds index a view of the
+        row from its start; the runtime kinds index the flat array (fewer registers)."""
+        active = i < m
+        base = uint64(i) * uint64(n) if active else uint64(0)
+        if fixed is None:
+            return active, base, x
+        return active, base, x[base:base + uint64(n)]
+
+    row = cuda.jit(device=True, inline="always")(row)
+
+    def bounds(lane, stop, base):
+        """A lane's (first, end) index in the array :func:`row` returned."""
+        if fixed is None:
+            return uint64(lane) + base, uint64(stop) + base
+        return lane, stop
+
+    bounds = cuda.jit(device=True, inline="always")(bounds)
+
     def rows_forward(warp):
+        ity = uint64 if fixed is None else uint32
+        team = team64 if fixed is None else team32
+
         def k(x, m, n, pk, p, eps, out):
             pk = kind(pk)
-            t = cuda.threadIdx.x
-            team = 32 if warp else cuda.blockDim.x
-            lane = uint64(t & 31) if warp else uint64(t)
-            rpb = (cuda.blockDim.x >> 5) if warp else 1
-            un = uint64(n)
-            ut = uint64(team)
+            sub, rpb, lane, stop, ut = team(warp, n)
             i0 = cuda.blockIdx.x * rpb
             while i0 < m:
-                i = i0 + ((t >> 5) if warp else 0)
-                active = i < m
-                base = uint64(i) * un
-                end = base + un
+                active, base, xr = row(x, i0 + sub, m, n)
+                lo, hi = bounds(lane, stop, base)
                 a = _init(pk)
                 if active:
-                    j = base + lane
-                    while j < end:
-                        a = _acc(float64(x[j]), a, pk, p)
+                    j = lo
+                    while j < hi:
+                        a = _acc(float64(xr[j]), a, pk, p)
                         j += ut
                 if maxred and (pk == PINF or pk == PNINF):
                     a = warp_max(a) if warp else block_max(a)
@@ -224,30 +306,28 @@ def kernels(fixed, fp64=False):
                     a = warp_sum(a) if warp else block_sum(a)
                 d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
                 if active:
-                    scale(x, out, base + lane, end, ut, d)
+                    _, _, orow = row(out, i0 + sub, m, n)
+                    scale(xr, orow, lo, hi, ut, d)
                 i0 += cuda.gridDim.x * rpb
 
         return _named(k, f"_rows_forward_{'warp' if warp else 'block'}{tag}")
 
     def rows_backward(warp):
+        ity = uint64 if fixed is None else uint32
+        team = team64 if fixed is None else team32
+
         def k(grad_out, x, m, n, pk, p, eps, grad_x):
             pk = kind(pk)
-            t = cuda.threadIdx.x
-            team = 32 if warp else cuda.blockDim.x
-            lane = uint64(t & 31) if warp else uint64(t)
-            rpb = (cuda.blockDim.x >> 5) if warp else 1
-            un = uint64(n)
-            ut = uint64(team)
+            sub, rpb, lane, stop, ut = team(warp, n)
             i0 = cuda.blockIdx.x * rpb
             while i0 < m:
-                i = i0 + ((t >> 5) if warp else 0)
-                active = i < m
-                base = uint64(i) * un
-                end = base + un
+                active, base, xr = row(x, i0 + sub, m, n)
+                _, _, gr = row(grad_out, i0 + sub, m, n)
+                lo, hi = bounds(lane, stop, base)
                 a = _init(pk)
                 s = float64(0.0)
                 if active:
-                    a, s = dot_run(grad_out, x, base + lane, end, ut, a, s, pk, p)
+                    a, s = dot_run(gr, xr, lo, hi, ut, a, s, pk, p)
                 if maxred and (pk == PINF or pk == PNINF):
                     a = warp_max(a) if warp else block_max(a)
                     s = warp_sum(s) if warp else block_sum(s)
@@ -257,20 +337,21 @@ def kernels(fixed, fp64=False):
                 cnt = float64(0.0)
                 if maxred and (pk == PINF or pk == PNINF):
                     if active:
-                        j = base + lane
-                        while j < end:
-                            if _is_tie(float64(x[j]), nrm):
-                                cnt += 1.0
-                            j += ut
+                        cnt = count_ties(xr, lo, hi, ut, nrm)
                     cnt = warp_sum(cnt) if warp else block_sum(cnt)
-                inv_d = 1.0 / _clamp(nrm, eps)
-                coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
-                rn = 1.0 / nrm if nrm != 0.0 else 0.0
                 if active:
-                    grad_run(grad_out, x, grad_x, base + lane, end, ut, inv_d, coef, nrm, rn, pk, p, cnt)
+                    _, _, gxr = row(grad_x, i0 + sub, m, n)
+                    grad_run(gr, xr, gxr, lo, hi, ut, s, nrm, eps, pk, p, cnt)
                 i0 += cuda.gridDim.x * rpb
 
         return _named(k, f"_rows_backward_{'warp' if warp else 'block'}{tag}")
+
+    def column(col, ui, span):
+        """Flat offset of column ``col = o * inner + j``'s first element."""
+        o = col // ui
+        return o * span + (col - o * ui)
+
+    column = cuda.jit(device=True, inline="always")(column)
 
     def chan_forward(x, outer, c_len, inner, pk, p, eps, out):
         """Thread per column (o, j), looping over C with an unsigned address step."""
@@ -279,8 +360,7 @@ def kernels(fixed, fp64=False):
         span = uint64(c_len) * ui
         col = uint64(cuda.grid(1))
         while col < uint64(outer) * ui:
-            o = col // ui
-            base = o * span + (col - o * ui)
+            base = column(col, ui, span)
             end = base + span
             a = _init(pk)
             k = base
@@ -297,24 +377,14 @@ def kernels(fixed, fp64=False):
         span = uint64(c_len) * ui
         col = uint64(cuda.grid(1))
         while col < uint64(outer) * ui:
-            o = col // ui
-            base = o * span + (col - o * ui)
+            base = column(col, ui, span)
             end = base + span
-            a = _init(pk)
-            s = float64(0.0)
-            a, s = dot_run(grad_out, x, base, end, ui, a, s, pk, p)
+            a, s = dot_run(grad_out, x, base, end, ui, _init(pk), float64(0.0), pk, p)
             nrm = _finish(a, pk, p)
             cnt = float64(0.0)
             if maxred and (pk == PINF or pk == PNINF):
-                k = base
-                while k < end:
-                    if _is_tie(float64(x[k]), nrm):
-                        cnt += 1.0
-                    k += ui
-            inv_d = 1.0 / _clamp(nrm, eps)
-            coef = s * inv_d * inv_d if nrm >= eps and pk != P0 else 0.0
-            rn = 1.0 / nrm if nrm != 0.0 else 0.0
-            grad_run(grad_out, x, grad_x, base, end, ui, inv_d, coef, nrm, rn, pk, p, cnt)
+                cnt = count_ties(x, base, end, ui, nrm)
+            grad_run(grad_out, x, grad_x, base, end, ui, s, nrm, eps, pk, p, cnt)
             col += uint64(cuda.gridsize(1))
 
     def chan_partial(x, outer, c_len, inner, pk, p, part):
@@ -330,8 +400,7 @@ def kernels(fixed, fp64=False):
             c1 = uint64((kk + 1) * c_len // nchunks)
             col = uint64(cuda.grid(1))
             while col < uint64(outer) * ui:
-                o = col // ui
-                base = o * span + (col - o * ui)
+                base = column(col, ui, span)
                 a = float64(0.0)
                 k = base + c0 * ui
                 end = base + c1 * ui
@@ -351,8 +420,7 @@ def kernels(fixed, fp64=False):
         c1 = uint64((kk + 1) * c_len // nchunks)
         col = uint64(cuda.grid(1))
         while col < uint64(outer) * ui:
-            o = col // ui
-            base = o * span + (col - o * ui)
+            base = column(col, ui, span)
             d = out.dtype.type(den[col])
             scale(x, out, base + c0 * ui, base + c1 * ui, ui, d)
             col += uint64(cuda.gridsize(1))
@@ -372,8 +440,13 @@ def kernels(fixed, fp64=False):
     return out
 
 
-def _kernels(pk, dtype):
-    return kernels(pk if pk in FIXED else None, dtype == "float64")
+#: rows of at least this many elements take the runtime-kind kernels (64-bit in-row
+#: bounds) whatever p is
+ROW32 = 2**31
+
+
+def _kernels(pk, dtype, n=0):
+    return kernels(pk if pk in FIXED and n < ROW32 else None, dtype == "float64")
 
 
 @cuda.jit(device=True, inline="always")
@@ -418,14 +491,20 @@ def _flat(a):
     return a.reshape(a.size)
 
 
+def _row_kernel(which, p, dtype, m, n):
+    """The launch-configured rows ``which`` kernel ("forward" / "backward"); rows of
+    >= ROW32 elements take the runtime-kind kernels (64-bit in-row bounds)."""
+    warp, blocks, threads = _layout.launch_rows(m, n)
+    k = _kernels(_pkind(p), dtype, n)[f"rows_{which}_{'warp' if warp else 'block'}"]
+    return k[blocks, threads, _layout.stream()]
+
+
 def forward_rows(x, p, eps, out):
     """``out[i] = x[i] / max(||x[i]||_p, eps)`` for each row of the (M, N) array ``x``."""
     m, n = x.shape
     if m == 0 or n == 0:
         return
-    warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _kernels(_pkind(p), x.dtype)["rows_forward_warp" if warp else "rows_forward_block"]
-    k[blocks, threads, _layout.stream()](_flat(x), m, n, _pkind(p), float(p), float(eps), _flat(out))
+    _row_kernel("forward", p, x.dtype, m, n)(_flat(x), m, n, _pkind(p), float(p), float(eps), _flat(out))
 
 
 def backward_rows(grad_out, x, p, eps, grad_x):
@@ -433,10 +512,8 @@ def backward_rows(grad_out, x, p, eps, grad_x):
     m, n = x.shape
     if m == 0 or n == 0:
         return
-    warp, blocks, threads = _layout.launch_rows(m, n)
-    k = _kernels(_pkind(p), x.dtype)["rows_backward_warp" if warp else "rows_backward_block"]
-    k[blocks, threads, _layout.stream()](_flat(grad_out), _flat(x), m, n, _pkind(p), float(p), float(eps),
-                                         _flat(grad_x))
+    _row_kernel("backward", p, x.dtype, m, n)(_flat(grad_out), _flat(x), m, n, _pkind(p), float(p), float(eps),
+                                              _flat(grad_x))
 
 
 def forward_channels(x, p, eps, out):
@@ -469,7 +546,7 @@ def _forward_channels_split(x, p, eps, out):
 
 def backward_channels(grad_out, x, p, eps, grad_x):
     """Gradient of :func:`forward_channels` with respect to ``x`` into ``grad_x``."""
-    outer, _, inner = x.shape
+    outer, c_len, inner = x.shape
     if x.size == 0:
         return
     blocks, threads = _layout.launch_1d(outer * inner)
