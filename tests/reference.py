@@ -390,3 +390,27 @@ def assert_torch_grads(grads, tensors, channel_axis, rtol=1e-9, atol=1e-11):
     gx, gw, gb = grads
     for ours, t in zip((channels_first(gx, channel_axis), gw, gb), tensors):
         np.testing.assert_allclose(ours, t.grad.numpy(), rtol=rtol, atol=atol)
+
+
+def in_threads(fn, n, repeats=3, timeout=120):
+    """``[fn(i) for i in range(n)]`` computed by ``n`` concurrent Python threads, each
+    calling ``fn(i)`` ``repeats`` times (its last result kept); re-raises the first error."""
+    import threading
+
+    results, errors = [None] * n, []
+
+    def run(i):
+        try:
+            for _ in range(repeats):
+                results[i] = fn(i)
+        except Exception as e:  # pragma: no cover - raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    if errors:
+        raise errors[0]
+    return results

@@ -2,7 +2,6 @@
 local response norm): every chunk runs exactly once, parallel and serial results are
 bitwise equal, concurrent callers and forked children work."""
 import multiprocessing
-import threading
 
 import numba
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import numbanorm
 from numbanorm import _config
 from numbanorm._cpu import _threads
+from reference import in_threads
 
 
 @numba.njit(nogil=True)
@@ -63,21 +63,7 @@ def test_parallel_equals_serial_bitwise(monkeypatch):
 def test_concurrent_python_threads():
     x, g = _inputs(1)
     expected = _lrn(x, g)
-    results, errors = [None] * 4, []
-
-    def work(i):
-        try:
-            for _ in range(3):
-                results[i] = _lrn(x, g)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors
+    results = in_threads(lambda i: _lrn(x, g), 4)
     for r in results:
         assert all(np.array_equal(a, b) for a, b in zip(r, expected))
 

@@ -1,12 +1,12 @@
 """Thread and fork safety of the CPU kernels (the TBB threading layer), and determinism."""
 import multiprocessing
-import threading
 
 import numpy as np
 import pytest
 
 import numbanorm
 from numbanorm import layer_norm, layer_norm_backward, rms_norm
+from reference import in_threads
 
 
 def _work(seed):
@@ -24,22 +24,7 @@ def test_threading_layer_is_thread_and_fork_safe():
 
 def test_eight_python_threads_call_parallel_kernels():
     expected = [_work(s) for s in range(8)]
-    results = [None] * 8
-    errors = []
-
-    def run(i):
-        try:
-            for _ in range(3):
-                results[i] = _work(i)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors
+    results = in_threads(_work, 8)
     assert results == expected
 
 
