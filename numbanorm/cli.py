@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import sys
+import time
 
 
 def _progress(total, unit):
@@ -92,9 +93,13 @@ def _bench(args):
         if bar is not None:
             bar.update()
 
-    _bench.warm_up(cases, jobs, full=args.full, on_done=warmed)
+    t0 = time.perf_counter()
+    warmed_n = _bench.warm_up(cases, jobs, full=args.full, on_done=warmed)
     if bar is not None:
         bar.close()
+    t1 = time.perf_counter()
+    if warmed_n:
+        print(f"# compiled in {t1 - t0:.0f} s", flush=True)
     bar = _progress(len(cases), "case")
     print(f"# numbanorm bench on {_machine()}", flush=True)
     print(_bench.header(args.markdown), flush=True)
@@ -112,6 +117,8 @@ def _bench(args):
                       on_start=start, on_row=done)
     if bar is not None:
         bar.close()
+    t2 = time.perf_counter()
+    print(f"# {len(rows)} cases timed in {t2 - t1:.0f} s ({t2 - t0:.0f} s with compiling)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=str)

@@ -29,7 +29,7 @@ def test_bench_runs_and_plots(tmp_path, monkeypatch, capsys):
     png, js = tmp_path / "b.png", tmp_path / "b.json"
     assert cli.main(["bench", "layer_norm", "--repeat", "1", "--plot", str(png), "--json", str(js)]) == 0
     out = capsys.readouterr().out
-    assert "layer_norm" in out and "copyto" in out
+    assert "layer_norm" in out and "copyto" in out and "1 cases timed in" in out
     assert png.stat().st_size > 1000
     rows = json.loads(js.read_text())
     assert rows[0]["numbanorm"] > 0 and rows[0]["x_copyto"] > 0
