@@ -1,6 +1,7 @@
 """`numbanorm bench` machinery: the quick default set, the streaming-copy denominator,
 rows reported as they finish, and `--compile` (first-call times in fresh processes)."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -115,3 +116,21 @@ def test_warm_up_runs_each_case_once_in_worker_processes():
     assert _bench.warm_up(cases, 1) == 0 and _bench.warm_up(cases[:1], 4) == 0  # nothing to share
     assert _bench._warm_case(op, "no such case", shape, str(np.dtype(dtype)), False) is None
     assert _bench._warm_case(op, label, shape, str(np.dtype(dtype)), False) > 0
+
+
+def test_time_interleaved_times_slow_baselines_twice_only():
+    calls = {"kernel": 0, "baseline": 0}
+
+    def kernel():
+        calls["kernel"] += 1
+
+    def baseline():
+        calls["baseline"] += 1
+        time.sleep(0.02)
+
+    t = _bench.time_interleaved({"kernel": kernel, "baseline": baseline}, repeat=5, slow=0.01, keep=("kernel",))
+    assert calls == {"kernel": 6, "baseline": 3}  # one warm-up each, then 5 / 2 timed runs
+    assert t["baseline"] >= 0.02 > t["kernel"]
+    calls.update(kernel=0, baseline=0)
+    _bench.time_interleaved({"kernel": kernel, "baseline": baseline}, repeat=5)
+    assert calls == {"kernel": 6, "baseline": 6}
