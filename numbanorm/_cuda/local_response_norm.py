@@ -37,6 +37,7 @@ import math
 from numba import cuda, float64, uint64
 
 from . import _layout
+from ._local_response_norm_grad import K75, KGEN, KIND_NAMES, bwd_fused, grad_tp, kind_of, pneg, tile as bwd_tile
 
 #: float64 values per block in the shared tile (16 KiB)
 SHARED = 2048
@@ -76,11 +77,13 @@ def _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2):
 
 
 @functools.lru_cache(maxsize=None)
-def wpass(mode):
-    """``_wpass_m<mode>``: the window pass with ``mode`` (what it writes, see the module
-    docstring) a compile-time constant (fewer registers: the mode-0 sums carry no
-    power / gradient code)."""
+def wpass(mode, kind=KGEN):
+    """``_wpass_m<mode>`` (``_wpass_m1_<kind>`` for mode 1): the window pass with ``mode``
+    (what it writes, see the module docstring) a compile-time constant (fewer registers: the
+    mode-0 sums carry no power / gradient code), and for mode 1 the power kind too
+    (``y = x p`` with ``p = base ** -beta`` in the data dtype, :func:`pneg`)."""
     MODE = mode
+    KIND = kind
 
     def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti, flat):
         """One window pass along the middle axis of (A, La, B) with a shared tile + halo.
@@ -141,11 +144,17 @@ def wpass(mode):
                                 xc = sh[(r + lo) * ti + q]
                             else:
                                 xc = float64(x[a, l, b])
-                        _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+                        if mode == 1:
+                            f = dst.dtype.type
+                            p, _ = pneg(f(k) + f(alpha) * f(acc), KIND, f(-beta), f(1.0))
+                            dst[a, l, b] = f(xc) * p
+                        else:
+                            _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
                     r += rstep
             cuda.syncthreads()
 
-    _wpass.__name__ = _wpass.__qualname__ = f"_wpass_m{mode}"
+    name = f"_wpass_m{mode}" + (f"_{KIND_NAMES[kind]}" if mode == 1 else "")
+    _wpass.__name__ = _wpass.__qualname__ = name
     return cuda.jit(_wpass)
 
 
@@ -170,16 +179,6 @@ def _wpass_direct(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, 
         if mode == 1:
             xc = float64(x[a, l, b])
         _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
-
-
-@cuda.jit
-def _grad_tp(s, x, g, k, alpha, beta, pk, pb, tb):
-    """p = (k + alpha s) ** -beta, t = dy x p / (k + alpha s); flat, grid-stride."""
-    for i in range(cuda.grid(1), s.shape[0], cuda.gridsize(1)):
-        base = k + alpha * float64(s[i])
-        p = 1.0 / _bpow(base, pk, beta)
-        pb[i] = p
-        tb[i] = float64(g[i]) * float64(x[i]) * p / base
 
 
 def _tile(nt, nb, halo):
@@ -209,7 +208,7 @@ def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, 
     tl = min(tl, length)
     ntiles = na * -(-length // tl) * -(-nb // ti)
     blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
-    wpass(mode)[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
+    wpass(mode, kind_of(beta) if mode == 1 else KGEN)[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
 
 
 def _views(x, sp):
@@ -264,6 +263,31 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
         src = dst
 
 
+def _backward_fused(grad_out, x, view, lo, hi, alpha, k, beta, grad_x):
+    """One window axis: the fused kernel (x, dy read once, dx written once), or False when
+    the window is too wide for its shared tile."""
+    na, length, nb = view
+    lo = min(lo, length - 1)
+    hi = min(hi, length - 1)
+    nt = _layout.threads_per_block()
+    t = bwd_tile(nt, nb, lo + hi, SHARED)
+    if t is None:
+        return False
+    tl, ti = t
+    tl = min(tl, length)
+    dst = grad_x
+    if _overlap(grad_x, x) or _overlap(grad_x, grad_out):  # a block's halo is another's tile
+        dst = _layout.empty(x.shape, x.dtype)
+    ntiles = na * -(-length // tl) * -(-nb // ti)
+    blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
+    bwd_fused(kind_of(beta), SHARED)[blocks, nt, _layout.stream()](
+        x.reshape(view), grad_out.reshape(-1), dst.reshape(-1), lo, hi, float(k), float(alpha), float(beta),
+        -2.0 * alpha * beta, tl, ti, x.reshape(-1))
+    if dst is not grad_x:
+        _layout.copyto(grad_x, dst)
+    return True
+
+
 def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     """Gradient of :func:`forward` with respect to ``x`` into ``grad_x``."""
     if x.size == 0:
@@ -272,6 +296,8 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     views = _views(x, sp)
     pk = pow_kind(beta)
     nd = len(sp)
+    if nd == 1 and _backward_fused(grad_out, x, views[0], lo, hi, alpha, k, beta, grad_x):
+        return
     bufs = [_layout.empty(x.shape, x.dtype) for _ in range(3 if nd > 1 else 2)]
     # window sums of x² into bufs[0] (ping-pong through bufs[1])
     src = x
@@ -283,8 +309,9 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pbuf = _layout.empty(x.shape, x.dtype)
     tbuf = bufs[1]
     blocks, threads = _layout.launch_1d(x.size)
-    _grad_tp[blocks, threads, _layout.stream()](s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha),
-                              float(beta), pk, pbuf.reshape(-1), tbuf.reshape(-1))
+    grad_tp(kind_of(beta))[blocks, threads, _layout.stream()](
+        s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha), float(beta),
+        pbuf.reshape(-1), tbuf.reshape(-1))
     c2 = -2.0 * alpha * beta
     src = tbuf
     spare = [s, bufs[2] if nd > 1 else None]
@@ -303,9 +330,12 @@ def _signatures():
         arrs = ", ".join([a3] * 5)
         common = "int64, int64, int64, int64, float64, float64, float64, int64, float64"
         sigs += [
-            *[(wpass(m), f"void({arrs}, {common}, int64, int64, {a1})") for m in (0, 1, 2)],
+            *[(wpass(m, kd), f"void({arrs}, {common}, int64, int64, {a1})")
+              for m, kd in ((0, KGEN), (1, K75), (1, KGEN), (2, KGEN))],
             (_wpass_direct, f"void({arrs}, {common})"),
-            (_grad_tp, f"void({a1}, {a1}, {a1}, float64, float64, float64, int64, {a1}, {a1})"),
+            *[(grad_tp(kd), f"void({a1}, {a1}, {a1}, float64, float64, float64, {a1}, {a1})") for kd in (K75, KGEN)],
+            *[(bwd_fused(kd, SHARED), f"void({a3}, {a1}, {a1}, int64, int64, float64, float64, float64, float64, "
+               f"int64, int64, {a1})") for kd in (K75, KGEN)],
         ]
     return sigs
 

@@ -1,0 +1,166 @@
+"""LRN backward CUDA kernels (split from ``local_response_norm.py``; launched from there).
+
+Notation as in ``local_response_norm.py``: the data are the ``(A, L, B)`` view of one window
+axis, the forward's window of position ``j`` is ``[j - lo, j + hi]``, ``S_j`` the window sum
+of ``x²``, ``base_j = k + alpha S_j``, ``p_j = base_j ** -beta``, ``t_j = dy_j x_j p_j / base_j``
+and ``dx_l = dy_l p_l + c2 x_l u_l`` with ``u_l`` the sum of ``t`` over the transposed window
+``[l - hi, l + lo]`` and ``c2 = -2 alpha beta``.
+
+Power kinds are compile-time constants (:data:`K75` for the common ``beta = 0.75``,
+:data:`KGEN` the generic ``pow``): one kernel per kind, no per-element switch. Element math
+(``base``, ``p``, ``t``, ``dx``) runs in the data dtype, as the CPU kernels' does (float32
+data: float32 math); the window sums run in float64 from shared memory.
+
+* ``_bwd_fused_<kind>`` (one window axis: across channels, or one spatial axis): a 1-D block
+  owns a tile of ``tl`` rows along ``L`` times ``ti`` columns along ``B`` and loads ``x`` over
+  the tile plus a double halo (``2 (lo + hi)`` rows) and ``dy`` over the tile plus one halo
+  into shared memory, forms ``t`` and ``dy p`` for the tile plus the transposed halo there,
+  then writes ``dx`` of the tile: ``x`` and ``dy`` are read from DRAM once (halo rows are a
+  neighbour tile's rows, L2 hits), ``dx`` written once, nothing else: 2R + 1W.
+* ``_grad_tp_<kind>`` (several window axes): element-wise ``p`` and ``t`` from the sums.
+"""
+import functools
+import math
+
+from numba import cuda, float64, uint64
+
+K75, KGEN = 0, 1
+KIND_NAMES = {K75: "p75", KGEN: "pgen"}
+
+
+def kind_of(beta):
+    """The compile-time power kind of ``beta``."""
+    return K75 if float(beta) == 0.75 else KGEN
+
+
+@cuda.jit(device=True, inline="always")
+def pneg(base, kind, bneg, one):
+    """``(base ** -beta, base ** -beta / base)`` in ``base``'s dtype (``bneg = -beta``,
+    ``one`` = 1 in that dtype); one division for either kind (0.75: ``r = 1/sqrt(base)``,
+    ``p = r sqrt(r)``, ``p / base = p r r``)."""
+    if kind == K75:
+        r = one / math.sqrt(base)
+        p = r * math.sqrt(r)
+        return p, p * r * r
+    p = base ** bneg
+    return p, p / base
+
+
+@functools.lru_cache(maxsize=None)
+def grad_tp(kind):
+    """``_grad_tp_<kind>``: ``p`` and ``t`` from the window sums ``s`` (flat, grid-stride)."""
+    KIND = kind
+
+    def _grad_tp(s, x, g, k, alpha, beta, pb, tb):
+        """pb = (k + alpha s) ** -beta, tb = dy x pb / (k + alpha s), in the data dtype."""
+        f = pb.dtype.type
+        kf, af, bf, one = f(k), f(alpha), f(-beta), f(1.0)
+        for i in range(cuda.grid(1), s.shape[0], cuda.gridsize(1)):
+            p, q = pneg(kf + af * f(s[i]), KIND, bf, one)
+            pb[i] = p
+            tb[i] = f(g[i]) * f(x[i]) * q
+
+    _grad_tp.__name__ = _grad_tp.__qualname__ = f"_grad_tp_{KIND_NAMES[kind]}"
+    return cuda.jit(_grad_tp)
+
+
+def tile(nt, nb, halo, shared):
+    """(tl, ti) of the fused backward's tile (``3 tl + 4 halo`` rows of ``ti`` float64 in
+    ``shared`` values), or None when the halo is too wide."""
+    ti = min(nb, 32)
+    while ti >= 1:
+        tl = min(max(1, nt // ti), (shared // ti - 4 * halo) // 3)
+        if tl >= 1:
+            return tl, ti
+        ti //= 2
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def bwd_fused(kind, shared):
+    """``_bwd_fused_<kind>``: the whole backward of one window axis (see the module
+    docstring), ``shared`` float64 values of shared memory per block."""
+    KIND = kind
+    SH = shared
+
+    def _bwd_fused(x, gf, dxf, lo, hi, k, alpha, beta, c2, tl, ti, xf):
+        """Thread ``t`` owns tile column ``q = t % ti`` and rows ``t // ti + j (nt // ti)``.
+
+        Shared layout (rows of ``ti``): ``x`` rows ``[l0 - h, l0 + tl + h)`` (``h = lo + hi``),
+        then ``t`` and ``dy p`` rows ``[l0 - hi, l0 + tl + lo)``. ``xf``, ``gf``, ``dxf`` are
+        the flat views of x, dy, dx (unsigned flat offsets stepped per row)."""
+        na, length, nb = x.shape
+        f = dxf.dtype.type
+        kf, af, bf, cf, one = f(k), f(alpha), f(-beta), f(c2), f(1.0)
+        sh = cuda.shared.array(SH, float64)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        h = lo + hi
+        r1 = tl + 2 * h
+        r2 = tl + h
+        ts0 = r1 * ti  # t rows
+        qs0 = ts0 + r2 * ti  # dy p rows
+        ntl = (length + tl - 1) // tl
+        ntb = (nb + ti - 1) // ti
+        per_a = ntl * ntb
+        q = t % ti
+        r0 = t // ti
+        rstep = nt // ti
+        for tile_ in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
+            a = tile_ // per_a
+            rem = tile_ - a * per_a
+            lt = rem // ntb
+            l0 = lt * tl
+            b = (rem - lt * ntb) * ti + q
+            # x over the tile and the double halo (zeros outside)
+            l = l0 - h + r0
+            off = (a * length + l) * nb + b
+            si = r0 * ti + q
+            while si < r1 * ti:
+                v = float64(0.0)
+                if l >= 0 and l < length and b < nb:
+                    v = float64(xf[uint64(off)])
+                sh[si] = v
+                l += rstep
+                off += rstep * nb
+                si += rstep * ti
+            cuda.syncthreads()
+            # t and dy p over the tile and the transposed halo
+            j = l0 - hi + r0
+            off = (a * length + j) * nb + b
+            r = r0
+            while r < r2:
+                tv = float64(0.0)
+                qv = float64(0.0)
+                if j >= 0 and j < length and b < nb:
+                    acc = float64(0.0)
+                    for d in range(h + 1):
+                        v = sh[(r + d) * ti + q]
+                        acc += v * v
+                    p, pq = pneg(kf + af * f(acc), KIND, bf, one)
+                    dy = f(gf[uint64(off)])
+                    tv = float64(dy * f(sh[(r + lo) * ti + q]) * pq)
+                    qv = float64(dy * p)
+                sh[ts0 + r * ti + q] = tv
+                sh[qs0 + r * ti + q] = qv
+                j += rstep
+                off += rstep * nb
+                r += rstep
+            cuda.syncthreads()
+            if b < nb:  # dx of the tile
+                l = l0 + r0
+                off = (a * length + l) * nb + b
+                r = r0
+                while r < tl:
+                    if l < length:
+                        u = float64(0.0)
+                        for d in range(h + 1):
+                            u += sh[ts0 + (r + d) * ti + q]
+                        dxf[uint64(off)] = f(sh[qs0 + (r + hi) * ti + q]) + cf * f(sh[(r + h) * ti + q]) * f(u)
+                    l += rstep
+                    off += rstep * nb
+                    r += rstep
+            cuda.syncthreads()
+
+    _bwd_fused.__name__ = _bwd_fused.__qualname__ = f"_bwd_fused_{KIND_NAMES[kind]}"
+    return cuda.jit(_bwd_fused)
