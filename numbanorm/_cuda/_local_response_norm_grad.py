@@ -22,7 +22,18 @@ data: float32 math); the window sums run in float64 from shared memory.
 import functools
 import math
 
-from numba import cuda, float64, uint64
+from numba import cuda, float32, float64, uint64
+from numba import config
+from numba.cuda import libdevice
+
+if config.ENABLE_CUDASIM:  # the simulator has no libdevice: the same value, correctly rounded
+    import numpy as np
+
+    def rsqrtf(v):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.float32(1.0) / np.sqrt(np.float32(v))  # NaN below 0, as rsqrt.approx
+else:
+    rsqrtf = libdevice.rsqrtf
 
 K75, KGEN = 0, 1
 KIND_NAMES = {K75: "p75", KGEN: "pgen"}
@@ -34,31 +45,43 @@ def kind_of(beta):
 
 
 @cuda.jit(device=True, inline="always")
-def pneg(base, kind, bneg, one):
+def pneg(base, kind, bneg, one, f32):
     """``(base ** -beta, base ** -beta / base)`` in ``base``'s dtype (``bneg = -beta``,
-    ``one`` = 1 in that dtype); one division for either kind (0.75: ``r = 1/sqrt(base)``,
-    ``p = r sqrt(r)``, ``p / base = p r r``)."""
+    ``one`` = 1 in that dtype). 0.75: ``r = 1/sqrt(base)``, ``p = r² / sqrt(r)``... formed as
+    ``p = r r rsqrt(r)``, ``p / base = p r r``; float32 (``f32``, compile-time) takes the
+    hardware ``rsqrt.approx.f32`` (relative error ≤ 2⁻²², NaN for negative or NaN bases),
+    float64 one division and two square roots. Generic: ``pow`` and one division."""
     if kind == K75:
-        r = one / math.sqrt(base)
-        p = r * math.sqrt(r)
+        if f32:
+            r = rsqrtf(base)
+            p = r * r * rsqrtf(r)
+        else:
+            r = one / math.sqrt(base)
+            p = r * math.sqrt(r)
         return p, p * r * r
     p = base ** bneg
     return p, p / base
 
 
 @functools.lru_cache(maxsize=None)
-def grad_tp(kind):
-    """``_grad_tp_<kind>``: ``p`` and ``t`` from the window sums ``s`` (flat, grid-stride)."""
+def grad_tp(kind, f32):
+    """``_grad_tp_<kind>``: ``p`` and ``t`` from the window sums ``s`` (flat, grid-stride);
+    ``f32``: compiled for float32 data (see :func:`pneg`)."""
     KIND = kind
+    F32 = f32
 
     def _grad_tp(s, x, g, k, alpha, beta, pb, tb):
         """pb = (k + alpha s) ** -beta, tb = dy x pb / (k + alpha s), in the data dtype."""
         f = pb.dtype.type
         kf, af, bf, one = f(k), f(alpha), f(-beta), f(1.0)
-        for i in range(cuda.grid(1), s.shape[0], cuda.gridsize(1)):
-            p, q = pneg(kf + af * f(s[i]), KIND, bf, one)
+        n = uint64(s.shape[0])
+        step = uint64(cuda.gridsize(1))
+        i = uint64(cuda.grid(1))
+        while i < n:  # unsigned flat index: no negative-index wraparound per access
+            p, q = pneg(kf + af * f(s[i]), KIND, bf, one, F32)
             pb[i] = p
             tb[i] = f(g[i]) * f(x[i]) * q
+            i += step
 
     _grad_tp.__name__ = _grad_tp.__qualname__ = f"_grad_tp_{KIND_NAMES[kind]}"
     return cuda.jit(_grad_tp)
@@ -77,11 +100,14 @@ def tile(nt, nb, halo, shared):
 
 
 @functools.lru_cache(maxsize=None)
-def bwd_fused(kind, shared):
+def bwd_fused(kind, shared, f32):
     """``_bwd_fused_<kind>``: the whole backward of one window axis (see the module
-    docstring), ``shared`` float64 values of shared memory per block."""
+    docstring), ``shared`` float64 values of shared memory per block, ``f32`` as in
+    :func:`grad_tp`."""
     KIND = kind
+    F32 = f32
     SH = shared
+    DT = float32 if f32 else float64  # shared values in the data dtype (exact for x)
 
     def _bwd_fused(x, gf, dxf, lo, hi, k, alpha, beta, c2, tl, ti, xf):
         """Thread ``t`` owns tile column ``q = t % ti`` and rows ``t // ti + j (nt // ti)``.
@@ -92,7 +118,7 @@ def bwd_fused(kind, shared):
         na, length, nb = x.shape
         f = dxf.dtype.type
         kf, af, bf, cf, one = f(k), f(alpha), f(-beta), f(c2), f(1.0)
-        sh = cuda.shared.array(SH, float64)
+        sh = cuda.shared.array(SH, DT)
         t = cuda.threadIdx.x
         nt = cuda.blockDim.x
         h = lo + hi
@@ -117,9 +143,9 @@ def bwd_fused(kind, shared):
             off = (a * length + l) * nb + b
             si = r0 * ti + q
             while si < r1 * ti:
-                v = float64(0.0)
+                v = f(0.0)
                 if l >= 0 and l < length and b < nb:
-                    v = float64(xf[uint64(off)])
+                    v = f(xf[uint64(off)])
                 sh[si] = v
                 l += rstep
                 off += rstep * nb
@@ -130,17 +156,17 @@ def bwd_fused(kind, shared):
             off = (a * length + j) * nb + b
             r = r0
             while r < r2:
-                tv = float64(0.0)
-                qv = float64(0.0)
+                tv = f(0.0)
+                qv = f(0.0)
                 if j >= 0 and j < length and b < nb:
                     acc = float64(0.0)
                     for d in range(h + 1):
-                        v = sh[(r + d) * ti + q]
+                        v = float64(sh[(r + d) * ti + q])
                         acc += v * v
-                    p, pq = pneg(kf + af * f(acc), KIND, bf, one)
+                    p, pq = pneg(kf + af * f(acc), KIND, bf, one, F32)
                     dy = f(gf[uint64(off)])
-                    tv = float64(dy * f(sh[(r + lo) * ti + q]) * pq)
-                    qv = float64(dy * p)
+                    tv = dy * sh[(r + lo) * ti + q] * pq
+                    qv = dy * p
                 sh[ts0 + r * ti + q] = tv
                 sh[qs0 + r * ti + q] = qv
                 j += rstep
@@ -155,7 +181,7 @@ def bwd_fused(kind, shared):
                     if l < length:
                         u = float64(0.0)
                         for d in range(h + 1):
-                            u += sh[ts0 + (r + d) * ti + q]
+                            u += float64(sh[ts0 + (r + d) * ti + q])
                         dxf[uint64(off)] = f(sh[qs0 + (r + hi) * ti + q]) + cf * f(sh[(r + h) * ti + q]) * f(u)
                     l += rstep
                     off += rstep * nb

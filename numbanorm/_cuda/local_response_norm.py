@@ -77,13 +77,14 @@ def _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2):
 
 
 @functools.lru_cache(maxsize=None)
-def wpass(mode, kind=KGEN):
+def wpass(mode, kind=KGEN, f32=False):
     """``_wpass_m<mode>`` (``_wpass_m1_<kind>`` for mode 1): the window pass with ``mode``
     (what it writes, see the module docstring) a compile-time constant (fewer registers: the
     mode-0 sums carry no power / gradient code), and for mode 1 the power kind too
     (``y = x p`` with ``p = base ** -beta`` in the data dtype, :func:`pneg`)."""
     MODE = mode
     KIND = kind
+    F32 = f32
 
     def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti, flat):
         """One window pass along the middle axis of (A, La, B) with a shared tile + halo.
@@ -146,7 +147,7 @@ def wpass(mode, kind=KGEN):
                                 xc = float64(x[a, l, b])
                         if mode == 1:
                             f = dst.dtype.type
-                            p, _ = pneg(f(k) + f(alpha) * f(acc), KIND, f(-beta), f(1.0))
+                            p, _ = pneg(f(k) + f(alpha) * f(acc), KIND, f(-beta), f(1.0), F32)
                             dst[a, l, b] = f(xc) * p
                         else:
                             _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
@@ -181,6 +182,10 @@ def _wpass_direct(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, 
         _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
 
 
+def _f32(a):
+    return a.dtype.itemsize == 4
+
+
 def _tile(nt, nb, halo):
     """(tl, ti) of a shared tile for ``nt`` threads, or None when the halo is too wide."""
     ti = min(nb, 32)
@@ -208,7 +213,7 @@ def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, 
     tl = min(tl, length)
     ntiles = na * -(-length // tl) * -(-nb // ti)
     blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
-    wpass(mode, kind_of(beta) if mode == 1 else KGEN)[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
+    wpass(mode, kind_of(beta) if mode == 1 else KGEN, mode == 1 and _f32(dst))[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
 
 
 def _views(x, sp):
@@ -280,7 +285,7 @@ def _backward_fused(grad_out, x, view, lo, hi, alpha, k, beta, grad_x):
         dst = _layout.empty(x.shape, x.dtype)
     ntiles = na * -(-length // tl) * -(-nb // ti)
     blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
-    bwd_fused(kind_of(beta), SHARED)[blocks, nt, _layout.stream()](
+    bwd_fused(kind_of(beta), SHARED, _f32(x))[blocks, nt, _layout.stream()](
         x.reshape(view), grad_out.reshape(-1), dst.reshape(-1), lo, hi, float(k), float(alpha), float(beta),
         -2.0 * alpha * beta, tl, ti, x.reshape(-1))
     if dst is not grad_x:
@@ -309,7 +314,7 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pbuf = _layout.empty(x.shape, x.dtype)
     tbuf = bufs[1]
     blocks, threads = _layout.launch_1d(x.size)
-    grad_tp(kind_of(beta))[blocks, threads, _layout.stream()](
+    grad_tp(kind_of(beta), _f32(x))[blocks, threads, _layout.stream()](
         s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha), float(beta),
         pbuf.reshape(-1), tbuf.reshape(-1))
     c2 = -2.0 * alpha * beta
@@ -325,16 +330,17 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
 def _signatures():
     sigs = []
     for t in ("float32", "float64"):
+        f32 = t == "float32"
         a3 = f"{t}[:, :, ::1]"
         a1 = f"{t}[::1]"
         arrs = ", ".join([a3] * 5)
         common = "int64, int64, int64, int64, float64, float64, float64, int64, float64"
         sigs += [
-            *[(wpass(m, kd), f"void({arrs}, {common}, int64, int64, {a1})")
+            *[(wpass(m, kd, f32 and m == 1), f"void({arrs}, {common}, int64, int64, {a1})")
               for m, kd in ((0, KGEN), (1, K75), (1, KGEN), (2, KGEN))],
             (_wpass_direct, f"void({arrs}, {common})"),
-            *[(grad_tp(kd), f"void({a1}, {a1}, {a1}, float64, float64, float64, {a1}, {a1})") for kd in (K75, KGEN)],
-            *[(bwd_fused(kd, SHARED), f"void({a3}, {a1}, {a1}, int64, int64, float64, float64, float64, float64, "
+            *[(grad_tp(kd, f32), f"void({a1}, {a1}, {a1}, float64, float64, float64, {a1}, {a1})") for kd in (K75, KGEN)],
+            *[(bwd_fused(kd, SHARED, f32), f"void({a3}, {a1}, {a1}, int64, int64, float64, float64, float64, float64, "
                f"int64, int64, {a1})") for kd in (K75, KGEN)],
         ]
     return sigs
