@@ -23,12 +23,17 @@ a pass writes:
   centre value comes from the tile itself);
 * 2: ``dx = dy * p + c2 * x * sum`` (the last backward pass over ``t``).
 
-Backward: window sums ``s`` of ``x²``, then ``_grad_tp`` (element-wise, grid-stride)
-writes ``p = (k + alpha s) ** -beta`` and ``t = dy x p / (k + alpha s)``, then the
-transposed window (``lo``/``hi`` swapped) over ``t`` ends in mode 2. Windows too wide for
-the shared tile (more than ``SHARED - 1`` halo positions) use ``_wpass_direct``, which
-reads the window from global memory. A forward with ``out`` aliasing ``x`` and a single
-window axis writes a temporary first (a block's halo is another block's tile).
+Backward with one window axis (across channels; within channel on 1-D data): the fused
+``_bwd_fused_<kind>`` (``_local_response_norm_grad.py``) reads x and dy once and writes dx.
+Several window axes: window sums ``s`` of ``x²``, then ``_grad_tp_<kind>`` (element-wise,
+grid-stride) writes ``p = (k + alpha s) ** -beta`` and ``t = dy x p / (k + alpha s)``, then
+the transposed window (``lo``/``hi`` swapped) over ``t`` ends in mode 2. Power kinds are
+compile-time (``_p75`` for beta = 0.75, ``_pgen`` for the rest) and the element math runs
+in the data dtype. Windows too wide for the shared tile (more than ``SHARED - 1`` halo
+positions) use ``_wpass_direct``, which reads the window from global memory (and the
+one-axis backward falls back to the passes). A forward with ``out`` aliasing ``x`` and a
+single window axis writes a temporary first (a block's halo is another block's tile); so
+does the fused backward when ``grad_x`` overlaps ``x`` or ``dy``.
 Intermediate sums are stored in the compute dtype, as the CPU kernels' scratch.
 """
 import functools
