@@ -17,7 +17,9 @@ data: float32 math); the window sums run in float64 from shared memory.
   into shared memory, forms ``t`` and ``dy p`` for the tile plus the transposed halo there,
   then writes ``dx`` of the tile: ``x`` and ``dy`` are read from DRAM once (halo rows are a
   neighbour tile's rows, L2 hits), ``dx`` written once, nothing else: 2R + 1W.
-* ``_grad_tp_<kind>`` (several window axes): element-wise ``p`` and ``t`` from the sums.
+* ``_bwd_fused2_<kind>`` (within channel over two axes ``(H, W)``, nothing after them): the
+  same on a 2-D tile of one plane, the window sums separable in shared memory: 2R + 1W.
+* ``_grad_tp_<kind>`` (the other cases): element-wise ``p`` and ``t`` from the sums.
 """
 import functools
 import math
@@ -190,3 +192,146 @@ def bwd_fused(kind, shared, f32):
 
     _bwd_fused.__name__ = _bwd_fused.__qualname__ = f"_bwd_fused_{KIND_NAMES[kind]}"
     return cuda.jit(_bwd_fused)
+
+
+def tile2(nt, height, width, h0, h1, shared):
+    """(th, tw) of the 2-D fused backward's tile (:func:`bwd_fused2`; its four shared regions
+    within ``shared`` values), or None when the halo is too wide."""
+    tw = min(width, 32)
+    while tw >= 1:
+        th = min(max(1, nt // tw), height)
+        while th >= 1:
+            need = ((th + 2 * h0) * (tw + 2 * h1) + (th + 2 * h0) * (tw + h1) + (th + h0) * (tw + h1)
+                    + th * tw)
+            if need <= shared:
+                return th, tw
+            th -= 1
+        tw //= 2
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def bwd_fused2(kind, shared, f32):
+    """``_bwd_fused2_<kind>``: the whole backward of a within-channel window over two axes
+    ``(H, W)`` with nothing after them (the ``(A, H, W)`` view, W contiguous), arguments as
+    :func:`bwd_fused`'s with per-axis reaches ``lo0, hi0`` (H) and ``lo1, hi1`` (W)."""
+    KIND = kind
+    F32 = f32
+    SH = shared
+    DT = float32 if f32 else float64
+
+    def _bwd_fused2(x, gf, dxf, lo0, hi0, lo1, hi1, k, alpha, beta, c2, th, tw, xf):
+        """A block owns a ``th × tw`` tile of one ``(H, W)`` plane; thread ``t`` owns column
+        ``q = t % tw`` (and ``q + tw``, ... of the wider halo regions) and rows
+        ``t // tw + j (nt // tw)``. Shared regions (row-major):
+
+        * X: x over rows ``[i0 - h0, i0 + th + h0)``, columns ``[w0 - h1, w0 + tw + h1)``;
+        * R: sums of x² along W for X's rows and the t columns ``[w0 - hi1, w0 + tw + lo1)``,
+          later U: sums of t along W for the t rows and the tile columns;
+        * T: t over rows ``[i0 - hi0, i0 + th + lo0)`` and the t columns;
+        * Q: ``dy p`` of the tile.
+        """
+        na, height, width = x.shape
+        f = dxf.dtype.type
+        kf, af, bf, cf, one = f(k), f(alpha), f(-beta), f(c2), f(1.0)
+        sh = cuda.shared.array(SH, DT)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        h0 = lo0 + hi0
+        h1 = lo1 + hi1
+        xr, xc = th + 2 * h0, tw + 2 * h1  # X rows, columns
+        tr, tc = th + h0, tw + h1  # T rows, columns (R: xr x tc; U: tr x tw)
+        r_0 = xr * xc
+        t_0 = r_0 + xr * tc
+        q_0 = t_0 + tr * tc
+        nth = (height + th - 1) // th
+        ntw = (width + tw - 1) // tw
+        per_a = nth * ntw
+        q = t % tw
+        r0 = t // tw
+        rstep = nt // tw
+        active = r0 < rstep  # threads past rstep * tw idle
+        for tile_ in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
+            a = tile_ // per_a
+            rem = tile_ - a * per_a
+            ti_ = rem // ntw
+            i0 = ti_ * th
+            w0 = (rem - ti_ * ntw) * tw
+            if active:  # X (zeros outside the plane); while loops: no trip-count division
+                r = r0
+                while r < xr:
+                    ih = i0 - h0 + r
+                    inrow = ih >= 0 and ih < height
+                    off = (a * height + ih) * width + w0 - h1 + q
+                    iw = w0 - h1 + q
+                    si = r * xc + q
+                    se = r * xc + xc
+                    while si < se:
+                        v = f(0.0)
+                        if inrow and iw >= 0 and iw < width:
+                            v = f(xf[uint64(off)])
+                        sh[si] = v
+                        iw += tw
+                        off += tw
+                        si += tw
+                    r += rstep
+            cuda.syncthreads()
+            if active:  # R: sums of x² along W
+                r = r0
+                while r < xr:
+                    c = q
+                    while c < tc:
+                        acc = float64(0.0)
+                        for d in range(h1 + 1):
+                            v = float64(sh[r * xc + c + d])
+                            acc += v * v
+                        sh[r_0 + r * tc + c] = acc
+                        c += tw
+                    r += rstep
+            cuda.syncthreads()
+            if active:  # T, Q
+                r = r0
+                while r < tr:
+                    jh = i0 - hi0 + r
+                    inrow = jh >= 0 and jh < height
+                    row = (a * height + jh) * width
+                    c = q
+                    while c < tc:
+                        jw = w0 - hi1 + c
+                        tv = f(0.0)
+                        if inrow and jw >= 0 and jw < width:
+                            acc = float64(0.0)
+                            for d in range(h0 + 1):
+                                acc += float64(sh[r_0 + (r + d) * tc + c])
+                            p, pq = pneg(kf + af * f(acc), KIND, bf, one, F32)
+                            dy = f(gf[uint64(row + jw)])
+                            tv = dy * f(sh[(r + lo0) * xc + c + lo1]) * pq
+                            if r >= hi0 and r < hi0 + th and c >= hi1 and c < hi1 + tw:
+                                sh[q_0 + (r - hi0) * tw + c - hi1] = dy * p
+                        sh[t_0 + r * tc + c] = tv
+                        c += tw
+                    r += rstep
+            cuda.syncthreads()
+            if active:  # U: sums of t along W (over R)
+                r = r0
+                while r < tr:
+                    acc = float64(0.0)
+                    for d in range(h1 + 1):
+                        acc += float64(sh[t_0 + r * tc + q + d])
+                    sh[r_0 + r * tw + q] = acc
+                    r += rstep
+            cuda.syncthreads()
+            if active and w0 + q < width:  # dx of the tile
+                r = r0
+                off = (a * height + i0 + r0) * width + w0 + q
+                while r < th and i0 + r < height:
+                    u = float64(0.0)
+                    for d in range(h0 + 1):
+                        u += float64(sh[r_0 + (r + d) * tw + q])
+                    dxf[uint64(off)] = f(sh[q_0 + r * tw + q]) + cf * f(sh[(r + h0) * xc + q + h1]) * f(u)
+                    r += rstep
+                    off += rstep * width
+            cuda.syncthreads()
+
+    _bwd_fused2.__name__ = _bwd_fused2.__qualname__ = f"_bwd_fused2_{KIND_NAMES[kind]}"
+    return cuda.jit(_bwd_fused2)

@@ -42,10 +42,16 @@ import math
 from numba import cuda, float64, uint64
 
 from . import _layout
-from ._local_response_norm_grad import K75, KGEN, KIND_NAMES, bwd_fused, grad_tp, kind_of, pneg, tile as bwd_tile
+from ._local_response_norm_grad import (K75, KGEN, KIND_NAMES, bwd_fused, bwd_fused2, grad_tp, kind_of, pneg,
+                                        tile as bwd_tile, tile2 as bwd_tile2)
 
 #: float64 values per block in the shared tile (16 KiB)
 SHARED = 2048
+
+#: within-channel backward over two axes (channels first) in one fused 2-D kernel (2R + 1W,
+#: but 80-90 registers: 25-38 % occupancy, see docs/gpu.md; not yet timed on a GPU), else the
+#: separable passes (10R + 6W at 50-100 %); a switch so a GPU run can time both
+FUSED_2D = True
 
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
 
@@ -298,6 +304,31 @@ def _backward_fused(grad_out, x, view, lo, hi, alpha, k, beta, grad_x):
     return True
 
 
+def _backward_fused2(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
+    """Two window axes with nothing after them (within channel, channels first): the 2-D
+    fused kernel, or False when the window is too wide for its shared tile."""
+    height, width = sp
+    view = (x.shape[0], height, width)
+    lo0, hi0 = min(lo, height - 1), min(hi, height - 1)
+    lo1, hi1 = min(lo, width - 1), min(hi, width - 1)
+    nt = _layout.threads_per_block()
+    t = bwd_tile2(nt, height, width, lo0 + hi0, lo1 + hi1, SHARED)
+    if t is None:
+        return False
+    th, tw = t
+    dst = grad_x
+    if _overlap(grad_x, x) or _overlap(grad_x, grad_out):
+        dst = _layout.empty(x.shape, x.dtype)
+    ntiles = view[0] * -(-height // th) * -(-width // tw)
+    blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
+    bwd_fused2(kind_of(beta), SHARED, _f32(x))[blocks, nt, _layout.stream()](
+        x.reshape(view), grad_out.reshape(-1), dst.reshape(-1), lo0, hi0, lo1, hi1, float(k), float(alpha),
+        float(beta), -2.0 * alpha * beta, th, tw, x.reshape(-1))
+    if dst is not grad_x:
+        _layout.copyto(grad_x, dst)
+    return True
+
+
 def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     """Gradient of :func:`forward` with respect to ``x`` into ``grad_x``."""
     if x.size == 0:
@@ -307,6 +338,8 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pk = pow_kind(beta)
     nd = len(sp)
     if nd == 1 and _backward_fused(grad_out, x, views[0], lo, hi, alpha, k, beta, grad_x):
+        return
+    if FUSED_2D and nd == 2 and x.shape[2] == 1 and _backward_fused2(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
         return
     bufs = [_layout.empty(x.shape, x.dtype) for _ in range(3 if nd > 1 else 2)]
     # window sums of x² into bufs[0] (ping-pong through bufs[1])
@@ -347,6 +380,8 @@ def _signatures():
             *[(grad_tp(kd, f32), f"void({a1}, {a1}, {a1}, float64, float64, float64, {a1}, {a1})") for kd in (K75, KGEN)],
             *[(bwd_fused(kd, SHARED, f32), f"void({a3}, {a1}, {a1}, int64, int64, float64, float64, float64, float64, "
                f"int64, int64, {a1})") for kd in (K75, KGEN)],
+            *[(bwd_fused2(kd, SHARED, f32), f"void({a3}, {a1}, {a1}, int64, int64, int64, int64, float64, float64, "
+               f"float64, float64, int64, int64, {a1})") for kd in (K75, KGEN)],
         ]
     return sigs
 
