@@ -443,3 +443,29 @@ def test_onnx_convention_is_torch_mirrored(rng, mode, channel_axis):
         gm = np.flip(LRNB(np.flip(g, axes).copy(), np.flip(x, axes).copy(), size, 0.3, 0.75, 1.5, **kw), axes)
         np.testing.assert_allclose(gx, gm, rtol=1e-12, atol=1e-14)
     assert not np.allclose(LRN(x, 2, 0.3, 0.75, 1.5, convention="onnx", **kw), LRN(x, 2, 0.3, 0.75, 1.5, **kw))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-5), (np.float64, 1e-11)])
+def test_gpu_fused_backward_four_warps(rng, dtype, tol):
+    """The fused backwards at 4 warps per block and 4 blocks: one axis with column tiles and a
+    partial last one (B = 40), B = 1 (2-D input: the tile runs along L), the 2-D within-channel
+    kernel with partial row and column tiles (H = 11, W = 37), beta = 0.75 and the generic
+    power, and grad_x written over x (a block's halo is another block's tile)."""
+    from numba import cuda
+
+    from numbanorm._cuda import _layout
+
+    with _layout.launch_settings(threads_per_block=128, max_blocks=4):
+        for shape, size, beta, kw in (((1, 9, 40), 5, 0.75, {}), ((3, 150), 4, 0.6, {}),
+                                      ((1, 1, 11, 37), 5, 0.75, dict(mode="within_channel")),
+                                      ((1, 2, 6, 9), 4, 0.6, dict(mode="within_channel", convention="paper"))):
+            x = rng.standard_normal(shape).astype(dtype)
+            g = rng.standard_normal(shape).astype(dtype)
+            cpu = LRNB(g, x, size, 0.5, beta, 1.0, **kw)
+            with _dispatch.force_device("cuda"):
+                gpu = LRNB(g, x, size, 0.5, beta, 1.0, **kw)
+            np.testing.assert_allclose(gpu, cpu, rtol=tol, atol=tol)
+            d = cuda.to_device(x)
+            LRNB(cuda.to_device(g), d, size, 0.5, beta, 1.0, out=d, **kw)
+            np.testing.assert_allclose(d.copy_to_host(), cpu, rtol=tol, atol=tol)

@@ -23,12 +23,17 @@ a pass writes:
   centre value comes from the tile itself);
 * 2: ``dx = dy * p + c2 * x * sum`` (the last backward pass over ``t``).
 
-Backward: window sums ``s`` of ``x²``, then ``_grad_tp`` (element-wise, grid-stride)
-writes ``p = (k + alpha s) ** -beta`` and ``t = dy x p / (k + alpha s)``, then the
-transposed window (``lo``/``hi`` swapped) over ``t`` ends in mode 2. Windows too wide for
-the shared tile (more than ``SHARED - 1`` halo positions) use ``_wpass_direct``, which
-reads the window from global memory. A forward with ``out`` aliasing ``x`` and a single
-window axis writes a temporary first (a block's halo is another block's tile).
+Backward with one window axis (across channels; within channel on 1-D data): the fused
+``_bwd_fused_<kind>`` (``_local_response_norm_grad.py``) reads x and dy once and writes dx.
+Several window axes: window sums ``s`` of ``x²``, then ``_grad_tp_<kind>`` (element-wise,
+grid-stride) writes ``p = (k + alpha s) ** -beta`` and ``t = dy x p / (k + alpha s)``, then
+the transposed window (``lo``/``hi`` swapped) over ``t`` ends in mode 2. Power kinds are
+compile-time (``_p75`` for beta = 0.75, ``_pgen`` for the rest) and the element math runs
+in the data dtype. Windows too wide for the shared tile (more than ``SHARED - 1`` halo
+positions) use ``_wpass_direct``, which reads the window from global memory (and the
+one-axis backward falls back to the passes). A forward with ``out`` aliasing ``x`` and a
+single window axis writes a temporary first (a block's halo is another block's tile); so
+does the fused backward when ``grad_x`` overlaps ``x`` or ``dy``.
 Intermediate sums are stored in the compute dtype, as the CPU kernels' scratch.
 """
 import functools
@@ -37,9 +42,16 @@ import math
 from numba import cuda, float64, uint64
 
 from . import _layout
+from ._local_response_norm_grad import (K75, KGEN, KIND_NAMES, bwd_fused, bwd_fused2, grad_tp, kind_of, pneg,
+                                        tile as bwd_tile, tile2 as bwd_tile2)
 
 #: float64 values per block in the shared tile (16 KiB)
 SHARED = 2048
+
+#: within-channel backward over two axes (channels first) in one fused 2-D kernel (2R + 1W,
+#: but 80-90 registers: 25-38 % occupancy, see docs/gpu.md; not yet timed on a GPU), else the
+#: separable passes (10R + 6W at 50-100 %); a switch so a GPU run can time both
+FUSED_2D = True
 
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
 
@@ -76,11 +88,14 @@ def _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2):
 
 
 @functools.lru_cache(maxsize=None)
-def wpass(mode):
-    """``_wpass_m<mode>``: the window pass with ``mode`` (what it writes, see the module
-    docstring) a compile-time constant (fewer registers: the mode-0 sums carry no
-    power / gradient code)."""
+def wpass(mode, kind=KGEN, f32=False):
+    """``_wpass_m<mode>`` (``_wpass_m1_<kind>`` for mode 1): the window pass with ``mode``
+    (what it writes, see the module docstring) a compile-time constant (fewer registers: the
+    mode-0 sums carry no power / gradient code), and for mode 1 the power kind too
+    (``y = x p`` with ``p = base ** -beta`` in the data dtype, :func:`pneg`)."""
     MODE = mode
+    KIND = kind
+    F32 = f32
 
     def _wpass(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, tl, ti, flat):
         """One window pass along the middle axis of (A, La, B) with a shared tile + halo.
@@ -141,11 +156,17 @@ def wpass(mode):
                                 xc = sh[(r + lo) * ti + q]
                             else:
                                 xc = float64(x[a, l, b])
-                        _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+                        if mode == 1:
+                            f = dst.dtype.type
+                            p, _ = pneg(f(k) + f(alpha) * f(acc), KIND, f(-beta), f(1.0), F32)
+                            dst[a, l, b] = f(xc) * p
+                        else:
+                            _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
                     r += rstep
             cuda.syncthreads()
 
-    _wpass.__name__ = _wpass.__qualname__ = f"_wpass_m{mode}"
+    name = f"_wpass_m{mode}" + (f"_{KIND_NAMES[kind]}" if mode == 1 else "")
+    _wpass.__name__ = _wpass.__qualname__ = name
     return cuda.jit(_wpass)
 
 
@@ -172,14 +193,8 @@ def _wpass_direct(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, 
         _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
 
 
-@cuda.jit
-def _grad_tp(s, x, g, k, alpha, beta, pk, pb, tb):
-    """p = (k + alpha s) ** -beta, t = dy x p / (k + alpha s); flat, grid-stride."""
-    for i in range(cuda.grid(1), s.shape[0], cuda.gridsize(1)):
-        base = k + alpha * float64(s[i])
-        p = 1.0 / _bpow(base, pk, beta)
-        pb[i] = p
-        tb[i] = float64(g[i]) * float64(x[i]) * p / base
+def _f32(a):
+    return a.dtype.itemsize == 4
 
 
 def _tile(nt, nb, halo):
@@ -209,7 +224,7 @@ def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, 
     tl = min(tl, length)
     ntiles = na * -(-length // tl) * -(-nb // ti)
     blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
-    wpass(mode)[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
+    wpass(mode, kind_of(beta) if mode == 1 else KGEN, mode == 1 and _f32(dst))[blocks, nt, _layout.stream()](*views, *args, tl, ti, src.reshape(src.size))
 
 
 def _views(x, sp):
@@ -264,6 +279,56 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
         src = dst
 
 
+def _backward_fused(grad_out, x, view, lo, hi, alpha, k, beta, grad_x):
+    """One window axis: the fused kernel (x, dy read once, dx written once), or False when
+    the window is too wide for its shared tile."""
+    na, length, nb = view
+    lo = min(lo, length - 1)
+    hi = min(hi, length - 1)
+    nt = _layout.threads_per_block()
+    t = bwd_tile(nt, nb, lo + hi, SHARED)
+    if t is None:
+        return False
+    tl, ti = t
+    tl = min(tl, length)
+    dst = grad_x
+    if _overlap(grad_x, x) or _overlap(grad_x, grad_out):  # a block's halo is another's tile
+        dst = _layout.empty(x.shape, x.dtype)
+    ntiles = na * -(-length // tl) * -(-nb // ti)
+    blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
+    bwd_fused(kind_of(beta), SHARED, _f32(x))[blocks, nt, _layout.stream()](
+        x.reshape(view), grad_out.reshape(-1), dst.reshape(-1), lo, hi, float(k), float(alpha), float(beta),
+        -2.0 * alpha * beta, tl, ti, x.reshape(-1))
+    if dst is not grad_x:
+        _layout.copyto(grad_x, dst)
+    return True
+
+
+def _backward_fused2(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
+    """Two window axes with nothing after them (within channel, channels first): the 2-D
+    fused kernel, or False when the window is too wide for its shared tile."""
+    height, width = sp
+    view = (x.shape[0], height, width)
+    lo0, hi0 = min(lo, height - 1), min(hi, height - 1)
+    lo1, hi1 = min(lo, width - 1), min(hi, width - 1)
+    nt = _layout.threads_per_block()
+    t = bwd_tile2(nt, height, width, lo0 + hi0, lo1 + hi1, SHARED)
+    if t is None:
+        return False
+    th, tw = t
+    dst = grad_x
+    if _overlap(grad_x, x) or _overlap(grad_x, grad_out):
+        dst = _layout.empty(x.shape, x.dtype)
+    ntiles = view[0] * -(-height // th) * -(-width // tw)
+    blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
+    bwd_fused2(kind_of(beta), SHARED, _f32(x))[blocks, nt, _layout.stream()](
+        x.reshape(view), grad_out.reshape(-1), dst.reshape(-1), lo0, hi0, lo1, hi1, float(k), float(alpha),
+        float(beta), -2.0 * alpha * beta, th, tw, x.reshape(-1))
+    if dst is not grad_x:
+        _layout.copyto(grad_x, dst)
+    return True
+
+
 def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     """Gradient of :func:`forward` with respect to ``x`` into ``grad_x``."""
     if x.size == 0:
@@ -272,6 +337,10 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     views = _views(x, sp)
     pk = pow_kind(beta)
     nd = len(sp)
+    if nd == 1 and _backward_fused(grad_out, x, views[0], lo, hi, alpha, k, beta, grad_x):
+        return
+    if FUSED_2D and nd == 2 and x.shape[2] == 1 and _backward_fused2(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
+        return
     bufs = [_layout.empty(x.shape, x.dtype) for _ in range(3 if nd > 1 else 2)]
     # window sums of x² into bufs[0] (ping-pong through bufs[1])
     src = x
@@ -283,8 +352,9 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pbuf = _layout.empty(x.shape, x.dtype)
     tbuf = bufs[1]
     blocks, threads = _layout.launch_1d(x.size)
-    _grad_tp[blocks, threads, _layout.stream()](s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha),
-                              float(beta), pk, pbuf.reshape(-1), tbuf.reshape(-1))
+    grad_tp(kind_of(beta), _f32(x))[blocks, threads, _layout.stream()](
+        s.reshape(-1), x.reshape(-1), grad_out.reshape(-1), float(k), float(alpha), float(beta),
+        pbuf.reshape(-1), tbuf.reshape(-1))
     c2 = -2.0 * alpha * beta
     src = tbuf
     spare = [s, bufs[2] if nd > 1 else None]
@@ -298,14 +368,20 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
 def _signatures():
     sigs = []
     for t in ("float32", "float64"):
+        f32 = t == "float32"
         a3 = f"{t}[:, :, ::1]"
         a1 = f"{t}[::1]"
         arrs = ", ".join([a3] * 5)
         common = "int64, int64, int64, int64, float64, float64, float64, int64, float64"
         sigs += [
-            *[(wpass(m), f"void({arrs}, {common}, int64, int64, {a1})") for m in (0, 1, 2)],
+            *[(wpass(m, kd, f32 and m == 1), f"void({arrs}, {common}, int64, int64, {a1})")
+              for m, kd in ((0, KGEN), (1, K75), (1, KGEN), (2, KGEN))],
             (_wpass_direct, f"void({arrs}, {common})"),
-            (_grad_tp, f"void({a1}, {a1}, {a1}, float64, float64, float64, int64, {a1}, {a1})"),
+            *[(grad_tp(kd, f32), f"void({a1}, {a1}, {a1}, float64, float64, float64, {a1}, {a1})") for kd in (K75, KGEN)],
+            *[(bwd_fused(kd, SHARED, f32), f"void({a3}, {a1}, {a1}, int64, int64, float64, float64, float64, float64, "
+               f"int64, int64, {a1})") for kd in (K75, KGEN)],
+            *[(bwd_fused2(kd, SHARED, f32), f"void({a3}, {a1}, {a1}, int64, int64, int64, int64, float64, float64, "
+               f"float64, float64, int64, int64, {a1})") for kd in (K75, KGEN)],
         ]
     return sigs
 
