@@ -123,7 +123,9 @@ def seg_plan(o, i):
 
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
-def _moments_rows(x, shift, w, use_w, pc, pm, pq, scratch, nch, counter):
+def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
+    """Partial (count, mean, M2) per (row chunk, column) of the (R, C) ``x``; ``w``: None
+    (unweighted: the weighted loops are pruned at compile time) or (R,) sample weights."""
     r, c = x.shape
     p = pc.shape[0]
     tile = scratch.shape[2]
@@ -152,7 +154,7 @@ def _moments_rows(x, shift, w, use_w, pc, pm, pq, scratch, nch, counter):
                     bq[j] = 0.0
                 # pass 1: (weighted) sums and counts of the non-NaN values; the weighted and
                 # unweighted loops are written out separately so both vectorise over columns
-                if use_w:
+                if w is not None:
                     for i in range(b0, b1):
                         xr = x[i, c0:c1]
                         wi = w[i]
@@ -172,7 +174,7 @@ def _moments_rows(x, shift, w, use_w, pc, pm, pq, scratch, nch, counter):
                 for j in range(nc):
                     bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
                 # pass 2 (the block is still in cache): Σ w·d and Σ w·d² of the deviations
-                if use_w:
+                if w is not None:
                     for i in range(b0, b1):
                         xr = x[i, c0:c1]
                         wi = w[i]
@@ -268,9 +270,6 @@ def _moments_segs(x, shift, pc, pm, pq, nch, counter):
 _MOMENTS_ROWS = _moments_rows
 _MOMENTS_SEGS = _moments_segs
 
-_NO_WEIGHT = np.ones(1)
-
-
 def moments(x, weight, count, mean, m2):
     """Per-channel (count, mean, M2) of the non-NaN values of ``x`` (O, C, I).
 
@@ -290,9 +289,7 @@ def moments(x, weight, count, mean, m2):
         pm = np.zeros((p, c))
         pq = np.zeros((p, c))
         scratch = np.empty((p * ntiles, 4, tile))
-        use_w = weight is not None
-        w = weight if use_w else _NO_WEIGHT
-        launch(_MOMENTS_ROWS, size, p * ntiles, x2, shift, w, use_w, pc, pm, pq, scratch)
+        launch(_MOMENTS_ROWS, size, p * ntiles, x2, shift, weight, pc, pm, pq, scratch)
     elif weight is not None:
         # per-outer weights on a (O, C, I) layout: weight each (o, c) run separately
         x2 = np.ascontiguousarray(np.moveaxis(x, 1, 2)).reshape(o * ni, c)
