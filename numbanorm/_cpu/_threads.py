@@ -76,18 +76,45 @@ def next_chunk(typingctx, counter):
     return types.int64(counter), codegen
 
 
-@numba.njit(inline="always")
-def first_chunk(counter, nch):
-    """The first chunk a thread runs of an ``nch``-chunk kernel: :func:`next_chunk`, or 0 for
-    a one-chunk call, which leaves ``counter`` alone (so it may be any shared array)."""
-    return next_chunk(counter) if nch > 1 else nch - nch
+def _chunk_taker(done_value):
+    """An intrinsic ``(counter, nch) -> int64``: :func:`next_chunk` when ``nch > 1``, else
+    ``done_value(nch)`` without touching ``counter`` (an intrinsic, not an ``inline="always"``
+    function: those re-run Numba's front end at every call site, ~0.1 s of a first call each)."""
+
+    def typer(typingctx, counter, nch):
+        if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.ndim == 1
+                and isinstance(nch, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            n = context.cast(builder, args[1], signature.args[1], types.int64)
+            one = context.get_constant(types.int64, 1)
+            serial = done_value(context, n)
+            with builder.if_else(builder.icmp_signed(">", n, one)) as (multi, single):
+                with multi:
+                    bb_multi = builder.basic_block
+                    got = builder.atomic_rmw("add", ary.data, one, "monotonic")
+                with single:
+                    bb_single = builder.basic_block
+            phi = builder.phi(got.type)
+            phi.add_incoming(got, bb_multi)
+            phi.add_incoming(serial, bb_single)
+            return phi
+
+        return types.int64(counter, nch), codegen
+
+    return intrinsic(typer)
 
 
-@numba.njit(inline="always")
-def later_chunk(counter, nch):
-    """The chunk after the one a thread finished: :func:`next_chunk` (``nch`` for a
-    one-chunk call: done)."""
-    return next_chunk(counter) if nch > 1 else nch
+#: ``first_chunk(counter, nch)``: the first chunk a thread runs of an ``nch``-chunk kernel:
+#: :func:`next_chunk`, or 0 for a one-chunk call, which leaves ``counter`` alone (so it may
+#: be any shared array, e.g. :data:`SERIAL_COUNTER`)
+first_chunk = _chunk_taker(lambda context, n: context.get_constant(types.int64, 0))
+
+#: ``later_chunk(counter, nch)``: the chunk after the one a thread finished: :func:`next_chunk`
+#: (``nch`` for a one-chunk call: done)
+later_chunk = _chunk_taker(lambda context, n: n)
 
 
 #: the ``counter`` of one-chunk calls (never written: see :func:`first_chunk`)
