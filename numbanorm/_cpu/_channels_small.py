@@ -4,8 +4,10 @@ mode below ``EVAL_SERIAL_THRESHOLD``).
 A small call's time is mostly fixed costs: every Numba dispatch (~1 µs: typing its array
 arguments), every NumPy temporary. The general entry points of :mod:`._channels` make 4-6
 dispatches per forward (moments, group statistics, coefficient expansion, apply, running
-update); these compiled functions make the same calls — the very serial kernels of the
-general path, compiled into one function — in a single dispatch. The results are the
+update); these compiled functions make the same calls — the general path's chunk kernels
+with one chunk, so a large call reuses their compiled code — in a single dispatch, one
+function per layout (chosen by :func:`small_kernels`: a runtime layout branch would
+compile both layouts' kernels into the first call). The results are the
 general path's up to the last bit or two (LLVM re-optimises the kernels it inlines, and
 the fast-math flags let it reassociate differently). Also the running-statistics kernels of
 :mod:`.batch_norm`. Layouts: the ``(1, O, C, I)``
