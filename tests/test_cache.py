@@ -56,7 +56,7 @@ def test_locator_serves_our_kernels_only():
     impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")
     assert impl._locator_classes[0] is _cache.Locator
 
-    assert k._forward_ser._cache.cache_path.startswith(_cache.cache_root())
+    assert k._forward._cache.cache_path.startswith(_cache.cache_root())
     assert _cache.Locator.from_function(test_locator_serves_our_kernels_only, __file__) is None
 
 

@@ -17,17 +17,17 @@ Three kernel families, chosen from the shape only (never the thread count), so r
 reproducible on any machine:
 
 * **rows** (``O = 1``, ``I > 1``, at least ``ROWS_MIN`` rows: GroupNorm/InstanceNorm
-  channels-first): one ``prange``
-  over the ``B·G`` rows; a row (its C/G channel rows) is read from memory once for its
+  channels-first): chunks
+  of the ``B·G`` rows; a row (its C/G channel rows) is read from memory once for its
   statistics and normalized while it is still in cache; the backward likewise, with
   per-``(b, c)`` float64 sums for grad_weight/grad_bias added over ``b`` in order.
-* **slab** (``I = 1``, ``B >= SLAB_MIN_BATCH``: channels-last GroupNorm/InstanceNorm): one
-  ``prange`` over the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
+* **slab** (``I = 1``, ``B >= SLAB_MIN_BATCH``: channels-last GroupNorm/InstanceNorm): chunks
+  of the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
   over the contiguous channels) and normalized while it is in cache.
 * **generic** (BatchNorm, and whatever the others do not take): a reduction over a fixed
   grid of ``B × KO × KI`` work items (chunks of O and I) writing float64 partial sums
   ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics), then one
-  element-wise ``prange`` pass.
+  element-wise pass over chunks of rows.
 
 Numerics. Statistics are shifted sums: each ``(b, c)`` channel (rows kernels: each ``(b, g)``
 group) is shifted by its first element ``K`` and one pass accumulates ``Σ(x−K)`` and
@@ -40,7 +40,11 @@ there). Channels are merged into groups with Chan's formula
 and the float64 remainder (the same split keeps the backward's ``Σ dy·(x − μ)`` exact to
 float64).
 
-Each parallel kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
+Threads: every kernel is a serial chunk kernel compiled ``nogil=True`` that takes chunks of
+its work items from a shared counter; :func:`._threads.launch` runs it on a pool of Python
+threads, or calls it once (one chunk) below ``SERIAL_THRESHOLD`` elements, so a small and a
+large call share their compiled code (a ``prange`` kernel is four LLVM modules, each
+re-optimising the inlined loop body: about half of a large first call's compile time).
 
 This module holds the entry points (``stats``, ``normalize``, ``forward``, ``backward``,
 ``fill``) and the choice of kernel family; the kernels are in :mod:`._channels_forward`
@@ -52,11 +56,13 @@ import numpy as np
 
 from .. import _config
 from .._config import REDUCE_CHUNKS
-from ._channels_forward import _APPLY_INNER, _APPLY_LAST, _MOM_INNER, _MOM_LAST, _ROWS_FWD, _SLAB_FWD
 from ._channels_forward import BLOCK  # noqa: F401  (documented above)
-from ._channels_forward import _expand, _group_stats
-from ._channels_grad import _GAPPLY_INNER, _GAPPLY_LAST, _GEVAL_INNER, _GEVAL_LAST, _GMOM_INNER, _GMOM_LAST
-from ._channels_grad import _ROWS_BWD, _SLAB_BWD, _expand_mean, _grad_coefficients, _merge_partials, _param_grads
+from ._channels_forward import _apply_inner, _apply_last, _expand, _group_stats, _moments_inner, _moments_last
+from ._channels_forward import _rows_forward, _slab_forward
+from ._channels_grad import _expand_mean, _grad_apply_inner, _grad_apply_last, _grad_coefficients, _grad_eval_inner
+from ._channels_grad import _grad_eval_last, _grad_moments_inner, _grad_moments_last, _merge_partials, _param_grads
+from ._channels_grad import _rows_backward, _slab_backward
+from ._threads import SERIAL_COUNTER, launch
 
 #: the fused kernels parallelize over rows / samples: they need at least this many of them.
 ROWS_MIN = 8
@@ -108,9 +114,9 @@ def stats(x, groups, eps, mean, rstd, var):
     ko, ki, p1, p2 = _partials(x)
     if ni == 1:
         scratch = np.empty((2, nb * ko, nc), x.dtype)
-        _config.launch(_MOM_LAST, x.size, x.reshape(nb, no, nc), ko, p1, p2, scratch[0], scratch[1])
+        launch(_moments_last, x.size, nb * ko, x.reshape(nb, no, nc), ko, p1, p2, scratch[0], scratch[1])
     else:
-        _config.launch(_MOM_INNER, x.size, x, ko, ki, p1, p2)
+        launch(_moments_inner, x.size, nb * ko * ki, x, ko, ki, p1, p2)
     _group_stats(x, p1, p2, groups, eps, mean, var, rstd)
 
 
@@ -122,19 +128,21 @@ def normalize(x, mean, rstd, weight, bias, out):
     h_bc = np.empty((nb, nc), x.dtype)
     _expand(mean, rstd, weight, bias, m_bc, s_bc, h_bc)
     if ni == 1:
-        _config.launch(_APPLY_LAST, x.size, x.reshape(nb, no, nc), m_bc, s_bc, h_bc, out.reshape(nb, no, nc))
+        launch(_apply_last, x.size, nb * no, x.reshape(nb, no, nc), m_bc, s_bc, h_bc, out.reshape(nb, no, nc))
     else:
-        _config.launch(_APPLY_INNER, x.size, x, m_bc, s_bc, h_bc, out)
+        launch(_apply_inner, x.size, nb * no * nc, x, m_bc, s_bc, h_bc, out)
 
 
 def small_rows(shape, groups):
-    """Whether :func:`forward` runs a (B, O, C, I) ``shape`` on the rows path's serial
-    kernel, which small callers may then call directly as :data:`rows_forward_serial` on
+    """Whether :func:`forward` runs a (B, O, C, I) ``shape`` in one call of the rows path's
+    kernel, which small callers may then call directly as :func:`rows_forward_serial` on
     the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype)."""
     return math.prod(shape) < _config.SERIAL_THRESHOLD and _path_of(shape, groups) == "rows"
 
 
-rows_forward_serial = _ROWS_FWD[1]
+def rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
+    """The rows path's kernel on the (B, C, I) view, in one call (one chunk)."""
+    _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, 1, SERIAL_COUNTER)
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
@@ -142,11 +150,11 @@ def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     nb, no, nc, ni = x.shape
     path = _path(x, groups)
     if path == "rows":
-        _config.launch(_ROWS_FWD, x.size, x.reshape(nb, nc, ni), groups, eps, weight, bias, out.reshape(nb, nc, ni),
-                mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
+        launch(_rows_forward, x.size, nb * groups, x.reshape(nb, nc, ni), groups, eps, weight, bias,
+               out.reshape(nb, nc, ni), mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
     elif path == "slab":
-        _config.launch(_SLAB_FWD, x.size, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
-                mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))
+        launch(_slab_forward, x.size, nb, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
+               mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))
     else:
         stats(x, groups, eps, mean, rstd, var)
         normalize(x, mean, rstd, weight, bias, out)
@@ -163,12 +171,12 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     path = _path(x, mean.shape[1]) if training else "generic"
     if path == "rows":
         shape3 = (nb, nc, ni)
-        _config.launch(_ROWS_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
-                grad_x.reshape(shape3), sum1, sum2, np.empty((nb, nc, 4), x.dtype))
+        launch(_rows_backward, x.size, nb * mean.shape[1], grad_out.reshape(shape3), x.reshape(shape3), weight,
+               mean, rstd, grad_x.reshape(shape3), sum1, sum2, np.empty((nb, nc, 4), x.dtype))
     elif path == "slab":
         shape3 = (nb, no, nc)
-        _config.launch(_SLAB_BWD, x.size, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
-                grad_x.reshape(shape3), sum1, sum2, np.empty((nb, 6, nc), x.dtype))
+        launch(_slab_backward, x.size, nb, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
+               grad_x.reshape(shape3), sum1, sum2, np.empty((nb, 6, nc), x.dtype))
     else:
         m_bc = np.empty((nb, nc), x.dtype)
         _expand_mean(mean, m_bc)
@@ -185,19 +193,22 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
         gamma = np.empty((nb, nc), x.dtype)
         if training:
             if last:
-                _config.launch(_GMOM_LAST, x.size, dy_v, x_v, m_bc, ko, q1, q2, scratch[0], scratch[1])
+                launch(_grad_moments_last, x.size, nb * ko, dy_v, x_v, m_bc, ko, q1, q2, scratch[0], scratch[1])
             else:
-                _config.launch(_GMOM_INNER, x.size, dy_v, x_v, m_bc, ko, ki, q1, q2)
+                launch(_grad_moments_inner, x.size, nb * ko * ki, dy_v, x_v, m_bc, ko, ki, q1, q2)
             _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
             _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, True, alpha, beta, gamma)
-            k = _GAPPLY_LAST if last else _GAPPLY_INNER
-            _config.launch(k, x.size, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
+            if last:
+                launch(_grad_apply_last, x.size, nb * no, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
+            else:
+                launch(_grad_apply_inner, x.size, nb * no * nc, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
         else:  # constant statistics: dx = r·w·dy, fused with the parameter-gradient sums
             _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, False, alpha, beta, gamma)
             if last:
-                _config.launch(_GEVAL_LAST, x.size, dy_v, x_v, m_bc, alpha, ko, q1, q2, dx_v, scratch[0], scratch[1])
+                launch(_grad_eval_last, x.size, nb * ko, dy_v, x_v, m_bc, alpha, ko, q1, q2, dx_v, scratch[0],
+                       scratch[1])
             else:
-                _config.launch(_GEVAL_INNER, x.size, dy_v, x_v, m_bc, alpha, ko, ki, q1, q2, dx_v)
+                launch(_grad_eval_inner, x.size, nb * ko * ki, dy_v, x_v, m_bc, alpha, ko, ki, q1, q2, dx_v)
             _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
     _param_grads(sum1, sum2, rstd, grad_weight, grad_bias)
 

@@ -1,15 +1,17 @@
 """Forward kernels of the grouped channel statistics (CPU): shifted sums, group merges and
 the normalize passes, for the three kernel families of :mod:`._channels` (generic chunked
-reductions and element-wise passes; fused rows; fused slabs), each as parallel/serial twins.
+reductions and element-wise passes; fused rows; fused slabs): serial chunk kernels (``nogil``) that
+:func:`._threads.launch` runs on a pool of threads, or calls once for a small input.
 
 The layouts, the numerics and the choice between the families are described in
 :mod:`._channels`, which holds the entry points; the backward kernels are in
 :mod:`._channels_grad`.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _config
+from ._threads import first_chunk, later_chunk
 
 _opts = _config.JIT_OPTIONS
 
@@ -97,7 +99,7 @@ def _merge_group(k, s1, s2, n, c0, cg):
 
 @njit(**_opts, inline="always")
 def _split(t, n):
-    """(t // n, t % n): a flat prange index as (outer, inner)."""
+    """(t // n, t % n): a flat work-item index as (outer, inner)."""
     b = t // n
     return b, t - b * n
 
@@ -114,24 +116,36 @@ def _chunk(it, ko, ki, no, ni):
 # --- generic: reductions -----------------------------------------------------------------
 
 
-def _moments_inner(x, ko, ki, p1, p2):
-    """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for I > 1; K = x[b, 0, c, 0]."""
+@njit(nogil=True, **_opts)
+def _moments_inner(x, ko, ki, p1, p2, nch, counter):
+    """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for I > 1; K = x[b, 0, c, 0]. Chunks of
+    the ``B·KO·KI`` items are taken from ``counter`` (see :mod:`._threads`)."""
     nb, no, nc, ni = x.shape
-    for it in prange(nb * ko * ki):
-        b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
-        for o in range(o0, o1):
-            for c in range(nc):
-                s, ss = _row_moments(x[b, o, c, i0:i1], x[b, 0, c, 0])
-                p1[b, r, c] += s
-                p2[b, r, c] += ss
+    n = nb * ko * ki
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for it in range(ch * n // nch, (ch + 1) * n // nch):
+            b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
+            for o in range(o0, o1):
+                for c in range(nc):
+                    s, ss = _row_moments(x[b, o, c, i0:i1], x[b, 0, c, 0])
+                    p1[b, r, c] += s
+                    p2[b, r, c] += ss
+        ch = later_chunk(counter, nch)
 
 
-def _moments_last(x, ko, p1, p2, t1, t2):
-    """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for the (B, O, C) channels-last view."""
+@njit(nogil=True, **_opts)
+def _moments_last(x, ko, p1, p2, t1, t2, nch, counter):
+    """Partial Σ(x−K), Σ(x−K)² per (b, item, c) for the (B, O, C) channels-last view
+    (chunks of the ``B·KO`` items from ``counter``)."""
     nb, no, nc = x.shape
-    for it in prange(nb * ko):
-        b, r = _split(it, ko)
-        _slab_moments(x[b], r * no // ko, (r + 1) * no // ko, x[b, 0], p1[b, r], p2[b, r], t1[it], t2[it])
+    n = nb * ko
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for it in range(ch * n // nch, (ch + 1) * n // nch):
+            b, r = _split(it, ko)
+            _slab_moments(x[b], r * no // ko, (r + 1) * no // ko, x[b, 0], p1[b, r], p2[b, r], t1[it], t2[it])
+        ch = later_chunk(counter, nch)
 
 
 # --- generic: element-wise pass ----------------------------------------------------------
@@ -149,55 +163,51 @@ def _apply_row(x, mean, scale, shift, out, b, o, c):
         yr[i] = (xr[i] - m) * s + h
 
 
-def _apply_inner(x, mean, scale, shift, out):
-    """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for I > 1."""
+@njit(nogil=True, **_opts)
+def _apply_inner(x, mean, scale, shift, out, nch, counter):
+    """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for I > 1, chunks of the B·O·C rows
+    from ``counter``; a chunk runs as nested loops over its (b, o) runs of channel rows (no
+    integer division per row: on (1, 32, 8, 16) two divisions per 16-element row tripled
+    the pass's time)."""
     nb, no, nc, ni = x.shape
-    per = no * nc
-    for t in prange(nb * per):
-        b = t // per
-        r = t - b * per
-        o = r // nc
-        _apply_row(x, mean, scale, shift, out, b, o, r - o * nc)
-
-
-def _apply_last(x, mean, scale, shift, out):
-    """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for the (B, O, C) view."""
-    nb, no, nc = x.shape
-    for t in prange(nb * no):
-        b, o = _split(t, no)
-        m = mean[b]
-        s = scale[b]
-        h = shift[b]
-        xr = x[b, o]
-        yr = out[b, o]
-        for c in range(nc):
-            yr[c] = (xr[c] - m[c]) * s[c] + h[c]
-
-
-@njit(**_opts)
-def _apply_inner_serial(x, mean, scale, shift, out):
-    """Serial twin of :func:`_apply_inner`: nested loops, no integer division per row
-    (on (1, 32, 8, 16) the two divisions per 16-element row tripled the pass's time)."""
-    nb, no, nc, ni = x.shape
-    for b in range(nb):
-        for o in range(no):
-            for c in range(nc):
+    n = nb * no * nc
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        t = ch * n // nch
+        t1 = (ch + 1) * n // nch
+        while t < t1:
+            b, r = _split(t, no * nc)
+            o, c0 = _split(r, nc)
+            c1 = min(nc, c0 + (t1 - t))
+            for c in range(c0, c1):
                 _apply_row(x, mean, scale, shift, out, b, o, c)
+            t += c1 - c0
+        ch = later_chunk(counter, nch)
 
 
-@njit(**_opts)
-def _apply_last_serial(x, mean, scale, shift, out):
-    """Serial twin of :func:`_apply_last`: nested loops, no integer division per row."""
+@njit(nogil=True, **_opts)
+def _apply_last(x, mean, scale, shift, out, nch, counter):
+    """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for the (B, O, C) view, chunks of the
+    B·O rows from ``counter`` (nested loops over each chunk's runs of one sample's rows)."""
     nb, no, nc = x.shape
-    for b in range(nb):
-        m = mean[b]
-        s = scale[b]
-        h = shift[b]
-        for o in range(no):
-            xr = x[b, o]
-            yr = out[b, o]
-            for c in range(nc):
-                yr[c] = (xr[c] - m[c]) * s[c] + h[c]
+    n = nb * no
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        t = ch * n // nch
+        t1 = (ch + 1) * n // nch
+        while t < t1:
+            b, o0 = _split(t, no)
+            o1 = min(no, o0 + (t1 - t))
+            m = mean[b]
+            s = scale[b]
+            h = shift[b]
+            for o in range(o0, o1):
+                xr = x[b, o]
+                yr = out[b, o]
+                for c in range(nc):
+                    yr[c] = (xr[c] - m[c]) * s[c] + h[c]
+            t += o1 - o0
+        ch = later_chunk(counter, nch)
 
 
 # --- rows: channels-first groups, fused --------------------------------------------------
@@ -235,82 +245,77 @@ def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef
             yr[i] = (xr[i] - m_t) * s_t + h_t
 
 
-def _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
-    """One (b, g) row per iteration: shifted sums, then normalize while the row is in cache.
+@njit(nogil=True, **_opts)
+def _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, nch, counter):
+    """One (b, g) row per step: shifted sums, then normalize while the row is in cache;
+    chunks of the B·G rows from ``counter``, (b, g) advanced per row (no division).
 
-    ``x``/``out``: (B, C, I); ``coef``: (B, C, 3) scratch of the data dtype (each iteration
-    owns its channels' entries: μ_hi, scale, shift).
+    ``x``/``out``: (B, C, I); ``coef``: (B, C, 3) scratch of the data dtype (each row owns
+    its channels' entries: μ_hi, scale, shift).
     """
     nb, nc, ni = x.shape
     cg = nc // groups
     n = np.float64(cg * ni)
     xg = x.reshape(nb * groups, cg * ni)
-    for t in prange(nb * groups):
-        b = t // groups
-        _rows_item(x, xg, b, t - b * groups, cg, n, eps, weight, bias, out, mean, rstd, var, coef)
-
-
-@njit(**_opts)
-def _rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
-    """Serial twin of :func:`_rows_forward`: nested loops (the flat index's integer
-    divisions cost more than a short row's work)."""
-    nb, nc, ni = x.shape
-    cg = nc // groups
-    n = np.float64(cg * ni)
-    xg = x.reshape(nb * groups, cg * ni)
-    for b in range(nb):
-        for g in range(groups):
+    nt = nb * groups
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        t0 = ch * nt // nch
+        b, g = _split(t0, groups)
+        for t in range(t0, (ch + 1) * nt // nch):
             _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef)
+            g += 1
+            if g == groups:
+                g = 0
+                b += 1
+        ch = later_chunk(counter, nch)
 
 
 # --- slab: channels-last groups, fused per sample ----------------------------------------
 
 
-def _slab_forward(x, groups, eps, weight, bias, out, mean, rstd, var, acc, tmp):
-    """One sample's (O, C) slab per iteration: per-channel shifted sums, merge, normalize.
+@njit(nogil=True, **_opts)
+def _slab_forward(x, groups, eps, weight, bias, out, mean, rstd, var, acc, tmp, nch, counter):
+    """One sample's (O, C) slab per step: per-channel shifted sums, merge, normalize
+    (chunks of the B samples from ``counter``).
 
     ``acc``: (B, 3, C) float64 scratch; ``tmp``: (B, 5, C) scratch of the data dtype.
     """
     nb, no, nc = x.shape
     cg = nc // groups
     n = np.float64(no)
-    for b in prange(nb):
-        a1 = acc[b, 0]
-        a2 = acc[b, 1]
-        k64 = acc[b, 2]
-        k = x[b, 0]
-        for c in range(nc):
-            a1[c] = 0.0
-            a2[c] = 0.0
-            k64[c] = k[c]
-        _slab_moments(x[b], 0, no, k, a1, a2, tmp[b, 0], tmp[b, 1])
-        m_t = tmp[b, 2]
-        s_t = tmp[b, 3]
-        h_t = tmp[b, 4]
-        for g in range(groups):
-            mu, v = _merge_group(k64, a1, a2, n, g * cg, cg)
-            r = 1.0 / np.sqrt(v + eps)
-            mean[b, g] = mu
-            var[b, g] = v
-            rstd[b, g] = r
-            for c in range(g * cg, (g + 1) * cg):
-                m_t[c] = mu
-                sc = r * weight[c]
-                s_t[c] = sc
-                h_t[c] = bias[c] - (mu - m_t[c]) * sc
-        for o in range(no):
-            xr = x[b, o]
-            yr = out[b, o]
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for b in range(ch * nb // nch, (ch + 1) * nb // nch):
+            a1 = acc[b, 0]
+            a2 = acc[b, 1]
+            k64 = acc[b, 2]
+            k = x[b, 0]
             for c in range(nc):
-                yr[c] = (xr[c] - m_t[c]) * s_t[c] + h_t[c]
-
-
-_MOM_INNER = _config.twins(_moments_inner)
-_MOM_LAST = _config.twins(_moments_last)
-_APPLY_INNER = (njit(parallel=True, **_opts)(_apply_inner), _apply_inner_serial)
-_APPLY_LAST = (njit(parallel=True, **_opts)(_apply_last), _apply_last_serial)
-_ROWS_FWD = (njit(parallel=True, **_opts)(_rows_forward), _rows_forward_serial)
-_SLAB_FWD = _config.twins(_slab_forward)
+                a1[c] = 0.0
+                a2[c] = 0.0
+                k64[c] = k[c]
+            _slab_moments(x[b], 0, no, k, a1, a2, tmp[b, 0], tmp[b, 1])
+            m_t = tmp[b, 2]
+            s_t = tmp[b, 3]
+            h_t = tmp[b, 4]
+            for g in range(groups):
+                mu, v = _merge_group(k64, a1, a2, n, g * cg, cg)
+                r = 1.0 / np.sqrt(v + eps)
+                mean[b, g] = mu
+                var[b, g] = v
+                rstd[b, g] = r
+                for c in range(g * cg, (g + 1) * cg):
+                    m_t[c] = mu
+                    sc = r * weight[c]
+                    s_t[c] = sc
+                    h_t[c] = bias[c] - (mu - m_t[c]) * sc
+            for o in range(no):
+                xr = x[b, o]
+                yr = out[b, o]
+                for c in range(nc):
+                    yr[c] = (xr[c] - m_t[c]) * s_t[c] + h_t[c]
+        ch = later_chunk(counter, nch)
 
 
 # --- small serial finishing steps (per (b, c) / (b, g) arrays) ---------------------------

@@ -1,15 +1,16 @@
 """Backward kernels of the grouped channel statistics (CPU): the gradient sums Σdy and
 Σdy·(x−μ), the dx passes (training and constant statistics) and the per-(b, c) finishing
-steps (coefficients, parameter gradients), for the kernel families of :mod:`._channels`,
-each as parallel/serial twins.
+steps (coefficients, parameter gradients), for the kernel families of :mod:`._channels`:
+serial chunk kernels run on threads by :func:`._threads.launch`.
 
 The layouts and numerics are described in :mod:`._channels`, which holds the entry
 points; the forward kernels (and ``BLOCK``) are in :mod:`._channels_forward`.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _config
+from ._threads import first_chunk, later_chunk
 from ._channels_forward import BLOCK, _chunk, _split
 
 _opts = _config.JIT_OPTIONS
@@ -91,99 +92,143 @@ def _slab_grad_sums(g2, x2, o0, o1, m, a1, a2, t1, t2):
 
 
 # --- generic: reductions -----------------------------------------------------------------
+# (every kernel takes chunks of its work items from ``counter``: see :mod:`._threads`)
 
 
-def _grad_moments_inner(dy, x, mean, ko, ki, q1, q2):
+@njit(nogil=True, **_opts)
+def _grad_moments_inner(dy, x, mean, ko, ki, q1, q2, nch, counter):
     """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for I > 1 (``mean`` in the data dtype)."""
     nb, no, nc, ni = x.shape
-    for it in prange(nb * ko * ki):
-        b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
-        for o in range(o0, o1):
-            for c in range(nc):
-                s, sx = _row_grad_sums(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c])
-                q1[b, r, c] += s
-                q2[b, r, c] += sx
+    n = nb * ko * ki
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for it in range(ch * n // nch, (ch + 1) * n // nch):
+            b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
+            for o in range(o0, o1):
+                for c in range(nc):
+                    s, sx = _row_grad_sums(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c])
+                    q1[b, r, c] += s
+                    q2[b, r, c] += sx
+        ch = later_chunk(counter, nch)
 
 
-def _grad_moments_last(dy, x, mean, ko, q1, q2, t1, t2):
+@njit(nogil=True, **_opts)
+def _grad_moments_last(dy, x, mean, ko, q1, q2, t1, t2, nch, counter):
     """Partial Σdy, Σdy·(x−mean[b,c]) per (b, item, c) for the (B, O, C) view."""
     nb, no, nc = x.shape
-    for it in prange(nb * ko):
-        b, r = _split(it, ko)
-        _slab_grad_sums(dy[b], x[b], r * no // ko, (r + 1) * no // ko, mean[b], q1[b, r], q2[b, r],
-                        t1[it], t2[it])
+    n = nb * ko
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for it in range(ch * n // nch, (ch + 1) * n // nch):
+            b, r = _split(it, ko)
+            _slab_grad_sums(dy[b], x[b], r * no // ko, (r + 1) * no // ko, mean[b], q1[b, r], q2[b, r],
+                            t1[it], t2[it])
+        ch = later_chunk(counter, nch)
 
 
-def _grad_eval_inner(dy, x, mean, alpha, ko, ki, q1, q2, dx):
+@njit(nogil=True, **_opts)
+def _grad_eval_inner(dy, x, mean, alpha, ko, ki, q1, q2, dx, nch, counter):
     """Constant statistics: partial Σdy, Σdy·(x−mean) and dx = alpha·dy in one pass, I > 1."""
     nb, no, nc, ni = x.shape
-    for it in prange(nb * ko * ki):
-        b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
-        for o in range(o0, o1):
-            for c in range(nc):
-                s, sx = _row_grad_sums_dx(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c], alpha[b, c],
-                                          dx[b, o, c, i0:i1])
-                q1[b, r, c] += s
-                q2[b, r, c] += sx
+    n = nb * ko * ki
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for it in range(ch * n // nch, (ch + 1) * n // nch):
+            b, r, o0, o1, i0, i1 = _chunk(it, ko, ki, no, ni)
+            for o in range(o0, o1):
+                for c in range(nc):
+                    s, sx = _row_grad_sums_dx(dy[b, o, c, i0:i1], x[b, o, c, i0:i1], mean[b, c], alpha[b, c],
+                                              dx[b, o, c, i0:i1])
+                    q1[b, r, c] += s
+                    q2[b, r, c] += sx
+        ch = later_chunk(counter, nch)
 
 
-def _grad_eval_last(dy, x, mean, alpha, ko, q1, q2, dx, t1, t2):
+@njit(nogil=True, **_opts)
+def _grad_eval_last(dy, x, mean, alpha, ko, q1, q2, dx, t1, t2, nch, counter):
     """Constant statistics, (B, O, C) view: dx = alpha·dy, then the partial sums of the rows."""
     nb, no, nc = x.shape
-    for it in prange(nb * ko):
-        b, r = _split(it, ko)
-        o0 = r * no // ko
-        o1 = (r + 1) * no // ko
-        a = alpha[b]
-        for o in range(o0, o1):
-            gr = dy[b, o]
-            dr = dx[b, o]
-            for c in range(nc):
-                dr[c] = a[c] * gr[c]
-        _slab_grad_sums(dy[b], x[b], o0, o1, mean[b], q1[b, r], q2[b, r], t1[it], t2[it])
+    n = nb * ko
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for it in range(ch * n // nch, (ch + 1) * n // nch):
+            b, r = _split(it, ko)
+            o0 = r * no // ko
+            o1 = (r + 1) * no // ko
+            a = alpha[b]
+            for o in range(o0, o1):
+                gr = dy[b, o]
+                dr = dx[b, o]
+                for c in range(nc):
+                    dr[c] = a[c] * gr[c]
+            _slab_grad_sums(dy[b], x[b], o0, o1, mean[b], q1[b, r], q2[b, r], t1[it], t2[it])
+        ch = later_chunk(counter, nch)
 
 
 # --- generic: element-wise pass ----------------------------------------------------------
 
 
-def _grad_apply_inner(dy, x, mean, alpha, beta, gamma, dx):
-    """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), for I > 1."""
+@njit(nogil=True, **_opts)
+def _grad_apply_inner(dy, x, mean, alpha, beta, gamma, dx, nch, counter):
+    """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), for I > 1
+    (chunks of the B·O·C rows, run as nested loops over their (b, o) runs of channel rows)."""
     nb, no, nc, ni = x.shape
-    for t in prange(nb * no * nc):
-        b, r = _split(t, no * nc)
-        o, c = _split(r, nc)
-        m = mean[b, c]
-        a = alpha[b, c]
-        be = beta[b, c]
-        ga = gamma[b, c]
-        gr = dy[b, o, c]
-        xr = x[b, o, c]
-        dr = dx[b, o, c]
-        for i in range(ni):
-            dr[i] = a * gr[i] + be * (xr[i] - m) + ga
+    n = nb * no * nc
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        t = ch * n // nch
+        t1 = (ch + 1) * n // nch
+        while t < t1:
+            b, r = _split(t, no * nc)
+            o, c0 = _split(r, nc)
+            c1 = min(nc, c0 + (t1 - t))
+            for c in range(c0, c1):
+                m = mean[b, c]
+                a = alpha[b, c]
+                be = beta[b, c]
+                ga = gamma[b, c]
+                gr = dy[b, o, c]
+                xr = x[b, o, c]
+                dr = dx[b, o, c]
+                for i in range(ni):
+                    dr[i] = a * gr[i] + be * (xr[i] - m) + ga
+            t += c1 - c0
+        ch = later_chunk(counter, nch)
 
 
-def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx):
-    """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), (B, O, C) view."""
+@njit(nogil=True, **_opts)
+def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx, nch, counter):
+    """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), (B, O, C) view
+    (chunks of the B·O rows, nested loops over each chunk's runs of one sample's rows)."""
     nb, no, nc = x.shape
-    for t in prange(nb * no):
-        b, o = _split(t, no)
-        m = mean[b]
-        a = alpha[b]
-        be = beta[b]
-        ga = gamma[b]
-        xr = x[b, o]
-        gr = dy[b, o]
-        dr = dx[b, o]
-        for c in range(nc):
-            dr[c] = a[c] * gr[c] + be[c] * (xr[c] - m[c]) + ga[c]
+    n = nb * no
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        t = ch * n // nch
+        t1 = (ch + 1) * n // nch
+        while t < t1:
+            b, o0 = _split(t, no)
+            o1 = min(no, o0 + (t1 - t))
+            m = mean[b]
+            a = alpha[b]
+            be = beta[b]
+            ga = gamma[b]
+            for o in range(o0, o1):
+                xr = x[b, o]
+                gr = dy[b, o]
+                dr = dx[b, o]
+                for c in range(nc):
+                    dr[c] = a[c] * gr[c] + be[c] * (xr[c] - m[c]) + ga[c]
+            t += o1 - o0
+        ch = later_chunk(counter, nch)
 
 
 # --- rows: channels-first groups, fused --------------------------------------------------
 
 
-def _rows_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef):
-    """One (b, g) row per iteration: Σdy, Σdy(x−μ) per channel, then dx from the cached row.
+@njit(nogil=True, **_opts)
+def _rows_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef, nch, counter):
+    """One (b, g) row per step: Σdy, Σdy(x−μ) per channel, then dx from the cached row.
 
     ``sum1``/``sum2``: (B, C) float64 outputs; ``coef``: (B, C, 4) scratch of the data dtype.
     """
@@ -191,47 +236,52 @@ def _rows_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef):
     groups = mean.shape[1]
     cg = nc // groups
     ng = np.float64(cg * ni)
-    for t in prange(nb * groups):
-        b, g = _split(t, groups)
-        c0 = g * cg
-        mu = mean[b, g]
-        r = rstd[b, g]
-        cf0 = coef[b, c0]
-        cf0[0] = mu
-        m_t = cf0[0]
-        lo = mu - m_t
-        sg = np.float64(0.0)
-        sgx = np.float64(0.0)
-        for c in range(c0, c0 + cg):
-            a, bx = _row_grad_sums(dy[b, c], x[b, c], m_t)
-            bx -= lo * a
-            sum1[b, c] = a
-            sum2[b, c] = bx
-            sg += weight[c] * a
-            sgx += weight[c] * bx
-        be = -r * r * r * sgx / ng
-        ga = -r * sg / ng - be * lo
-        for c in range(c0, c0 + cg):
-            cf = coef[b, c]
-            cf[0] = mu
-            cf[1] = r * weight[c]
-            cf[2] = be
-            cf[3] = ga
-            al = cf[1]
-            be_t = cf[2]
-            ga_t = cf[3]
-            gr = dy[b, c]
-            xr = x[b, c]
-            dr = dx[b, c]
-            for i in range(ni):
-                dr[i] = al * gr[i] + be_t * (xr[i] - m_t) + ga_t
+    nt = nb * groups
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for t in range(ch * nt // nch, (ch + 1) * nt // nch):
+            b, g = _split(t, groups)
+            c0 = g * cg
+            mu = mean[b, g]
+            r = rstd[b, g]
+            cf0 = coef[b, c0]
+            cf0[0] = mu
+            m_t = cf0[0]
+            lo = mu - m_t
+            sg = np.float64(0.0)
+            sgx = np.float64(0.0)
+            for c in range(c0, c0 + cg):
+                a, bx = _row_grad_sums(dy[b, c], x[b, c], m_t)
+                bx -= lo * a
+                sum1[b, c] = a
+                sum2[b, c] = bx
+                sg += weight[c] * a
+                sgx += weight[c] * bx
+            be = -r * r * r * sgx / ng
+            ga = -r * sg / ng - be * lo
+            for c in range(c0, c0 + cg):
+                cf = coef[b, c]
+                cf[0] = mu
+                cf[1] = r * weight[c]
+                cf[2] = be
+                cf[3] = ga
+                al = cf[1]
+                be_t = cf[2]
+                ga_t = cf[3]
+                gr = dy[b, c]
+                xr = x[b, c]
+                dr = dx[b, c]
+                for i in range(ni):
+                    dr[i] = al * gr[i] + be_t * (xr[i] - m_t) + ga_t
+        ch = later_chunk(counter, nch)
 
 
 # --- slab: channels-last groups, fused per sample ----------------------------------------
 
 
-def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp):
-    """One sample's (O, C) slab per iteration: Σdy, Σdy(x−μ) per channel, then dx.
+@njit(nogil=True, **_opts)
+def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp, nch, counter):
+    """One sample's (O, C) slab per step: Σdy, Σdy(x−μ) per channel, then dx.
 
     ``sum1``/``sum2``: (B, C) float64 outputs; ``tmp``: (B, 6, C) scratch of the data dtype.
     """
@@ -239,49 +289,42 @@ def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp):
     groups = mean.shape[1]
     cg = nc // groups
     ng = np.float64(no * cg)
-    for b in prange(nb):
-        a1 = sum1[b]
-        a2 = sum2[b]
-        m_t = tmp[b, 0]
-        for c in range(nc):
-            a1[c] = 0.0
-            a2[c] = 0.0
-            m_t[c] = mean[b, c // cg]
-        _slab_grad_sums(dy[b], x[b], 0, no, m_t, a1, a2, tmp[b, 4], tmp[b, 5])
-        al = tmp[b, 1]
-        be = tmp[b, 2]
-        ga = tmp[b, 3]
-        for g in range(groups):
-            r = rstd[b, g]
-            lo = mean[b, g] - m_t[g * cg]
-            sg = np.float64(0.0)
-            sgx = np.float64(0.0)
-            for c in range(g * cg, (g + 1) * cg):
-                a2[c] -= lo * a1[c]
-                sg += weight[c] * a1[c]
-                sgx += weight[c] * a2[c]
-            beta = -r * r * r * sgx / ng
-            gamma = -r * sg / ng - beta * lo
-            for c in range(g * cg, (g + 1) * cg):
-                al[c] = r * weight[c]
-                be[c] = beta
-                ga[c] = gamma
-        for o in range(no):
-            xr = x[b, o]
-            gr = dy[b, o]
-            dr = dx[b, o]
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for b in range(ch * nb // nch, (ch + 1) * nb // nch):
+            a1 = sum1[b]
+            a2 = sum2[b]
+            m_t = tmp[b, 0]
             for c in range(nc):
-                dr[c] = al[c] * gr[c] + be[c] * (xr[c] - m_t[c]) + ga[c]
-
-
-_GMOM_INNER = _config.twins(_grad_moments_inner)
-_GMOM_LAST = _config.twins(_grad_moments_last)
-_GEVAL_INNER = _config.twins(_grad_eval_inner)
-_GEVAL_LAST = _config.twins(_grad_eval_last)
-_GAPPLY_INNER = _config.twins(_grad_apply_inner)
-_GAPPLY_LAST = _config.twins(_grad_apply_last)
-_ROWS_BWD = _config.twins(_rows_backward)
-_SLAB_BWD = _config.twins(_slab_backward)
+                a1[c] = 0.0
+                a2[c] = 0.0
+                m_t[c] = mean[b, c // cg]
+            _slab_grad_sums(dy[b], x[b], 0, no, m_t, a1, a2, tmp[b, 4], tmp[b, 5])
+            al = tmp[b, 1]
+            be = tmp[b, 2]
+            ga = tmp[b, 3]
+            for g in range(groups):
+                r = rstd[b, g]
+                lo = mean[b, g] - m_t[g * cg]
+                sg = np.float64(0.0)
+                sgx = np.float64(0.0)
+                for c in range(g * cg, (g + 1) * cg):
+                    a2[c] -= lo * a1[c]
+                    sg += weight[c] * a1[c]
+                    sgx += weight[c] * a2[c]
+                beta = -r * r * r * sgx / ng
+                gamma = -r * sg / ng - beta * lo
+                for c in range(g * cg, (g + 1) * cg):
+                    al[c] = r * weight[c]
+                    be[c] = beta
+                    ga[c] = gamma
+            for o in range(no):
+                xr = x[b, o]
+                gr = dy[b, o]
+                dr = dx[b, o]
+                for c in range(nc):
+                    dr[c] = al[c] * gr[c] + be[c] * (xr[c] - m_t[c]) + ga[c]
+        ch = later_chunk(counter, nch)
 
 
 # --- small serial finishing steps (per (b, c) / (b, g) arrays) ---------------------------

@@ -10,11 +10,17 @@ no second compilation at all: the serial path calls it directly.
 
 :func:`run` calls ``call(counter)`` on the calling thread and on up to
 ``numba.get_num_threads() - 1`` pool threads at once. ``call`` runs a kernel that takes its
-chunks from the shared ``counter`` with :func:`next_chunk` until they are used up (dynamic
+chunks from the shared ``counter`` with :func:`next_chunk` (or :func:`first_chunk` and
+:func:`later_chunk`, which leave it alone in a one-chunk call) until they are used up (dynamic
 scheduling: a core shared with other processes takes fewer chunks, as TBB's work stealing
 did), so each thread enters compiled code once: a Python-level call per chunk cost ~10 µs
 of held GIL each (a 20-argument dispatch), which showed at the parallel threshold.
 Results must not depend on which thread runs which chunk.
+
+:func:`launch` is the common form: a kernel ``kernel(*args, nch, counter)`` whose ``nch``
+chunks are consecutive ranges of its work items, run in one call (``nch = 1``, no thread
+pool) below :data:`numbanorm._config.SERIAL_THRESHOLD` elements, so a small and a large
+call run the same compiled code.
 """
 import os
 import threading
@@ -24,6 +30,12 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic
+
+from .. import _config
+
+#: chunks per thread of a :func:`launch` (several let a thread on a core shared with other
+#: processes take fewer; results do not depend on the chunking)
+CHUNKS_PER_THREAD = 4
 
 _POOL = None
 _POOL_LOCK = threading.Lock()
@@ -64,6 +76,51 @@ def next_chunk(typingctx, counter):
     return types.int64(counter), codegen
 
 
+def _chunk_taker(done_value):
+    """An intrinsic ``(counter, nch) -> int64``: :func:`next_chunk` when ``nch > 1``, else
+    ``done_value(nch)`` without touching ``counter`` (an intrinsic, not an ``inline="always"``
+    function: those re-run Numba's front end at every call site, ~0.1 s of a first call each)."""
+
+    def typer(typingctx, counter, nch):
+        if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.ndim == 1
+                and isinstance(nch, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            n = context.cast(builder, args[1], signature.args[1], types.int64)
+            one = context.get_constant(types.int64, 1)
+            serial = done_value(context, n)
+            with builder.if_else(builder.icmp_signed(">", n, one)) as (multi, single):
+                with multi:
+                    bb_multi = builder.basic_block
+                    got = builder.atomic_rmw("add", ary.data, one, "monotonic")
+                with single:
+                    bb_single = builder.basic_block
+            phi = builder.phi(got.type)
+            phi.add_incoming(got, bb_multi)
+            phi.add_incoming(serial, bb_single)
+            return phi
+
+        return types.int64(counter, nch), codegen
+
+    return intrinsic(typer)
+
+
+#: ``first_chunk(counter, nch)``: the first chunk a thread runs of an ``nch``-chunk kernel:
+#: :func:`next_chunk`, or 0 for a one-chunk call, which leaves ``counter`` alone (so it may
+#: be any shared array, e.g. :data:`SERIAL_COUNTER`)
+first_chunk = _chunk_taker(lambda context, n: context.get_constant(types.int64, 0))
+
+#: ``later_chunk(counter, nch)``: the chunk after the one a thread finished: :func:`next_chunk`
+#: (``nch`` for a one-chunk call: done)
+later_chunk = _chunk_taker(lambda context, n: n)
+
+
+#: the ``counter`` of one-chunk calls (never written: see :func:`first_chunk`)
+SERIAL_COUNTER = np.zeros(1, np.int64)
+
+
 def run(call, nch):
     """``call(counter)`` on up to ``min(numba.get_num_threads(), nch)`` threads at once, the
     calling one included, with one fresh zero ``counter`` (see the module docstring).
@@ -82,3 +139,15 @@ def run(call, nch):
         for f in futures:
             if not f.cancel():
                 f.result()
+
+
+def launch(kernel, size, nitems, *args):
+    """``kernel(*args, nch, counter)`` over ``nitems`` work items of a ``size``-element
+    input: one call with ``nch = 1`` below :data:`numbanorm._config.SERIAL_THRESHOLD`
+    elements (or for one item), else :func:`run` with ``nch = min(nitems,``
+    :data:`CHUNKS_PER_THREAD` ``× numba.get_num_threads())`` chunks."""
+    if size < _config.SERIAL_THRESHOLD or nitems <= 1:
+        kernel(*args, 1, SERIAL_COUNTER)
+        return
+    nch = min(nitems, CHUNKS_PER_THREAD * numba.get_num_threads())
+    run(lambda counter: kernel(*args, nch, counter), nch)

@@ -13,6 +13,4 @@ forwards of small calls, all in :mod:`._channels_small`.
 """
 from ._channels import backward, chunking, fill, forward, normalize, stats  # noqa: F401  (entry points)
 from ._channels_small import running_stats, update_running  # noqa: F401  (entry points)
-from ._channels_small import EVAL_SERIAL_THRESHOLD, NO_RUNNING, small_path  # noqa: F401
-from ._channels_small import eval_forward as small_eval  # noqa: F401
-from ._channels_small import train_forward as small_train  # noqa: F401
+from ._channels_small import EVAL_SERIAL_THRESHOLD, NO_RUNNING, small_kernels, small_path  # noqa: F401

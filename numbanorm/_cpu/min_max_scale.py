@@ -7,68 +7,80 @@ Layout: ``x`` and ``out`` are C-contiguous ``(O, C, I)`` arrays of the compute d
 
 :func:`extrema` fills the NaN-ignoring minimum and maximum of each channel; a channel
 without any non-NaN value gets ``mn > mx`` (+inf, −inf) and the caller turns that into NaN.
-Thread mapping as in :mod:`numbanorm._cpu.standardize`: ``prange`` over (row chunk × column
+Thread mapping as in :mod:`numbanorm._cpu.standardize`: chunks of (row chunk × column
 tile) items when I == 1 (the inner loop runs over contiguous columns), over (piece ×
 channel) items when I > 1; per-chunk partial extrema are combined afterwards (min/max
 are exact, so the result never depends on scheduling). The transform pass is the shared
 one of :mod:`numbanorm._cpu.standardize` (y = x · scale + min, optionally clipped).
-Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
+Every kernel is a serial ``nogil`` chunk kernel run on threads by :func:`._threads.launch`
+(one call below ``SERIAL_THRESHOLD`` elements: small and large calls share compiled code).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _config
+from ._threads import first_chunk, later_chunk, launch
 from .standardize import row_plan, seg_plan, transform  # noqa: F401  (transform: shared pass)
 
 
-def _extrema_rows(x, pmn, pmx, ntiles, scratch):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
     r, c = x.shape
     p = pmn.shape[0]
     tile = scratch.shape[2]
-    for t in prange(p * ntiles):
-        k = t // ntiles
-        c0 = (t % ntiles) * tile
-        c1 = min(c, c0 + tile)
-        nc = c1 - c0
-        lo = scratch[t, 0]  # in the data dtype: no conversion in the loop
-        hi = scratch[t, 1]
-        for j in range(nc):
-            lo[j] = np.inf
-            hi[j] = -np.inf
-        for i in range(k * r // p, (k + 1) * r // p):
-            xr = x[i, c0:c1]
+    nitems = p * ntiles
+    chunk = first_chunk(counter, nch)
+    while chunk < nch:
+        for t in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
+            k = t // ntiles
+            c0 = (t % ntiles) * tile
+            c1 = min(c, c0 + tile)
+            nc = c1 - c0
+            lo = scratch[t, 0]  # in the data dtype: no conversion in the loop
+            hi = scratch[t, 1]
             for j in range(nc):
-                v = xr[j]
-                # NaN compares false: skipped
-                lo[j] = v if v < lo[j] else lo[j]
-                hi[j] = v if v > hi[j] else hi[j]
-        for j in range(nc):
-            pmn[k, c0 + j] = lo[j]
-            pmx[k, c0 + j] = hi[j]
+                lo[j] = np.inf
+                hi[j] = -np.inf
+            for i in range(k * r // p, (k + 1) * r // p):
+                xr = x[i, c0:c1]
+                for j in range(nc):
+                    v = xr[j]
+                    # NaN compares false: skipped
+                    lo[j] = v if v < lo[j] else lo[j]
+                    hi[j] = v if v > hi[j] else hi[j]
+            for j in range(nc):
+                pmn[k, c0 + j] = lo[j]
+                pmx[k, c0 + j] = hi[j]
+        chunk = later_chunk(counter, nch)
 
 
-def _extrema_segs(x, pmn, pmx):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _extrema_segs(x, pmn, pmx, nch, counter):
     o, c, ni = x.shape
     p = pmn.shape[0]
     total = o * ni
-    for t in prange(p * c):
-        k = t // c
-        ch = t % c
-        lo_v = np.inf
-        hi_v = -np.inf
-        pos = k * total // p
-        stop = (k + 1) * total // p
-        while pos < stop:
-            oo = pos // ni
-            i0 = pos % ni
-            i1 = min(ni, i0 + (stop - pos))
-            for i in range(i0, i1):
-                v = np.float64(x[oo, ch, i])
-                lo_v = v if v < lo_v else lo_v
-                hi_v = v if v > hi_v else hi_v
-            pos += i1 - i0
-        pmn[k, ch] = lo_v
-        pmx[k, ch] = hi_v
+    nitems = p * c
+    chunk = first_chunk(counter, nch)
+    while chunk < nch:
+        for t in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
+            k = t // c
+            ch = t % c
+            lo_v = np.inf
+            hi_v = -np.inf
+            pos = k * total // p
+            stop = (k + 1) * total // p
+            while pos < stop:
+                oo = pos // ni
+                i0 = pos % ni
+                i1 = min(ni, i0 + (stop - pos))
+                for i in range(i0, i1):
+                    v = np.float64(x[oo, ch, i])
+                    lo_v = v if v < lo_v else lo_v
+                    hi_v = v if v > hi_v else hi_v
+                pos += i1 - i0
+            pmn[k, ch] = lo_v
+            pmx[k, ch] = hi_v
+        chunk = later_chunk(counter, nch)
 
 
 @njit(cache=True)
@@ -86,8 +98,8 @@ def _combine(pmn, pmx, mn, mx):
         mx[j] = b
 
 
-_EXTREMA_ROWS = _config.twins(_extrema_rows)
-_EXTREMA_SEGS = _config.twins(_extrema_segs)
+_EXTREMA_ROWS = _extrema_rows
+_EXTREMA_SEGS = _extrema_segs
 
 
 def extrema(x, mn, mx):
@@ -102,13 +114,13 @@ def extrema(x, mn, mx):
         pmn = np.empty((p, c))
         pmx = np.empty((p, c))
         scratch = np.empty((p * ntiles, 2, tile), x.dtype)
-        args = (x.reshape(o, c), pmn, pmx, ntiles, scratch)
+        args = (p * ntiles, x.reshape(o, c), pmn, pmx, ntiles, scratch)
         kern = _EXTREMA_ROWS
     else:
         p = seg_plan(o, ni)
         pmn = np.empty((p, c))
         pmx = np.empty((p, c))
-        args = (x, pmn, pmx)
+        args = (p * c, x, pmn, pmx)
         kern = _EXTREMA_SEGS
-    _config.launch(kern, size, *args)
+    launch(kern, size, *args)
     _combine(pmn, pmx, mn, mx)

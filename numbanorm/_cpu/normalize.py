@@ -3,7 +3,7 @@
 Two canonical layouts (DESIGN.md):
 
 * rows ``(M, N)`` (the normalized axis is the last one): one norm per row. Thread mapping:
-  a ``prange`` over a fixed number of row chunks (a function of M only, so results do
+  a fixed number of row chunks run on a pool of threads (a function of M only, so results do
   not depend on the thread count). For p = 2 (and p = 1) the loop that writes row i also
   accumulates the norm of row i + 1, so memory is streamed once, like a copy. Outputs of
   at least ``STREAM_BYTES`` are written with non-temporal vector stores (an llvmlite
@@ -11,16 +11,18 @@ Two canonical layouts (DESIGN.md):
   ``np.copyto``'s memcpy does at that size.
 * channels ``(outer, C, inner)`` (any other axis): one norm per ``(o, j)`` over the C
   values ``x[o, :, j]``. Work is split into tasks ``(o, block of B inner positions)``; a
-  fixed number of chunks of consecutive tasks run in a ``prange``, each chunk owning a
-  float64 scratch row of B accumulators (allocated outside the ``prange``), so the inner
+  fixed number of chunks of consecutive tasks run on the threads, each chunk owning a
+  float64 scratch row of B accumulators (allocated before the launch), so the inner
   loops run over contiguous ``j`` (flat arrays, unsigned offsets) and vectorise.
 
 ``pk`` selects the norm: 0 → p = 2, 1 → p = 1, 2 → p = inf, 3 → any other p (given as
 ``p``; for p < 0 a zero element makes the norm 0, as ``|0|**p = inf``), 4 → p = -inf
 (min |x|, accumulated as the maximum of -|x|), 5 → p = 0 (the count of nonzeros, no
 gradient through it), as ``torch.linalg.vector_norm``. Norms are accumulated in float64.
-NaN propagates (also through the inf-norm's maximum); ``max(norm, eps)`` keeps NaN. Each kernel has a serial twin used below
-``SERIAL_THRESHOLD`` elements.
+NaN propagates (also through the inf-norm's maximum); ``max(norm, eps)`` keeps NaN. Each kernel is a
+serial chunk kernel compiled ``nogil=True`` that takes its chunks from a shared counter
+(:mod:`._threads`): below ``SERIAL_THRESHOLD`` elements one call runs every chunk, above it
+a pool of Python threads does, so small and large calls share compiled code.
 
 Backward (matches torch autograd of ``x / norm(x).clamp_min(eps)``)::
 
@@ -32,9 +34,11 @@ otherwise, taken as 0 where ``x_j == 0`` or ``n == 0`` (torch's masks).
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _config
+from . import _threads
+from ._threads import first_chunk, later_chunk
 from ._stream import STREAM_BYTES
 from ._stream import stream_axpby as _stream_axpby
 from ._stream import stream_axpby_next as _stream_axpby_next
@@ -156,7 +160,8 @@ def _dnorm(v, nrm, pk, p, cnt):
 # ---------------------------------------------------------------- rows (M, N)
 
 
-def _rows_forward(x, pk, p, eps, out, dbuf, nch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _rows_forward(x, pk, p, eps, out, dbuf, nch, stream, counter):
     """Rows in ``nch`` fixed chunks (a function of M only: results do not depend on the
     thread count). For p = 2 and p = 1 the write loop of row i also accumulates the norm
     of row i + 1, so the read of the next row streams while this one is written (one
@@ -166,7 +171,8 @@ def _rows_forward(x, pk, p, eps, out, dbuf, nch, stream):
     xf = x.reshape(-1)
     of = out.reshape(-1)
     one = x.dtype.type(1.0)
-    for ch in prange(nch):
+    ch = first_chunk(counter, nch)
+    while ch < nch:
         start = ch * m // nch
         stop = (ch + 1) * m // nch
         if start < stop:
@@ -197,9 +203,11 @@ def _rows_forward(x, pk, p, eps, out, dbuf, nch, stream):
                         out[i, j] = x[i, j] / d
                     if nxt < stop:
                         a = _row_acc(x, nxt, pk, p)
+        ch = later_chunk(counter, nch)
 
 
-def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch, stream, counter):
     """Fixed row chunks as the forward; for p = 2 the write loop of row i accumulates the
     two sums (sum x², sum dy x) of row i + 1 (with ``stream``, large outputs: the sums of
     row i + 1 first, then row i with streaming stores). The p = 2 row is
@@ -209,7 +217,8 @@ def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch, stream):
     gf = grad_out.reshape(-1)
     df = grad_x.reshape(-1)
     t = x.dtype.type
-    for ch in prange(nch):
+    ch = first_chunk(counter, nch)
+    while ch < nch:
         start = ch * m // nch
         stop = (ch + 1) * m // nch
         if start < stop:
@@ -254,12 +263,14 @@ def _rows_backward(grad_out, x, pk, p, eps, grad_x, nch, stream):
                 if nxt < stop:
                     a = _row_acc(x, nxt, pk, p)
                     s = _row_dot(grad_out, x, nxt)
+        ch = later_chunk(counter, nch)
 
 
 # ------------------------------------------------------- channels (outer, C, inner)
 
 
-def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize, counter):
     outer, c_len, inner = x.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -267,7 +278,8 @@ def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
     ntasks = outer * nblk
     nch = acc.shape[0]
     init = _init(pk)
-    for ch in prange(nch):
+    ch = first_chunk(counter, nch)
+    while ch < nch:
         a = acc[ch]
         dt = dbuf[ch]
         for t in range(ch * ntasks // nch, (ch + 1) * ntasks // nch):
@@ -295,9 +307,11 @@ def _chan_forward(x, pk, p, eps, out, acc, dbuf, bsize):
                 rb = base + c * inner
                 for j in range(nb):
                     of[U(rb + j)] = xf[U(rb + j)] / dt[j]
+        ch = later_chunk(counter, nch)
 
 
-def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize, counter):
     """acc[ch] rows: 0 norm, 1 sum(dy*x), 2 1/d, 3 coef, 4 tie count (p = inf)."""
     outer, c_len, inner = x.shape
     xf = x.reshape(-1)
@@ -307,7 +321,8 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
     ntasks = outer * nblk
     nch = acc.shape[0]
     init = _init(pk)
-    for ch in prange(nch):
+    ch = first_chunk(counter, nch)
+    while ch < nch:
         a0 = acc[ch, 0]
         a1 = acc[ch, 1]
         a2 = acc[ch, 2]
@@ -361,12 +376,17 @@ def _chan_backward(grad_out, x, pk, p, eps, grad_x, acc, bsize):
                     v = np.float64(xf[U(rb + j)])
                     g = _dnorm(v, a0[j], pk, p, a4[j])
                     df[U(rb + j)] = gf[U(rb + j)] * a2[j] - a3[j] * g
+        ch = later_chunk(counter, nch)
 
 
-_rows_forward_par, _rows_forward_ser = _config.twins(_rows_forward)
-_rows_backward_par, _rows_backward_ser = _config.twins(_rows_backward)
-_chan_forward_par, _chan_forward_ser = _config.twins(_chan_forward)
-_chan_backward_par, _chan_backward_ser = _config.twins(_chan_backward)
+def _run(kernel, serial, nch, *args):
+    """``kernel(*args, counter)``: in one call (``serial``), else on up to ``nch`` threads
+    (:func:`._threads.run`); the kernel takes its ``nch`` chunks from ``counter`` (a fresh
+    one: the serial call of a row kernel runs several chunks too)."""
+    if serial:
+        kernel(*args, np.zeros(1, np.int64))
+    else:
+        _threads.run(lambda counter: kernel(*args, counter), nch)
 
 
 def _pkind(p):
@@ -404,11 +424,7 @@ def forward_rows(x, p, eps, out):
     pk = _pkind(p)
     nch = max(1, min(ROW_CHUNKS, x.shape[0]))
     stream = out.nbytes >= STREAM_BYTES
-    if x.size < _config.SERIAL_THRESHOLD:
-        _rows_forward_ser(x, pk, p, eps, out, dbuf, nch, stream)
-    else:
-        with _config.KERNEL_LOCK:
-            _rows_forward_par(x, pk, p, eps, out, dbuf, nch, stream)
+    _run(_rows_forward, x.size < _config.SERIAL_THRESHOLD, nch, x, pk, p, eps, out, dbuf, nch, stream)
 
 
 def backward_rows(grad_out, x, p, eps, grad_x):
@@ -416,11 +432,7 @@ def backward_rows(grad_out, x, p, eps, grad_x):
     pk = _pkind(p)
     nch = max(1, min(ROW_CHUNKS, x.shape[0]))
     stream = grad_x.nbytes >= STREAM_BYTES
-    if x.size < _config.SERIAL_THRESHOLD:
-        _rows_backward_ser(grad_out, x, pk, p, eps, grad_x, nch, stream)
-    else:
-        with _config.KERNEL_LOCK:
-            _rows_backward_par(grad_out, x, pk, p, eps, grad_x, nch, stream)
+    _run(_rows_backward, x.size < _config.SERIAL_THRESHOLD, nch, grad_out, x, pk, p, eps, grad_x, nch, stream)
 
 
 def forward_channels(x, p, eps, out):
@@ -430,11 +442,7 @@ def forward_channels(x, p, eps, out):
     acc = np.empty((nch, bsize))
     dbuf = np.empty((nch, bsize), x.dtype)
     pk = _pkind(p)
-    if serial:
-        _chan_forward_ser(x, pk, p, eps, out, acc, dbuf, bsize)
-    else:
-        with _config.KERNEL_LOCK:
-            _chan_forward_par(x, pk, p, eps, out, acc, dbuf, bsize)
+    _run(_chan_forward, serial, nch, x, pk, p, eps, out, acc, dbuf, bsize)
 
 
 def backward_channels(grad_out, x, p, eps, grad_x):
@@ -443,8 +451,4 @@ def backward_channels(grad_out, x, p, eps, grad_x):
     bsize, nch = _blocking(x, serial)
     acc = np.empty((nch, 5, bsize))
     pk = _pkind(p)
-    if serial:
-        _chan_backward_ser(grad_out, x, pk, p, eps, grad_x, acc, bsize)
-    else:
-        with _config.KERNEL_LOCK:
-            _chan_backward_par(grad_out, x, pk, p, eps, grad_x, acc, bsize)
+    _run(_chan_backward, serial, nch, grad_out, x, pk, p, eps, grad_x, acc, bsize)

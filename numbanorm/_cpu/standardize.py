@@ -15,30 +15,32 @@ float32 data with a large common offset keeps its precision, and the result depe
 on the shape (never on the thread count or scheduling).
 
 Thread mapping:
-- I == 1 (features in the fast dimension): ``prange`` over (row chunk × column tile) items;
+- I == 1 (features in the fast dimension): chunks of (row chunk × column tile) items;
   a row chunk has >= ``ROW_BLOCK`` rows (at most ``REDUCE_CHUNKS`` chunks), a tile is
   ``COL_TILE`` columns; the inner loop runs over contiguous columns (vectorised).
-- I > 1: ``prange`` over (piece × channel) items, a piece being a contiguous range of the
+- I > 1: chunks of (piece × channel) items, a piece being a contiguous range of the
   flattened ``O × I`` positions of one channel; inner loops over contiguous ``I`` runs of at
   most ``SEG_BLOCK`` values, each two-pass, with plain (vectorised) sums and a careful
   NaN-skipping loop only for runs whose sum shows a NaN or inf.
-- :func:`transform` (y = ((x − sub) · mul) / div + add, optionally clipped): ``prange`` over
+- :func:`transform` (y = ((x − sub) · mul) / div + add, optionally clipped): chunks of
   row blocks (I == 1) or over (o, c, inner block) runs (I > 1). It is compiled without
   fastmath so its rounding is exactly scikit-learn's sequence of in-place operations.
 
-Every kernel has a serial twin used below ``SERIAL_THRESHOLD`` elements.
+Every kernel is a serial chunk kernel compiled ``nogil=True``, run on a pool of threads by
+:func:`._threads.launch` (one call, one chunk, below ``SERIAL_THRESHOLD`` elements), so a
+small and a large call share their compiled code.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _config
 from .._config import FASTMATH, REDUCE_CHUNKS
+from ._threads import first_chunk, later_chunk, launch
 
 
-def exact_twins(f):
-    """``(parallel, serial)`` compilations of ``f`` *without* fastmath (elementwise kernels
-    whose rounding must be exactly NumPy's); see :func:`numbanorm._config.twins`."""
-    return _config.twins(f, dict(cache=True, error_model="numpy"))
+#: options of the chunk kernels *without* fastmath (elementwise kernels whose rounding must
+#: be exactly NumPy's)
+EXACT = dict(cache=True, error_model="numpy", nogil=True)
 
 
 #: rows of an (I == 1) block processed twice while in cache.
@@ -120,144 +122,153 @@ def seg_plan(o, i):
 # --------------------------------------------------------------------------- moments
 
 
-def _moments_rows(x, shift, w, use_w, pc, pm, pq, scratch):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
+    """Partial (count, mean, M2) per (row chunk, column) of the (R, C) ``x``; ``w``: None
+    (unweighted: the weighted loops are pruned at compile time) or (R,) sample weights."""
     r, c = x.shape
     p = pc.shape[0]
     tile = scratch.shape[2]
     ntiles = (c + tile - 1) // tile
-    for t in prange(p * ntiles):
-        k = t // ntiles
-        c0 = (t % ntiles) * tile
-        c1 = min(c, c0 + tile)
-        nc = c1 - c0
-        r0 = k * r // p
-        r1 = (k + 1) * r // p
-        bm = scratch[t, 0]
-        bn = scratch[t, 1]
-        bd = scratch[t, 2]
-        bq = scratch[t, 3]
-        sh = shift[c0:c1]
-        for b0 in range(r0, r1, ROW_BLOCK):
-            b1 = min(r1, b0 + ROW_BLOCK)
-            for j in range(nc):
-                bm[j] = 0.0
-                bn[j] = 0.0
-                bd[j] = 0.0
-                bq[j] = 0.0
-            # pass 1: (weighted) sums and counts of the non-NaN values; the weighted and
-            # unweighted loops are written out separately so both vectorise over columns
-            if use_w:
-                for i in range(b0, b1):
-                    xr = x[i, c0:c1]
-                    wi = w[i]
-                    for j in range(nc):
-                        v = np.float64(xr[j]) - sh[j]
-                        ok = v == v
-                        bm[j] += wi * v if ok else 0.0
-                        bn[j] += wi if ok else 0.0
-            else:
-                for i in range(b0, b1):
-                    xr = x[i, c0:c1]
-                    for j in range(nc):
-                        v = np.float64(xr[j]) - sh[j]
-                        ok = v == v
-                        bm[j] += v if ok else 0.0
-                        bn[j] += 1.0 if ok else 0.0
-            for j in range(nc):
-                bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
-            # pass 2 (the block is still in cache): Σ w·d and Σ w·d² of the deviations
-            if use_w:
-                for i in range(b0, b1):
-                    xr = x[i, c0:c1]
-                    wi = w[i]
-                    for j in range(nc):
-                        v = np.float64(xr[j]) - sh[j]
-                        ok = v == v
-                        d = v - bm[j]
-                        bd[j] += wi * d if ok else 0.0
-                        bq[j] += wi * d * d if ok else 0.0
-            else:
-                for i in range(b0, b1):
-                    xr = x[i, c0:c1]
-                    for j in range(nc):
-                        v = np.float64(xr[j]) - sh[j]
-                        ok = v == v
-                        d = v - bm[j]
-                        bd[j] += d if ok else 0.0
-                        bq[j] += d * d if ok else 0.0
-            for j in range(nc):
-                nb = bn[j]
-                if nb != 0.0:
-                    mb = bm[j] + bd[j] / nb
-                    qb = bq[j] - bd[j] * (bd[j] / nb)
-                    n, m, q = _chan(pc[k, c0 + j], pm[k, c0 + j], pq[k, c0 + j], nb, mb, qb)
-                    pc[k, c0 + j] = n
-                    pm[k, c0 + j] = m
-                    pq[k, c0 + j] = q
+    nitems = p * ntiles
+    chunk = first_chunk(counter, nch)
+    while chunk < nch:
+        for t in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
+            k = t // ntiles
+            c0 = (t % ntiles) * tile
+            c1 = min(c, c0 + tile)
+            nc = c1 - c0
+            r0 = k * r // p
+            r1 = (k + 1) * r // p
+            bm = scratch[t, 0]
+            bn = scratch[t, 1]
+            bd = scratch[t, 2]
+            bq = scratch[t, 3]
+            sh = shift[c0:c1]
+            for b0 in range(r0, r1, ROW_BLOCK):
+                b1 = min(r1, b0 + ROW_BLOCK)
+                for j in range(nc):
+                    bm[j] = 0.0
+                    bn[j] = 0.0
+                    bd[j] = 0.0
+                    bq[j] = 0.0
+                # pass 1: (weighted) sums and counts of the non-NaN values; the weighted and
+                # unweighted loops are written out separately so both vectorise over columns
+                if w is not None:
+                    for i in range(b0, b1):
+                        xr = x[i, c0:c1]
+                        wi = w[i]
+                        for j in range(nc):
+                            v = np.float64(xr[j]) - sh[j]
+                            ok = v == v
+                            bm[j] += wi * v if ok else 0.0
+                            bn[j] += wi if ok else 0.0
+                else:
+                    for i in range(b0, b1):
+                        xr = x[i, c0:c1]
+                        for j in range(nc):
+                            v = np.float64(xr[j]) - sh[j]
+                            ok = v == v
+                            bm[j] += v if ok else 0.0
+                            bn[j] += 1.0 if ok else 0.0
+                for j in range(nc):
+                    bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
+                # pass 2 (the block is still in cache): Σ w·d and Σ w·d² of the deviations
+                if w is not None:
+                    for i in range(b0, b1):
+                        xr = x[i, c0:c1]
+                        wi = w[i]
+                        for j in range(nc):
+                            v = np.float64(xr[j]) - sh[j]
+                            ok = v == v
+                            d = v - bm[j]
+                            bd[j] += wi * d if ok else 0.0
+                            bq[j] += wi * d * d if ok else 0.0
+                else:
+                    for i in range(b0, b1):
+                        xr = x[i, c0:c1]
+                        for j in range(nc):
+                            v = np.float64(xr[j]) - sh[j]
+                            ok = v == v
+                            d = v - bm[j]
+                            bd[j] += d if ok else 0.0
+                            bq[j] += d * d if ok else 0.0
+                for j in range(nc):
+                    nb = bn[j]
+                    if nb != 0.0:
+                        mb = bm[j] + bd[j] / nb
+                        qb = bq[j] - bd[j] * (bd[j] / nb)
+                        n, m, q = _chan(pc[k, c0 + j], pm[k, c0 + j], pq[k, c0 + j], nb, mb, qb)
+                        pc[k, c0 + j] = n
+                        pm[k, c0 + j] = m
+                        pq[k, c0 + j] = q
+        chunk = later_chunk(counter, nch)
 
 
-def _moments_segs(x, shift, pc, pm, pq):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _moments_segs(x, shift, pc, pm, pq, nch, counter):
     o, c, ni = x.shape
     p = pc.shape[0]
     total = o * ni
-    for t in prange(p * c):
-        k = t // c
-        ch = t % c
-        sh = shift[ch]
-        pos = k * total // p
-        stop = (k + 1) * total // p
-        n = np.float64(0.0)
-        m = np.float64(0.0)
-        q = np.float64(0.0)
-        while pos < stop:
-            oo = pos // ni
-            i0 = pos % ni
-            i1 = min(ni, i0 + SEG_BLOCK, i0 + (stop - pos))
-            xr = x[oo, ch, i0:i1]
-            # fast path: plain sums (a conditional inside a reduction would stop LLVM from
-            # vectorising it); a NaN or inf shows up in the sum and sends the run through
-            # the careful loop below
-            s = np.float64(0.0)
-            for i in range(xr.shape[0]):
-                s += np.float64(xr[i]) - sh
-            nb = np.float64(i1 - i0)
-            if not np.abs(s) < np.inf:
+    nitems = p * c
+    chunk = first_chunk(counter, nch)
+    while chunk < nch:
+        for t in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
+            k = t // c
+            ch = t % c
+            sh = shift[ch]
+            pos = k * total // p
+            stop = (k + 1) * total // p
+            n = np.float64(0.0)
+            m = np.float64(0.0)
+            q = np.float64(0.0)
+            while pos < stop:
+                oo = pos // ni
+                i0 = pos % ni
+                i1 = min(ni, i0 + SEG_BLOCK, i0 + (stop - pos))
+                xr = x[oo, ch, i0:i1]
+                # fast path: plain sums (a conditional inside a reduction would stop LLVM from
+                # vectorising it); a NaN or inf shows up in the sum and sends the run through
+                # the careful loop below
                 s = np.float64(0.0)
-                nb = np.float64(0.0)
                 for i in range(xr.shape[0]):
-                    v = np.float64(xr[i]) - sh
-                    if v == v:
-                        s += v
-                        nb += 1.0
-            if nb != 0.0:
-                mb = s / nb
-                sd = np.float64(0.0)
-                sq = np.float64(0.0)
-                for i in range(xr.shape[0]):
-                    d = (np.float64(xr[i]) - sh) - mb
-                    sd += d
-                    sq += d * d
-                if not np.abs(sq) < np.inf:
-                    sd = np.float64(0.0)
-                    sq = np.float64(0.0)
+                    s += np.float64(xr[i]) - sh
+                nb = np.float64(i1 - i0)
+                if not np.abs(s) < np.inf:
+                    s = np.float64(0.0)
+                    nb = np.float64(0.0)
                     for i in range(xr.shape[0]):
                         v = np.float64(xr[i]) - sh
                         if v == v:
-                            d = v - mb
-                            sd += d
-                            sq += d * d
-                n, m, q = _chan(n, m, q, nb, mb + sd / nb, sq - sd * (sd / nb))
-            pos += i1 - i0
-        pc[k, ch] = n
-        pm[k, ch] = m
-        pq[k, ch] = q
+                            s += v
+                            nb += 1.0
+                if nb != 0.0:
+                    mb = s / nb
+                    sd = np.float64(0.0)
+                    sq = np.float64(0.0)
+                    for i in range(xr.shape[0]):
+                        d = (np.float64(xr[i]) - sh) - mb
+                        sd += d
+                        sq += d * d
+                    if not np.abs(sq) < np.inf:
+                        sd = np.float64(0.0)
+                        sq = np.float64(0.0)
+                        for i in range(xr.shape[0]):
+                            v = np.float64(xr[i]) - sh
+                            if v == v:
+                                d = v - mb
+                                sd += d
+                                sq += d * d
+                    n, m, q = _chan(n, m, q, nb, mb + sd / nb, sq - sd * (sd / nb))
+                pos += i1 - i0
+            pc[k, ch] = n
+            pm[k, ch] = m
+            pq[k, ch] = q
+        chunk = later_chunk(counter, nch)
 
 
-_MOMENTS_ROWS = _config.twins(_moments_rows)
-_MOMENTS_SEGS = _config.twins(_moments_segs)
-
-_NO_WEIGHT = np.ones(1)
-
+_MOMENTS_ROWS = _moments_rows
+_MOMENTS_SEGS = _moments_segs
 
 def moments(x, weight, count, mean, m2):
     """Per-channel (count, mean, M2) of the non-NaN values of ``x`` (O, C, I).
@@ -278,9 +289,7 @@ def moments(x, weight, count, mean, m2):
         pm = np.zeros((p, c))
         pq = np.zeros((p, c))
         scratch = np.empty((p * ntiles, 4, tile))
-        use_w = weight is not None
-        w = weight if use_w else _NO_WEIGHT
-        _config.launch(_MOMENTS_ROWS, size, x2, shift, w, use_w, pc, pm, pq, scratch)
+        launch(_MOMENTS_ROWS, size, p * ntiles, x2, shift, weight, pc, pm, pq, scratch)
     elif weight is not None:
         # per-outer weights on a (O, C, I) layout: weight each (o, c) run separately
         x2 = np.ascontiguousarray(np.moveaxis(x, 1, 2)).reshape(o * ni, c)
@@ -291,56 +300,66 @@ def moments(x, weight, count, mean, m2):
         pc = np.empty((p, c))
         pm = np.empty((p, c))
         pq = np.empty((p, c))
-        _config.launch(_MOMENTS_SEGS, size, x, shift, pc, pm, pq)
+        launch(_MOMENTS_SEGS, size, p * c, x, shift, pc, pm, pq)
     merge_partials(pc, pm, pq, shift, count, mean, m2)
 
 
 # --------------------------------------------------------------------------- transform
 
 
-def _transform_rows(x, sub, mul, div, add, lo, hi, clip, out, nblocks):
+@njit(**EXACT)
+def _transform_rows(x, sub, mul, div, add, lo, hi, clip, out, nblocks, nch, counter):
     r, c = x.shape
-    for b in prange(nblocks):
-        r0 = b * r // nblocks
-        r1 = (b + 1) * r // nblocks
-        for i in range(r0, r1):
-            for j in range(c):
-                y = ((np.float64(x[i, j]) - sub[j]) * mul[j]) / div[j] + add[j]
+    nitems = nblocks
+    chunk = first_chunk(counter, nch)
+    while chunk < nch:
+        for b in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
+            r0 = b * r // nblocks
+            r1 = (b + 1) * r // nblocks
+            for i in range(r0, r1):
+                for j in range(c):
+                    y = ((np.float64(x[i, j]) - sub[j]) * mul[j]) / div[j] + add[j]
+                    if clip:
+                        if y < lo:
+                            y = lo
+                        if y > hi:
+                            y = hi
+                    out[i, j] = y
+        chunk = later_chunk(counter, nch)
+
+
+@njit(**EXACT)
+def _transform_segs(x, sub, mul, div, add, lo, hi, clip, out, nsplit, nch, counter):
+    o, c, ni = x.shape
+    nitems = o * c * nsplit
+    chunk = first_chunk(counter, nch)
+    while chunk < nch:
+        for t in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
+            s = t % nsplit
+            oc = t // nsplit
+            oo = oc // c
+            ch = oc % c
+            i0 = s * ni // nsplit
+            i1 = (s + 1) * ni // nsplit
+            a = sub[ch]
+            m = mul[ch]
+            dv = div[ch]
+            b = add[ch]
+            for i in range(i0, i1):
+                y = ((np.float64(x[oo, ch, i]) - a) * m) / dv + b
                 if clip:
                     if y < lo:
                         y = lo
                     if y > hi:
                         y = hi
-                out[i, j] = y
-
-
-def _transform_segs(x, sub, mul, div, add, lo, hi, clip, out, nsplit):
-    o, c, ni = x.shape
-    for t in prange(o * c * nsplit):
-        s = t % nsplit
-        oc = t // nsplit
-        oo = oc // c
-        ch = oc % c
-        i0 = s * ni // nsplit
-        i1 = (s + 1) * ni // nsplit
-        a = sub[ch]
-        m = mul[ch]
-        dv = div[ch]
-        b = add[ch]
-        for i in range(i0, i1):
-            y = ((np.float64(x[oo, ch, i]) - a) * m) / dv + b
-            if clip:
-                if y < lo:
-                    y = lo
-                if y > hi:
-                    y = hi
-            out[oo, ch, i] = y
+                out[oo, ch, i] = y
+        chunk = later_chunk(counter, nch)
 
 
 # No fastmath: the transform is elementwise (vectorises without it) and its rounding must be
 # exactly that of ``X -= mean; X /= scale`` (no contraction into FMA, no reciprocal).
-_TRANSFORM_ROWS = exact_twins(_transform_rows)
-_TRANSFORM_SEGS = exact_twins(_transform_segs)
+_TRANSFORM_ROWS = _transform_rows
+_TRANSFORM_SEGS = _transform_segs
 
 #: elements per parallel work item of the transform.
 TRANSFORM_BLOCK = 16384
@@ -362,32 +381,37 @@ def transform(x, sub, mul, div, add, lo, hi, clip, out):
     clip = bool(clip)
     if ni == 1:
         nblocks = max(1, min(o, x.size // TRANSFORM_BLOCK))
-        _config.launch(_TRANSFORM_ROWS, x.size, x.reshape(o, c), sub, mul, div, add, lo, hi, clip,
-                       out.reshape(o, c), nblocks)
+        launch(_TRANSFORM_ROWS, x.size, nblocks, x.reshape(o, c), sub, mul, div, add, lo, hi, clip,
+               out.reshape(o, c), nblocks)
     else:
         nsplit = max(1, ni // TRANSFORM_BLOCK)
-        _config.launch(_TRANSFORM_SEGS, x.size, x, sub, mul, div, add, lo, hi, clip, out, nsplit)
+        launch(_TRANSFORM_SEGS, x.size, o * c * nsplit, x, sub, mul, div, add, lo, hi, clip, out, nsplit)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _count_inf(x, parts):
+@njit(**EXACT)
+def _count_inf(x, parts, nch, counter):
     n = x.shape[0]
     p = parts.shape[0]
-    for k in prange(p):
-        s = 0
-        for i in range(k * n // p, (k + 1) * n // p):
-            s += 1 if np.abs(x[i]) == np.inf else 0
-        parts[k] = s
+    nitems = p
+    chunk = first_chunk(counter, nch)
+    while chunk < nch:
+        for k in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
+            s = 0
+            for i in range(k * n // p, (k + 1) * n // p):
+                s += 1 if np.abs(x[i]) == np.inf else 0
+            parts[k] = s
+        chunk = later_chunk(counter, nch)
 
 
-_COUNT_INF = exact_twins(_count_inf)
+_COUNT_INF = _count_inf
 
 
 def count_inf(x):
     """Number of +inf/-inf values in the contiguous array ``x`` (any shape)."""
     flat = x.reshape(-1)
     parts = np.zeros(REDUCE_CHUNKS, np.int64)
-    _config.launch(_COUNT_INF, flat.size, flat, parts)
+    launch(_COUNT_INF, flat.size, REDUCE_CHUNKS, flat, parts)
     return int(parts.sum())

@@ -278,8 +278,8 @@ def _compute(dev, xa, ax, training, w, b, rm, rv, eps, ctype, rtype, return_stat
 
 
 #: per (shape, channel axis) of plain calls: the view, C, values per channel, whether the
-#: one-dispatch kernels apply (training, eval) and the training one's chunk counts
-#: (shape-only facts, recomputed on every small call otherwise)
+#: one-dispatch kernels apply (training, eval), the training one's chunk counts and those
+#: kernels for the layout (shape-only facts, recomputed on every small call otherwise)
 _PLANS = {}
 
 
@@ -289,7 +289,7 @@ def _plan(shape, ax):
     kern = _dispatch.CPU.kernels(_OP)
     size = prod(shape)
     small = (size < _config.SERIAL_THRESHOLD and kern.small_path(view), size < kern.EVAL_SERIAL_THRESHOLD)
-    plan = (view, c, o * i, small) + kern.chunking(1, o, i)
+    plan = (view, c, o * i, small) + kern.chunking(1, o, i) + kern.small_kernels(view)
     if len(_PLANS) >= 256:
         _PLANS.clear()
     _PLANS[shape, ax] = plan
@@ -301,7 +301,7 @@ def _plain_forward(x, ax, rm, rv, weight, bias, training, momentum, eps, out, un
     kernels without its checks (small calls are dominated by them). None for a training
     call with one value per channel (the general path raises)."""
     plan = _PLANS.get((x.shape, ax)) or _plan(x.shape, ax)
-    view, c, n, small, ko, ki = plan
+    view, c, n, small, ko, ki, small_eval, small_train = plan
     if training and n == 1:
         return None
     dt = x.dtype
@@ -313,11 +313,11 @@ def _plain_forward(x, ax, rm, rv, weight, bias, training, momentum, eps, out, un
     factor = 1.0 if momentum is None else momentum  # num_batches_tracked None: 1 / (0 + 1)
     if small[training is False]:  # one dispatch: the general path's serial kernels, compiled together
         if not training:
-            kern.small_eval(x4, rm, rv, eps, w, b, y4)
+            small_eval(x4, rm, rv, eps, w, b, y4)
         elif rm is None:
-            kern.small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, kern.NO_RUNNING, kern.NO_RUNNING)
+            small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, kern.NO_RUNNING, kern.NO_RUNNING)
         else:
-            kern.small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, rm, rv)
+            small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, rm, rv)
         return y
     mean = np.empty((1, c))
     rstd = np.empty((1, c))
