@@ -13,7 +13,7 @@ import functools
 
 from numba import cuda, float64, uint64
 
-from ._normalize_terms import FIXED, PINF, PNINF, _acc, _clamp, _finish, _init, _named, terms
+from ._normalize_terms import FIXED, PINF, PNINF, _acc, _clamp, _factors, _finish, _init, _named, terms
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,6 +101,54 @@ def channel_kernels(fixed, fp64=False):
             scale(x, out, base + c0 * ui, base + c1 * ui, ui, d)
             col += uint64(cuda.gridsize(1))
 
+    def chan_grad_partial(grad_out, x, outer, c_len, inner, pk, p, part):
+        """Backward, long C (fixed kinds): ``part[0, k, col]``, ``part[1, k, col]`` = the
+        norm accumulator and ``Σ dy·x`` of column ``col = o * inner + j`` over chunk ``k`` of
+        C; grid ``(column blocks, chunks)`` and chunks as :func:`chan_partial`."""
+        pk = kind(pk)
+        nchunks = part.shape[1]
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        for kk in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
+            c0 = uint64(kk * c_len // nchunks)
+            c1 = uint64((kk + 1) * c_len // nchunks)
+            col = uint64(cuda.grid(1))
+            while col < uint64(outer) * ui:
+                base = column(col, ui, span)
+                a, s = dot_run(grad_out, x, base + c0 * ui, base + c1 * ui, ui, float64(0.0), float64(0.0), pk, p)
+                part[0, kk, col] = a
+                part[1, kk, col] = s
+                col += uint64(cuda.gridsize(1))
+
+    def chan_grad_apply(grad_out, x, outer, c_len, inner, fac, grad_x):
+        """Backward write pass over the (column block, chunk) grid of ``chan_grad_partial``:
+        ``grad_x = dy · inv_d − gterm(x)`` with column ``col``'s float64 factors
+        ``fac[:, col]`` = ``(inv_d, coef, cr)`` of ``_factors`` (``_chan_grad_finish``), two
+        elements per iteration."""
+        nchunks = cuda.gridDim.y
+        kk = cuda.blockIdx.y
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        c0 = uint64(kk * c_len // nchunks)
+        c1 = uint64((kk + 1) * c_len // nchunks)
+        col = uint64(cuda.grid(1))
+        zero = float64(0.0)
+        while col < uint64(outer) * ui:
+            base = column(col, ui, span)
+            inv_d, coef, cr = fac[0, col], fac[1, col], fac[2, col]
+            k = base + c0 * ui
+            end = base + c1 * ui
+            while k + ui < end:
+                k2 = k + ui
+                v1 = grad_out[k] * inv_d - gterm(float64(x[k]), coef, cr, zero, zero, K, zero, zero)
+                v2 = grad_out[k2] * inv_d - gterm(float64(x[k2]), coef, cr, zero, zero, K, zero, zero)
+                grad_x[k] = v1
+                grad_x[k2] = v2
+                k = k2 + ui
+            if k < end:
+                grad_x[k] = grad_out[k] * inv_d - gterm(float64(x[k]), coef, cr, zero, zero, K, zero, zero)
+            col += uint64(cuda.gridsize(1))
+
     chan_forward.__name__ = "_chan_forward"
     chan_backward.__name__ = "_chan_backward"
     chan_partial.__name__ = "_chan_partial"
@@ -111,6 +159,9 @@ def channel_kernels(fixed, fp64=False):
     }
     if fixed is None:
         out["chan_apply"] = _named(chan_apply, "_chan_apply")
+    else:  # the split backward sums partials: p = 2, 1 only (no max reductions, no ties)
+        out["chan_grad_partial"] = _named(chan_grad_partial, "_chan_grad_partial" + tag)
+        out["chan_grad_apply"] = _named(chan_grad_apply, "_chan_grad_apply" + tag)
     return out
 
 
@@ -135,6 +186,25 @@ def _chan_finish(part, pk, p, eps, den):
         den[col] = _clamp(_finish(a, pk, p), eps)
 
 
+@cuda.jit
+def _chan_grad_finish(part, pk, p, eps, fac):
+    """``fac[:, col]`` = the float64 factors ``(inv_d, coef, cr)`` of ``_factors`` for column
+    ``col`` from the chunk partials of ``chan_grad_partial`` (norm accumulator, ``Σ dy·x``),
+    summed in chunk order (p = 2 or 1)."""
+    nchunks = part.shape[1]
+    ncols = part.shape[2]
+    for col in range(cuda.grid(1), ncols, cuda.gridsize(1)):
+        a = part[0, 0, col]
+        s = part[1, 0, col]
+        for k in range(1, nchunks):
+            a += part[0, k, col]
+            s += part[1, k, col]
+        inv_d, coef, cr, _ = _factors(s, _finish(a, pk, p), eps, pk)
+        fac[0, col] = inv_d
+        fac[1, col] = coef
+        fac[2, col] = cr
+
+
 def _signatures():
     sigs = []
     sc = "int64, float64, float64"
@@ -147,8 +217,17 @@ def _signatures():
                 (ks["chan_backward"], f"void({a1}, {a1}, int64, int64, int64, {sc}, {a1})"),
                 (ks["chan_partial"], f"void({a1}, int64, int64, int64, int64, float64, float64[:, ::1])"),
             ]
+            if fixed is not None:
+                sigs += [
+                    (ks["chan_grad_partial"], f"void({a1}, {a1}, int64, int64, int64, int64, float64, float64[:, :, ::1])"),
+                    (ks["chan_grad_apply"],
+                     f"void({a1}, {a1}, int64, int64, int64, float64[:, ::1], {a1})"),
+                ]
         sigs.append((channel_kernels(None, t == "float64")["chan_apply"], f"void({a1}, int64, int64, int64, float64[::1], {a1})"))
     return sigs
 
 
-PTX_SIGNATURES = _signatures() + [(_chan_finish, "void(float64[:, ::1], int64, float64, float64, float64[::1])")]
+PTX_SIGNATURES = _signatures() + [
+    (_chan_finish, "void(float64[:, ::1], int64, float64, float64, float64[::1])"),
+    (_chan_grad_finish, "void(float64[:, :, ::1], int64, float64, float64, float64[:, ::1])"),
+]

@@ -61,6 +61,8 @@ READS = {
     "_normalize_rows._rows_backward_warp_p1": 2,
     "_normalize_rows._rows_backward_block_p1": 2,
     "_normalize_channels._chan_backward_p1": 2,
+    "_normalize_channels._chan_grad_partial_p2": 2,
+    "_normalize_channels._chan_grad_partial_p1": 2,
     "weight_standardize._backward_warp": 2,
     "weight_standardize._backward_block": 2,
     "local_response_norm._grad_tp": 2,
@@ -268,8 +270,15 @@ def measure(module, kernel_name, dtype="float32", cc=(9, 0), threads=256):
     )
 
 
+#: selection names that stand for several modules (a module split along its seam)
+ALIASES = {"normalize": ("_normalize_rows", "_normalize_channels")}
+
+
 def kernels(selection=None):
-    """[(module, kernel)] of the families (or of ``selection``: 'module' or 'module.kernel')."""
+    """[(module, kernel)] of the families (or of ``selection``: 'module' or 'module.kernel';
+    'normalize' selects the modules of :data:`ALIASES`)."""
+    if selection:
+        selection = [m for name in selection for m in ALIASES.get(name, (name,))]
     out = []
     for module, names in FAMILIES:
         mod = importlib.import_module(f"numbanorm._cuda.{module}")

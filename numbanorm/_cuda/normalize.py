@@ -31,7 +31,7 @@ import functools
 import math
 
 from . import _layout, _plan
-from ._normalize_channels import _chan_finish, channel_kernels
+from ._normalize_channels import _chan_finish, _chan_grad_finish, channel_kernels
 from ._normalize_rows import row_kernels
 from ._normalize_terms import (  # noqa: F401 - the element terms, re-exported for _rows_lowp
     FIXED, P0, P1, P2, PGEN, PINF, PNINF, _acc, _clamp, _dnorm, _finish, _init, _is_tie,
@@ -134,9 +134,31 @@ def backward_channels(grad_out, x, p, eps, grad_x):
     outer, c_len, inner = x.shape
     if x.size == 0:
         return
+    if _pkind(p) in FIXED and c_len >= 64:
+        _backward_channels_split(grad_out, x, p, eps, grad_x)
+        return
     blocks, threads = _layout.launch_1d(outer * inner)
     _kernels(_pkind(p), x.dtype)["chan_backward"][blocks, threads, _layout.stream()](
         _flat(grad_out), _flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(grad_x))
+
+
+def _backward_channels_split(grad_out, x, p, eps, grad_x):
+    """p = 2 or 1 with C >= 64: partials of (norm, Σ dy·x) per (chunk of C, column), summed
+    in chunk order, then the write pass on the same grid. Same DRAM traffic as the
+    thread-per-column kernel (dy and x read twice, grad_x written once, plus 2 float64
+    per column and chunk and 3 per column), but each pass is a short loop (the fused kernel's runtime
+    step ``inner`` costs 64-bit address math in both of its loops) and few columns no
+    longer mean few threads."""
+    outer, c_len, inner = x.shape
+    pk, ncols, st = _pkind(p), outer * inner, _layout.stream()
+    grid, threads, chunks = _layout.launch_partials(c_len, ncols)
+    part = _layout.scratch("nz.gpart", (2, chunks, ncols), "float64")
+    fac = _layout.scratch("nz.fac", (3, ncols), "float64")
+    ks = _kernels(pk, x.dtype)
+    ks["chan_grad_partial"][grid, threads, st](_flat(grad_out), _flat(x), *x.shape, pk, float(p), part)
+    blocks, tpb = _layout.launch_1d(ncols)
+    _chan_grad_finish[blocks, tpb, st](part, pk, float(p), float(eps), fac)
+    ks["chan_grad_apply"][grid, threads, st](_flat(grad_out), _flat(x), *x.shape, fac, _flat(grad_x))
 
 
 #: the kernels are listed in ``_normalize_rows`` / ``_normalize_channels``
