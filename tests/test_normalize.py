@@ -414,7 +414,7 @@ def test_gpu_float64_device_out_inplace_and_zero_rows(small_blocks):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("shape,axis", [((5, 40), -1), ((2, 7, 6), 1)])
+@pytest.mark.parametrize("shape,axis", [((5, 40), -1), ((2, 7, 6), 1), ((70, 3), 0)])
 @pytest.mark.parametrize("p", [0.0, -1.5, -np.inf])
 def test_gpu_matches_cpu_p_nonpositive(rng, small_blocks, shape, axis, p):
     x = _nonpos_input(rng, shape)

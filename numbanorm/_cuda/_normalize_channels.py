@@ -77,7 +77,7 @@ def channel_kernels(fixed, fp64=False):
             col = uint64(cuda.grid(1))
             while col < uint64(outer) * ui:
                 base = column(col, ui, span)
-                a = float64(0.0)
+                a = _init(pk)
                 k = base + c0 * ui
                 end = base + c1 * ui
                 while k < end:
@@ -167,8 +167,9 @@ def channel_kernels(fixed, fp64=False):
 
 @cuda.jit(device=True, inline="always")
 def _merge(a, b, pk):
-    """Combine two partial accumulators (sums add; p = inf: NaN-propagating max)."""
-    if pk == PINF:
+    """Combine two partial accumulators (sums add; p = ±inf: NaN-propagating max, of |x|
+    or of -|x|)."""
+    if pk == PINF or pk == PNINF:
         if b > a or b != b:
             return b
         return a
