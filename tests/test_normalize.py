@@ -396,6 +396,22 @@ def test_gpu_split_channel_backward(rng, shape, axis, p, dtype):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("axis", [1, 0])
+def test_gpu_inf_ties_zero_and_nan_vectors(small_blocks, axis):
+    """p = inf (compile-time kernels): the gradient is shared by the ties |x| = max,
+    zero vectors get none, NaN propagates to its vector only."""
+    x = np.array([[3.0, -3.0, 1.0, 0.0, 3.0], [0.0] * 5, [1.0, np.nan, 2.0, -2.0, 0.5],
+                  [-4.0, 2.0, 4.0, 1.0, -1.0]], np.float32)
+    x = x if axis == 1 else np.ascontiguousarray(x.T)
+    g = np.arange(x.size, dtype=np.float32).reshape(x.shape) - 7.0
+    cpu = normalize(x, np.inf, axis), normalize_backward(g, x, np.inf, axis)
+    with _dispatch.force_device("cuda"):
+        gpu = normalize(x, np.inf, axis), normalize_backward(g, x, np.inf, axis)
+    for u, v in zip(cpu, gpu):
+        np.testing.assert_allclose(v, u, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.cuda
 def test_gpu_float64_device_out_inplace_and_zero_rows(small_blocks):
     from numba import cuda
 

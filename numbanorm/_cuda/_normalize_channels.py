@@ -13,13 +13,13 @@ import functools
 
 from numba import cuda, float64, uint64
 
-from ._normalize_terms import FIXED, PINF, PNINF, _acc, _clamp, _factors, _finish, _init, _named, terms
+from ._normalize_terms import FIXED, PINF, PNINF, SUMS, _acc, _clamp, _factors, _finish, _init, _named, terms
 
 
 @functools.lru_cache(maxsize=None)
 def channel_kernels(fixed, fp64=False):
     """The channel kernels of one p kind (``fixed`` in :data:`FIXED`, names ending
-    ``_p2`` / ``_p1``) or of the runtime kinds (``None``, which adds ``chan_apply``)."""
+    ``_p2`` / ``_p1`` / ``_pinf``) or of the runtime kinds (``None``, which adds ``chan_apply``)."""
     K, tag, maxred, kind, scale, gterm, grad_run, dot_run, count_ties = terms(fixed, fp64)
 
     def column(col, ui, span):
@@ -159,7 +159,7 @@ def channel_kernels(fixed, fp64=False):
     }
     if fixed is None:
         out["chan_apply"] = _named(chan_apply, "_chan_apply")
-    else:  # the split backward sums partials: p = 2, 1 only (no max reductions, no ties)
+    elif fixed in SUMS:  # the split backward sums partials: p = 2, 1 only (no max reductions, no ties)
         out["chan_grad_partial"] = _named(chan_grad_partial, "_chan_grad_partial" + tag)
         out["chan_grad_apply"] = _named(chan_grad_apply, "_chan_grad_apply" + tag)
     return out
@@ -218,7 +218,7 @@ def _signatures():
                 (ks["chan_backward"], f"void({a1}, {a1}, int64, int64, int64, {sc}, {a1})"),
                 (ks["chan_partial"], f"void({a1}, int64, int64, int64, int64, float64, float64[:, ::1])"),
             ]
-            if fixed is not None:
+            if fixed in SUMS:
                 sigs += [
                     (ks["chan_grad_partial"], f"void({a1}, {a1}, int64, int64, int64, int64, float64, float64[:, :, ::1])"),
                     (ks["chan_grad_apply"],

@@ -19,7 +19,7 @@ from ._reduce import block_max, block_sum, block_sum2, warp_max, warp_sum, warp_
 @functools.lru_cache(maxsize=None)
 def row_kernels(fixed, fp64=False):
     """The four row kernels (forward/backward × warp/block) of one p kind (``fixed`` in
-    :data:`FIXED`, names ending ``_p2`` / ``_p1``) or of the runtime kinds (``None``)."""
+    :data:`FIXED`, names ending ``_p2`` / ``_p1`` / ``_pinf``) or of the runtime kinds (``None``)."""
     K, tag, maxred, kind, scale, gterm, grad_run, dot_run, count_ties = terms(fixed, fp64)
 
     def make_team(ity):

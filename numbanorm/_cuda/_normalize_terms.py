@@ -107,7 +107,10 @@ def _named(fn, name):
 
 #: p kinds with kernels of their own (p a compile-time constant); others share the
 #: ``None`` kernels, which take the kind at run time
-FIXED = (P2, P1)
+FIXED = (P2, P1, PINF)
+
+#: the fixed kinds whose norm is a sum (the others: a maximum)
+SUMS = (P2, P1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,8 +129,8 @@ def terms(fixed, fp64=False):
     operands), so it rounds to the same bits as the float32 division, at 3 instructions
     instead of ~12."""
     K = -1 if fixed is None else fixed
-    tag = "" if fixed is None else ("_p2" if fixed == P2 else "_p1")
-    maxred = fixed is None  # only the runtime kinds include p = ±inf (max reductions)
+    tag = "" if fixed is None else {P2: "_p2", P1: "_p1", PINF: "_pinf"}[fixed]
+    maxred = fixed not in SUMS  # p = ±inf take max reductions (and count ties backward)
 
     def kind(pk):
         return pk if K < 0 else K
@@ -158,14 +161,19 @@ def terms(fixed, fp64=False):
 
     def gterm(v, coef, cr, nrm, rn, pk, p, cnt):
         """``coef · d nrm / d v``; ``cr`` from :func:`_factors`. Compile-time p = 2: ``v · cr``
-        (one multiplication per element); p = 1: ``±coef`` (``cr`` = ``coef · 0`` at v = 0).
-        The runtime kinds keep the generic form (the shortcuts cost them registers)."""
+        (one multiplication per element); p = 1: ``±coef`` (``cr`` = ``coef · 0`` at v = 0);
+        p = inf: ``±coef / ties`` at the ties (no division per element). The runtime kinds
+        keep the generic form (the shortcuts cost them registers)."""
         if K == P2:
             return v * cr
         if K == P1:
             if v == 0.0:
                 return cr
             return coef if v > 0.0 else -coef
+        if K == PINF:  # ``cr`` = coef / ties (grad_run): ±cr at the ties |v| = nrm, else 0
+            if v == 0.0 or abs(v) != nrm:
+                return 0.0
+            return cr if v > 0.0 else -cr
         return coef * _dnorm(v, nrm, rn, pk, p, cnt)
 
     gterm = cuda.jit(device=True, inline="always")(gterm)
@@ -174,6 +182,8 @@ def terms(fixed, fp64=False):
         """grad_x[j] for j = k, k + step, ... < end (unsigned), two per iteration; the
         float64 factors of :func:`_factors` are formed here, once per row."""
         inv_d, coef, cr, rn = _factors(s, nrm, eps, pk)
+        if K == PINF:  # the tie share of the gradient, one division per row
+            cr = coef / cnt if cnt > 0.0 else 0.0
         while k + step < end:
             k2 = k + step
             v1 = grad_out[k] * inv_d - gterm(float64(x[k]), coef, cr, nrm, rn, pk, p, cnt)

@@ -34,14 +34,14 @@ from . import _layout, _plan
 from ._normalize_channels import _chan_finish, _chan_grad_finish, channel_kernels
 from ._normalize_rows import row_kernels
 from ._normalize_terms import (  # noqa: F401 - the element terms, re-exported for _rows_lowp
-    FIXED, P0, P1, P2, PGEN, PINF, PNINF, _acc, _clamp, _dnorm, _finish, _init, _is_tie,
+    FIXED, P0, P1, P2, PGEN, PINF, PNINF, SUMS, _acc, _clamp, _dnorm, _finish, _init, _is_tie,
 )
 
 
 @functools.lru_cache(maxsize=None)
 def kernels(fixed, fp64=False):
     """Every normalize kernel for one p kind (``fixed`` in :data:`FIXED`, names ending
-    ``_p2`` / ``_p1``) or for all the others (``None``: the kind is the ``pk`` argument):
+    ``_p2`` / ``_p1`` / ``_pinf``) or for all the others (``None``: the kind is the ``pk`` argument):
     :func:`._normalize_rows.row_kernels` and :func:`._normalize_channels.channel_kernels`."""
     return {**row_kernels(fixed, fp64), **channel_kernels(fixed, fp64)}
 
@@ -134,7 +134,7 @@ def backward_channels(grad_out, x, p, eps, grad_x):
     outer, c_len, inner = x.shape
     if x.size == 0:
         return
-    if _pkind(p) in FIXED and c_len >= 64:
+    if _pkind(p) in SUMS and c_len >= 64:
         _backward_channels_split(grad_out, x, p, eps, grad_x)
         return
     blocks, threads = _layout.launch_1d(outer * inner)
