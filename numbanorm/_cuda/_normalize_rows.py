@@ -71,7 +71,6 @@ def row_kernels(fixed, fp64=False):
     bounds = cuda.jit(device=True, inline="always")(bounds)
 
     def rows_forward(warp):
-        ity = uint64 if fixed is None else uint32
         team = team64 if fixed is None else team32
 
         def k(x, m, n, pk, p, eps, out):
@@ -100,7 +99,6 @@ def row_kernels(fixed, fp64=False):
         return _named(k, f"_rows_forward_{'warp' if warp else 'block'}{tag}")
 
     def rows_backward(warp):
-        ity = uint64 if fixed is None else uint32
         team = team64 if fixed is None else team32
 
         def k(grad_out, x, m, n, pk, p, eps, grad_x):
