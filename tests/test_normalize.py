@@ -375,6 +375,43 @@ def test_gpu_block_rows_warp_segments(rng, n, p, dtype):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("shape,axis", [((130, 5), 0), ((2, 66, 3), 1)])
+@pytest.mark.parametrize("p", [2.0, 1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_split_channel_backward(rng, shape, axis, p, dtype):
+    """p = 2, 1 with C >= 64 along a non-last axis: the backward's (chunk, column)
+    partials, their in-order merge and the write pass (4 warps per block, several chunks)."""
+    from numbanorm._cuda import _layout
+
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[::11] = 0.0
+    g = rng.standard_normal(shape).astype(dtype)
+    cpu = normalize_backward(g, x, p, axis)
+    with _layout.launch_settings(threads_per_block=128, max_blocks=4, partial_blocks=4):
+        assert _layout.launch_partials(shape[axis], x.size // shape[axis])[2] > 1
+        with _dispatch.force_device("cuda"):
+            gpu = normalize_backward(g, x, p, axis)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(gpu, cpu, rtol=tol, atol=tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("axis", [1, 0])
+def test_gpu_inf_ties_zero_and_nan_vectors(small_blocks, axis):
+    """p = inf (compile-time kernels): the gradient is shared by the ties |x| = max,
+    zero vectors get none, NaN propagates to its vector only."""
+    x = np.array([[3.0, -3.0, 1.0, 0.0, 3.0], [0.0] * 5, [1.0, np.nan, 2.0, -2.0, 0.5],
+                  [-4.0, 2.0, 4.0, 1.0, -1.0]], np.float32)
+    x = x if axis == 1 else np.ascontiguousarray(x.T)
+    g = np.arange(x.size, dtype=np.float32).reshape(x.shape) - 7.0
+    cpu = normalize(x, np.inf, axis), normalize_backward(g, x, np.inf, axis)
+    with _dispatch.force_device("cuda"):
+        gpu = normalize(x, np.inf, axis), normalize_backward(g, x, np.inf, axis)
+    for u, v in zip(cpu, gpu):
+        np.testing.assert_allclose(v, u, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.cuda
 def test_gpu_float64_device_out_inplace_and_zero_rows(small_blocks):
     from numba import cuda
 
@@ -393,7 +430,7 @@ def test_gpu_float64_device_out_inplace_and_zero_rows(small_blocks):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("shape,axis", [((5, 40), -1), ((2, 7, 6), 1)])
+@pytest.mark.parametrize("shape,axis", [((5, 40), -1), ((2, 7, 6), 1), ((70, 3), 0)])
 @pytest.mark.parametrize("p", [0.0, -1.5, -np.inf])
 def test_gpu_matches_cpu_p_nonpositive(rng, small_blocks, shape, axis, p):
     x = _nonpos_input(rng, shape)

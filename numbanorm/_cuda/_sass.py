@@ -52,15 +52,20 @@ READS = {
     "_rows._split_backward_rms_t256_v4": 3,
     "_channels._grad_moments_inner": 2,
     "_channels._grad_moments_last": 2,
-    "normalize._rows_backward_warp": 2,
-    "normalize._rows_backward_block": 2,
-    "normalize._chan_backward": 2,
-    "normalize._rows_backward_warp_p2": 2,
-    "normalize._rows_backward_block_p2": 2,
-    "normalize._chan_backward_p2": 2,
-    "normalize._rows_backward_warp_p1": 2,
-    "normalize._rows_backward_block_p1": 2,
-    "normalize._chan_backward_p1": 2,
+    "_normalize_rows._rows_backward_warp": 2,
+    "_normalize_rows._rows_backward_block": 2,
+    "_normalize_channels._chan_backward": 2,
+    "_normalize_rows._rows_backward_warp_p2": 2,
+    "_normalize_rows._rows_backward_block_p2": 2,
+    "_normalize_channels._chan_backward_p2": 2,
+    "_normalize_rows._rows_backward_warp_p1": 2,
+    "_normalize_rows._rows_backward_block_p1": 2,
+    "_normalize_channels._chan_backward_p1": 2,
+    "_normalize_rows._rows_backward_warp_pinf": 2,
+    "_normalize_rows._rows_backward_block_pinf": 2,
+    "_normalize_channels._chan_backward_pinf": 2,
+    "_normalize_channels._chan_grad_partial_p2": 2,
+    "_normalize_channels._chan_grad_partial_p1": 2,
     "weight_standardize._backward_warp": 2,
     "weight_standardize._backward_block": 2,
     "local_response_norm._grad_tp": 2,
@@ -86,7 +91,8 @@ FAMILIES = [
     ("_channels_apply", None),
     ("standardize", ["_moments_cols", "_moments_segs", "_transform_cols", "_transform_cols_div",
                      "_transform_rows", "_transform_rows_div"]),
-    ("normalize", None),
+    ("_normalize_rows", None),
+    ("_normalize_channels", None),
     ("local_response_norm", None),
     ("weight_standardize", None),
 ]
@@ -267,8 +273,15 @@ def measure(module, kernel_name, dtype="float32", cc=(9, 0), threads=256):
     )
 
 
+#: selection names that stand for several modules (a module split along its seam)
+ALIASES = {"normalize": ("_normalize_rows", "_normalize_channels")}
+
+
 def kernels(selection=None):
-    """[(module, kernel)] of the families (or of ``selection``: 'module' or 'module.kernel')."""
+    """[(module, kernel)] of the families (or of ``selection``: 'module' or 'module.kernel';
+    'normalize' selects the modules of :data:`ALIASES`)."""
+    if selection:
+        selection = [m for name in selection for m in ALIASES.get(name, (name,))]
     out = []
     for module, names in FAMILIES:
         mod = importlib.import_module(f"numbanorm._cuda.{module}")
