@@ -72,6 +72,8 @@ CASES = {
     "lrn_within(32,64,56,56)": lambda: numbanorm.local_response_norm(_x((32, 64, 56, 56)), 3, mode="within_channel"),
     "normalize(1M,64)axis0": lambda: numbanorm.normalize(_x((1_000_000, 64)), axis=0),
     "normalize(1M,64)axis1": lambda: numbanorm.normalize(_x((1_000_000, 64)), axis=1),
+    "normalize_backward(1M,64)axis0": lambda: numbanorm.normalize_backward(_x((1_000_000, 64)), _x((1_000_000, 64)),
+                                                                        axis=0),
     "standardize(1M,64)axis0": lambda: numbanorm.standardize(_x((1_000_000, 64)), axis=0),
     "standardize(1M,64)axis1": lambda: numbanorm.standardize(_x((1_000_000, 64)), axis=1),
     "min_max_scale(1M,64)axis0": lambda: numbanorm.min_max_scale(_x((1_000_000, 64)), axis=0),
