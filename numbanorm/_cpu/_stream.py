@@ -204,16 +204,8 @@ STREAM_ALIGN = 32
 #: :func:`stream_span` runs are a multiple of this many elements (twice as many for 1-byte
 #: outputs): a multiple of every vector width times unroll factor LLVM picks (16 float32
 #: lanes × 4, 32 int8 lanes × 4 at most), so the vectorised loop never leaves a scalar
-#: remainder (see :func:`nt_store`), and a whole number of cache lines (>= 128 bytes)
+#: remainder (see :func:`nt_store`)
 STREAM_RUN = 64
-
-#: :func:`stream_span` runs start on a cache line (so, being whole lines long, they end on
-#: one): a streamed line is then written completely by streaming stores. With the 32-byte
-#: start alone, rows of NumPy's large arrays (their data at 16 mod 64: glibc's mmap chunk
-#: header) began and ended in half-streamed lines, two per row whose other half took
-#: ordinary stores — partial write-combining flushes; rms_norm (8192, 4096) float32 on one
-#: thread spent 9.2 ms against 7.5 ms with line-aligned spans (results bitwise the same).
-STREAM_LINE = 64
 
 
 @intrinsic
@@ -297,7 +289,7 @@ def nt_store4(typingctx, arr, idx, c0, c1, c2, c3):
 
 @intrinsic
 def _misalignment(typingctx, arr, idx):
-    """Address of ``arr.flat[idx]`` modulo :data:`STREAM_LINE` (bytes)."""
+    """Address of ``arr.flat[idx]`` modulo :data:`STREAM_ALIGN` (bytes)."""
     if not isinstance(arr, types.Array):
         return None
 
@@ -305,7 +297,7 @@ def _misalignment(typingctx, arr, idx):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
         i64 = ir.IntType(64)
         addr = builder.ptrtoint(builder.gep(ary.data, [args[1]]), i64)
-        return builder.and_(addr, ir.Constant(i64, STREAM_LINE - 1))
+        return builder.and_(addr, ir.Constant(i64, STREAM_ALIGN - 1))
 
     return types.int64(arr, idx), codegen
 
@@ -313,16 +305,15 @@ def _misalignment(typingctx, arr, idx):
 @njit(inline="always", **JIT_OPTIONS)
 def stream_span(arr, idx, n):
     """``(h, e)``: elements ``idx + h .. idx + e`` of the flat ``arr`` (of the run
-    ``idx .. idx + n``) may be written with :func:`nt_store` — start on a cache line
-    (:data:`STREAM_LINE`, so :data:`STREAM_ALIGN`-aligned), length a multiple of
-    :data:`STREAM_RUN` (whole lines); the head ``[0, h)`` and tail ``[e, n)`` take ordinary
+    ``idx .. idx + n``) may be written with :func:`nt_store` — aligned start, length a
+    multiple of :data:`STREAM_RUN`; the head ``[0, h)`` and tail ``[e, n)`` take ordinary
     stores. ``(n, n)`` when no element is aligned (an unaligned array)."""
     size = arr.itemsize
     run = STREAM_RUN if size > 1 else 2 * STREAM_RUN
     mis = _misalignment(arr, idx)
     if mis % size != 0:
         return n, n
-    h = min(n, ((STREAM_LINE - mis) % STREAM_LINE) // size)
+    h = min(n, ((STREAM_ALIGN - mis) % STREAM_ALIGN) // size)
     return h, h + (n - h) // run * run
 
 
