@@ -69,6 +69,31 @@ def test_general_path_fused_outputs_and_stats_calls(rng):
     assert _addr(y2) == first  # same size: recycled through Output too
 
 
+def test_quantized_and_16bit_outputs(rng):
+    """The ``_lowp`` paths' fresh outputs (int8 codes, bfloat16 rows) are pooled too: a
+    dropped one is reused, a held one never is, and the recycled values are the same."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = rng.standard_normal((1024, 4096)).astype(np.float32)  # 4 MiB of int8 codes
+    q, scale = numbanorm.rms_norm(x, 4096, quantize="int8")
+    want = q.copy()
+    first = _addr(q)
+    q2, _ = numbanorm.rms_norm(x, 4096, quantize="int8")  # q is held: a new buffer
+    assert _addr(q2) != first
+    del q, scale
+    q3, _ = numbanorm.rms_norm(x, 4096, quantize="int8")
+    assert _addr(q3) == first
+    np.testing.assert_array_equal(q3, want)
+    np.testing.assert_array_equal(q2, want)
+    xb = x.astype(ml_dtypes.bfloat16)
+    y = numbanorm.rms_norm(xb, 4096)
+    assert y.dtype == xb.dtype
+    wantb, fb = y.copy(), _addr(y)
+    del y
+    y2 = numbanorm.rms_norm(xb, 4096)
+    assert _addr(y2) == fb
+    np.testing.assert_array_equal(y2.view(np.uint16), wantb.view(np.uint16))
+
+
 def test_caps_and_opt_out(rng, monkeypatch):
     x = rng.standard_normal(SHAPE).astype(np.float32)
     held = [numbanorm.rms_norm(x, SHAPE[1]) for _ in range(_pool.MAX_BUFFERS + 2)]

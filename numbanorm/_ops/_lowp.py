@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from .. import _dispatch, _validate
+from .. import _dispatch, _pool, _validate
 from . import _fused
 from ._common import check_disjoint, prod
 
@@ -143,7 +143,9 @@ class _Result:
                         a is b and dev.same_array(out, a) for b in aliases):
                     direct = False
         self.direct = direct
-        self.buf = out if direct else dev.empty(shape, dtype)
+        # a fresh host buffer comes from the output pool (as the float32 paths' outputs): a new
+        # 32 MiB int8 / 64 MiB bfloat16 array faults in and zeroes every page on each call
+        self.buf = out if direct else (_pool.empty(shape, dtype) if dev.name == "cpu" else dev.empty(shape, dtype))
 
     def kernel(self, shape2):
         f = fmt(self.dtype)
