@@ -72,8 +72,7 @@ def channel_kernels(fixed, fp64=False):
         ui = uint64(inner)
         span = uint64(c_len) * ui
         for kk in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
-            c0 = uint64(kk * c_len // nchunks)
-            c1 = uint64((kk + 1) * c_len // nchunks)
+            c0, c1 = _chunk(kk, c_len, nchunks)
             col = uint64(cuda.grid(1))
             while col < uint64(outer) * ui:
                 base = column(col, ui, span)
@@ -92,8 +91,7 @@ def channel_kernels(fixed, fp64=False):
         kk = cuda.blockIdx.y
         ui = uint64(inner)
         span = uint64(c_len) * ui
-        c0 = uint64(kk * c_len // nchunks)
-        c1 = uint64((kk + 1) * c_len // nchunks)
+        c0, c1 = _chunk(kk, c_len, nchunks)
         col = uint64(cuda.grid(1))
         while col < uint64(outer) * ui:
             base = column(col, ui, span)
@@ -110,8 +108,7 @@ def channel_kernels(fixed, fp64=False):
         ui = uint64(inner)
         span = uint64(c_len) * ui
         for kk in range(cuda.blockIdx.y, nchunks, cuda.gridDim.y):
-            c0 = uint64(kk * c_len // nchunks)
-            c1 = uint64((kk + 1) * c_len // nchunks)
+            c0, c1 = _chunk(kk, c_len, nchunks)
             col = uint64(cuda.grid(1))
             while col < uint64(outer) * ui:
                 base = column(col, ui, span)
@@ -129,8 +126,7 @@ def channel_kernels(fixed, fp64=False):
         kk = cuda.blockIdx.y
         ui = uint64(inner)
         span = uint64(c_len) * ui
-        c0 = uint64(kk * c_len // nchunks)
-        c1 = uint64((kk + 1) * c_len // nchunks)
+        c0, c1 = _chunk(kk, c_len, nchunks)
         col = uint64(cuda.grid(1))
         zero = float64(0.0)
         while col < uint64(outer) * ui:
@@ -163,6 +159,12 @@ def channel_kernels(fixed, fp64=False):
         out["chan_grad_partial"] = _named(chan_grad_partial, "_chan_grad_partial" + tag)
         out["chan_grad_apply"] = _named(chan_grad_apply, "_chan_grad_apply" + tag)
     return out
+
+
+@cuda.jit(device=True, inline="always")
+def _chunk(kk, c_len, nchunks):
+    """The C range ``[c0, c1)`` of chunk ``kk`` of ``nchunks`` (the split kernels' grid y)."""
+    return uint64(kk * c_len // nchunks), uint64((kk + 1) * c_len // nchunks)
 
 
 @cuda.jit(device=True, inline="always")
