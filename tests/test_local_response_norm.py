@@ -488,8 +488,10 @@ def test_gpu_fused_forward_2d_four_warps(rng, dtype, tol, monkeypatch):
     monkeypatch.setattr(K, "_forward_fused2", lambda *a: calls.append(fused(*a)) or calls[-1])
     kw = dict(mode="within_channel")
     with _layout.launch_settings(threads_per_block=128, max_blocks=4):
-        for shape, size, beta, conv in (((1, 1, 11, 37), 5, 0.75, "torch"), ((2, 2, 6, 9), 4, 0.6, "paper"),
-                                        ((1, 2, 13, 1), 3, 0.75, "onnx")):
+        # asymmetric windows (torch and onnx with an even size: lo != hi, mirrored), paper
+        for shape, size, beta, conv in (((1, 1, 11, 37), 5, 0.75, "torch"), ((2, 2, 6, 9), 4, 0.6, "torch"),
+                                        ((1, 2, 13, 1), 4, 0.75, "onnx"), ((1, 1, 5, 7), 4, 0.6, "onnx"),
+                                        ((1, 1, 4, 5), 3, 0.6, "paper")):
             x = rng.standard_normal(shape).astype(dtype)
             cpu = LRN(x, size, 0.5, beta, 1.0, convention=conv, **kw)
             with _dispatch.force_device("cuda"):
@@ -498,7 +500,7 @@ def test_gpu_fused_forward_2d_four_warps(rng, dtype, tol, monkeypatch):
             d = cuda.to_device(x)
             LRN(d, size, 0.5, beta, 1.0, convention=conv, out=d, **kw)
             np.testing.assert_allclose(d.copy_to_host(), cpu, rtol=tol, atol=tol)
-        assert calls == [True] * 6
+        assert calls == [True] * 10
         monkeypatch.setattr(K, "SHARED", 12)  # (th + 4) (tw + 4) + (th + 4) tw > 12: the passes
         x = rng.standard_normal((1, 1, 7, 6)).astype(dtype)
         with _dispatch.force_device("cuda"):
