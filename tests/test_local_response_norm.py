@@ -469,3 +469,41 @@ def test_gpu_fused_backward_four_warps(rng, dtype, tol):
             d = cuda.to_device(x)
             LRNB(cuda.to_device(g), d, size, 0.5, beta, 1.0, out=d, **kw)
             np.testing.assert_allclose(d.copy_to_host(), cpu, rtol=tol, atol=tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-5), (np.float64, 1e-11)])
+def test_gpu_fused_forward_2d_four_warps(rng, dtype, tol, monkeypatch):
+    """The fused 2-D within-channel forward at 4 warps per block and 4 blocks: partial row and
+    column tiles (H = 11, W = 37), batch 1 and a one-column plane (W = 1: the tile is one
+    column), beta = 0.75 and the generic power, out written over x (a block's halo is another
+    block's tile), and a window too wide for a tiny shared tile falling back to the passes."""
+    from numba import cuda
+
+    from numbanorm._cuda import _layout
+    from numbanorm._cuda import local_response_norm as K
+
+    calls = []
+    fused = K._forward_fused2
+    monkeypatch.setattr(K, "_forward_fused2", lambda *a: calls.append(fused(*a)) or calls[-1])
+    kw = dict(mode="within_channel")
+    with _layout.launch_settings(threads_per_block=128, max_blocks=4):
+        # asymmetric windows (torch and onnx with an even size: lo != hi, mirrored), paper
+        for shape, size, beta, conv in (((1, 1, 11, 37), 5, 0.75, "torch"), ((2, 2, 6, 9), 4, 0.6, "torch"),
+                                        ((1, 2, 13, 1), 4, 0.75, "onnx"), ((1, 1, 5, 7), 4, 0.6, "onnx"),
+                                        ((1, 1, 4, 5), 3, 0.6, "paper")):
+            x = rng.standard_normal(shape).astype(dtype)
+            cpu = LRN(x, size, 0.5, beta, 1.0, convention=conv, **kw)
+            with _dispatch.force_device("cuda"):
+                gpu = LRN(x, size, 0.5, beta, 1.0, convention=conv, **kw)
+            np.testing.assert_allclose(gpu, cpu, rtol=tol, atol=tol)
+            d = cuda.to_device(x)
+            LRN(d, size, 0.5, beta, 1.0, convention=conv, out=d, **kw)
+            np.testing.assert_allclose(d.copy_to_host(), cpu, rtol=tol, atol=tol)
+        assert calls == [True] * 10
+        monkeypatch.setattr(K, "SHARED", 12)  # (th + 4) (tw + 4) + (th + 4) tw > 12: the passes
+        x = rng.standard_normal((1, 1, 7, 6)).astype(dtype)
+        with _dispatch.force_device("cuda"):
+            gpu = LRN(x, 5, 0.5, **kw)
+        np.testing.assert_allclose(gpu, LRN(x, 5, 0.5, **kw), rtol=tol, atol=tol)
+        assert calls[-1] is False

@@ -83,12 +83,15 @@ BUDGET_OTHER = [
     ("weight_standardize", "_backward_block", 256),
     # LRN window passes: sums (mode 0), the forward's last pass for beta = 0.75 (mode 1,
     # compile-time power kind) and the backward's last pass (mode 2); the backward's
-    # element-wise p, t (several window axes) and the fused one-axis backward, beta = 0.75
+    # element-wise p, t (several window axes) and the fused one-axis backward, beta = 0.75;
+    # the fused 2-D within-channel forward (both power kinds: its counted loop is the tile load)
     ("local_response_norm", "_wpass_m0", 256),
     ("local_response_norm", "_wpass_m1_p75", 256),
     ("local_response_norm", "_wpass_m2", 256),
     ("local_response_norm", "_grad_tp_p75", 256),
     ("local_response_norm", "_bwd_fused_p75", 256),
+    ("local_response_norm", "_fwd_fused2_p75", 256),
+    ("local_response_norm", "_fwd_fused2_pgen", 256),
 ]
 
 

@@ -20,6 +20,9 @@ data: float32 math); the window sums run in float64 from shared memory.
 * ``_bwd_fused2_<kind>`` (within channel over two axes ``(H, W)``, nothing after them): the
   same on a 2-D tile of one plane, the window sums separable in shared memory: 2R + 1W.
 * ``_grad_tp_<kind>`` (the other cases): element-wise ``p`` and ``t`` from the sums.
+
+The 2-D tiling helpers :func:`fit2`, :func:`load_plane` and :func:`wsum_rows` are shared
+with the fused 2-D forward ``_fwd_fused2_<kind>`` in ``local_response_norm.py``.
 """
 import functools
 import math
@@ -194,20 +197,74 @@ def bwd_fused(kind, shared, f32):
     return cuda.jit(_bwd_fused)
 
 
-def tile2(nt, height, width, h0, h1, shared):
-    """(th, tw) of the 2-D fused backward's tile (:func:`bwd_fused2`; its four shared regions
-    within ``shared`` values), or None when the halo is too wide."""
+def fit2(nt, height, width, need, shared):
+    """(th, tw) of a 2-D plane tile for ``nt`` threads (``tw = min(width, 32)`` halved, ``th``
+    from ``nt // tw`` down) whose shared regions, ``need(th, tw)`` values, fit in ``shared``,
+    or None when the halo is too wide."""
     tw = min(width, 32)
     while tw >= 1:
         th = min(max(1, nt // tw), height)
         while th >= 1:
-            need = ((th + 2 * h0) * (tw + 2 * h1) + (th + 2 * h0) * (tw + h1) + (th + h0) * (tw + h1)
-                    + th * tw)
-            if need <= shared:
+            if need(th, tw) <= shared:
                 return th, tw
             th -= 1
         tw //= 2
     return None
+
+
+def tile2(nt, height, width, h0, h1, shared):
+    """(th, tw) of the 2-D fused backward's tile (:func:`bwd_fused2`; its four shared regions
+    within ``shared`` values), or None when the halo is too wide."""
+    return fit2(nt, height, width, lambda th, tw: ((th + 2 * h0) * (tw + 2 * h1) + (th + 2 * h0) * (tw + h1)
+                                                    + (th + h0) * (tw + h1) + th * tw), shared)
+
+
+@cuda.jit(device=True, inline="always")
+def load_plane(sh, xf, a, height, width, rb, cb, nr, nc, q, r0, rstep, tw):
+    """``sh[r nc + c] = x[a, rb + r, cb + c]`` for ``r < nr``, ``c < nc`` (zeros outside the
+    ``(height, width)`` plane; ``xf`` the flat x): the calling thread fills columns
+    ``q, q + tw, ...`` of rows ``r0, r0 + rstep, ...``, with an unsigned flat offset stepped
+    along the row (no trip-count division)."""
+    f = sh.dtype.type
+    r = r0
+    while r < nr:
+        ih = rb + r
+        inrow = ih >= 0 and ih < height
+        iw = cb + q
+        off = (a * height + ih) * width + iw
+        si = r * nc + q
+        se = r * nc + nc
+        while si < se:
+            v = f(0.0)
+            if inrow and iw >= 0 and iw < width:
+                v = f(xf[uint64(off)])
+            sh[uint64(si)] = v  # si >= 0: no negative-index wraparound
+            iw += tw
+            off += tw
+            si += tw
+        r += rstep
+
+
+@cuda.jit(device=True, inline="always")
+def wsum_rows(sh, s0, sc, d0, dc, nr, nc, w, q, r0, rstep, tw, square):
+    """Window sums along a row in shared memory, in float64: ``sh[d0 + r dc + c] =
+    sum_{d < w} v(sh[s0 + r sc + c + d])`` for ``r < nr``, ``c < nc`` (``v`` squares when
+    ``square``: a literal, folded once inlined); thread mapping as :func:`load_plane`'s."""
+    f = sh.dtype.type
+    r = r0
+    while r < nr:
+        c = q
+        while c < nc:
+            acc = float64(0.0)
+            for d in range(w):
+                v = float64(sh[s0 + r * sc + c + d])
+                if square:
+                    acc += v * v
+                else:
+                    acc += v
+            sh[d0 + r * dc + c] = f(acc)
+            c += tw
+        r += rstep
 
 
 @functools.lru_cache(maxsize=None)
@@ -257,37 +314,11 @@ def bwd_fused2(kind, shared, f32):
             ti_ = rem // ntw
             i0 = ti_ * th
             w0 = (rem - ti_ * ntw) * tw
-            if active:  # X (zeros outside the plane); while loops: no trip-count division
-                r = r0
-                while r < xr:
-                    ih = i0 - h0 + r
-                    inrow = ih >= 0 and ih < height
-                    off = (a * height + ih) * width + w0 - h1 + q
-                    iw = w0 - h1 + q
-                    si = r * xc + q
-                    se = r * xc + xc
-                    while si < se:
-                        v = f(0.0)
-                        if inrow and iw >= 0 and iw < width:
-                            v = f(xf[uint64(off)])
-                        sh[si] = v
-                        iw += tw
-                        off += tw
-                        si += tw
-                    r += rstep
+            if active:  # X (zeros outside the plane)
+                load_plane(sh, xf, a, height, width, i0 - h0, w0 - h1, xr, xc, q, r0, rstep, tw)
             cuda.syncthreads()
             if active:  # R: sums of x² along W
-                r = r0
-                while r < xr:
-                    c = q
-                    while c < tc:
-                        acc = float64(0.0)
-                        for d in range(h1 + 1):
-                            v = float64(sh[r * xc + c + d])
-                            acc += v * v
-                        sh[r_0 + r * tc + c] = acc
-                        c += tw
-                    r += rstep
+                wsum_rows(sh, 0, xc, r_0, tc, xr, tc, h1 + 1, q, r0, rstep, tw, True)
             cuda.syncthreads()
             if active:  # T, Q
                 r = r0
@@ -313,13 +344,7 @@ def bwd_fused2(kind, shared, f32):
                     r += rstep
             cuda.syncthreads()
             if active:  # U: sums of t along W (over R)
-                r = r0
-                while r < tr:
-                    acc = float64(0.0)
-                    for d in range(h1 + 1):
-                        acc += float64(sh[t_0 + r * tc + q + d])
-                    sh[r_0 + r * tw + q] = acc
-                    r += rstep
+                wsum_rows(sh, t_0, tc, r_0, tw, tr, tw, h1 + 1, q, r0, rstep, tw, False)
             cuda.syncthreads()
             if active and w0 + q < width:  # dx of the tile
                 r = r0

@@ -23,6 +23,13 @@ a pass writes:
   centre value comes from the tile itself);
 * 2: ``dx = dy * p + c2 * x * sum`` (the last backward pass over ``t``).
 
+Forward within channel over two axes with nothing after them (NCHW, the ``(A, H, W)``
+view): the fused ``_fwd_fused2_<kind>`` — a block loads x over a ``th × tw`` tile of one
+plane plus its halo into shared memory, sums x² along W there, then along H per output,
+and writes y once (1R + 1W instead of the passes' 3R + 2W); the tile load and the row sums
+are the backward's helpers (``load_plane``, ``wsum_rows``). ``FUSED_2D = False`` selects the
+passes.
+
 Backward with one window axis (across channels; within channel on 1-D data): the fused
 ``_bwd_fused_<kind>`` (``_local_response_norm_grad.py``) reads x and dy once and writes dx.
 Several window axes: window sums ``s`` of ``x²``, then ``_grad_tp_<kind>`` (element-wise,
@@ -31,7 +38,7 @@ the transposed window (``lo``/``hi`` swapped) over ``t`` ends in mode 2. Power k
 compile-time (``_p75`` for beta = 0.75, ``_pgen`` for the rest) and the element math runs
 in the data dtype. Windows too wide for the shared tile (more than ``SHARED - 1`` halo
 positions) use ``_wpass_direct``, which reads the window from global memory (and the
-one-axis backward falls back to the passes). A forward with ``out`` aliasing ``x`` and a
+fused kernels fall back to the passes). A forward with ``out`` aliasing ``x`` and a
 single window axis writes a temporary first (a block's halo is another block's tile); so
 does the fused backward when ``grad_x`` overlaps ``x`` or ``dy``.
 Intermediate sums are stored in the compute dtype, as the CPU kernels' scratch.
@@ -39,18 +46,19 @@ Intermediate sums are stored in the compute dtype, as the CPU kernels' scratch.
 import functools
 import math
 
-from numba import cuda, float64, uint64
+from numba import cuda, float32, float64, uint64
 
 from . import _layout
-from ._local_response_norm_grad import (K75, KGEN, KIND_NAMES, bwd_fused, bwd_fused2, grad_tp, kind_of, pneg,
-                                        tile as bwd_tile, tile2 as bwd_tile2)
+from ._local_response_norm_grad import (K75, KGEN, KIND_NAMES, bwd_fused, bwd_fused2, fit2, grad_tp, kind_of,
+                                        load_plane, pneg, tile as bwd_tile, tile2 as bwd_tile2, wsum_rows)
 
 #: float64 values per block in the shared tile (16 KiB)
 SHARED = 2048
 
-#: within-channel backward over two axes (channels first) in one fused 2-D kernel (2R + 1W,
-#: but 80-90 registers: 25-38 % occupancy, see docs/gpu.md; not yet timed on a GPU), else the
-#: separable passes (10R + 6W at 50-100 %); a switch so a GPU run can time both
+#: within-channel forward and backward over two axes (channels first) in one fused 2-D kernel
+#: each (forward 1R + 1W, backward 2R + 1W, but the backward at 80-90 registers: 25-38 %
+#: occupancy, see docs/gpu.md; neither yet timed on a GPU), else the separable passes
+#: (forward 3R + 2W, backward 10R + 6W at 50-100 %); a switch so a GPU run can time both
 FUSED_2D = True
 
 PW75, PW50, PW100, PW25, PW0, PWGEN = 0, 1, 2, 3, 4, 5
@@ -256,6 +264,93 @@ def _overlap(a, b):
     return pa < eb and pb < ea
 
 
+@functools.lru_cache(maxsize=None)
+def fwd_fused2(kind, shared, f32):
+    """``_fwd_fused2_<kind>``: the whole forward of a within-channel window over two axes
+    ``(H, W)`` with nothing after them (the ``(A, H, W)`` view, W contiguous; reaches ``lo0,
+    hi0`` along H, ``lo1, hi1`` along W), ``shared`` values of shared memory per block in the
+    data dtype, ``kind`` / ``f32`` as :func:`~._local_response_norm_grad.bwd_fused2`'s."""
+    KIND = kind
+    F32 = f32
+    SH = shared
+    DT = float32 if f32 else float64  # shared values in the data dtype (exact for x)
+
+    def _fwd_fused2(x, yf, lo0, hi0, lo1, hi1, k, alpha, beta, th, tw, xf):
+        """A block owns a ``th × tw`` tile of one ``(H, W)`` plane; thread ``t`` owns column
+        ``q = t % tw`` (and ``q + tw``, ... of the wider X rows) and rows ``t // tw + j
+        (nt // tw)``. Shared regions (row-major): X, x over rows ``[i0 - lo0, i0 + th + hi0)``
+        and columns ``[w0 - lo1, w0 + tw + hi1)``; R, the sums of x² along W for X's rows and
+        the tile's columns. y of the tile = x times the power of the sums of R along H."""
+        na, height, width = x.shape
+        f = yf.dtype.type
+        kf, af, bf, one = f(k), f(alpha), f(-beta), f(1.0)
+        sh = cuda.shared.array(SH, DT)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        h0 = lo0 + hi0
+        h1 = lo1 + hi1
+        xr, xc = th + h0, tw + h1  # X rows, columns (R: xr x tw)
+        r_0 = xr * xc
+        nth = (height + th - 1) // th
+        ntw = (width + tw - 1) // tw
+        per_a = nth * ntw
+        q = t % tw
+        r0 = t // tw
+        rstep = nt // tw
+        active = r0 < rstep  # threads past rstep * tw idle
+        for tile_ in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
+            a = tile_ // per_a
+            rem = tile_ - a * per_a
+            ti_ = rem // ntw
+            i0 = ti_ * th
+            w0 = (rem - ti_ * ntw) * tw
+            if active:
+                load_plane(sh, xf, a, height, width, i0 - lo0, w0 - lo1, xr, xc, q, r0, rstep, tw)
+            cuda.syncthreads()
+            if active:
+                wsum_rows(sh, 0, xc, r_0, tw, xr, tw, h1 + 1, q, r0, rstep, tw, True)
+            cuda.syncthreads()
+            if active and w0 + q < width:  # y of the tile
+                r = r0
+                off = (a * height + i0 + r0) * width + w0 + q
+                while r < th and i0 + r < height:
+                    acc = float64(0.0)
+                    for d in range(h0 + 1):
+                        acc += float64(sh[r_0 + (r + d) * tw + q])
+                    p, _ = pneg(kf + af * f(acc), KIND, bf, one, F32)
+                    yf[uint64(off)] = f(sh[(r + lo0) * xc + q + lo1]) * p
+                    r += rstep
+                    off += rstep * width
+            cuda.syncthreads()
+
+    _fwd_fused2.__name__ = _fwd_fused2.__qualname__ = f"_fwd_fused2_{KIND_NAMES[kind]}"
+    return cuda.jit(_fwd_fused2)
+
+
+def _forward_fused2(x, sp, lo, hi, alpha, k, beta, out):
+    """Two window axes with nothing after them (within channel, channels first): the 2-D
+    fused forward, or False when the window is too wide for its shared tile."""
+    height, width = sp
+    view = (x.shape[0], height, width)
+    lo0, hi0 = min(lo, height - 1), min(hi, height - 1)
+    lo1, hi1 = min(lo, width - 1), min(hi, width - 1)
+    h0, h1 = lo0 + hi0, lo1 + hi1
+    t = fit2(_layout.threads_per_block(), height, width,
+             lambda th, tw: (th + h0) * (tw + h1) + (th + h0) * tw, SHARED)
+    if t is None:
+        return False
+    th, tw = t
+    dst = _layout.empty(x.shape, x.dtype) if _overlap(x, out) else out  # a block's halo is another's tile
+    ntiles = view[0] * -(-height // th) * -(-width // tw)
+    blocks = max(1, min(_layout.settings()["max_blocks"], ntiles))
+    fwd_fused2(kind_of(beta), SHARED, _f32(x))[blocks, _layout.threads_per_block(), _layout.stream()](
+        x.reshape(view), dst.reshape(-1), lo0, hi0, lo1, hi1, float(k), float(alpha), float(beta), th, tw,
+        x.reshape(-1))
+    if dst is not out:
+        _layout.copyto(out, dst)
+    return True
+
+
 def forward(x, sp, lo, hi, alpha, k, beta, out):
     """``out = x / (k + alpha * S) ** beta`` with S the window sums of x² along ``sp``."""
     if x.size == 0:
@@ -269,6 +364,8 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
         _pass(x, x, x, x, dst, views[0], lo, hi, True, 1, k, alpha, beta, pk, 0.0)
         if dst is not out:
             _layout.copyto(out, dst)
+        return
+    if FUSED_2D and nd == 2 and x.shape[2] == 1 and _forward_fused2(x, sp, lo, hi, alpha, k, beta, out):
         return
     bufs = [_layout.empty(x.shape, x.dtype), _layout.empty(x.shape, x.dtype) if nd > 2 else None]
     src = x
@@ -382,6 +479,8 @@ def _signatures():
                f"int64, int64, {a1})") for kd in (K75, KGEN)],
             *[(bwd_fused2(kd, SHARED, f32), f"void({a3}, {a1}, {a1}, int64, int64, int64, int64, float64, float64, "
                f"float64, float64, int64, int64, {a1})") for kd in (K75, KGEN)],
+            *[(fwd_fused2(kd, SHARED, f32), f"void({a3}, {a1}, int64, int64, int64, int64, float64, float64, float64, "
+               f"int64, int64, {a1})") for kd in (K75, KGEN)],
         ]
     return sigs
 
