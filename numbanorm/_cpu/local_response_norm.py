@@ -61,7 +61,10 @@ chunk kernels run in parallel on threads rather than in a ``prange``: a ``parall
 kernel re-optimises and re-emits the linked chunk code in four LLVM modules, which was
 about half of the first call's compile time (see :mod:`._threads`). Calls pass ``np.int64``
 zeros and ones rather than literals, which would compile a second copy of a helper per
-literal signature. Measured with ``numbanorm bench --compile`` (README).
+literal signature. The pow kind ``pk`` is ``None`` for the default beta = 0.75
+(:func:`kind_arg`): Numba prunes ``pk is None`` branches while typing, so that call compiles
+only its own response loops (~1k fewer instructions in each chunk kernel) and the other betas
+share one build that switches at run time. Measured with ``numbanorm bench --compile`` (README).
 
 This module holds the pointwise response passes, the chunk kernels, the plan and the
 entry points (``forward``, ``backward``); the window-sum building blocks (stage buffers,
