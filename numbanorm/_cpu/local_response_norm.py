@@ -61,7 +61,10 @@ chunk kernels run in parallel on threads rather than in a ``prange``: a ``parall
 kernel re-optimises and re-emits the linked chunk code in four LLVM modules, which was
 about half of the first call's compile time (see :mod:`._threads`). Calls pass ``np.int64``
 zeros and ones rather than literals, which would compile a second copy of a helper per
-literal signature. Measured with ``numbanorm bench --compile`` (README).
+literal signature. The pow kind ``pk`` is ``None`` for the default beta = 0.75
+(:func:`kind_arg`): Numba prunes ``pk is None`` branches while typing, so that call compiles
+only its own response loops (~1k fewer instructions in each chunk kernel) and the other betas
+share one build that switches at run time. Measured with ``numbanorm bench --compile`` (README).
 
 This module holds the pointwise response passes, the chunk kernels, the plan and the
 entry points (``forward``, ``backward``); the window-sum building blocks (stage buffers,
@@ -105,6 +108,16 @@ def pow_kind(beta):
     return {0.75: PW75, 0.5: PW50, 1.0: PW100, 0.25: PW25, 0.0: PW0}.get(float(beta), PWGEN)
 
 
+def kind_arg(beta):
+    """The kernels' ``pk`` argument: ``None`` for beta = 0.75 (the default), else
+    :func:`pow_kind`. Numba prunes ``pk is None`` branches while typing, so the default
+    compiles only its own loops (a first call ~0.5 CPU s shorter per direction) and the other
+    betas share one build with a run-time switch (a Literal ``pk`` would give one build per
+    kind, and ``numba.literally`` costs milliseconds per call)."""
+    pk = pow_kind(beta)
+    return None if pk == PW75 else pk
+
+
 @njit(inline="always", **_opts)
 def _bpow(b, pk, beta):
     """b ** beta (sqrt/multiply forms vectorise; the generic case calls pow)."""
@@ -123,15 +136,17 @@ def _bpow(b, pk, beta):
 @njit(**_helper_opts)
 def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
     """of[xo + l xs + i] = x / (k + alpha * s[so + l ss + i]) ** beta for l < nl, i < n
-    (one loop nest per pow kind, so each inner loop vectorises)."""
-    if pk == PW75:
+    (one loop nest per pow kind, so each inner loop vectorises; ``pk`` None: beta = 0.75,
+    whose loop alone then compiles, see :func:`kind_arg`)."""
+    if pk is None:
         for l in range(nl):
             xb = xo + l * xs
             sb = so + l * ss
             for i in range(n):
                 t = np.sqrt(k + alpha * s[U(sb + i)])
                 of[U(xb + i)] = xf[U(xb + i)] / (t * np.sqrt(t))
-    elif pk == PW50:
+        return
+    if pk == PW50:
         for l in range(nl):
             xb = xo + l * xs
             sb = so + l * ss
@@ -159,19 +174,24 @@ def _write_y(xf, xo, xs, s, so, ss, of, nl, n, k, alpha, beta, pk):
 @njit(**_helper_opts)
 def _grad_t(gf, xf, xo, xs, s, so, ss, t, to, ts, nl, n, k, alpha, beta, one, pk):
     """s <- p = base ** -beta; t <- dy x p / base (base = k + alpha s), over an
-    (nl, n) block with strides xs (x, dy), ss (s) and ts (t)."""
-    for l in range(nl):
-        xb = xo + l * xs
-        sb = so + l * ss
-        tb = to + l * ts
-        if pk == PW75:
+    (nl, n) block with strides xs (x, dy), ss (s) and ts (t); ``pk`` as in :func:`_write_y`."""
+    if pk is None:
+        for l in range(nl):
+            xb = xo + l * xs
+            sb = so + l * ss
+            tb = to + l * ts
             for i in range(n):
                 base = k + alpha * s[U(sb + i)]
                 r = np.sqrt(base)
                 pi = one / (r * np.sqrt(r))
                 t[U(tb + i)] = gf[U(xb + i)] * xf[U(xb + i)] * pi / base
                 s[U(sb + i)] = pi
-        elif pk == PW50:
+        return
+    for l in range(nl):
+        xb = xo + l * xs
+        sb = so + l * ss
+        tb = to + l * ts
+        if pk == PW50:
             for i in range(n):
                 base = k + alpha * s[U(sb + i)]
                 pi = one / np.sqrt(base)
@@ -343,7 +363,7 @@ def forward(x, sp, lo, hi, alpha, k, beta, out):
     """
     pl = _plan(x, sp, lo, hi, False)
     t = x.dtype.type
-    args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), pow_kind(beta),
+    args = (x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), kind_arg(beta),
             pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, out)
     _threads.run(lambda counter: _forward_chunks(*args, pl["scratch"], counter), pl["nch"])
 
@@ -353,5 +373,5 @@ def backward(grad_out, x, sp, lo, hi, alpha, k, beta, grad_x):
     pl = _plan(x, sp, lo, hi, True)
     t = x.dtype.type
     args = (grad_out, x, pl["sp"], pl["wa"], pl["lo"], pl["hi"], t(k), t(alpha), t(beta), t(1),
-            pow_kind(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, grad_x)
+            kind_arg(beta), pl["rows"], pl["cb"], pl["mg"], pl["offs"], PREFETCH, grad_x)
     _threads.run(lambda counter: _backward_chunks(*args, pl["scratch"], counter), pl["nch"])
