@@ -16,16 +16,18 @@ odd, :func:`._bits.narrow32`, so the single rounding of ``astype(half)`` is kept
 
 Layout: ``buf``, ``src`` C-contiguous ``(M, N)`` of the compute dtype; ``w``, ``b``
 ``(N,)``; ``mean``, ``rstd`` ``(M,)``. ``tag``: an empty ``uint16`` (bfloat16) or
-``int16`` (float16) array naming the format (:mod:`._bits`). Thread mapping: a ``prange``
-over rows, a serial twin below ``SERIAL_THRESHOLD`` elements (:func:`.._config.launch`).
+``int16`` (float16) array naming the format (:mod:`._bits`). Thread mapping: a serial
+``nogil`` kernel over chunks of consecutive rows (:func:`._threads.launch`: one chunk below
+``SERIAL_THRESHOLD`` elements, else the thread pool).
 """
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from .. import _config
 from ._bits import add, bf16_to_f32, f32_to_bf16, mul, narrow32
+from ._threads import first_chunk, launch, later_chunk
 
 
 @intrinsic
@@ -57,25 +59,27 @@ def _h_impl(tag, v):
     return lambda tag, v: _f16_round(narrow32(v))
 
 
-def _round(llama, tag, buf, src, w, b, has_b, mean, has_mean, rstd):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _round(llama, tag, buf, src, w, b, has_b, mean, has_mean, rstd, nch, counter):
+    """Chunks of consecutive rows from ``counter`` (:func:`._threads.launch`)."""
     m, n = buf.shape
-    for i in prange(m):
-        hm = _h(tag, mean[i]) if has_mean else np.float32(0.0)
-        hr = _h(tag, rstd[i])
-        for j in range(n):
-            if llama:
-                y = _h(tag, mul(_h(tag, buf[i, j]), _h(tag, w[j])))
-            else:
-                v = _h(tag, src[i, j])
-                if has_mean:
-                    v = _h(tag, add(v, -hm))
-                y = _h(tag, mul(_h(tag, mul(v, hr)), _h(tag, w[j])))
-            if has_b:
-                y = _h(tag, add(y, _h(tag, b[j])))
-            buf[i, j] = y
-
-
-_ROUND = _config.twins(_round)
+    c = first_chunk(counter, nch)
+    while c < nch:
+        for i in range(c * m // nch, (c + 1) * m // nch):
+            hm = _h(tag, mean[i]) if has_mean else np.float32(0.0)
+            hr = _h(tag, rstd[i])
+            for j in range(n):
+                if llama:
+                    y = _h(tag, mul(_h(tag, buf[i, j]), _h(tag, w[j])))
+                else:
+                    v = _h(tag, src[i, j])
+                    if has_mean:
+                        v = _h(tag, add(v, -hm))
+                    y = _h(tag, mul(_h(tag, mul(v, hr)), _h(tag, w[j])))
+                if has_b:
+                    y = _h(tag, add(y, _h(tag, b[j])))
+                buf[i, j] = y
+        c = later_chunk(counter, nch)
 
 
 def round_output(kind, buf, src, w, b, mean, rstd, half):
@@ -83,5 +87,5 @@ def round_output(kind, buf, src, w, b, mean, rstd, half):
     in the data dtype ``half``, kept in ``buf``'s dtype (exact); see the module doc.
     ``b``/``mean`` may be None (no bias / RMSNorm)."""
     tag = np.empty(0, np.int16 if np.dtype(half) == np.float16 else np.uint16)
-    _config.launch(_ROUND, buf.size, kind == "llama", tag, buf, src, w, w if b is None else b, b is not None,
+    launch(_round, buf.size, buf.shape[0], kind == "llama", tag, buf, src, w, w if b is None else b, b is not None,
                    rstd if mean is None else mean, mean is not None, rstd)

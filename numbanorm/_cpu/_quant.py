@@ -23,7 +23,7 @@ e4m3fn. max|y| is the maximum of the magnitudes' bit patterns (NaN above inf): a
 reduction that vectorises and propagates NaN.
 """
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from .. import _config
@@ -31,6 +31,7 @@ from ._bits import abs_max_bits, float_from_bits, load
 from ._rows_lowp import QUANT, _add_rows, launch, write_row
 from ._stats import BLOCK, U
 from ._stream import stream_fence
+from ._threads import first_chunk, later_chunk
 
 
 def _zero_bits(w):
@@ -77,38 +78,40 @@ def _quant_row(row, n, eps, weight, qmax, qf, base, stream, nxt):
     return r, amax / qmax
 
 
-def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks, stream, counter):
     m, n = x.shape
     qf = q.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             rstd[i], scale[i] = _quant_row(x[i], n, eps, weight, qmax, qf, i * n, stream, x[min(i + 1, stop - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
-def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, nchunks, stream, counter):
     m, n = x.shape
     qf = q.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
             rstd[i], scale[i] = _quant_row(srow, n, eps, weight, qmax, qf, i * n, stream, x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
-
-
-_RMS_QUANT = _config.twins(_rms_quant)
-_ADD_RMS_QUANT = _config.twins(_add_rms_quant)
+        c = later_chunk(counter, nchunks)
 
 
 def rms_quant(x, weight, eps, qmax, q, scale, rstd):
     """Quantized RMSNorm of each row of ``x`` into ``q`` and ``scale``; fill ``rstd``."""
-    launch(_RMS_QUANT, x, q, (), x, weight, eps, weight.dtype.type(qmax), q, scale, rstd)
+    launch(_rms_quant, x, q, (), x, weight, eps, weight.dtype.type(qmax), q, scale, rstd)
 
 
 def add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd):
     """``s = x + res`` (rounded to ``s``'s format) and the quantized RMSNorm of ``s``."""
-    launch(_ADD_RMS_QUANT, x, q, (res, s), x, res, weight, eps, weight.dtype.type(qmax), s, q, scale, rstd)
+    launch(_add_rms_quant, x, q, (res, s), x, res, weight, eps, weight.dtype.type(qmax), s, q, scale, rstd)

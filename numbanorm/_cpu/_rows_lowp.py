@@ -16,8 +16,9 @@ rounded ``s`` read back from its (cached) output row: ``y`` is the norm of ``s``
 returned, as on the float32 copy path. Every row is read before it is written, element
 by element, so ``out`` may be ``x`` and ``s`` may be ``x`` or ``res``.
 
-Thread mapping: a ``prange`` over the fixed row chunks of :func:`.layer_norm._chunks`;
-serial twins below ``SERIAL_THRESHOLD`` elements. Outputs of at least ``STREAM_BYTES`` that
+Thread mapping: serial ``nogil`` chunk kernels over the fixed row chunks of
+:func:`.layer_norm._chunks` (one chunk below ``SERIAL_THRESHOLD`` elements), run on the
+thread pool by :func:`.layer_norm.run_chunks`. Outputs of at least ``STREAM_BYTES`` that
 overlap no input are written straight from the row loop with non-temporal stores of their
 bits (:func:`write_row`: 32-bit packed ``vmovntdq`` stores over each row's
 :func:`._stream.row_span`, prefetching the next row), as the float32 kernels stream
@@ -25,7 +26,7 @@ theirs: one expression for streamed and cached elements, bitwise equal. :func:`w
 is shared with the quantized kernels (:mod:`._quant`).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.extending import overload
 
 from .. import _config
@@ -33,7 +34,9 @@ from ._bits import add, code, load, mul, narrow32, put, qcode
 from ._stats import BLOCK, U
 from ._stream import (PREFETCH_BLOCK, STREAM_BYTES, nt_store, nt_store2, nt_store4, overlaps, prefetch_run, row_span,
                       stream_fence)
-from .layer_norm import _chunks
+from ._threads import first_chunk, later_chunk
+from ._threads import launch as launch_rows
+from .layer_norm import _chunks, run_chunks
 from .normalize import P0, P2, PINF, PNINF, _acc, _clamp, _dnorm, _finish, _init, _pkind
 
 
@@ -143,11 +146,13 @@ def write_row(kind, src, n, a, b, weight, bias, of, base, stream, nxt):
         of[base + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
 
 
-def _rms_forward(x, weight, eps, out, rstd, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _rms_forward(x, weight, eps, out, rstd, nchunks, stream, counter):
     """Streamed outputs prefetch the next row run by run, as ``rms_norm``'s forward."""
     m, n = x.shape
     of = out.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             row = x[i]
@@ -157,12 +162,15 @@ def _rms_forward(x, weight, eps, out, rstd, nchunks, stream):
                       x[min(i + 1, stop - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
-def _ln_forward(x, weight, bias, eps, out, mean, rstd, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _ln_forward(x, weight, bias, eps, out, mean, rstd, nchunks, stream, counter):
     m, n = x.shape
     of = out.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
             mu, var = _row_mean_var(row, n)
@@ -173,6 +181,7 @@ def _ln_forward(x, weight, bias, eps, out, mean, rstd, nchunks, stream):
                       x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
@@ -182,10 +191,12 @@ def _add_rows(xr, rr, sr, n):
         put(sr, j, load(xr, j) + load(rr, j))
 
 
-def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks, stream, counter):
     m, n = x.shape
     of = out.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
@@ -195,12 +206,15 @@ def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks, stream):
                       x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
-def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks, stream, counter):
     m, n = x.shape
     of = out.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
@@ -212,15 +226,18 @@ def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks, stre
                       x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
-def _normalize_forward(x, pk, p, eps, out, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _normalize_forward(x, pk, p, eps, out, nchunks, stream, counter):
     """Lp normalize each row: ``y = x / max(||x||_p, eps)`` (norm accumulated in float64,
     the division in float32 as torch's float32 composition does)."""
     m, n = x.shape
     of = out.reshape(-1)
     no_w = np.empty(0, np.float32)  # DIVIDE reads no weight
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
             a = _init(pk)
@@ -230,9 +247,11 @@ def _normalize_forward(x, pk, p, eps, out, nchunks, stream):
             write_row(DIVIDE, row, n, d, d, no_w, no_w, of, i * n, stream, x[min(i + 1, m - 1)])
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
-def _normalize_backward(grad_out, x, pk, p, eps, grad_x, nchunks):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _normalize_backward(grad_out, x, pk, p, eps, grad_x, nchunks, counter):
     """Gradient of :func:`_normalize_forward` per row, the math of the float32 rows kernel
     (``normalize._rows_backward``): float64 norm and Σ dy·x, then p = 2 as
     ``dy·f32(1/d) + x·f32(−c/n)`` in float32, other p in float64; each element of
@@ -240,7 +259,8 @@ def _normalize_backward(grad_out, x, pk, p, eps, grad_x, nchunks):
     A row is read from memory once (the write pass re-reads it from cache) and every
     element is read before it is written."""
     m, n = x.shape
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         for i in range(c * m // nchunks, (c + 1) * m // nchunks):
             row = x[i]
             dy = grad_out[i]
@@ -270,28 +290,31 @@ def _normalize_backward(grad_out, x, pk, p, eps, grad_x, nchunks):
             for j in range(n):
                 g = _dnorm(np.float64(load(row, j)), nrm, pk, p, cnt)
                 dst[j] = code(dst, narrow32(np.float64(load(dy, j)) * inv_d - coef * g))
+        c = later_chunk(counter, nchunks)
 
 
-def _ln_stats(x, eps, mean, rstd):
-    for i in prange(x.shape[0]):
-        mu, var = _row_mean_var(x[i], x.shape[1])
-        mean[i] = mu
-        rstd[i] = 1.0 / np.sqrt(var + eps)
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _ln_stats(x, eps, mean, rstd, nch, counter):
+    """Row statistics; chunks of consecutive rows from ``counter`` (:func:`._threads.launch`)."""
+    m = x.shape[0]
+    c = first_chunk(counter, nch)
+    while c < nch:
+        for i in range(c * m // nch, (c + 1) * m // nch):
+            mu, var = _row_mean_var(x[i], x.shape[1])
+            mean[i] = mu
+            rstd[i] = 1.0 / np.sqrt(var + eps)
+        c = later_chunk(counter, nch)
 
 
-def _rms_stats(x, eps, rstd):
-    for i in prange(x.shape[0]):
-        rstd[i] = 1.0 / np.sqrt(_row_sq(x[i], x.shape[1]) / x.shape[1] + eps)
-
-
-_RMS = _config.twins(_rms_forward)
-_LN = _config.twins(_ln_forward)
-_ADD_RMS = _config.twins(_add_rms_forward)
-_ADD_LN = _config.twins(_add_ln_forward)
-_NORMALIZE = _config.twins(_normalize_forward)
-_NORMALIZE_BACKWARD = _config.twins(_normalize_backward)
-_LN_STATS = _config.twins(_ln_stats)
-_RMS_STATS = _config.twins(_rms_stats)
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _rms_stats(x, eps, rstd, nch, counter):
+    """As :func:`_ln_stats`, ``rstd`` only."""
+    m = x.shape[0]
+    c = first_chunk(counter, nch)
+    while c < nch:
+        for i in range(c * m // nch, (c + 1) * m // nch):
+            rstd[i] = 1.0 / np.sqrt(_row_sq(x[i], x.shape[1]) / x.shape[1] + eps)
+        c = later_chunk(counter, nch)
 
 
 def plan(x, out, *inputs):
@@ -304,48 +327,50 @@ def plan(x, out, *inputs):
     return nchunks, stream
 
 
-def launch(pair, x, out, inputs, *args):
-    """Run the row kernel ``pair`` on ``args`` + :func:`plan` ``(x, out, *inputs)``."""
-    _config.launch(pair, x.size, *args, *plan(x, out, *inputs))
+def launch(kernel, x, out, inputs, *args):
+    """Run the row chunk kernel ``kernel`` on ``args`` + :func:`plan` ``(x, out, *inputs)``
+    (:func:`.layer_norm.run_chunks`)."""
+    nchunks, stream = plan(x, out, *inputs)
+    run_chunks(kernel, x.size, nchunks, *args, nchunks, stream)
 
 
 def rms_forward(x, weight, eps, out, rstd):
     """RMS-normalize the 16-bit rows of ``x`` into ``out`` (16-bit); fill ``rstd``."""
-    launch(_RMS, x, out, (), x, weight, eps, out, rstd)
+    launch(_rms_forward, x, out, (), x, weight, eps, out, rstd)
 
 
 def ln_forward(x, weight, bias, eps, out, mean, rstd):
     """Layer-normalize the 16-bit rows of ``x`` into ``out``; fill ``mean``/``rstd``."""
-    launch(_LN, x, out, (), x, weight, bias, eps, out, mean, rstd)
+    launch(_ln_forward, x, out, (), x, weight, bias, eps, out, mean, rstd)
 
 
 def add_rms_forward(x, res, weight, eps, s, out, rstd):
     """``s = x + res`` (rounded to ``s``'s format), ``out = rms_norm(s)``; fill ``rstd``."""
-    launch(_ADD_RMS, x, out, (res, s), x, res, weight, eps, s, out, rstd)
+    launch(_add_rms_forward, x, out, (res, s), x, res, weight, eps, s, out, rstd)
 
 
 def add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd):
     """``s = x + res`` (rounded to ``s``'s format), ``out = layer_norm(s)``."""
-    launch(_ADD_LN, x, out, (res, s), x, res, weight, bias, eps, s, out, mean, rstd)
+    launch(_add_ln_forward, x, out, (res, s), x, res, weight, bias, eps, s, out, mean, rstd)
 
 
 def normalize_forward(x, p, eps, out):
     """Lp-normalize the 16-bit rows of ``x`` into ``out``."""
-    launch(_NORMALIZE, x, out, (), x, _pkind(p), float(p), eps, out)
+    launch(_normalize_forward, x, out, (), x, _pkind(p), float(p), eps, out)
 
 
 def normalize_backward(grad_out, x, p, eps, grad_x):
     """Gradient of :func:`normalize_forward` (16-bit ``x``; ``grad_out`` 16-bit or float32)
     into the 16-bit ``grad_x``; no float32 copy."""
     nchunks = 1 if x.size < _config.SERIAL_THRESHOLD else _chunks(x.shape[0])
-    _config.launch(_NORMALIZE_BACKWARD, x.size, grad_out, x, _pkind(p), float(p), eps, grad_x, nchunks)
+    run_chunks(_normalize_backward, x.size, nchunks, grad_out, x, _pkind(p), float(p), eps, grad_x, nchunks)
 
 
 def ln_stats(x, eps, mean, rstd):
     """``mean`` and ``rstd = 1/sqrt(var + eps)`` of each 16-bit row of ``x``."""
-    _config.launch(_LN_STATS, x.size, x, eps, mean, rstd)
+    launch_rows(_ln_stats, x.size, x.shape[0], x, eps, mean, rstd)
 
 
 def rms_stats(x, eps, rstd):
     """``rstd = 1/sqrt(mean(x²) + eps)`` of each 16-bit row of ``x``."""
-    _config.launch(_RMS_STATS, x.size, x, eps, rstd)
+    launch_rows(_rms_stats, x.size, x.shape[0], x, eps, rstd)

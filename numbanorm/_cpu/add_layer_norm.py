@@ -10,22 +10,25 @@ sum; streamed outputs use non-temporal stores and prefetch the next rows. Aliasi
 as in :mod:`.add_rms_norm` (a row is read completely before its outputs are written).
 """
 import numpy as np
-from numba import prange
+from numba import njit
 
 from .. import _config
 from ._stats import BLOCK, LEAD, U, mean_var_two_pass
 from ._stream import stream_fence
 from .add_rms_norm import _write_row, scratch_rows, stream_flags
-from .layer_norm import _chunks
+from ._threads import SERIAL_COUNTER, first_chunk, later_chunk
+from .layer_norm import _chunks, run_chunks
 
 
-def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream, counter):
     m, n = x.shape
     nchunks = scratch.shape[0]
     t = x.dtype.type
     of = out.reshape(-1)
     sf = s.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             xr = x[i]
@@ -63,17 +66,17 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream):
             _write_row(x, res, srow, i, stop, mu_t, r_t, weight, bias, out, s, of, sf, stream)
         if stream:
             stream_fence()
-
-
-_FORWARD = _config.twins(_forward)
+        c = later_chunk(counter, nchunks)
 
 
 def forward(x, res, weight, bias, eps, s, out, mean, rstd):
     """``s = x + res`` and ``out = (s − mean) * rstd * weight + bias`` per row; fill the stats."""
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
-        _FORWARD[1](x, res, weight, bias, eps, s, out, mean, rstd, scratch_rows(1, x.shape[1], x.dtype), 0)
+        _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch_rows(1, x.shape[1], x.dtype), 0,
+                 SERIAL_COUNTER)
         return
     m, n = x.shape
     stream = stream_flags(out, s, x, res)
-    _config.launch(_FORWARD, x.size, x, res, weight, bias, eps, s, out, mean, rstd,
-                   scratch_rows(_chunks(m), n, x.dtype), stream)
+    nchunks = _chunks(m)
+    run_chunks(_forward, x.size, nchunks, x, res, weight, bias, eps, s, out, mean, rstd,
+               scratch_rows(nchunks, n, x.dtype), stream)

@@ -20,7 +20,7 @@ A row is read completely before any of its outputs is written, so ``s`` may be `
 ``fused_add_rmsnorm``). Backward: :mod:`._rows_grad` (the gradient of ``s`` is added there).
 """
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from .. import _config
@@ -28,7 +28,8 @@ from . import _work
 from ._stats import BLOCK, U
 from ._stream import (PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_row,
                       stream_span)
-from .layer_norm import _chunks
+from ._threads import SERIAL_COUNTER, first_chunk, later_chunk
+from .layer_norm import _chunks, run_chunks
 
 
 def _y(srow, mu_t, r_t, weight, bias, j):
@@ -76,13 +77,15 @@ def _write_row(x, res, srow, i, stop, mu_t, r_t, weight, bias, out, s, of, sf, s
             sdst[j] = srow[j]
 
 
-def _forward(x, res, weight, eps, s, out, rstd, scratch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _forward(x, res, weight, eps, s, out, rstd, scratch, stream, counter):
     m, n = x.shape
     nchunks = scratch.shape[0]
     t = x.dtype.type
     of = out.reshape(-1)
     sf = s.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             xr = x[i]
@@ -102,9 +105,7 @@ def _forward(x, res, weight, eps, s, out, rstd, scratch, stream):
             _write_row(x, res, srow, i, stop, t(0.0), r_t, weight, None, out, s, of, sf, stream)
         if stream:
             stream_fence()
-
-
-_FORWARD = _config.twins(_forward)
+        c = later_chunk(counter, nchunks)
 
 
 #: bits of the kernels' ``stream`` argument: write ``out`` / ``s`` with streaming stores
@@ -128,9 +129,9 @@ def scratch_rows(nchunks, n, dtype):
 def forward(x, res, weight, eps, s, out, rstd):
     """``s = x + res`` and ``out = s / sqrt(mean(s²) + eps) * weight`` per row; fill ``rstd``."""
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
-        _FORWARD[1](x, res, weight, eps, s, out, rstd, scratch_rows(1, x.shape[1], x.dtype), 0)
+        _forward(x, res, weight, eps, s, out, rstd, scratch_rows(1, x.shape[1], x.dtype), 0, SERIAL_COUNTER)
         return
     m, n = x.shape
     stream = stream_flags(out, s, x, res)
-    scratch = scratch_rows(_chunks(m), n, x.dtype)
-    _config.launch(_FORWARD, x.size, x, res, weight, eps, s, out, rstd, scratch, stream)
+    nchunks = _chunks(m)
+    run_chunks(_forward, x.size, nchunks, x, res, weight, eps, s, out, rstd, scratch_rows(nchunks, n, x.dtype), stream)

@@ -5,30 +5,36 @@ compute dtype (float32 or float64): M rows = the leading dims, N = prod(normaliz
 ``weight``/``bias`` are contiguous ``(N,)`` arrays (ones/zeros when the caller gave none);
 ``mean``/``rstd`` are ``(M,)`` arrays of the compute dtype.
 
-Thread mapping: one ``prange`` over a fixed number of row chunks (``REDUCE_CHUNKS``, so the
-work split and every sum order depend on the shape only: results are bitwise the same on
-any thread count). A row is read from memory once: its statistics and its output are
+Thread mapping: a fixed number of chunks of consecutive rows (at most ``REDUCE_CHUNKS``,
+:func:`_chunks`, so the work split and every sum order depend on the shape only: results
+are bitwise the same on any thread count). The kernels are serial ``nogil`` chunk kernels
+(:mod:`._threads`): :func:`run_chunks` runs them on one thread below ``SERIAL_THRESHOLD``
+elements, else on the thread pool, each thread taking chunks from a shared counter, so a
+small and a large call run the same compiled code (no ``prange`` twin: a parfor recompiles
+the inlined row loop into four more LLVM modules, most of a large call's first-call time).
+Every chunk fences its streaming stores (:func:`._stream.stream_fence`) before the next. A row is read from memory once: its statistics and its output are
 computed while it sits in L1/L2. Forward outputs of at least ``STREAM_BYTES`` are written
 with non-temporal stores straight from the row loop (:func:`._stream.nt_store`: no
 read-for-ownership of the output, as ``np.copyto`` does); the backward's go through the
 chunk's scratch row(s) and :func:`._stream.stream_scale`. The backward gives each chunk a
 data-dtype accumulator row for grad_weight/grad_bias (filled in column tiles over groups
 of rows, see :func:`_backward`), flushed every ``FLUSH`` rows into a float64 partial row;
-partials are summed in chunk order afterwards (no atomics). Serial twins
-(``_config.twins``) run below ``SERIAL_THRESHOLD`` elements. Partial and scratch rows are
+partials are summed in chunk order afterwards (no atomics). Partial and scratch rows are
 the calling thread's reusable work buffers (:mod:`._work`), not fresh arrays.
 """
 import numpy as np
-from numba import prange
+from numba import njit
 
 from .. import _config
 from .._config import REDUCE_CHUNKS
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_var, sum_chunks
 from ._stream import PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_scale, stream_span
+from ._threads import SERIAL_COUNTER, first_chunk, launch, later_chunk, run
 
 
-def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream, counter):
     """Large (streamed) outputs: each row is written straight from registers with
     :func:`._stream.nt_store` over its :func:`._stream.stream_span` (ordinary stores for
     the few head/tail elements), in ``PREFETCH_BLOCK`` runs, each preceded by a prefetch
@@ -38,7 +44,8 @@ def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
     m, n = x.shape
     nchunks = scratch.shape[0]
     of = out.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             row = x[i]
@@ -66,13 +73,20 @@ def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream):
                     dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
         if stream:
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
-def _stats(x, eps, mean, rstd):
-    for i in prange(x.shape[0]):
-        mu, var, _ = mean_var(x[i])
-        mean[i] = mu
-        rstd[i] = 1.0 / np.sqrt(var + eps)
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _stats(x, eps, mean, rstd, nch, counter):
+    """Row statistics; chunks of consecutive rows from ``counter`` (:func:`._threads.launch`)."""
+    m = x.shape[0]
+    c = first_chunk(counter, nch)
+    while c < nch:
+        for i in range(c * m // nch, (c + 1) * m // nch):
+            mu, var, _ = mean_var(x[i])
+            mean[i] = mu
+            rstd[i] = 1.0 / np.sqrt(var + eps)
+        c = later_chunk(counter, nch)
 
 
 #: rows per group of the backward: their dx coefficients are computed first, then the
@@ -87,7 +101,8 @@ GROUP_BYTES = 16 << 10
 TILE = 512
 
 
-def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream, counter):
     """grad_x = rstd * (w·dy − mean(w·dy) − x̂ · mean(w·dy·x̂)); Σdy·x̂ and Σdy per chunk.
 
     Rows go in groups of ``coef.shape[2]`` (``GROUP`` or 1). First each row's reduction
@@ -103,7 +118,8 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
     group = coef.shape[2]
     t = x.dtype.type
     one = t(1.0)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
         aw = acc_w[c]
@@ -154,11 +170,20 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
                     part_b[c, j] += ab[j]
                     aw[j] = 0.0
                     ab[j] = 0.0
+        c = later_chunk(counter, nchunks)
 
 
-_FORWARD = _config.twins(_forward)
-_STATS = _config.twins(_stats)
-_BACKWARD = _config.twins(_backward)
+def run_chunks(kernel, size, nchunks, *args):
+    """``kernel(*args, counter)``, a chunk kernel of ``nchunks`` fixed row chunks (the
+    chunk count comes from its arrays; results depend on it, never on the threads): one
+    thread below ``SERIAL_THRESHOLD`` elements (a fresh ``counter`` unless one chunk),
+    else the threads of :func:`._threads.run`, each taking chunks until none are left."""
+    if nchunks <= 1:
+        kernel(*args, SERIAL_COUNTER)
+    elif size < _config.SERIAL_THRESHOLD:
+        kernel(*args, np.zeros(1, np.int64))
+    else:
+        run(lambda counter: kernel(*args, counter), nchunks)
 
 
 def _chunks(m):
@@ -181,16 +206,16 @@ def _scratch(nchunks, n, dtype, stream):
 def forward(x, weight, bias, eps, out, mean, rstd):
     """Normalize each row of ``x`` into ``out``; fill ``mean`` and ``rstd``."""
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
-        _FORWARD[1](x, weight, bias, eps, out, mean, rstd, _ONE_CHUNK[x.dtype], False)
+        _forward(x, weight, bias, eps, out, mean, rstd, _ONE_CHUNK[x.dtype], False, SERIAL_COUNTER)
         return
     stream = out.nbytes >= STREAM_BYTES and not overlaps(out, x)
-    _config.launch(_FORWARD, x.size, x, weight, bias, eps, out, mean, rstd, _NO_SCRATCH[x.dtype][:_chunks(x.shape[0])],
-                   stream)
+    nchunks = _chunks(x.shape[0])
+    run_chunks(_forward, x.size, nchunks, x, weight, bias, eps, out, mean, rstd, _NO_SCRATCH[x.dtype][:nchunks], stream)
 
 
 def stats(x, eps, mean, rstd):
     """Fill ``mean`` and ``rstd = 1/sqrt(var + eps)`` of each row of ``x``."""
-    _config.launch(_STATS, x.size, x, eps, mean, rstd)
+    launch(_stats, x.size, x.shape[0], x, eps, mean, rstd)
 
 
 def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
@@ -205,7 +230,7 @@ def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
     coef = _work.empty("rows.coef", (nchunks, 2, group), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
     scratch = _work.empty("rows.scratch", (nchunks, group, n if stream else 0), x.dtype)
-    _config.launch(_BACKWARD, x.size, grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b,
-                   coef, scratch, stream)
+    run_chunks(_backward, x.size, nchunks, grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b,
+               coef, scratch, stream)
     sum_chunks(part_w, grad_weight)
     sum_chunks(part_b, grad_bias)

@@ -4,28 +4,31 @@ Layout: ``x``, ``out``, ``grad_out``, ``grad_x`` are C-contiguous ``(M, N)`` arr
 compute dtype; ``weight`` is ``(N,)`` (ones when the caller gave none); ``rstd`` is
 ``(M,)`` = 1/sqrt(mean(x²) + eps).
 
-Thread mapping as in :mod:`numbanorm._cpu.layer_norm`: a ``prange`` over a fixed number of
-row chunks, each row read once, large outputs written with non-temporal stores (forward: straight from the
+Thread mapping as in :mod:`numbanorm._cpu.layer_norm`: serial ``nogil`` chunk kernels over a
+fixed number of row chunks (:func:`.layer_norm.run_chunks`), each row read once, large outputs written with non-temporal stores (forward: straight from the
 row loop; backward: from the chunk's scratch row), grad_weight from per-chunk accumulator rows flushed to float64
-partials summed in chunk order (deterministic). Serial twins below ``SERIAL_THRESHOLD``.
+partials summed in chunk order (deterministic).
 """
 import numpy as np
-from numba import prange
+from numba import njit
 
 from .. import _config
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
 from ._stream import PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_scale, stream_span
-from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, _chunks, _scratch
+from ._threads import SERIAL_COUNTER, first_chunk, launch, later_chunk
+from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, _chunks, _scratch, run_chunks
 
 
-def _forward(x, weight, eps, out, rstd, scratch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _forward(x, weight, eps, out, rstd, scratch, stream, counter):
     """Streamed outputs: :func:`._stream.nt_store` runs with prefetches of the next row,
     as layer_norm's forward (bitwise the same values as ordinary stores)."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     of = out.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         stop = (c + 1) * m // nchunks
         for i in range(c * m // nchunks, stop):
             row = x[i]
@@ -51,14 +54,22 @@ def _forward(x, weight, eps, out, rstd, scratch, stream):
                     dst[j] = row[j] * r_t * weight[j]
         if stream:
             stream_fence()
+        c = later_chunk(counter, nchunks)
 
 
-def _stats(x, eps, rstd):
-    for i in prange(x.shape[0]):
-        rstd[i] = 1.0 / np.sqrt(mean_square(x[i]) + eps)
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _stats(x, eps, rstd, nch, counter):
+    """Row statistics; chunks of consecutive rows from ``counter`` (:func:`._threads.launch`)."""
+    m = x.shape[0]
+    c = first_chunk(counter, nch)
+    while c < nch:
+        for i in range(c * m // nch, (c + 1) * m // nch):
+            rstd[i] = 1.0 / np.sqrt(mean_square(x[i]) + eps)
+        c = later_chunk(counter, nch)
 
 
-def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream, counter):
     """grad_x = rstd * (w·dy − x̂ · mean(w·dy·x̂)), x̂ = x·rstd; Σdy·x̂ per chunk.
 
     Per row: a reduction loop (blocked into float64), then an elementwise loop writing
@@ -69,7 +80,8 @@ def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream)
     nchunks = part_w.shape[0]
     t = x.dtype.type
     one = t(1.0)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
         aw = acc_w[c]
@@ -95,25 +107,22 @@ def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream)
                 for j in range(U(n)):
                     part_w[c, j] += aw[j]
                     aw[j] = 0.0
-
-
-_FORWARD = _config.twins(_forward)
-_STATS = _config.twins(_stats)
-_BACKWARD = _config.twins(_backward)
+        c = later_chunk(counter, nchunks)
 
 
 def forward(x, weight, eps, out, rstd):
     """RMS-normalize each row of ``x`` into ``out``; fill ``rstd``."""
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
-        _FORWARD[1](x, weight, eps, out, rstd, _ONE_CHUNK[x.dtype], False)
+        _forward(x, weight, eps, out, rstd, _ONE_CHUNK[x.dtype], False, SERIAL_COUNTER)
         return
     stream = out.nbytes >= STREAM_BYTES and not overlaps(out, x)
-    _config.launch(_FORWARD, x.size, x, weight, eps, out, rstd, _NO_SCRATCH[x.dtype][:_chunks(x.shape[0])], stream)
+    nchunks = _chunks(x.shape[0])
+    run_chunks(_forward, x.size, nchunks, x, weight, eps, out, rstd, _NO_SCRATCH[x.dtype][:nchunks], stream)
 
 
 def stats(x, eps, rstd):
     """Fill ``rstd = 1/sqrt(mean(x²) + eps)`` of each row of ``x``."""
-    _config.launch(_STATS, x.size, x, eps, rstd)
+    launch(_stats, x.size, x.shape[0], x, eps, rstd)
 
 
 def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
@@ -124,5 +133,5 @@ def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
     acc_w = _work.zeros("rows.acc_w", (nchunks, n), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
     scratch = _scratch(nchunks, n, x.dtype, stream)
-    _config.launch(_BACKWARD, x.size, grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream)
+    run_chunks(_backward, x.size, nchunks, grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream)
     sum_chunks(part_w, grad_weight)
