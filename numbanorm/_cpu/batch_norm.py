@@ -7,7 +7,7 @@ float64 ``(1, C)`` arrays; running statistics float64 ``(C,)`` arrays.
 BatchNorm is the grouped-statistics core of :mod:`._channels` with B = 1 and one group per
 channel: ``stats``, ``normalize``, ``forward`` and ``backward`` are those kernels (their
 thread mapping: a fixed grid of chunks of O and I, float64 partial sums per chunk merged in
-chunk order; element-wise passes in one ``prange``). This module adds the running
+chunk order; element-wise passes over chunks of O; both run on the :mod:`._threads` pool). This module adds the running
 statistics (the eval-mode ``rstd`` and PyTorch's in-place update) and the one-dispatch
 forwards of small calls, all in :mod:`._channels_small`.
 """

@@ -7,7 +7,7 @@ pattern, read in place). Statistics are float64 ``(N, G)`` arrays.
 
 The kernels are the grouped-statistics core of :mod:`._channels` (thread mapping: a fixed
 grid of (n, chunk) work items with float64 partial sums merged in item order; element-wise
-passes in one ``prange`` over rows).
+passes over chunks of rows; both run on the :mod:`._threads` pool).
 """
 from ._channels import backward, fill, forward, normalize, stats  # noqa: F401  (entry points)
 from ._channels import rows_forward_serial, small_rows  # noqa: F401  (small plain calls)

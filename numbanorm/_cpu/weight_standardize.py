@@ -4,8 +4,8 @@ Layout: ``w``, ``out``, ``grad_out``, ``grad_w`` are C-contiguous ``(M, N)`` arr
 compute dtype: M output filters (the first axis of the weight), N = the product of the
 remaining axes. The same computation as a layer norm without affine parameters, so the
 statistics come from ``_stats.mean_var_two_pass`` (shifted, blocked float64 sums over a row in
-cache; two passes: the one-pass ``mean_var`` compiled to differently ordered sums in a
-``prange``-over-rows kernel and its serial twin); the write pass centres on the mean
+cache; two passes: the one-pass ``mean_var`` compiled to differently ordered sums in the
+former ``prange``-over-rows kernel and its serial twin, and two passes cost little in cache); the write pass centres on the mean
 rounded to the data dtype, as layer_norm does.
 
 Thread mapping: chunks of filters (rows) taken by a pool of threads (:func:`._threads.launch`:
