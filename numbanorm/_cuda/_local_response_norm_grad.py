@@ -220,6 +220,16 @@ def tile2(nt, height, width, h0, h1, shared):
 
 
 @cuda.jit(device=True, inline="always")
+def tile_of(tile_, per_a, ntw, th, tw):
+    """``(a, i0, w0)``: the plane and the top-left element of 2-D tile ``tile_`` (tiles of
+    ``th x tw``, ``ntw`` per row of tiles, ``per_a`` per plane)."""
+    a = tile_ // per_a
+    rem = tile_ - a * per_a
+    ti_ = rem // ntw
+    return a, ti_ * th, (rem - ti_ * ntw) * tw
+
+
+@cuda.jit(device=True, inline="always")
 def load_plane(sh, xf, a, height, width, rb, cb, nr, nc, q, r0, rstep, tw):
     """``sh[r nc + c] = x[a, rb + r, cb + c]`` for ``r < nr``, ``c < nc`` (zeros outside the
     ``(height, width)`` plane; ``xf`` the flat x): the calling thread fills columns
@@ -309,11 +319,7 @@ def bwd_fused2(kind, shared, f32):
         rstep = nt // tw
         active = r0 < rstep  # threads past rstep * tw idle
         for tile_ in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
-            a = tile_ // per_a
-            rem = tile_ - a * per_a
-            ti_ = rem // ntw
-            i0 = ti_ * th
-            w0 = (rem - ti_ * ntw) * tw
+            a, i0, w0 = tile_of(tile_, per_a, ntw, th, tw)
             if active:  # X (zeros outside the plane)
                 load_plane(sh, xf, a, height, width, i0 - h0, w0 - h1, xr, xc, q, r0, rstep, tw)
             cuda.syncthreads()

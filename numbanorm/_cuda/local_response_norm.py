@@ -50,7 +50,7 @@ from numba import cuda, float32, float64, uint64
 
 from . import _layout
 from ._local_response_norm_grad import (K75, KGEN, KIND_NAMES, bwd_fused, bwd_fused2, fit2, grad_tp, kind_of,
-                                        load_plane, pneg, tile as bwd_tile, tile2 as bwd_tile2, wsum_rows)
+                                        load_plane, pneg, tile as bwd_tile, tile2 as bwd_tile2, tile_of, wsum_rows)
 
 #: float64 values per block in the shared tile (16 KiB)
 SHARED = 2048
@@ -299,11 +299,7 @@ def fwd_fused2(kind, shared, f32):
         rstep = nt // tw
         active = r0 < rstep  # threads past rstep * tw idle
         for tile_ in range(cuda.blockIdx.x, na * per_a, cuda.gridDim.x):
-            a = tile_ // per_a
-            rem = tile_ - a * per_a
-            ti_ = rem // ntw
-            i0 = ti_ * th
-            w0 = (rem - ti_ * ntw) * tw
+            a, i0, w0 = tile_of(tile_, per_a, ntw, th, tw)
             if active:
                 load_plane(sh, xf, a, height, width, i0 - lo0, w0 - lo1, xr, xc, q, r0, rstep, tw)
             cuda.syncthreads()
