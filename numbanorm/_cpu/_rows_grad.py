@@ -23,7 +23,7 @@ grad_x, written with streaming stores straight from the loop for large outputs (
 forwards, :func:`._stream.row_span`; 16-bit values packed in pairs).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numba.extending import overload
 
 from .. import _config
@@ -31,8 +31,7 @@ from . import _work
 from ._bits import add, code, load, mul, put
 from ._stats import BLOCK, FLUSH, U, sum_chunks
 from ._stream import STREAM_BYTES, nt_store, nt_store2, overlaps, row_span, stream_fence
-from ._threads import first_chunk, later_chunk
-from .layer_norm import _chunks, run_chunks
+from .layer_norm import _chunks
 
 #: the backward reads and writes 16-bit data as bit views (``_ops/_lowp.rows_backward``)
 LOWP = True
@@ -75,8 +74,7 @@ def _stream_dx_impl(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, 
     return singles
 
 
-@njit(nogil=True, **_config.JIT_OPTIONS)
-def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream, counter):
+def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream):
     """Arrays of the compute dtype (``cols``'s), or 16-bit bits for the data (``grad_out``,
     ``v``, ``gs``) and ``grad_x`` (:mod:`._bits`): loaded as float32, grad_x rounded once."""
     m, n = v.shape
@@ -87,8 +85,7 @@ def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks,
     kk = cols[2]
     nanfix = cols[3]
     gf = grad_x.reshape(-1)
-    c = first_chunk(counter, nchunks)
-    while c < nchunks:
+    for c in prange(nchunks):
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
         aw = acc[0, c]
@@ -133,7 +130,9 @@ def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks,
                     ab[j] = 0.0
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
-        c = later_chunk(counter, nchunks)
+
+
+_BACKWARD = _config.twins(_backward)
 
 
 def backward(grad_out, v, cols, rows, grad_s, centered, grad_x, grad_weight, grad_bias):
@@ -148,7 +147,7 @@ def backward(grad_out, v, cols, rows, grad_s, centered, grad_x, grad_weight, gra
     acc = _work.zeros("rows_grad.acc", (2, nchunks, n), cols.dtype)
     gs = np.empty((0, n), cols.dtype) if grad_s is None else grad_s
     stream = grad_x.nbytes >= STREAM_BYTES and not overlaps(grad_x, grad_out, v, gs)
-    run_chunks(_backward, v.size, nchunks, grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream)
+    _config.launch(_BACKWARD, v.size, grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream)
     sum_chunks(part[0], grad_weight)
     sum_chunks(part[1], grad_bias)
     grad_weight += cols[3]
