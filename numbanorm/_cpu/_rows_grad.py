@@ -135,11 +135,14 @@ def _backward(grad_out, v, cols, rows, gs, has_gs, centered, grad_x, acc, part, 
             dst = grad_x[i]
             base = i * n
             h, e = row_span(gf, base, n, stream)
-            for j in range(U(h)):
-                put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
             _stream_dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, gf, base, h, e)
-            for j in range(U(e), U(n)):
-                put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
+            lo = U(0)
+            hi = U(h)
+            for _ in range(2):  # ordinary stores: [0, h) then [e, n); one inlined _dx, not two
+                for j in range(lo, hi):
+                    put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
+                lo = U(e)
+                hi = U(n)
             if (i - start) % FLUSH == FLUSH - 1 or i == stop - 1:
                 for j in range(U(n)):
                     part[0, c, j] += aw[j]
