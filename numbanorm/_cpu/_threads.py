@@ -39,6 +39,13 @@ from .. import _config
 #: processes take fewer; results do not depend on the chunking)
 CHUNKS_PER_THREAD = 4
 
+#: elements per thread a memory-bound pass needs before a helper pays for its wake-up
+#: (``launch(..., grain=PASS_GRAIN)``): a pool launch costs ~3-5 µs more than a plain call
+#: (TBB's was ~1.6-2 µs), a helper saves at most half the pass, and an in-cache pass over
+#: 32768 float32 values takes ~2.5 µs, so two threads break even at ~2 × 65536 values
+#: (on a loaded machine, whose helpers rarely wake in time, later still)
+PASS_GRAIN = 65536
+
 #: the helper threads' job queues (:func:`_helpers`); emptied in a forked child
 _QUEUES = []
 _POOL_LOCK = threading.Lock()
@@ -187,8 +194,13 @@ def run(call, nch):
     helper that wakes after every chunk is taken skips its call.
     Returns when every call has finished; the first exception raised is re-raised (the
     calling thread's before a helper's)."""
+    _run(call, nch, num_threads())
+
+
+def _run(call, nch, threads):
+    """:func:`run` on at most ``threads`` threads."""
     counter = np.zeros(1, np.int64)
-    helpers = 0 if nch <= 1 else min(num_threads(), nch) - 1
+    helpers = 0 if nch <= 1 else min(threads, nch) - 1
     if helpers <= 0:
         call(counter)
         return
@@ -205,13 +217,20 @@ def run(call, nch):
             raise job.error
 
 
-def launch(kernel, size, nitems, *args):
+def launch(kernel, size, nitems, *args, grain=0):
     """``kernel(*args, nch, counter)`` over ``nitems`` work items of a ``size``-element
     input: one call with ``nch = 1`` below :data:`numbanorm._config.SERIAL_THRESHOLD`
-    elements (or for one item), else :func:`run` with ``nch = min(nitems,``
-    :data:`CHUNKS_PER_THREAD` ``× numba.get_num_threads())`` chunks."""
+    elements (or for one item), else :func:`run` on ``threads = min(numba.get_num_threads(),
+    size // grain)`` threads (all of them for ``grain=0``; one call for ``threads < 2``) with
+    ``nch = min(nitems,`` :data:`CHUNKS_PER_THREAD` ``× threads)`` chunks."""
     if size < _config.SERIAL_THRESHOLD or nitems <= 1:
         kernel(*args, 1, SERIAL_COUNTER)
         return
-    nch = min(nitems, CHUNKS_PER_THREAD * num_threads())
-    run(lambda counter: kernel(*args, nch, counter), nch)
+    threads = num_threads()
+    if grain:
+        threads = min(threads, size // grain)
+        if threads < 2:
+            kernel(*args, 1, SERIAL_COUNTER)
+            return
+    nch = min(nitems, CHUNKS_PER_THREAD * threads)
+    _run(lambda counter: kernel(*args, nch, counter), nch, threads)
