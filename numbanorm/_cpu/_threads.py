@@ -29,8 +29,8 @@ small to pay for them on fewer threads.
 
 :func:`launch` is the common form: a kernel ``kernel(*args, nch, counter)`` whose ``nch``
 chunks are consecutive ranges of its work items, run in one call (``nch = 1``, no thread
-pool) below :data:`numbanorm._config.SERIAL_THRESHOLD` elements (or below two ``grain`` lengths of
-elements, where a caller gives one), so a small and a large call run the same compiled code.
+pool) below :data:`numbanorm._config.SERIAL_THRESHOLD` elements (or below ``2 × grain`` elements,
+where a caller gives a ``grain``), so a small and a large call run the same compiled code.
 """
 import _thread
 import os
