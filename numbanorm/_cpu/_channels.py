@@ -41,11 +41,12 @@ and the float64 remainder (the same split keeps the backward's ``Σ dy·(x − �
 float64).
 
 Threads: every kernel is a serial chunk kernel compiled ``nogil=True`` that takes chunks of
-its work items from a shared counter; :func:`._threads.launch` runs it on a pool of Python
-threads (at most one per :data:`._threads.PASS_GRAIN` elements: a helper costs more than it
-saves on a smaller pass), or calls it once (one chunk) below ``SERIAL_THRESHOLD`` elements or
-two grains, so a small and a large call share their compiled code (a ``prange`` kernel is four LLVM modules, each
-re-optimising the inlined loop body: about half of a large first call's compile time).
+its work items from a shared counter; :func:`._threads.launch_pass` runs it on a pool of
+Python threads, at most one per :data:`._threads.PASS_GRAIN` elements (a helper costs more
+than it saves on a smaller pass), or calls it once (one chunk) below ``SERIAL_THRESHOLD``
+elements or two grains, so a small and a large call share their compiled code (a ``prange``
+kernel is four LLVM modules, each re-optimising the inlined loop body: about half of a large
+first call's compile time).
 
 This module holds the entry points (``stats``, ``normalize``, ``forward``, ``backward``,
 ``fill``) and the choice of kernel family; the kernels are in :mod:`._channels_forward`
@@ -63,17 +64,12 @@ from ._channels_forward import _rows_forward, _slab_forward
 from ._channels_grad import _expand_mean, _grad_apply_inner, _grad_apply_last, _grad_coefficients, _grad_eval_inner
 from ._channels_grad import _grad_eval_last, _grad_moments_inner, _grad_moments_last, _merge_partials, _param_grads
 from ._channels_grad import _rows_backward, _slab_backward
-from . import _threads
-from ._threads import PASS_GRAIN, SERIAL_COUNTER
+from ._threads import SERIAL_COUNTER
+from ._threads import launch_pass as launch  # at most one thread per PASS_GRAIN elements
 
 #: the fused kernels parallelize over rows / samples: they need at least this many of them.
 ROWS_MIN = 8
 SLAB_MIN_BATCH = 8
-
-
-def launch(kernel, size, nitems, *args):
-    """:func:`._threads.launch` with :data:`._threads.PASS_GRAIN` elements per thread."""
-    _threads.launch(kernel, size, nitems, *args, grain=PASS_GRAIN)
 
 
 def chunking(b, o, i):

@@ -237,6 +237,19 @@ def launch(kernel, size, nitems, *args, grain=0):
     if size < _config.SERIAL_THRESHOLD or nitems <= 1:
         kernel(*args, 1, SERIAL_COUNTER)
         return
+    _launch(kernel, size, nitems, args, grain)
+
+
+def launch_pass(kernel, size, nitems, *args):
+    """:func:`launch` with ``grain=``:data:`PASS_GRAIN` (no keyword to merge: a small call's
+    one-chunk path costs what :func:`launch`'s does)."""
+    if size < _config.SERIAL_THRESHOLD or nitems <= 1:
+        kernel(*args, 1, SERIAL_COUNTER)
+        return
+    _launch(kernel, size, nitems, args, PASS_GRAIN)
+
+
+def _launch(kernel, size, nitems, args, grain):
     threads = num_threads()
     if grain:
         threads = min(threads, size // grain)
