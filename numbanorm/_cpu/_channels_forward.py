@@ -318,11 +318,7 @@ def _slab_forward(x, groups, eps, weight, bias, out, mean, rstd, var, acc, tmp, 
                     sc = r * weight[c]
                     s_t[c] = sc
                     h_t[c] = bias[c] - (mu - m_t[c]) * sc
-            for o in range(no):
-                xr = x[b, o]
-                yr = out[b, o]
-                for c in range(nc):
-                    yr[c] = (xr[c] - m_t[c]) * s_t[c] + h_t[c]
+            _apply_rows(x[b], m_t, s_t, h_t, out[b])
         ch = later_chunk(counter, nch)
 
 
