@@ -76,6 +76,8 @@ BUDGET_OTHER = [
     ("_normalize_channels", "_chan_grad_partial_p2", 256),
     ("_normalize_channels", "_chan_grad_partial_p1", 256),
     ("_normalize_channels", "_chan_grad_apply_p2", 256),
+    # the fused channel backward (C < 64), p = 2: 32-bit in-column offsets from column pointers
+    ("_normalize_channels", "_chan_backward_p2", 256),
     # weight standardization rows (float32: one shifted pass of float64 sums, then the write)
     ("weight_standardize", "_forward_warp", 256),
     ("weight_standardize", "_forward_block", 256),
