@@ -72,6 +72,7 @@ BUDGET_OTHER = [
     ("_normalize_rows", "_rows_forward_warp_pinf", 256),
     ("_normalize_rows", "_rows_forward_block_pinf", 256),
     ("_normalize_channels", "_chan_partial_pinf", 256),
+    ("_normalize_channels", "_chan_forward_pinf", 256),
     # the split channel backward (p = 2, 1; C >= 64): (norm, sum dy x) partials, p = 2 write pass
     ("_normalize_channels", "_chan_grad_partial_p2", 256),
     ("_normalize_channels", "_chan_grad_partial_p1", 256),

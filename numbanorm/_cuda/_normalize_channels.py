@@ -62,6 +62,90 @@ def channel_kernels(fixed, fp64=False):
             scale(x, out, base, end, ui, d)
             col += uint64(cuda.gridsize(1))
 
+    def col_norm(xp, span, st):
+        """The norm accumulator down one column (offsets as :func:`col_dot`), four per
+        iteration (then one)."""
+        a = _init(K)
+        k = uint32(0)
+        k2 = st
+        k3 = uint32(k2 + st)
+        k4 = uint32(k3 + st)
+        while k4 < span:
+            v1 = float64(xp[k])
+            v2 = float64(xp[k2])
+            v3 = float64(xp[k3])
+            v4 = float64(xp[k4])
+            a = _acc(v4, _acc(v3, _acc(v2, _acc(v1, a, K, 0.0), K, 0.0), K, 0.0), K, 0.0)
+            k = uint32(k4 + st)
+            k2 = uint32(k + st)
+            k3 = uint32(k2 + st)
+            k4 = uint32(k3 + st)
+        while k < span:
+            a = _acc(float64(xp[k]), a, K, 0.0)
+            k = uint32(k + st)
+        return a
+
+    col_norm = cuda.jit(device=True, inline="always")(col_norm)
+
+    def col_scale(xp, op, span, st, d):
+        """``out = x / d`` down one column (as ``terms``' ``scale``: float32 data as
+        ``float32(float64(x) · (1/d))``), four per iteration (then one)."""
+        r = float64(1.0) / float64(d)
+        k = uint32(0)
+        k2 = st
+        k3 = uint32(k2 + st)
+        k4 = uint32(k3 + st)
+        while k4 < span:
+            if fp64:
+                v1, v2, v3, v4 = xp[k] / d, xp[k2] / d, xp[k3] / d, xp[k4] / d
+            else:
+                v1 = float32(float64(xp[k]) * r)
+                v2 = float32(float64(xp[k2]) * r)
+                v3 = float32(float64(xp[k3]) * r)
+                v4 = float32(float64(xp[k4]) * r)
+            op[k] = v1
+            op[k2] = v2
+            op[k3] = v3
+            op[k4] = v4
+            k = uint32(k4 + st)
+            k2 = uint32(k + st)
+            k3 = uint32(k2 + st)
+            k4 = uint32(k3 + st)
+        while k < span:
+            if fp64:
+                op[k] = xp[k] / d
+            else:
+                op[k] = float32(float64(xp[k]) * r)
+            k = uint32(k + st)
+
+    col_scale = cuda.jit(device=True, inline="always")(col_scale)
+
+    def chan_forward32(x, outer, c_len, inner, pk, p, eps, out):
+        """Fixed kinds, columns that :func:`fits32`: thread per column (o, j), addressed
+        as :func:`chan_backward32` does."""
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        s32 = uint32(span)
+        st = uint32(inner)
+        col = uint64(cuda.grid(1))
+        gs = uint64(cuda.gridsize(1))
+        o = col // ui
+        j = col - o * ui
+        go = gs // ui
+        gj = gs - go * ui
+        while o < uint64(outer):
+            base = o * span + j
+            xp = column_ptr(x, base)
+            sc = opaque(s32)  # the same bound and step, not hoisted out of the column loop
+            stc = opaque(st)
+            d = out.dtype.type(_clamp(_finish(col_norm(xp, sc, stc), K, 0.0), eps))
+            col_scale(xp, column_ptr(out, base), sc, stc, d)
+            o += go
+            j += gj
+            if j >= ui:
+                j -= ui
+                o += uint64(1)
+
     def col_dot(gp, xp, span, st):
         """(norm accumulator, Σ dy·x) down one column: offsets 0, st, 2·st, ... < span
         (``uint32``) of the :func:`column_ptr` pointers, four per iteration (then one)."""
@@ -163,13 +247,14 @@ def channel_kernels(fixed, fp64=False):
             base = o * span + j
             gp = column_ptr(grad_out, base)
             xp = column_ptr(x, base)
-            sc = opaque(s32)  # the same bound, not hoisted out of the column loop
-            a, s = col_dot(gp, xp, sc, st)
+            sc = opaque(s32)  # the same bound and step, not hoisted out of the column loop
+            stc = opaque(st)
+            a, s = col_dot(gp, xp, sc, stc)
             nrm = _finish(a, K, 0.0)
             cnt = float64(0.0)
             if maxred:
-                cnt = col_ties(xp, sc, st, nrm)
-            col_grad(gp, xp, column_ptr(grad_x, base), sc, st, s, nrm, eps, cnt)
+                cnt = col_ties(xp, sc, stc, nrm)
+            col_grad(gp, xp, column_ptr(grad_x, base), sc, stc, s, nrm, eps, cnt)
             o += go
             j += gj
             if j >= ui:
@@ -278,7 +363,7 @@ def channel_kernels(fixed, fp64=False):
     chan_backward.__name__ = "_chan_backward"
     chan_partial.__name__ = "_chan_partial"
     out = {
-        "chan_forward": _named(chan_forward, "_chan_forward" + tag),
+        "chan_forward": _named(chan_forward if fixed is None else chan_forward32, "_chan_forward" + tag),
         "chan_backward": _named(chan_backward if fixed is None else chan_backward32, "_chan_backward" + tag),
         "chan_partial": _named(chan_partial, "_chan_partial" + tag),
     }

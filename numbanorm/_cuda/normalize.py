@@ -111,8 +111,9 @@ def forward_channels(x, p, eps, out):
     if blocks < 2 * _plan.sm_count() and c_len >= 64:
         _forward_channels_split(x, p, eps, out)
         return
-    _kernels(_pkind(p), x.dtype)["chan_forward"][blocks, threads, _layout.stream()](
-        _flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(out))
+    # the fixed kinds' 32-bit in-column offsets: columns that do not fit take the runtime kind
+    ks = _kernels(_pkind(p), x.dtype) if fits32(c_len, inner) else kernels(None, x.dtype == "float64")
+    ks["chan_forward"][blocks, threads, _layout.stream()](_flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(out))
 
 
 def _forward_channels_split(x, p, eps, out):
