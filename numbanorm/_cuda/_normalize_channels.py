@@ -21,12 +21,11 @@ from ._normalize_terms import (
 )
 
 
-
 def fits32(c_len, inner):
-    """Whether the fixed-kind backward's ``uint32`` in-column offsets cannot wrap: they
-    reach ``(C + 4) · inner`` at most (the four-element steps past the column's end);
-    other columns take the runtime-kind kernel (64-bit offsets), as rows of >= ``ROW32``
-    elements do."""
+    """Whether the fixed-kind thread-per-column kernels' ``uint32`` in-column offsets
+    cannot wrap: they reach ``(C + 4) · inner`` at most (the four-element steps past the
+    column's end); other columns take the runtime-kind kernels (64-bit offsets), as rows
+    of >= ``ROW32`` elements do."""
     return (c_len + 4) * inner < 2**32
 
 

@@ -133,7 +133,7 @@ else:
     def column_ptr(typingctx, arr, base):
         """A pointer to ``arr[base]`` (``arr`` a contiguous device array, ``base`` an
         unsigned element offset) that the compiler cannot fold back into ``arr``'s data
-        pointer: indexed with a ``uint32`` offset ``k`` it addresses ``ptr + 4k`` with one
+        pointer: indexed with a ``uint32`` offset ``k`` it addresses ``ptr + k·itemsize`` with one
         ``IMAD.WIDE.U32`` per access (a flat ``arr[base + k]`` costs 64-bit index math per
         array and element). The pointer is passed through ``cvta.to.global`` (inline PTX:
         opaque to LLVM, the identity on global memory) and addresses global memory, so
