@@ -1,9 +1,9 @@
 """``numbanorm precompile``: fill the on-disk kernel cache once (install step, Dockerfile,
 cluster job) so later processes load machine code instead of compiling it.
 
-Kernels compile per specialization (argument types and layouts), and each CPU kernel has
-a serial twin for calls below ``SERIAL_THRESHOLD`` elements and a parallel one above.
-Rather than list signatures (which would drift from the kernels), this module calls
+Kernels compile per specialization (argument types and layouts); a small and a large call
+run the same CPU chunk kernel, but a large one also compiles the pool's entry points and
+some ops' per-chunk partial merges, so both sizes are called. Rather than list signatures (which would drift from the kernels), this module calls
 every public function the way users do: for each dtype, on a small and a large input,
 in the layouts and modes the dispatch layer distinguishes (rows, channels-first,
 channels-last, training / evaluation, backward with and without saved statistics).
@@ -21,7 +21,7 @@ SIZES = ("small", "large")
 
 
 def _elements(size):
-    """Element count of a 'small' (serial twin) or 'large' (parallel twin) input."""
+    """Element count of a 'small' (one chunk) or 'large' (thread-pool) input."""
     from . import _config
 
     return 256 if size == "small" else max(2 * _config.SERIAL_THRESHOLD, 1024)
@@ -49,6 +49,8 @@ def _layer_norm(nn, dtype, size):
     _, mean, rstd = nn.layer_norm(x, n, w, b, return_stats=True)
     nn.layer_norm_backward(g, x, n, w, mean=mean, rstd=rstd)
     nn.layer_norm_backward(g, x, n, out=np.empty_like(x))
+    y = nn.layer_norm(x, n, w, b)
+    nn.layer_norm_backward(g, None, n, w, y=y, bias=b, rstd=rstd)  # memory-saving form
 
 
 def _rms_norm(nn, dtype, size):
@@ -59,6 +61,25 @@ def _rms_norm(nn, dtype, size):
     _, rstd = nn.rms_norm(x, n, w, return_stats=True)
     nn.rms_norm_backward(g, x, n, w, rstd=rstd)
     nn.rms_norm_backward(g, x, n, out=np.empty_like(x))
+    nn.rms_norm_backward(g, None, n, w, y=nn.rms_norm(x, n, w), rstd=rstd)  # memory-saving form
+    nn.rms_norm(x, n, w, quantize="int8")
+
+
+def _add_norms(nn, dtype, size):
+    x = _rows(size, dtype)
+    r = x[::-1].copy()
+    n = x.shape[1]
+    w, b, g = np.ones(n, dtype), np.zeros(n, dtype), np.ones_like(x)
+    y, s, rstd = nn.add_rms_norm(x, r, n, w, return_stats=True)
+    nn.add_rms_norm(x, r, n, w, out=np.empty_like(x), residual_out=np.empty_like(x))
+    nn.add_rms_norm_backward(g, g, s, n, w, rstd=rstd)
+    nn.add_rms_norm_backward(g, g, s, n, w)
+    nn.add_rms_norm_backward(g, g, None, n, w, y=y, rstd=rstd)
+    y, s, mean, rstd = nn.add_layer_norm(x, r, n, w, b, return_stats=True)
+    nn.add_layer_norm(x, r, n, w, b, out=np.empty_like(x), residual_out=np.empty_like(x))
+    nn.add_layer_norm_backward(g, g, s, n, w, mean=mean, rstd=rstd)
+    nn.add_layer_norm_backward(g, g, s, n, w)
+    nn.add_layer_norm_backward(g, g, None, n, w, y=y, bias=b, rstd=rstd)
 
 
 def _batch_norm(nn, dtype, size):
@@ -146,6 +167,7 @@ def _scaling(nn, dtype, size):
 OPS = {
     "layer_norm": _layer_norm,
     "rms_norm": _rms_norm,
+    "add_norms": _add_norms,  # add_rms_norm, add_layer_norm and their backwards
     "batch_norm": _batch_norm,
     "instance_norm": _instance_norm,
     "group_norm": _group_norm,
@@ -157,7 +179,8 @@ OPS = {
 
 
 #: other names (prefix-matched too) of the ``scaling`` entry
-ALIASES = {"scaling": ("min_max_scale", "standardize", "scalers", "StandardScaler", "MinMaxScaler")}
+ALIASES = {"add_norms": ("add_rms_norm", "add_layer_norm", "AddRMSNorm", "AddLayerNorm"),
+           "scaling": ("min_max_scale", "standardize", "scalers", "StandardScaler", "MinMaxScaler")}
 
 
 def select(ops=None):

@@ -175,3 +175,18 @@ def test_concurrent_precompiles_fill_numba_cache_dir_then_others_only_load_until
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert int(proc.stdout.split()[-2]) > 0, proc.stdout
+
+
+def test_precompile_calls_every_public_function():
+    """``numbanorm precompile`` covers the whole API: every public function and layer-free
+    class is called by one of its op entries (the fused ops were missing once)."""
+    import inspect
+    import re
+
+    import numbanorm
+    from numbanorm import _precompile
+
+    called = set(re.findall(r"\bnn\.(\w+)\(", inspect.getsource(_precompile)))
+    wanted = {name for name in numbanorm.__all__
+              if name != "threading_layer" and (name.islower() or name.endswith("Scaler"))}
+    assert wanted - called == set()
