@@ -17,11 +17,11 @@ depth of an element loop are the pitfall.
 import os, re, sys, tempfile
 os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp()
 sys.setrecursionlimit(100000)
-import numbanorm  # noqa: F401  (EXTRA scripts call numbanorm.<op>)
+import numbanorm
 from numbanorm import _precompile
 _precompile.run(dtypes=("float32",), progress=False, stream=sys.stderr)
 if len(sys.argv) > 1:
-    exec(open(sys.argv[1]).read())
+    exec(open(sys.argv[1]).read(), {"numbanorm": numbanorm})
 from numba.core.registry import CPUDispatcher
 
 def functions(ir):
