@@ -6,7 +6,7 @@ read once; ``s = x + res`` goes to the chunk's scratch row while the shifted sum
 Σ(s − k), Σ(s − k)² are taken about k = the mean of the row's first ``LEAD`` sums (the
 one-pass statistics of :func:`._stats.mean_var`); a row where that shift is too far from
 the mean is redone in two passes over the cached sum (:func:`._stats.mean_var_two_pass`). Then the normalized row is written from the cached
-sum; streamed outputs use non-temporal stores and prefetch the next rows. Aliasing rules
+sum; streamed outputs use non-temporal stores (:func:`.add_rms_norm._write_row`). Aliasing rules
 as in :mod:`.add_rms_norm` (a row is read completely before its outputs are written).
 """
 import numpy as np
@@ -66,7 +66,7 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream, cou
             mean[i] = mu
             rstd[i] = r
             r_t = t(r)
-            _write_row(x, res, srow, i, start, stop, mu_t, r_t, weight, bias, out, s, of, sf, stream, edge, pend)
+            _write_row(srow, i, start, stop, mu_t, r_t, weight, bias, out, s, of, sf, stream, edge, pend)
         if stream:
             stream_fence()
         c = later_chunk(counter, nchunks)
