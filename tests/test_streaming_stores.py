@@ -74,6 +74,31 @@ def test_in_place_calls_above_the_threshold(rng, monkeypatch, op):
         np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_line_span_streams_whole_lines_of_long_rows(dtype):
+    """``line_span``: long rows stream from a cache-line boundary in whole runs (the
+    head and tail are the lines shared with the neighbouring rows); short rows and
+    element-misaligned arrays fall back to ``stream_span``'s ordinary head and tail."""
+    from numba import njit
+
+    from numbanorm._cpu._stream import LINE, LINE_ROW_BYTES, STREAM_RUN, line_span
+
+    @njit(cache=False)
+    def span(flat, base, n):
+        return line_span(flat, base, n)
+
+    size = np.dtype(dtype).itemsize
+    n = LINE_ROW_BYTES // size + 3
+    buf = np.empty(4 * n + 64, dtype)
+    for base in range(2 * LINE // size):
+        h, e, lined = span(buf, base, n)
+        assert lined and (buf.ctypes.data + (base + h) * size) % LINE == 0
+        assert h < LINE // size and (e - h) % STREAM_RUN == 0 and 0 <= n - e < STREAM_RUN
+    assert not span(buf, 0, LINE_ROW_BYTES // size - 1)[2]
+    odd = np.frombuffer(np.empty(4 * n * size + 8, np.uint8)[1:1 + 4 * n * size].data, dtype)
+    assert span(odd, 0, n) == (n, n, False)
+
+
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 streaming stores")
 def test_nt_store_loop_compiles_to_streaming_vector_stores():
     from numba import njit

@@ -6,7 +6,7 @@ read once; ``s = x + res`` goes to the chunk's scratch row while the shifted sum
 Σ(s − k), Σ(s − k)² are taken about k = the mean of the row's first ``LEAD`` sums (the
 one-pass statistics of :func:`._stats.mean_var`); a row where that shift is too far from
 the mean is redone in two passes over the cached sum (:func:`._stats.mean_var_two_pass`). Then the normalized row is written from the cached
-sum; streamed outputs use non-temporal stores and prefetch the next rows. Aliasing rules
+sum; streamed outputs use non-temporal stores (:func:`.add_rms_norm._write_row`). Aliasing rules
 as in :mod:`.add_rms_norm` (a row is read completely before its outputs are written).
 """
 import numpy as np
@@ -14,7 +14,7 @@ from numba import njit
 
 from .. import _config
 from ._stats import BLOCK, LEAD, U, mean_var_two_pass
-from ._stream import stream_fence
+from ._stream import EDGE, stream_fence
 from .add_rms_norm import _write_row, scratch_rows, stream_flags
 from ._threads import SERIAL_COUNTER, first_chunk, later_chunk
 from .layer_norm import _chunks, run_chunks
@@ -27,10 +27,13 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream, cou
     t = x.dtype.type
     of = out.reshape(-1)
     sf = s.reshape(-1)
+    edge = np.empty((2, EDGE), x.dtype)
+    pend = np.zeros(2, np.int64)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
+        start = c * m // nchunks
         stop = (c + 1) * m // nchunks
-        for i in range(c * m // nchunks, stop):
+        for i in range(start, stop):
             xr = x[i]
             rr = res[i]
             srow = scratch[c, 0]
@@ -63,7 +66,7 @@ def _forward(x, res, weight, bias, eps, s, out, mean, rstd, scratch, stream, cou
             mean[i] = mu
             rstd[i] = r
             r_t = t(r)
-            _write_row(x, res, srow, i, stop, mu_t, r_t, weight, bias, out, s, of, sf, stream)
+            _write_row(srow, i, start, stop, mu_t, r_t, weight, bias, out, s, of, sf, stream, edge, pend)
         if stream:
             stream_fence()
         c = later_chunk(counter, nchunks)

@@ -29,25 +29,30 @@ from .. import _config
 from .._config import REDUCE_CHUNKS
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_var, sum_chunks
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_scale, stream_span
+from ._stream import (EDGE, PREFETCH_BLOCK, STREAM_BYTES, flush_edge, line_span, nt_store, overlaps, prefetch_run,
+                      stream_fence, stream_scale)
 from ._threads import SERIAL_COUNTER, first_chunk, launch, later_chunk, run
 
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream, counter):
     """Large (streamed) outputs: each row is written straight from registers with
-    :func:`._stream.nt_store` over its :func:`._stream.stream_span` (ordinary stores for
+    :func:`._stream.nt_store` over its :func:`._stream.line_span` (ordinary stores for
     the few head/tail elements), in ``PREFETCH_BLOCK`` runs, each preceded by a prefetch
     of the same run of the next row. The element expression is the same in every loop,
-    so streamed and ordinary outputs are bitwise equal. ``scratch`` only gives the chunk
-    count (its rows are empty)."""
+    so streamed and ordinary outputs are bitwise equal. The cache lines a row shares with
+    its neighbours in the chunk are staged in ``edge`` and streamed whole
+    (:func:`._stream.line_span`). ``scratch`` only gives the chunk count (its rows are empty)."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     of = out.reshape(-1)
+    edge = np.empty(EDGE, x.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
+        start = c * m // nchunks
         stop = (c + 1) * m // nchunks
-        for i in range(c * m // nchunks, stop):
+        pend = 0
+        for i in range(start, stop):
             row = x[i]
             mu, var, mu_t = mean_var(row)
             r = 1.0 / np.sqrt(var + eps)
@@ -58,16 +63,26 @@ def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream, counter):
             if stream:
                 nxt = x[min(i + 1, stop - 1)]
                 base = i * n
-                h, e = stream_span(of, base, n)
-                for j in range(U(h)):
-                    dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+                h, e, lined = line_span(of, base, n)
+                if lined and i > start:  # the line shared with row i - 1, whole
+                    for j in range(h):
+                        edge[pend + j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+                    flush_edge(of, base - pend, edge, pend + h)
+                else:
+                    for j in range(U(h)):
+                        dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
                 for j0 in range(h, e, PREFETCH_BLOCK):
                     j1 = min(j0 + PREFETCH_BLOCK, e)
                     prefetch_run(nxt, j0, j1)
                     for j in range(U(j0), U(j1)):
                         nt_store(of, base + j, (row[j] - mu_t) * r_t * weight[j] + bias[j])
-                for j in range(U(e), U(n)):
-                    dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+                if lined and i < stop - 1:  # staged until row i + 1's head is known
+                    for j in range(e, n):
+                        edge[j - e] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+                    pend = n - e
+                else:
+                    for j in range(U(e), U(n)):
+                        dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
             else:
                 for j in range(U(n)):
                     dst[j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]

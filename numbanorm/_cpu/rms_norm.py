@@ -15,7 +15,8 @@ from numba import njit
 from .. import _config
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
-from ._stream import PREFETCH_BLOCK, STREAM_BYTES, nt_store, overlaps, prefetch_run, stream_fence, stream_scale, stream_span
+from ._stream import (EDGE, PREFETCH_BLOCK, STREAM_BYTES, flush_edge, line_span, nt_store, overlaps, prefetch_run,
+                      stream_fence, stream_scale)
 from ._threads import SERIAL_COUNTER, first_chunk, launch, later_chunk
 from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, _chunks, _scratch, run_chunks
 
@@ -23,14 +24,18 @@ from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, _chunks, _scratch, run_chunks
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _forward(x, weight, eps, out, rstd, scratch, stream, counter):
     """Streamed outputs: :func:`._stream.nt_store` runs with prefetches of the next row,
-    as layer_norm's forward (bitwise the same values as ordinary stores)."""
+    as layer_norm's forward (bitwise the same values as ordinary stores); the lines a row
+    shares with its chunk neighbours go through ``edge`` (:func:`._stream.line_span`)."""
     m, n = x.shape
     nchunks = scratch.shape[0]
     of = out.reshape(-1)
+    edge = np.empty(EDGE, x.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
+        start = c * m // nchunks
         stop = (c + 1) * m // nchunks
-        for i in range(c * m // nchunks, stop):
+        pend = 0
+        for i in range(start, stop):
             row = x[i]
             r = 1.0 / np.sqrt(mean_square(row) + eps)
             rstd[i] = r
@@ -39,16 +44,26 @@ def _forward(x, weight, eps, out, rstd, scratch, stream, counter):
             if stream:
                 nxt = x[min(i + 1, stop - 1)]
                 base = i * n
-                h, e = stream_span(of, base, n)
-                for j in range(U(h)):
-                    dst[j] = row[j] * r_t * weight[j]
+                h, e, lined = line_span(of, base, n)
+                if lined and i > start:  # the line shared with row i - 1, whole
+                    for j in range(h):
+                        edge[pend + j] = row[j] * r_t * weight[j]
+                    flush_edge(of, base - pend, edge, pend + h)
+                else:
+                    for j in range(U(h)):
+                        dst[j] = row[j] * r_t * weight[j]
                 for j0 in range(h, e, PREFETCH_BLOCK):
                     j1 = min(j0 + PREFETCH_BLOCK, e)
                     prefetch_run(nxt, j0, j1)
                     for j in range(U(j0), U(j1)):
                         nt_store(of, base + j, row[j] * r_t * weight[j])
-                for j in range(U(e), U(n)):
-                    dst[j] = row[j] * r_t * weight[j]
+                if lined and i < stop - 1:  # staged until row i + 1's head is known
+                    for j in range(e, n):
+                        edge[j - e] = row[j] * r_t * weight[j]
+                    pend = n - e
+                else:
+                    for j in range(U(e), U(n)):
+                        dst[j] = row[j] * r_t * weight[j]
             else:
                 for j in range(U(n)):
                     dst[j] = row[j] * r_t * weight[j]
