@@ -257,8 +257,9 @@ def test_segments_path_with_nan_and_inf(rng):
 
 
 def test_rows_blocks_with_and_without_nan(rng):
-    # (I == 1) blocks of ROW_BLOCK rows: NaN-free blocks take the untested loops, a block
-    # holding a NaN (or inf) the NaN-skipping ones; both feed one per-column merge
+    # (I == 1) blocks of ROW_BLOCK rows: NaN-free blocks take the one-pass loop about their
+    # first row, a block holding a NaN (or inf) or whose first row is an outlier the
+    # NaN-skipping two passes; both feed one per-column merge
     from numbanorm._cpu import standardize as kern
 
     rows = 5 * kern.ROW_BLOCK + 7
@@ -266,6 +267,7 @@ def test_rows_blocks_with_and_without_nan(rng):
     x[kern.ROW_BLOCK + 3, 1] = np.nan  # one block of column 1
     x[3 * kern.ROW_BLOCK:4 * kern.ROW_BLOCK, 2] = np.nan  # a whole block of column 2
     x[-1, 3] = np.inf  # the last block of column 3
+    x[2 * kern.ROW_BLOCK, 0] = 1e7  # a block whose first row is far from its mean
     y = standardize(x)
     np.testing.assert_array_equal(np.isnan(y[:, :3]), np.isnan(x[:, :3]))
     assert np.isnan(y[:, 3]).all()
