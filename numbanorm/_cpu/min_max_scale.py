@@ -33,6 +33,7 @@ LANES = 32
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
     r, c = x.shape
+    xf = x.reshape(-1)  # rows read with unsigned flat offsets (no wrap-around checks)
     p = pmn.shape[0]
     tile = scratch.shape[2]
     nitems = p * ntiles
@@ -49,9 +50,9 @@ def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
                 lo[j] = np.inf
                 hi[j] = -np.inf
             for i in range(k * r // p, (k + 1) * r // p):
-                xr = x[i, c0:c1]
-                for j in range(nc):
-                    v = xr[j]
+                base = U(i * c + c0)
+                for j in range(U(nc)):
+                    v = xf[base + j]
                     # NaN compares false: skipped
                     lo[j] = v if v < lo[j] else lo[j]
                     hi[j] = v if v > hi[j] else hi[j]
