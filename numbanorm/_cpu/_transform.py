@@ -28,7 +28,7 @@ EXACT = dict(cache=True, error_model="numpy", nogil=True)
 U = np.uintp
 
 
-@njit(inline="always", **EXACT)
+@njit(**EXACT)
 def _at(a, j):
     """``a[j]``, or None when ``a`` is None (an identity factor: pruned at compile time)."""
     if a is None:
@@ -36,7 +36,7 @@ def _at(a, j):
     return a[j]
 
 
-@njit(inline="always", **EXACT)
+@njit(**EXACT)
 def _scaled(v, a, m, dv, b, lo, hi, clip):
     """((v − a) · m) / dv + b in float64, the product/quotient left out where ``m``/``dv``
     is None (an all-ones factor: bitwise the same result), clipped to [lo, hi] if ``clip``."""
