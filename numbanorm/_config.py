@@ -1,10 +1,8 @@
 """Threading layer, compile options and environment variables.
 
-Imported by every CPU kernel module. The kernels run in parallel on
-:mod:`numbanorm._cpu._threads`' pool of Python threads, not on a Numba threading layer, except
-the fused-add backward (``_cpu/_rows_grad``: :func:`twins`, :func:`launch`), whose chunk-kernel
-form ran ~80x slower for a reason not found yet; the layer selected here serves that and the
-benchmark's streaming copy.
+Imported by every CPU kernel module. The kernels themselves run in parallel on
+:mod:`numbanorm._cpu._threads`' pool of Python threads, not on a Numba threading layer; the
+layer selected here serves ``prange`` code elsewhere (the benchmark's streaming copy).
 
 Threading layer: Numba's default ``workqueue`` layer aborts the process when two Python
 threads run a parallel kernel at once, and GNU OpenMP kills forked children (Dask's
@@ -30,7 +28,6 @@ import ctypes
 import os
 import sys
 import threading
-import types
 
 import numba
 
@@ -118,32 +115,6 @@ def _reinit_after_fork():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_after_fork)
-
-
-def twins(f, options=None):
-    """``(parallel, serial)`` compilations of the kernel function ``f`` (lazy, cached), with
-    :data:`JIT_OPTIONS` or the given ``options``.
-
-    The serial twin compiles a copy of ``f`` under another ``__qualname__``: Numba's
-    on-disk cache keys entries by function name, signature and bytecode but not by the
-    ``parallel`` flag, so twins of one function would otherwise load each other's
-    machine code and the "parallel" kernel could silently run serially.
-    """
-    serial = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-    serial.__qualname__ = f.__qualname__ + "_serial"
-    serial.__doc__ = f.__doc__
-    options = JIT_OPTIONS if options is None else options
-    return numba.njit(parallel=True, **options)(f), numba.njit(**options)(serial)
-
-
-def launch(pair, size, *args):
-    """Run ``pair = twins(f)`` on ``args``: the serial twin below :data:`SERIAL_THRESHOLD`
-    elements, else the parallel one (serialised by :data:`KERNEL_LOCK` where the
-    threading layer is not thread-safe)."""
-    if size < SERIAL_THRESHOLD:
-        return pair[1](*args)
-    with KERNEL_LOCK:
-        return pair[0](*args)
 
 
 def threading_layer():

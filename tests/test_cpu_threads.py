@@ -29,6 +29,28 @@ def test_every_chunk_runs_exactly_once(nch):
         assert (hits == 1).all()
 
 
+@numba.njit(nogil=True)
+def _count(hits, nch, counter):
+    ch = _threads.first_chunk(counter, nch)
+    while ch < nch:
+        hits[ch] += 1
+        ch = _threads.later_chunk(counter, nch)
+
+
+def test_launch_pass_takes_one_thread_per_grain(monkeypatch):
+    monkeypatch.setattr(_config, "SERIAL_THRESHOLD", 1)
+    grain = _threads.PASS_GRAIN
+    hits = np.zeros(64, np.int64)
+    _threads.launch_pass(_count, 2 * grain - 1, 64, hits)  # under two grains: one call, one chunk
+    assert hits[0] == 1 and not hits[1:].any()
+    for size in (2 * grain, 3 * grain, 64 * grain):
+        hits[:] = 0
+        threads = min(numba.get_num_threads(), size // grain)
+        _threads.launch_pass(_count, size, 64, hits)
+        nch = 1 if threads < 2 else min(64, _threads.CHUNKS_PER_THREAD * threads)
+        assert (hits[:nch] == 1).all() and not hits[nch:].any()
+
+
 def test_an_exception_in_a_thread_is_raised():
     def boom(counter):
         raise RuntimeError("boom")

@@ -396,6 +396,32 @@ def test_gpu_split_channel_backward(rng, shape, axis, p, dtype):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("shape", [(3, 9, 200), (4, 1, 150)])
+@pytest.mark.parametrize("p,dtype", [(2.0, np.float32), (1.0, np.float32), (np.inf, np.float32), (1.0, np.float64)])
+def test_gpu_fused_channels(rng, shape, p, dtype):
+    """C < 64 along axis 1: the thread-per-column forward and fused backward of the fixed
+    kinds (32-bit in-column offsets, four elements per step then one; C = 1 has no full
+    step), 4 warps per block x 4 blocks over 600 columns: each thread takes two columns
+    (the (o, j) stepping wraps j), the last block partly idle."""
+    from numbanorm._cuda import _layout
+    from numbanorm._cuda._normalize_channels import fits32
+
+    assert fits32(2**31, 1) and not fits32(2**32 - 4, 1) and not fits32(2**30, 4)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[::11] = 0.0
+    x[1, 0, 3] = np.nan
+    g = rng.standard_normal(shape).astype(dtype)
+    cpu = normalize(x, p, 1), normalize_backward(g, x, p, 1)
+    with _layout.launch_settings(threads_per_block=128, max_blocks=4):
+        with _dispatch.force_device("cuda"):
+            gpu = normalize(x, p, 1), normalize_backward(g, x, p, 1)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for u, v in zip(cpu, gpu):
+        np.testing.assert_allclose(v, u, rtol=tol, atol=tol)
+        assert np.isnan(v[1, :, 3]).all() and not np.isnan(np.delete(v, 3, axis=2)).any()
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("axis", [1, 0])
 def test_gpu_inf_ties_zero_and_nan_vectors(small_blocks, axis):
     """p = inf (compile-time kernels): the gradient is shared by the ties |x| = max,

@@ -72,10 +72,13 @@ BUDGET_OTHER = [
     ("_normalize_rows", "_rows_forward_warp_pinf", 256),
     ("_normalize_rows", "_rows_forward_block_pinf", 256),
     ("_normalize_channels", "_chan_partial_pinf", 256),
+    ("_normalize_channels", "_chan_forward_pinf", 256),
     # the split channel backward (p = 2, 1; C >= 64): (norm, sum dy x) partials, p = 2 write pass
     ("_normalize_channels", "_chan_grad_partial_p2", 256),
     ("_normalize_channels", "_chan_grad_partial_p1", 256),
     ("_normalize_channels", "_chan_grad_apply_p2", 256),
+    # the fused channel backward (C < 64), p = 2: 32-bit in-column offsets from column pointers
+    ("_normalize_channels", "_chan_backward_p2", 256),
     # weight standardization rows (float32: one shifted pass of float64 sums, then the write)
     ("weight_standardize", "_forward_warp", 256),
     ("weight_standardize", "_forward_block", 256),

@@ -41,10 +41,12 @@ and the float64 remainder (the same split keeps the backward's ``Σ dy·(x − �
 float64).
 
 Threads: every kernel is a serial chunk kernel compiled ``nogil=True`` that takes chunks of
-its work items from a shared counter; :func:`._threads.launch` runs it on a pool of Python
-threads, or calls it once (one chunk) below ``SERIAL_THRESHOLD`` elements, so a small and a
-large call share their compiled code (a ``prange`` kernel is four LLVM modules, each
-re-optimising the inlined loop body: about half of a large first call's compile time).
+its work items from a shared counter; :func:`._threads.launch_pass` runs it on a pool of
+Python threads, at most one per :data:`._threads.PASS_GRAIN` elements (a helper costs more
+than it saves on a smaller pass), or calls it once (one chunk) below ``SERIAL_THRESHOLD``
+elements or two grains, so a small and a large call share their compiled code (a ``prange``
+kernel is four LLVM modules, each re-optimising the inlined loop body: about half of a large
+first call's compile time).
 
 This module holds the entry points (``stats``, ``normalize``, ``forward``, ``backward``,
 ``fill``) and the choice of kernel family; the kernels are in :mod:`._channels_forward`
@@ -62,7 +64,8 @@ from ._channels_forward import _rows_forward, _slab_forward
 from ._channels_grad import _expand_mean, _grad_apply_inner, _grad_apply_last, _grad_coefficients, _grad_eval_inner
 from ._channels_grad import _grad_eval_last, _grad_moments_inner, _grad_moments_last, _merge_partials, _param_grads
 from ._channels_grad import _rows_backward, _slab_backward
-from ._threads import SERIAL_COUNTER, launch
+from ._threads import SERIAL_COUNTER
+from ._threads import launch_pass as launch  # at most one thread per PASS_GRAIN elements
 
 #: the fused kernels parallelize over rows / samples: they need at least this many of them.
 ROWS_MIN = 8

@@ -144,7 +144,9 @@ def _moments_last(x, ko, p1, p2, t1, t2, nch, counter):
     while ch < nch:
         for it in range(ch * n // nch, (ch + 1) * n // nch):
             b, r = _split(it, ko)
-            _slab_moments(x[b], r * no // ko, (r + 1) * no // ko, x[b, 0], p1[b, r], p2[b, r], t1[it], t2[it])
+            o0 = r * no // ko
+            o1 = (r + 1) * no // ko
+            _slab_moments(x[b, o0:o1], 0, o1 - o0, x[b, 0], p1[b, r], p2[b, r], t1[it], t2[it])
         ch = later_chunk(counter, nch)
 
 
@@ -185,6 +187,19 @@ def _apply_inner(x, mean, scale, shift, out, nch, counter):
         ch = later_chunk(counter, nch)
 
 
+@njit(**_opts, inline="always")
+def _apply_rows(x2, m, s, h, y2):
+    """y2 = (x2 − m) · s + h row by row for a run of channels-last rows ``x2`` (O', C).
+
+    Loops over the whole of a sliced run, not over an ``o0..o1`` range of the sample's
+    slab: LLVM's code for the latter took ~1.6x the time on (1, 100352, 64) float32."""
+    for o in range(x2.shape[0]):
+        xr = x2[o]
+        yr = y2[o]
+        for c in range(x2.shape[1]):
+            yr[c] = (xr[c] - m[c]) * s[c] + h[c]
+
+
 @njit(nogil=True, **_opts)
 def _apply_last(x, mean, scale, shift, out, nch, counter):
     """out = (x − mean[b,c]) · scale[b,c] + shift[b,c] for the (B, O, C) view, chunks of the
@@ -198,14 +213,7 @@ def _apply_last(x, mean, scale, shift, out, nch, counter):
         while t < t1:
             b, o0 = _split(t, no)
             o1 = min(no, o0 + (t1 - t))
-            m = mean[b]
-            s = scale[b]
-            h = shift[b]
-            for o in range(o0, o1):
-                xr = x[b, o]
-                yr = out[b, o]
-                for c in range(nc):
-                    yr[c] = (xr[c] - m[c]) * s[c] + h[c]
+            _apply_rows(x[b, o0:o1], mean[b], scale[b], shift[b], out[b, o0:o1])
             t += o1 - o0
         ch = later_chunk(counter, nch)
 
@@ -310,11 +318,7 @@ def _slab_forward(x, groups, eps, weight, bias, out, mean, rstd, var, acc, tmp, 
                     sc = r * weight[c]
                     s_t[c] = sc
                     h_t[c] = bias[c] - (mu - m_t[c]) * sc
-            for o in range(no):
-                xr = x[b, o]
-                yr = out[b, o]
-                for c in range(nc):
-                    yr[c] = (xr[c] - m_t[c]) * s_t[c] + h_t[c]
+            _apply_rows(x[b], m_t, s_t, h_t, out[b])
         ch = later_chunk(counter, nch)
 
 

@@ -121,8 +121,9 @@ def _grad_moments_last(dy, x, mean, ko, q1, q2, t1, t2, nch, counter):
     while ch < nch:
         for it in range(ch * n // nch, (ch + 1) * n // nch):
             b, r = _split(it, ko)
-            _slab_grad_sums(dy[b], x[b], r * no // ko, (r + 1) * no // ko, mean[b], q1[b, r], q2[b, r],
-                            t1[it], t2[it])
+            o0 = r * no // ko
+            o1 = (r + 1) * no // ko  # a sliced run (see _channels_forward._apply_rows)
+            _slab_grad_sums(dy[b, o0:o1], x[b, o0:o1], 0, o1 - o0, mean[b], q1[b, r], q2[b, r], t1[it], t2[it])
         ch = later_chunk(counter, nch)
 
 
@@ -155,13 +156,15 @@ def _grad_eval_last(dy, x, mean, alpha, ko, q1, q2, dx, t1, t2, nch, counter):
             b, r = _split(it, ko)
             o0 = r * no // ko
             o1 = (r + 1) * no // ko
+            g2 = dy[b, o0:o1]  # sliced runs (see _channels_forward._apply_rows)
+            d2 = dx[b, o0:o1]
             a = alpha[b]
-            for o in range(o0, o1):
-                gr = dy[b, o]
-                dr = dx[b, o]
+            for o in range(g2.shape[0]):
+                gr = g2[o]
+                dr = d2[o]
                 for c in range(nc):
                     dr[c] = a[c] * gr[c]
-            _slab_grad_sums(dy[b], x[b], o0, o1, mean[b], q1[b, r], q2[b, r], t1[it], t2[it])
+            _slab_grad_sums(g2, x[b, o0:o1], 0, o1 - o0, mean[b], q1[b, r], q2[b, r], t1[it], t2[it])
         ch = later_chunk(counter, nch)
 
 
@@ -196,6 +199,18 @@ def _grad_apply_inner(dy, x, mean, alpha, beta, gamma, dx, nch, counter):
         ch = later_chunk(counter, nch)
 
 
+@njit(**_opts, inline="always")
+def _grad_apply_rows(g2, x2, m, a, be, ga, d2):
+    """d2 = a·g2 + be·(x2 − m) + ga row by row for a sliced run of channels-last rows (O', C)
+    (loops over the whole run: see :func:`._channels_forward._apply_rows`)."""
+    for o in range(x2.shape[0]):
+        xr = x2[o]
+        gr = g2[o]
+        dr = d2[o]
+        for c in range(x2.shape[1]):
+            dr[c] = a[c] * gr[c] + be[c] * (xr[c] - m[c]) + ga[c]
+
+
 @njit(nogil=True, **_opts)
 def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx, nch, counter):
     """dx = alpha·dy + beta·(x − mean) + gamma, coefficients per (b, c), (B, O, C) view
@@ -209,16 +224,7 @@ def _grad_apply_last(dy, x, mean, alpha, beta, gamma, dx, nch, counter):
         while t < t1:
             b, o0 = _split(t, no)
             o1 = min(no, o0 + (t1 - t))
-            m = mean[b]
-            a = alpha[b]
-            be = beta[b]
-            ga = gamma[b]
-            for o in range(o0, o1):
-                xr = x[b, o]
-                gr = dy[b, o]
-                dr = dx[b, o]
-                for c in range(nc):
-                    dr[c] = a[c] * gr[c] + be[c] * (xr[c] - m[c]) + ga[c]
+            _grad_apply_rows(dy[b, o0:o1], x[b, o0:o1], mean[b], alpha[b], beta[b], gamma[b], dx[b, o0:o1])
             t += o1 - o0
         ch = later_chunk(counter, nch)
 

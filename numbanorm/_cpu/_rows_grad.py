@@ -9,7 +9,8 @@ One kernel serves ``add_layer_norm_backward``, ``add_rms_norm_backward`` and the
   from the output: ``mean = 0, q = 1, c = bias, k = 1/w`` (0 where ``w = 0``).
 * ``g = w · dy``; ``dx = rstd · (g − ḡ − x̂ · mean(g x̂)) + nanfix_j + gs`` (``ḡ`` only
   when ``centered``, i.e. LayerNorm); ``gs`` is the gradient of the residual output
-  ``s`` (skipped when ``gs`` has no rows); ``nanfix`` is 0, or NaN on the columns whose
+  ``s`` (added when ``has_gs``; otherwise ``gs`` is one zero row, read and not added);
+  ``nanfix`` is 0, or NaN on the columns whose
   ``x̂`` cannot be recovered from ``y`` (zero weight).
 * ``dw = Σ_rows dy · x̂`` and ``db = Σ_rows dy`` from per-chunk data-dtype accumulator
   rows flushed every ``FLUSH`` rows into float64 partials, summed in chunk order
@@ -21,9 +22,21 @@ Layout: ``cols`` is ``(4, N)`` = (w, c, k, nanfix), ``rows`` is ``(3, M)`` =
 data). Per row: the two row sums, a pass accumulating dw/db from the cached row, then
 grad_x, written with streaming stores straight from the loop for large outputs (as the
 forwards, :func:`._stream.row_span`; 16-bit values packed in pairs).
+
+Thread mapping: a serial ``nogil`` chunk kernel (:mod:`._threads`, run by
+:func:`.layer_norm.run_chunks`): ``nchunks`` fixed chunks of consecutive rows
+(:func:`.layer_norm._chunks`), one thread below ``SERIAL_THRESHOLD`` elements, else the
+pool's threads taking chunks from a shared counter; results depend on the shape only.
+
+No array argument of an ``inline="always"`` helper may be used only under a branch (as
+``gs`` in :func:`_dx` once was): Numba increfs the inlined parameter at every call and
+decrefs it on each path, its reference-count pruning cannot pair the two across the
+branch, so the loop made two atomic ``NRT_incref``/``NRT_decref`` calls per element and
+did not vectorise (13 ns an element, ~15x the whole kernel serially, worse in threads
+sharing the count's cache line). A ``prange`` body hid it: its gufunc has no refcounts.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.extending import overload
 
 from .. import _config
@@ -31,7 +44,8 @@ from . import _work
 from ._bits import add, code, load, mul, put
 from ._stats import BLOCK, FLUSH, U, sum_chunks
 from ._stream import STREAM_BYTES, nt_store, nt_store2, overlaps, row_span, stream_fence
-from .layer_norm import _chunks
+from ._threads import first_chunk, later_chunk
+from .layer_norm import _chunks, run_chunks
 
 #: the backward reads and writes 16-bit data as bit views (``_ops/_lowp.rows_backward``)
 LOWP = True
@@ -48,8 +62,9 @@ def _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j):
     (:func:`._bits.mul`): the cached, streamed and packed loops round it the same."""
     xh = mul(mul(add(add(load(row, j), -cc[j]), -mu), q), kk[j])
     d = add(mul(r, add(add(mul(load(dy, j), w[j]), -a_t), -mul(xh, b_t))), nanfix[j])
+    gv = load(gr, j)  # unconditional: an array used only under a branch costs a refcount pair per element
     if has_gs:
-        d = add(d, load(gr, j))
+        d = add(d, gv)
     return d
 
 
@@ -74,18 +89,21 @@ def _stream_dx_impl(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, 
     return singles
 
 
-def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream):
+@njit(nogil=True, **_config.JIT_OPTIONS)
+def _backward(grad_out, v, cols, rows, gs, has_gs, centered, grad_x, acc, part, nchunks, stream, counter):
     """Arrays of the compute dtype (``cols``'s), or 16-bit bits for the data (``grad_out``,
-    ``v``, ``gs``) and ``grad_x`` (:mod:`._bits`): loaded as float32, grad_x rounded once."""
+    ``v``, ``gs``) and ``grad_x`` (:mod:`._bits`): loaded as float32, grad_x rounded once.
+    ``gs`` is ``(M, N)`` with ``has_gs``, else a zero ``(1, N)`` row; chunks ``c`` of
+    ``nchunks`` come from ``counter`` (:func:`._threads.first_chunk`)."""
     m, n = v.shape
     t = cols.dtype.type
-    has_gs = gs.shape[0] > 0
     w = cols[0]
     cc = cols[1]
     kk = cols[2]
     nanfix = cols[3]
     gf = grad_x.reshape(-1)
-    for c in prange(nchunks):
+    c = first_chunk(counter, nchunks)
+    while c < nchunks:
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
         aw = acc[0, c]
@@ -96,7 +114,7 @@ def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks,
             r = rows[2, i]
             dy = grad_out[i]
             row = v[i]
-            gr = gs[i if has_gs else 0]  # a row view only (never read without gs)
+            gr = gs[i if has_gs else 0]  # without gs: the zero row (read, never added)
             a = np.float64(0.0)
             b = np.float64(0.0)
             for j0 in range(0, n, BLOCK):
@@ -117,11 +135,14 @@ def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks,
             dst = grad_x[i]
             base = i * n
             h, e = row_span(gf, base, n, stream)
-            for j in range(U(h)):
-                put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
             _stream_dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, gf, base, h, e)
-            for j in range(U(e), U(n)):
-                put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
+            lo = U(0)
+            hi = U(h)
+            for _ in range(2):  # ordinary stores: [0, h) then [e, n); one inlined _dx, not two
+                for j in range(lo, hi):
+                    put(dst, j, _dx(dy, row, gr, has_gs, w, cc, kk, nanfix, mu, q, r, a_t, b_t, j))
+                lo = U(e)
+                hi = U(n)
             if (i - start) % FLUSH == FLUSH - 1 or i == stop - 1:
                 for j in range(U(n)):
                     part[0, c, j] += aw[j]
@@ -130,9 +151,7 @@ def _backward(grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks,
                     ab[j] = 0.0
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
-
-
-_BACKWARD = _config.twins(_backward)
+        c = later_chunk(counter, nchunks)
 
 
 def backward(grad_out, v, cols, rows, grad_s, centered, grad_x, grad_weight, grad_bias):
@@ -145,9 +164,9 @@ def backward(grad_out, v, cols, rows, grad_s, centered, grad_x, grad_weight, gra
     nchunks = _chunks(m)
     part = _work.zeros("rows_grad.part", (2, nchunks, n), np.float64)
     acc = _work.zeros("rows_grad.acc", (2, nchunks, n), cols.dtype)
-    gs = np.empty((0, n), cols.dtype) if grad_s is None else grad_s
+    gs = _work.zeros("rows_grad.no_gs", (1, n), cols.dtype) if grad_s is None else grad_s
     stream = grad_x.nbytes >= STREAM_BYTES and not overlaps(grad_x, grad_out, v, gs)
-    _config.launch(_BACKWARD, v.size, grad_out, v, cols, rows, gs, centered, grad_x, acc, part, nchunks, stream)
+    run_chunks(_backward, v.size, nchunks, grad_out, v, cols, rows, gs, grad_s is not None, centered, grad_x, acc, part, nchunks, stream)
     sum_chunks(part[0], grad_weight)
     sum_chunks(part[1], grad_bias)
     grad_weight += cols[3]

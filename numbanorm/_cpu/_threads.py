@@ -17,18 +17,30 @@ did), so each thread enters compiled code once: a Python-level call per chunk co
 of held GIL each (a 20-argument dispatch), which showed at the parallel threshold.
 Results must not depend on which thread runs which chunk.
 
+The pool: persistent daemon helper threads, each blocked in its own C-level
+``queue.SimpleQueue.get``; a run puts one :class:`_Job` (a lock) on the queues of the helpers it
+wants, runs ``call`` itself, then takes each job's lock, which cancels a job no helper has
+started (on a loaded machine the caller often takes every chunk before a helper is scheduled)
+or waits for a started one. No Futures, Conditions or executor bookkeeping: an 8-chunk launch
+of a trivial kernel on 2 threads cost ~5 µs against ~9.5 µs on a ``ThreadPoolExecutor``
+(TBB's ``prange``: ~2.2 µs; a plain call: ~0.8 µs). The rest is the helper's wake-up and its
+GIL hand-offs, which no Python-level helper avoids; :data:`PASS_GRAIN` keeps passes too
+small to pay for them on fewer threads.
+
 :func:`launch` is the common form: a kernel ``kernel(*args, nch, counter)`` whose ``nch``
 chunks are consecutive ranges of its work items, run in one call (``nch = 1``, no thread
-pool) below :data:`numbanorm._config.SERIAL_THRESHOLD` elements, so a small and a large
-call run the same compiled code.
+pool) below :data:`numbanorm._config.SERIAL_THRESHOLD` elements (or below ``2 × grain`` elements,
+where a caller gives a ``grain``), so a small and a large call run the same compiled code.
 """
+import _thread
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from numba import types
+from numba.np.ufunc import parallel as _parallel
 from numba.extending import intrinsic
 
 from .. import _config
@@ -37,29 +49,95 @@ from .. import _config
 #: processes take fewer; results do not depend on the chunking)
 CHUNKS_PER_THREAD = 4
 
-_POOL = None
+#: elements per thread a memory-bound pass needs before a helper pays for its wake-up
+#: (``launch(..., grain=PASS_GRAIN)``): a pool launch costs ~3-5 µs more than a plain call
+#: (TBB's was ~1.6-2 µs), a helper saves at most half the pass, and an in-cache pass over
+#: 32768 float32 values takes ~2.5 µs, so two threads break even at ~2 × 65536 values
+#: (on a loaded machine, whose helpers rarely wake in time, later still)
+PASS_GRAIN = 65536
+
+#: the helper threads' job queues (:func:`_helpers`); emptied in a forked child
+_QUEUES = []
 _POOL_LOCK = threading.Lock()
 
 
-def _pool():
-    global _POOL
+class _Job:
+    """One helper's share of a :func:`run`: ``lock`` is free until the helper takes the job
+    (``acquire(False)``) and is released by it when its call has returned; after its own
+    call the caller takes it with a blocking ``acquire()``, which either cancels a job no
+    helper has taken yet (the helper's ``acquire(False)`` then fails) or waits for the one
+    running."""
+
+    __slots__ = ("call", "counter", "nch", "lock", "error")
+
+    def __init__(self, call, counter, nch):
+        self.call = call
+        self.counter = counter
+        self.nch = nch
+        self.lock = _thread.allocate_lock()
+        self.error = None
+
+
+def _helper_loop(jobs):
+    """A helper thread: runs the jobs put on its queue (C-level ``SimpleQueue.get``, no
+    Future or Condition objects), skipping those the caller cancelled and those whose
+    chunks are all taken already (no dispatch of a kernel that would find none)."""
+    while True:
+        job = jobs.get()
+        if not job.lock.acquire(False):
+            continue
+        try:
+            if job.counter[0] < job.nch:
+                job.call(job.counter)
+        except BaseException as e:  # re-raised by the caller
+            job.error = e
+        finally:
+            job.lock.release()
+
+
+def _helpers(n):
+    """The queues of at least ``n`` helper threads (started on first use)."""
+    queues = _QUEUES
+    if len(queues) >= n:
+        return queues
     with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1),
-                                       thread_name_prefix="numbanorm-cpu")
-        return _POOL
+        while len(queues) < n:
+            q = queue.SimpleQueue()
+            threading.Thread(target=_helper_loop, args=(q,), daemon=True,
+                             name=f"numbanorm-cpu-{len(queues)}").start()
+            queues.append(q)
+    return queues
 
 
 def _forget_pool():
-    """In a forked child: the parent's pool threads do not exist there, so its pool would
-    queue work nobody runs (the calling thread would then take every chunk itself, and
-    cancel the queued calls: correct, but serial); the child builds its own on first use."""
-    global _POOL, _POOL_LOCK
-    _POOL, _POOL_LOCK = None, threading.Lock()
+    """In a forked child: the parent's helper threads do not exist there, so their queues
+    would hold work nobody runs (the calling thread would then cancel it and take every
+    chunk itself: correct, but serial); the child starts its own on first use."""
+    global _QUEUES, _POOL_LOCK
+    _QUEUES, _POOL_LOCK = [], threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
+
+
+def num_threads():
+    """``numba.get_num_threads()`` (the calling thread's ``numba.set_num_threads`` setting)
+    without its ~2 µs of locks and checks once the threading layer is started: the layer's
+    own getter, which returns that same setting."""
+    get = _GET_NUM_THREADS
+    n = get() if get is not None else 0
+    return n if n > 0 else _first_num_threads()
+
+
+_GET_NUM_THREADS = None
+
+
+def _first_num_threads():
+    global _GET_NUM_THREADS
+    n = numba.get_num_threads()  # starts the threading layer (once)
+    _GET_NUM_THREADS = getattr(_parallel, "_get_num_threads", None)
+    return n
 
 
 @intrinsic
@@ -123,31 +201,60 @@ SERIAL_COUNTER = np.zeros(1, np.int64)
 
 def run(call, nch):
     """``call(counter)`` on up to ``min(numba.get_num_threads(), nch)`` threads at once, the
-    calling one included, with one fresh zero ``counter`` (see the module docstring).
-    Returns when every call has finished; the first exception raised is re-raised."""
+    calling one included, with one fresh zero ``counter`` (see the module docstring); a
+    helper that wakes after every chunk is taken skips its call.
+    Returns when every call has finished; the first exception raised is re-raised (the
+    calling thread's before a helper's)."""
+    _run(call, nch, num_threads())
+
+
+def _run(call, nch, threads):
+    """:func:`run` on at most ``threads`` threads."""
     counter = np.zeros(1, np.int64)
-    helpers = 0 if nch <= 1 else min(numba.get_num_threads(), nch) - 1
+    helpers = 0 if nch <= 1 else min(threads, nch) - 1
     if helpers <= 0:
         call(counter)
         return
-    pool = _pool()
-    futures = [pool.submit(call, counter) for _ in range(helpers)]
+    jobs = [_Job(call, counter, nch) for _ in range(helpers)]
+    for q, job in zip(_helpers(helpers), jobs):
+        q.put(job)
     try:
         call(counter)
     finally:
-        # helpers not started yet have nothing left to do; the others finish their chunk
-        for f in futures:
-            if not f.cancel():
-                f.result()
+        for job in jobs:  # cancels a job not taken yet, or waits for its call to return
+            job.lock.acquire()
+    for job in jobs:
+        if job.error is not None:
+            raise job.error
 
 
-def launch(kernel, size, nitems, *args):
+def launch(kernel, size, nitems, *args, grain=0):
     """``kernel(*args, nch, counter)`` over ``nitems`` work items of a ``size``-element
     input: one call with ``nch = 1`` below :data:`numbanorm._config.SERIAL_THRESHOLD`
-    elements (or for one item), else :func:`run` with ``nch = min(nitems,``
-    :data:`CHUNKS_PER_THREAD` ``× numba.get_num_threads())`` chunks."""
+    elements (or for one item), else :func:`run` on ``threads = min(numba.get_num_threads(),
+    size // grain)`` threads (all of them for ``grain=0``; one call for ``threads < 2``) with
+    ``nch = min(nitems,`` :data:`CHUNKS_PER_THREAD` ``× threads)`` chunks."""
     if size < _config.SERIAL_THRESHOLD or nitems <= 1:
         kernel(*args, 1, SERIAL_COUNTER)
         return
-    nch = min(nitems, CHUNKS_PER_THREAD * numba.get_num_threads())
-    run(lambda counter: kernel(*args, nch, counter), nch)
+    _launch(kernel, size, nitems, args, grain)
+
+
+def launch_pass(kernel, size, nitems, *args):
+    """:func:`launch` with ``grain=``:data:`PASS_GRAIN` (no keyword to merge: a small call's
+    one-chunk path costs what :func:`launch`'s does)."""
+    if size < _config.SERIAL_THRESHOLD or nitems <= 1:
+        kernel(*args, 1, SERIAL_COUNTER)
+        return
+    _launch(kernel, size, nitems, args, PASS_GRAIN)
+
+
+def _launch(kernel, size, nitems, args, grain):
+    threads = num_threads()
+    if grain:
+        threads = min(threads, size // grain)
+        if threads < 2:
+            kernel(*args, 1, SERIAL_COUNTER)
+            return
+    nch = min(nitems, CHUNKS_PER_THREAD * threads)
+    _run(lambda counter: kernel(*args, nch, counter), nch, threads)

@@ -8,16 +8,16 @@ cache; two passes: the one-pass ``mean_var`` compiled to differently ordered sum
 former ``prange``-over-rows kernel and its serial twin, and two passes cost little in cache); the write pass centres on the mean
 rounded to the data dtype, as layer_norm does.
 
-Thread mapping: chunks of filters (rows) taken by a pool of threads (:func:`._threads.launch`:
+Thread mapping: chunks of filters (rows) taken by a pool of threads (:func:`._threads.launch_pass`:
 a serial ``nogil`` chunk kernel, called once below ``SERIAL_THRESHOLD`` elements, so small and
-large calls share compiled code).
+large calls share compiled code; one thread per :data:`._threads.PASS_GRAIN` elements at most).
 """
 import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._stats import mean_var_two_pass
-from ._threads import first_chunk, later_chunk, launch
+from ._threads import first_chunk, later_chunk, launch_pass
 
 
 @njit(nogil=True, **JIT_OPTIONS)
@@ -59,9 +59,9 @@ def _backward(grad_out, w, eps, grad_w, nch, counter):
 
 def forward(w, eps, out):
     """``out[i] = (w[i] - mean(w[i])) / sqrt(var(w[i]) + eps)`` for each filter row."""
-    launch(_forward, w.size, w.shape[0], w, eps, out)
+    launch_pass(_forward, w.size, w.shape[0], w, eps, out)
 
 
 def backward(grad_out, w, eps, grad_w):
     """Gradient of :func:`forward` with respect to ``w`` into ``grad_w`` (M, N)."""
-    launch(_backward, w.size, w.shape[0], grad_out, w, eps, grad_w)
+    launch_pass(_backward, w.size, w.shape[0], grad_out, w, eps, grad_w)

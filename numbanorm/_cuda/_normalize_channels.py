@@ -7,13 +7,26 @@ consecutive ``j`` (coalesced); each thread loops over C (norm, then write; the b
 adds the ``sum dy x`` loop). With too few columns to fill the device the forward cuts C
 into chunks instead: per-chunk partials (``_chan_partial``, grid ``(column blocks,
 chunks)``), merged in chunk order (``_chan_finish``), then the write pass on the same
-grid (``_chan_apply``). Launched by :mod:`.normalize`.
+grid (``_chan_apply``). The fixed kinds' fused backward (C < 64) addresses a column from
+per-column pointers (``column_ptr``) with ``uint32`` offsets stepping by ``inner``
+(columns that do not :func:`fits32` take the runtime kind). Launched by :mod:`.normalize`.
 """
 import functools
+import math
 
-from numba import cuda, float64, uint64
+from numba import cuda, float32, float64, uint32, uint64
 
-from ._normalize_terms import FIXED, PINF, PNINF, SUMS, _acc, _clamp, _factors, _finish, _init, _named, terms
+from ._normalize_terms import (
+    FIXED, P1, PINF, PNINF, SUMS, _acc, _clamp, _factors, _finish, _init, _is_tie, _named, column_ptr, opaque, terms,
+)
+
+
+def fits32(c_len, inner):
+    """Whether the fixed-kind thread-per-column kernels' ``uint32`` in-column offsets
+    cannot wrap: they reach ``(C + 4) · inner`` at most (the four-element steps past the
+    column's end); other columns take the runtime-kind kernels (64-bit offsets), as rows
+    of >= ``ROW32`` elements do."""
+    return (c_len + 4) * inner < 2**32
 
 
 @functools.lru_cache(maxsize=None)
@@ -21,6 +34,7 @@ def channel_kernels(fixed, fp64=False):
     """The channel kernels of one p kind (``fixed`` in :data:`FIXED`, names ending
     ``_p2`` / ``_p1`` / ``_pinf``) or of the runtime kinds (``None``, which adds ``chan_apply``)."""
     K, tag, maxred, kind, scale, gterm, grad_run, dot_run, count_ties = terms(fixed, fp64)
+    DT = float64 if fp64 else float32  # the data dtype
 
     def column(col, ui, span):
         """Flat offset of column ``col = o * inner + j``'s first element."""
@@ -46,6 +60,205 @@ def channel_kernels(fixed, fp64=False):
             d = out.dtype.type(_clamp(_finish(a, pk, p), eps))
             scale(x, out, base, end, ui, d)
             col += uint64(cuda.gridsize(1))
+
+    def col_norm(xp, span, st):
+        """The norm accumulator down one column (offsets as :func:`col_dot`), four per
+        iteration (then one)."""
+        a = _init(K)
+        k = uint32(0)
+        k2 = st
+        k3 = uint32(k2 + st)
+        k4 = uint32(k3 + st)
+        while k4 < span:
+            v1 = float64(xp[k])
+            v2 = float64(xp[k2])
+            v3 = float64(xp[k3])
+            v4 = float64(xp[k4])
+            a = _acc(v4, _acc(v3, _acc(v2, _acc(v1, a, K, 0.0), K, 0.0), K, 0.0), K, 0.0)
+            k = uint32(k4 + st)
+            k2 = uint32(k + st)
+            k3 = uint32(k2 + st)
+            k4 = uint32(k3 + st)
+        while k < span:
+            a = _acc(float64(xp[k]), a, K, 0.0)
+            k = uint32(k + st)
+        return a
+
+    col_norm = cuda.jit(device=True, inline="always")(col_norm)
+
+    def col_scale(xp, op, span, st, d):
+        """``out = x / d`` down one column (as ``terms``' ``scale``: float32 data as
+        ``float32(float64(x) · (1/d))``), four per iteration (then one)."""
+        r = float64(1.0) / float64(d)
+        k = uint32(0)
+        k2 = st
+        k3 = uint32(k2 + st)
+        k4 = uint32(k3 + st)
+        while k4 < span:
+            if fp64:
+                v1, v2, v3, v4 = xp[k] / d, xp[k2] / d, xp[k3] / d, xp[k4] / d
+            else:
+                v1 = float32(float64(xp[k]) * r)
+                v2 = float32(float64(xp[k2]) * r)
+                v3 = float32(float64(xp[k3]) * r)
+                v4 = float32(float64(xp[k4]) * r)
+            op[k] = v1
+            op[k2] = v2
+            op[k3] = v3
+            op[k4] = v4
+            k = uint32(k4 + st)
+            k2 = uint32(k + st)
+            k3 = uint32(k2 + st)
+            k4 = uint32(k3 + st)
+        while k < span:
+            if fp64:
+                op[k] = xp[k] / d
+            else:
+                op[k] = float32(float64(xp[k]) * r)
+            k = uint32(k + st)
+
+    col_scale = cuda.jit(device=True, inline="always")(col_scale)
+
+    def chan_forward32(x, outer, c_len, inner, pk, p, eps, out):
+        """Fixed kinds, columns that :func:`fits32`: thread per column (o, j), addressed
+        as :func:`chan_backward32` does."""
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        s32 = uint32(span)
+        st = uint32(inner)
+        col = uint64(cuda.grid(1))
+        gs = uint64(cuda.gridsize(1))
+        o = col // ui
+        j = col - o * ui
+        go = gs // ui
+        gj = gs - go * ui
+        while o < uint64(outer):
+            base = o * span + j
+            xp = column_ptr(x, base)
+            sc = opaque(s32)  # the same bound and step, not hoisted out of the column loop
+            stc = opaque(st)
+            d = out.dtype.type(_clamp(_finish(col_norm(xp, sc, stc), K, 0.0), eps))
+            col_scale(xp, column_ptr(out, base), sc, stc, d)
+            o += go
+            j += gj
+            if j >= ui:
+                j -= ui
+                o += uint64(1)
+
+    def col_dot(gp, xp, span, st):
+        """(norm accumulator, Σ dy·x) down one column: offsets 0, st, 2·st, ... < span
+        (``uint32``) of the :func:`column_ptr` pointers, four per iteration (then one)."""
+        a = _init(K)
+        s = float64(0.0)
+        k = uint32(0)
+        k2 = st
+        k3 = uint32(k2 + st)
+        k4 = uint32(k3 + st)
+        while k4 < span:
+            v1 = float64(xp[k])
+            v2 = float64(xp[k2])
+            v3 = float64(xp[k3])
+            v4 = float64(xp[k4])
+            a = _acc(v4, _acc(v3, _acc(v2, _acc(v1, a, K, 0.0), K, 0.0), K, 0.0), K, 0.0)
+            s += (float64(gp[k]) * v1 + float64(gp[k2]) * v2) + (float64(gp[k3]) * v3 + float64(gp[k4]) * v4)
+            k = uint32(k4 + st)
+            k2 = uint32(k + st)
+            k3 = uint32(k2 + st)
+            k4 = uint32(k3 + st)
+        while k < span:
+            v = float64(xp[k])
+            a = _acc(v, a, K, 0.0)
+            s += float64(gp[k]) * v
+            k = uint32(k + st)
+        return a, s
+
+    col_dot = cuda.jit(device=True, inline="always")(col_dot)
+
+    def col_ties(xp, span, st, nrm):
+        """The number of ties ``|x| = nrm`` (or NaN) down one column (p = inf)."""
+        cnt = float64(0.0)
+        k = uint32(0)
+        while k < span:
+            if _is_tie(float64(xp[k]), nrm):
+                cnt += 1.0
+            k = uint32(k + st)
+        return cnt
+
+    col_ties = cuda.jit(device=True, inline="always")(col_ties)
+
+    def cterm(v, coef, cr, nrm, rn, cnt):
+        """``gterm`` of the data value ``v``; p = 1: ``coef · sign(v)`` with ``sign(0) = 0``
+        (= ``cr``, ``coef · 0``) formed from ``v`` in its own dtype: no float64 conversion
+        of ``x`` and no 64-bit selects of ``±coef``."""
+        if K == P1:
+            sg = DT(0.0) if v == 0 else math.copysign(DT(1.0), v)
+            return coef * float64(sg)
+        return gterm(float64(v), coef, cr, nrm, rn, K, 0.0, cnt)
+
+    cterm = cuda.jit(device=True, inline="always")(cterm)
+
+    def col_grad(gp, xp, gxp, span, st, s, nrm, eps, cnt):
+        """``dx = dy · inv_d − gterm(x)`` down one column, four per iteration (then one);
+        the float64 factors of ``_factors`` are formed once per column."""
+        inv_d, coef, cr, rn = _factors(s, nrm, eps, K)
+        if K == PINF:  # the tie share of the gradient, one division per column
+            cr = coef / cnt if cnt > 0.0 else 0.0
+        k = uint32(0)
+        k2 = st
+        k3 = uint32(k2 + st)
+        k4 = uint32(k3 + st)
+        while k4 < span:
+            v1 = gp[k] * inv_d - cterm(xp[k], coef, cr, nrm, rn, cnt)
+            v2 = gp[k2] * inv_d - cterm(xp[k2], coef, cr, nrm, rn, cnt)
+            v3 = gp[k3] * inv_d - cterm(xp[k3], coef, cr, nrm, rn, cnt)
+            v4 = gp[k4] * inv_d - cterm(xp[k4], coef, cr, nrm, rn, cnt)
+            gxp[k] = v1
+            gxp[k2] = v2
+            gxp[k3] = v3
+            gxp[k4] = v4
+            k = uint32(k4 + st)
+            k2 = uint32(k + st)
+            k3 = uint32(k2 + st)
+            k4 = uint32(k3 + st)
+        while k < span:
+            gxp[k] = gp[k] * inv_d - cterm(xp[k], coef, cr, nrm, rn, cnt)
+            k = uint32(k + st)
+
+    col_grad = cuda.jit(device=True, inline="always")(col_grad)
+
+    def chan_backward32(grad_out, x, outer, c_len, inner, pk, p, eps, grad_x):
+        """Fixed kinds, columns that :func:`fits32`: thread per column (o, j); the
+        column's arrays are addressed from :func:`column_ptr` pointers with ``uint32``
+        offsets stepping by ``inner`` (one instruction per access, see ``column_ptr``)."""
+        ui = uint64(inner)
+        span = uint64(c_len) * ui
+        s32 = uint32(span)
+        st = uint32(inner)
+        # the column (o, j) of col = o * inner + j, stepped by the grid size without a
+        # 64-bit division per column (one per thread)
+        col = uint64(cuda.grid(1))
+        gs = uint64(cuda.gridsize(1))
+        o = col // ui
+        j = col - o * ui
+        go = gs // ui
+        gj = gs - go * ui
+        while o < uint64(outer):
+            base = o * span + j
+            gp = column_ptr(grad_out, base)
+            xp = column_ptr(x, base)
+            sc = opaque(s32)  # the same bound and step, not hoisted out of the column loop
+            stc = opaque(st)
+            a, s = col_dot(gp, xp, sc, stc)
+            nrm = _finish(a, K, 0.0)
+            cnt = float64(0.0)
+            if maxred:
+                cnt = col_ties(xp, sc, stc, nrm)
+            col_grad(gp, xp, column_ptr(grad_x, base), sc, stc, s, nrm, eps, cnt)
+            o += go
+            j += gj
+            if j >= ui:
+                j -= ui
+                o += uint64(1)
 
     def chan_backward(grad_out, x, outer, c_len, inner, pk, p, eps, grad_x):
         pk = kind(pk)
@@ -149,8 +362,8 @@ def channel_kernels(fixed, fp64=False):
     chan_backward.__name__ = "_chan_backward"
     chan_partial.__name__ = "_chan_partial"
     out = {
-        "chan_forward": _named(chan_forward, "_chan_forward" + tag),
-        "chan_backward": _named(chan_backward, "_chan_backward" + tag),
+        "chan_forward": _named(chan_forward if fixed is None else chan_forward32, "_chan_forward" + tag),
+        "chan_backward": _named(chan_backward if fixed is None else chan_backward32, "_chan_backward" + tag),
         "chan_partial": _named(chan_partial, "_chan_partial" + tag),
     }
     if fixed is None:

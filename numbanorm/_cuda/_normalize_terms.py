@@ -11,7 +11,11 @@ float64, element-wise outputs are in the data dtype.
 import functools
 import math
 
-from numba import cuda, float32, float64
+from llvmlite import ir
+from numba import cuda, float32, float64, types
+from numba.cuda.extending import intrinsic
+
+from ._launch import SIMULATOR
 
 P2, P1, PINF, PGEN, PNINF, P0 = 0, 1, 2, 3, 4, 5
 INF = math.inf
@@ -98,6 +102,56 @@ def _factors(s, nrm, eps, pk):
 def _is_tie(v, nrm):
     av = abs(v)
     return av == nrm or av != av
+
+
+if SIMULATOR:  # the simulator runs Python: a NumPy view from the column's start
+    def column_ptr(arr, base):
+        """``arr[base:]`` (simulator twin of the compiled intrinsic)."""
+        return arr[base:]
+
+    def opaque(v):
+        """``v`` (simulator twin of the compiled intrinsic)."""
+        return v
+else:
+    @intrinsic
+    def opaque(typingctx, v):
+        """``v`` (a 32-bit unsigned integer) through a volatile inline PTX ``mov``: a value
+        the compiler cannot treat as loop-invariant. A loop over columns that takes the
+        in-column bound from it is not unswitched on conditions of that bound (e.g.
+        whether ``C >= 2`` or C is odd), which would lay out extra copies of the element
+        loops (the SASS count would add them; the work per element is the same)."""
+        if v != types.uint32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            i32 = ir.IntType(32)
+            return builder.asm(ir.FunctionType(i32, [i32]), "mov.u32 $0, $1;", "=r,r", [args[0]], True)
+
+        return types.uint32(v), codegen
+
+    @intrinsic
+    def column_ptr(typingctx, arr, base):
+        """A pointer to ``arr[base]`` (``arr`` a contiguous device array, ``base`` an
+        unsigned element offset) that the compiler cannot fold back into ``arr``'s data
+        pointer: indexed with a ``uint32`` offset ``k`` it addresses ``ptr + k·itemsize`` with one
+        ``IMAD.WIDE.U32`` per access (a flat ``arr[base + k]`` costs 64-bit index math per
+        array and element). The pointer is passed through ``cvta.to.global`` (inline PTX:
+        opaque to LLVM, the identity on global memory) and addresses global memory, so
+        the loads stay ``LDG``. Valid for ``k`` < 2**32 elements past ``base``; no bounds
+        check (callers keep ``base + k`` inside ``arr``)."""
+        if not isinstance(arr, types.Array) or not isinstance(base, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            p = builder.gep(data, [args[1]])
+            i64 = ir.IntType(64)
+            fty = ir.FunctionType(i64, [i64])
+            v = builder.asm(fty, "cvta.to.global.u64 $0, $1;", "=l,l", [builder.ptrtoint(p, i64)], False)
+            g = builder.inttoptr(v, ir.PointerType(p.type.pointee, addrspace=1))
+            return builder.addrspacecast(g, p.type)
+
+        return types.CPointer(arr.dtype)(arr, base), codegen
 
 
 def _named(fn, name):

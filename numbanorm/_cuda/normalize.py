@@ -31,7 +31,7 @@ import functools
 import math
 
 from . import _layout, _plan
-from ._normalize_channels import _chan_finish, _chan_grad_finish, channel_kernels
+from ._normalize_channels import _chan_finish, _chan_grad_finish, channel_kernels, fits32
 from ._normalize_rows import row_kernels
 from ._normalize_terms import (  # noqa: F401 - the element terms, re-exported for _rows_lowp
     FIXED, P0, P1, P2, PGEN, PINF, PNINF, SUMS, _acc, _clamp, _dnorm, _finish, _init, _is_tie,
@@ -111,8 +111,9 @@ def forward_channels(x, p, eps, out):
     if blocks < 2 * _plan.sm_count() and c_len >= 64:
         _forward_channels_split(x, p, eps, out)
         return
-    _kernels(_pkind(p), x.dtype)["chan_forward"][blocks, threads, _layout.stream()](
-        _flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(out))
+    # the fixed kinds' 32-bit in-column offsets: columns that do not fit take the runtime kind
+    ks = _kernels(_pkind(p), x.dtype) if fits32(c_len, inner) else kernels(None, x.dtype == "float64")
+    ks["chan_forward"][blocks, threads, _layout.stream()](_flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(out))
 
 
 def _forward_channels_split(x, p, eps, out):
@@ -138,7 +139,9 @@ def backward_channels(grad_out, x, p, eps, grad_x):
         _backward_channels_split(grad_out, x, p, eps, grad_x)
         return
     blocks, threads = _layout.launch_1d(outer * inner)
-    _kernels(_pkind(p), x.dtype)["chan_backward"][blocks, threads, _layout.stream()](
+    # the fixed kinds' 32-bit in-column offsets: columns that do not fit take the runtime kind
+    ks = _kernels(_pkind(p), x.dtype) if fits32(c_len, inner) else kernels(None, x.dtype == "float64")
+    ks["chan_backward"][blocks, threads, _layout.stream()](
         _flat(grad_out), _flat(x), *x.shape, _pkind(p), float(p), float(eps), _flat(grad_x))
 
 
