@@ -122,7 +122,7 @@ class View:
         ``xa`` is the input the kernel reads: an ``out`` overlapping it other than exactly
         (``out=x``) gets a scratch buffer (:class:`._common.Output`).
         """
-        if out_a is not None and getattr(dev, "kind", None) == "numpy":
+        if out_a is not None and dev.name == "cuda" and getattr(dev, "kind", None) == "numpy":
             # NumPy arrays forced onto the GPU (tests): out_a is a device copy of the
             # caller's out; compute into a device buffer and copy the result back
             buf, fin = self.output(dev, None, None, ctype, rtype, xa)

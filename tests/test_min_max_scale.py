@@ -180,6 +180,25 @@ def test_parallel_serial_and_thread_count_bitwise(rng, monkeypatch):
     np.testing.assert_allclose(y_par, _ref(x), rtol=1e-12, atol=1e-12)
 
 
+def test_segments_extrema_lanes(rng):
+    # (I > 1) extrema: runs that are not a multiple of the lane count, NaN anywhere (also
+    # in the tail), a channel of NaN only, an extreme in the last element of a run
+    from numbanorm._cpu import min_max_scale as kern
+
+    for dtype in (np.float32, np.float64):
+        x = rng.normal(size=(3, 4, 3 * kern.LANES + 5)).astype(dtype)
+        x[rng.random(x.shape) < 0.05] = np.nan
+        x[:, 2] = np.nan
+        x[1, 0, -1] = 9.0
+        x[2, 3, -2] = -9.0
+        mn, mx = np.empty(4), np.empty(4)
+        kern.extrema(x, mn, mx)
+        keep = [0, 1, 3]
+        np.testing.assert_array_equal(mn[keep], np.nanmin(x[:, keep], axis=(0, 2)))
+        np.testing.assert_array_equal(mx[keep], np.nanmax(x[:, keep], axis=(0, 2)))
+        assert mn[2] > mx[2]  # no value: +inf, -inf
+
+
 def test_big_paths(rng):
     for x, axis in [(rng.normal(size=(600, 1500)), 0), (rng.normal(size=(3, 2, 40000)) - 7, (0, 2)),
                     (rng.normal(size=(90000,)), 0)]:

@@ -256,6 +256,53 @@ def test_segments_path_with_nan_and_inf(rng):
     np.testing.assert_allclose(y[:, [0, 2]], _ref(x[:, [0, 2]], (0, 2)), rtol=1e-10, atol=1e-10)
 
 
+def test_rows_blocks_with_and_without_nan(rng):
+    # (I == 1) blocks of ROW_BLOCK rows: NaN-free blocks take the one-pass loop about their
+    # first row, a block holding a NaN (or inf) or whose first row is an outlier the
+    # NaN-skipping two passes; both feed one per-column merge
+    from numbanorm._cpu import standardize as kern
+
+    rows = 5 * kern.ROW_BLOCK + 7
+    x = rng.normal(size=(rows, 4)) * 3 + 50
+    x[kern.ROW_BLOCK + 3, 1] = np.nan  # one block of column 1
+    x[3 * kern.ROW_BLOCK:4 * kern.ROW_BLOCK, 2] = np.nan  # a whole block of column 2
+    x[-1, 3] = np.inf  # the last block of column 3
+    x[2 * kern.ROW_BLOCK, 0] = 1e7  # a block whose first row is far from its mean
+    y = standardize(x)
+    np.testing.assert_array_equal(np.isnan(y[:, :3]), np.isnan(x[:, :3]))
+    assert np.isnan(y[:, 3]).all()
+    np.testing.assert_allclose(y[:, :3], _ref(x[:, :3]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dims", [(300, 7, 1), (3, 5, 700), (1, 1, 2000)])
+@pytest.mark.parametrize("ones", ["mul", "div", None])
+def test_transform_streamed_and_cached_match_numpy(rng, monkeypatch, dims, ones):
+    # the shared transform: float64 ((x - sub) * mul) / div + add as NumPy computes it,
+    # bitwise, with non-temporal stores (threshold lowered) and without, clipped or not
+    from numbanorm._cpu import _transform
+
+    c = dims[1]
+    sub, mul, div, add = rng.normal(size=(4, c))
+    div += 3.0
+    if ones == "mul":
+        mul[:] = 1.0
+    elif ones == "div":
+        div[:] = 1.0
+    for dtype in (np.float32, np.float64):
+        x = rng.normal(size=dims).astype(dtype)
+        x.reshape(-1)[::11] = np.nan
+        p = [a.reshape(1, c, 1) for a in (sub, mul, div, add)]
+        want = ((x.astype(np.float64) - p[0]) * p[1]) / p[2] + p[3]
+        for clip in (False, True):
+            expected = (np.clip(want, -0.5, 0.7) if clip else want).astype(dtype)
+            for threshold in (0, 1 << 62):
+                monkeypatch.setattr(_transform, "STREAM_BYTES", threshold)
+                monkeypatch.setattr(_config, "SERIAL_THRESHOLD", 64)  # several chunks
+                out = np.empty_like(x)
+                _transform.transform(x, sub, mul, div, add, -0.5, 0.7, clip, out)
+                np.testing.assert_array_equal(out, expected)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),

@@ -22,10 +22,19 @@ from .. import _config
 from ._threads import first_chunk, later_chunk, launch
 from .standardize import row_plan, seg_plan, transform  # noqa: F401  (transform: shared pass)
 
+#: unsigned index type (no wrap-around checks: the loops vectorise)
+U = np.uintp
+
+#: running minima/maxima per (piece, channel) item of the (I > 1) kernel (four AVX-512
+#: float32 vectors' worth, eight of float64: (32, 64, 3136) float32 one thread 2.5 ms
+#: with 16, 2.1 with 32, 2.0 with 64, 1.8 with 256, 2.4 with 1024, all under load)
+LANES = 64
+
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
     r, c = x.shape
+    xf = x.reshape(-1)  # rows read with unsigned flat offsets (no wrap-around checks)
     p = pmn.shape[0]
     tile = scratch.shape[2]
     nitems = p * ntiles
@@ -42,9 +51,9 @@ def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
                 lo[j] = np.inf
                 hi[j] = -np.inf
             for i in range(k * r // p, (k + 1) * r // p):
-                xr = x[i, c0:c1]
-                for j in range(nc):
-                    v = xr[j]
+                base = U(i * c + c0)
+                for j in range(U(nc)):
+                    v = xf[base + j]
                     # NaN compares false: skipped
                     lo[j] = v if v < lo[j] else lo[j]
                     hi[j] = v if v > hi[j] else hi[j]
@@ -55,29 +64,52 @@ def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
 
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
-def _extrema_segs(x, pmn, pmx, nch, counter):
+def _extrema_segs(x, pmn, pmx, scratch, nch, counter):
+    """Per (piece, channel) item: the piece's contiguous runs ``x[o, ch, i0:i1]`` folded
+    into ``LANES`` running minima and maxima (data dtype, ``scratch[t]``), lane j taking
+    the elements ``≡ j`` mod ``LANES`` of each run: an elementwise loop that vectorises
+    (a single running min/max is a floating-point select reduction, which LLVM does not
+    vectorise without no-NaNs fast math), reduced over the lanes at the end."""
     o, c, ni = x.shape
+    xf = x.reshape(-1)
     p = pmn.shape[0]
     total = o * ni
     nitems = p * c
+    lanes = scratch.shape[2]
     chunk = first_chunk(counter, nch)
     while chunk < nch:
         for t in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
             k = t // c
             ch = t % c
-            lo_v = np.inf
-            hi_v = -np.inf
+            lo = scratch[t, 0]
+            hi = scratch[t, 1]
+            for j in range(U(lanes)):
+                lo[j] = np.inf
+                hi[j] = -np.inf
             pos = k * total // p
             stop = (k + 1) * total // p
             while pos < stop:
                 oo = pos // ni
                 i0 = pos % ni
-                i1 = min(ni, i0 + (stop - pos))
-                for i in range(i0, i1):
-                    v = np.float64(x[oo, ch, i])
-                    lo_v = v if v < lo_v else lo_v
-                    hi_v = v if v > hi_v else hi_v
-                pos += i1 - i0
+                n = min(ni, i0 + (stop - pos)) - i0
+                base = U((oo * c + ch) * ni + i0)
+                full = U(n // lanes * lanes)
+                for b in range(U(0), full, U(lanes)):
+                    for j in range(U(lanes)):
+                        v = xf[base + b + j]
+                        # NaN compares false: skipped
+                        lo[j] = v if v < lo[j] else lo[j]
+                        hi[j] = v if v > hi[j] else hi[j]
+                for j in range(U(n) - full):
+                    v = xf[base + full + j]
+                    lo[j] = v if v < lo[j] else lo[j]
+                    hi[j] = v if v > hi[j] else hi[j]
+                pos += n
+            lo_v = np.inf
+            hi_v = -np.inf
+            for j in range(U(lanes)):
+                lo_v = lo[j] if lo[j] < lo_v else lo_v
+                hi_v = hi[j] if hi[j] > hi_v else hi_v
             pmn[k, ch] = lo_v
             pmx[k, ch] = hi_v
         chunk = later_chunk(counter, nch)
@@ -120,7 +152,8 @@ def extrema(x, mn, mx):
         p = seg_plan(o, ni)
         pmn = np.empty((p, c))
         pmx = np.empty((p, c))
-        args = (p * c, x, pmn, pmx)
+        scratch = np.empty((p * c, 2, LANES), x.dtype)
+        args = (p * c, x, pmn, pmx, scratch)
         kern = _EXTREMA_SEGS
     launch(kern, size, *args)
     _combine(pmn, pmx, mn, mx)

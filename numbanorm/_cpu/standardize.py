@@ -17,14 +17,17 @@ on the shape (never on the thread count or scheduling).
 Thread mapping:
 - I == 1 (features in the fast dimension): chunks of (row chunk × column tile) items;
   a row chunk has >= ``ROW_BLOCK`` rows (at most ``REDUCE_CHUNKS`` chunks), a tile is
-  ``COL_TILE`` columns; the inner loop runs over contiguous columns (vectorised).
+  ``COL_TILE`` columns; the inner loop runs over contiguous columns (vectorised). A
+  block of ``ROW_BLOCK`` rows whose plain sums are all finite holds no NaN or inf and
+  takes loops without per-element tests (the same sums); other blocks are summed again
+  by the NaN-skipping loops.
 - I > 1: chunks of (piece × channel) items, a piece being a contiguous range of the
   flattened ``O × I`` positions of one channel; inner loops over contiguous ``I`` runs of at
   most ``SEG_BLOCK`` values, each two-pass, with plain (vectorised) sums and a careful
   NaN-skipping loop only for runs whose sum shows a NaN or inf.
-- :func:`transform` (y = ((x − sub) · mul) / div + add, optionally clipped): chunks of
-  row blocks (I == 1) or over (o, c, inner block) runs (I > 1). It is compiled without
-  fastmath so its rounding is exactly scikit-learn's sequence of in-place operations.
+- :func:`transform` (y = ((x − sub) · mul) / div + add, optionally clipped) lives in
+  :mod:`._transform` (re-exported here): flat vectorised runs, non-temporal stores for
+  large outputs, no fastmath (scikit-learn's rounding).
 
 Every kernel is a serial chunk kernel compiled ``nogil=True``, run on a pool of threads by
 :func:`._threads.launch` (one call, one chunk, below ``SERIAL_THRESHOLD`` elements), so a
@@ -36,11 +39,10 @@ from numba import njit
 from .. import _config
 from .._config import FASTMATH, REDUCE_CHUNKS
 from ._threads import first_chunk, later_chunk, launch
+from ._transform import EXACT, transform  # noqa: F401  (the shared scaling pass, re-exported)
 
-
-#: options of the chunk kernels *without* fastmath (elementwise kernels whose rounding must
-#: be exactly NumPy's)
-EXACT = dict(cache=True, error_model="numpy", nogil=True)
+#: unsigned index type (no wrap-around checks: the column loops vectorise)
+U = np.uintp
 
 
 #: rows of an (I == 1) block processed twice while in cache.
@@ -125,8 +127,11 @@ def seg_plan(o, i):
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
     """Partial (count, mean, M2) per (row chunk, column) of the (R, C) ``x``; ``w``: None
-    (unweighted: the weighted loops are pruned at compile time) or (R,) sample weights."""
+    (unweighted: the weighted loops are pruned at compile time) or (R,) sample weights.
+    Rows are read through the flat array with unsigned offsets (``U``) so every
+    column loop vectorises (sliced 2-D rows did not)."""
     r, c = x.shape
+    xf = x.reshape(-1)
     p = pc.shape[0]
     tile = scratch.shape[2]
     ntiles = (c + tile - 1) // tile
@@ -137,14 +142,16 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
             k = t // ntiles
             c0 = (t % ntiles) * tile
             c1 = min(c, c0 + tile)
-            nc = c1 - c0
+            nc = U(c1 - c0)
             r0 = k * r // p
             r1 = (k + 1) * r // p
             bm = scratch[t, 0]
             bn = scratch[t, 1]
             bd = scratch[t, 2]
             bq = scratch[t, 3]
-            sh = shift[c0:c1]
+            sh = scratch[t, 4]
+            for j in range(nc):
+                sh[j] = shift[c0 + j]
             for b0 in range(r0, r1, ROW_BLOCK):
                 b1 = min(r1, b0 + ROW_BLOCK)
                 for j in range(nc):
@@ -152,56 +159,110 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                     bn[j] = 0.0
                     bd[j] = 0.0
                     bq[j] = 0.0
+                # Unweighted, first one pass about the block's first row K (Σ d, Σ d² of
+                # d = x − K, no per-element test): kept when every sum is finite (no NaN or
+                # inf in the block) and K is within four standard deviations of the block
+                # mean ((mean − K)² <= 16 var, i.e. 17 (Σd)² <= 16 n Σd²: Σd² − (Σd)²/n then
+                # loses at most ~17 ulps, far below the tests' 1e-12; random data fails it for
+                # ~6e-5 of its columns); any other block takes the two passes below.
+                fast = False
+                if w is None:
+                    k0 = U(b0 * c + c0)
+                    for j in range(nc):
+                        bm[j] = np.float64(xf[k0 + j])
+                    for i in range(b0, b1):
+                        base = U(i * c + c0)
+                        for j in range(nc):
+                            d = np.float64(xf[base + j]) - bm[j]
+                            bd[j] += d
+                            bq[j] += d * d
+                    nrow = np.float64(b1 - b0)
+                    probe = 0.0
+                    far = 0.0
+                    for j in range(nc):
+                        probe += (bm[j] + bq[j]) * 0.0  # NaN iff K or Σd² is NaN or inf
+                        far += 1.0 if 17.0 * bd[j] * bd[j] > 16.0 * nrow * bq[j] else 0.0
+                    fast = probe == 0.0 and far == 0.0
+                    for j in range(nc):
+                        if fast:
+                            bn[j] = nrow
+                            bm[j] = bm[j] - sh[j]  # K relative to the channel shift
+                        else:
+                            bm[j] = 0.0
+                            bd[j] = 0.0
+                            bq[j] = 0.0
                 # pass 1: (weighted) sums and counts of the non-NaN values; the weighted and
                 # unweighted loops are written out separately so both vectorise over columns
                 if w is not None:
                     for i in range(b0, b1):
-                        xr = x[i, c0:c1]
+                        base = U(i * c + c0)
                         wi = w[i]
                         for j in range(nc):
-                            v = np.float64(xr[j]) - sh[j]
+                            v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             bm[j] += wi * v if ok else 0.0
                             bn[j] += wi if ok else 0.0
-                else:
+                elif not fast:
                     for i in range(b0, b1):
-                        xr = x[i, c0:c1]
+                        base = U(i * c + c0)
                         for j in range(nc):
-                            v = np.float64(xr[j]) - sh[j]
+                            v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             bm[j] += v if ok else 0.0
                             bn[j] += 1.0 if ok else 0.0
-                for j in range(nc):
-                    bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
+                if not fast:
+                    for j in range(nc):
+                        bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
                 # pass 2 (the block is still in cache): Σ w·d and Σ w·d² of the deviations
-                if w is not None:
+                if fast:
+                    pass
+                elif w is not None:
                     for i in range(b0, b1):
-                        xr = x[i, c0:c1]
+                        base = U(i * c + c0)
                         wi = w[i]
                         for j in range(nc):
-                            v = np.float64(xr[j]) - sh[j]
+                            v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             d = v - bm[j]
                             bd[j] += wi * d if ok else 0.0
                             bq[j] += wi * d * d if ok else 0.0
                 else:
                     for i in range(b0, b1):
-                        xr = x[i, c0:c1]
+                        base = U(i * c + c0)
                         for j in range(nc):
-                            v = np.float64(xr[j]) - sh[j]
+                            v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             d = v - bm[j]
                             bd[j] += d if ok else 0.0
                             bq[j] += d * d if ok else 0.0
+                pck = pc[k]
+                pmk = pm[k]
+                pqk = pq[k]
+                if fast:  # nb > 0 everywhere: _chan's update, as selects (the loop vectorises)
+                    for j in range(nc):
+                        nb = bn[j]
+                        mb = bm[j] + bd[j] / nb
+                        qb = bq[j] - bd[j] * (bd[j] / nb)
+                        q_ = U(c0) + j
+                        na = pck[q_]
+                        ma = pmk[q_]
+                        n = na + nb
+                        d = mb - ma
+                        f = nb / n
+                        pmk[q_] = mb if na == 0.0 else ma + d * f
+                        pqk[q_] = qb if na == 0.0 else pqk[q_] + qb + d * d * (na * f)
+                        pck[q_] = n
+                    continue
                 for j in range(nc):
                     nb = bn[j]
                     if nb != 0.0:
                         mb = bm[j] + bd[j] / nb
                         qb = bq[j] - bd[j] * (bd[j] / nb)
-                        n, m, q = _chan(pc[k, c0 + j], pm[k, c0 + j], pq[k, c0 + j], nb, mb, qb)
-                        pc[k, c0 + j] = n
-                        pm[k, c0 + j] = m
-                        pq[k, c0 + j] = q
+                        q_ = U(c0) + j
+                        n, m, q = _chan(pck[q_], pmk[q_], pqk[q_], nb, mb, qb)
+                        pck[q_] = n
+                        pmk[q_] = m
+                        pqk[q_] = q
         chunk = later_chunk(counter, nch)
 
 
@@ -288,7 +349,7 @@ def moments(x, weight, count, mean, m2):
         pc = np.zeros((p, c))
         pm = np.zeros((p, c))
         pq = np.zeros((p, c))
-        scratch = np.empty((p * ntiles, 4, tile))
+        scratch = np.empty((p * ntiles, 5, tile))
         launch(_MOMENTS_ROWS, size, p * ntiles, x2, shift, weight, pc, pm, pq, scratch)
     elif weight is not None:
         # per-outer weights on a (O, C, I) layout: weight each (o, c) run separately
@@ -302,90 +363,6 @@ def moments(x, weight, count, mean, m2):
         pq = np.empty((p, c))
         launch(_MOMENTS_SEGS, size, p * c, x, shift, pc, pm, pq)
     merge_partials(pc, pm, pq, shift, count, mean, m2)
-
-
-# --------------------------------------------------------------------------- transform
-
-
-@njit(**EXACT)
-def _transform_rows(x, sub, mul, div, add, lo, hi, clip, out, nblocks, nch, counter):
-    r, c = x.shape
-    nitems = nblocks
-    chunk = first_chunk(counter, nch)
-    while chunk < nch:
-        for b in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
-            r0 = b * r // nblocks
-            r1 = (b + 1) * r // nblocks
-            for i in range(r0, r1):
-                for j in range(c):
-                    y = ((np.float64(x[i, j]) - sub[j]) * mul[j]) / div[j] + add[j]
-                    if clip:
-                        if y < lo:
-                            y = lo
-                        if y > hi:
-                            y = hi
-                    out[i, j] = y
-        chunk = later_chunk(counter, nch)
-
-
-@njit(**EXACT)
-def _transform_segs(x, sub, mul, div, add, lo, hi, clip, out, nsplit, nch, counter):
-    o, c, ni = x.shape
-    nitems = o * c * nsplit
-    chunk = first_chunk(counter, nch)
-    while chunk < nch:
-        for t in range(chunk * nitems // nch, (chunk + 1) * nitems // nch):
-            s = t % nsplit
-            oc = t // nsplit
-            oo = oc // c
-            ch = oc % c
-            i0 = s * ni // nsplit
-            i1 = (s + 1) * ni // nsplit
-            a = sub[ch]
-            m = mul[ch]
-            dv = div[ch]
-            b = add[ch]
-            for i in range(i0, i1):
-                y = ((np.float64(x[oo, ch, i]) - a) * m) / dv + b
-                if clip:
-                    if y < lo:
-                        y = lo
-                    if y > hi:
-                        y = hi
-                out[oo, ch, i] = y
-        chunk = later_chunk(counter, nch)
-
-
-# No fastmath: the transform is elementwise (vectorises without it) and its rounding must be
-# exactly that of ``X -= mean; X /= scale`` (no contraction into FMA, no reciprocal).
-_TRANSFORM_ROWS = _transform_rows
-_TRANSFORM_SEGS = _transform_segs
-
-#: elements per parallel work item of the transform.
-TRANSFORM_BLOCK = 16384
-
-
-def transform(x, sub, mul, div, add, lo, hi, clip, out):
-    """out[o, c, i] = ((x − sub[c]) · mul[c]) / div[c] + add[c], clipped to [lo, hi] if ``clip``.
-
-    Computed in float64 and stored in ``out``'s dtype. ``out`` may be ``x``. NaN stays NaN
-    (also when clipping).
-    """
-    o, c, ni = x.shape
-    if ni == 1 and c == 1:
-        x = x.reshape(1, 1, o)
-        out = out.reshape(1, 1, o)
-        o, ni = 1, o
-    lo = float(lo)
-    hi = float(hi)
-    clip = bool(clip)
-    if ni == 1:
-        nblocks = max(1, min(o, x.size // TRANSFORM_BLOCK))
-        launch(_TRANSFORM_ROWS, x.size, nblocks, x.reshape(o, c), sub, mul, div, add, lo, hi, clip,
-               out.reshape(o, c), nblocks)
-    else:
-        nsplit = max(1, ni // TRANSFORM_BLOCK)
-        launch(_TRANSFORM_SEGS, x.size, o * c * nsplit, x, sub, mul, div, add, lo, hi, clip, out, nsplit)
 
 
 # --------------------------------------------------------------------------- checks

@@ -108,6 +108,14 @@ def _compute(dev, xa, axes, ddof, ctype, rtype, *, out=None, out_a=None):
             count, mean, m2 = moments(dev, x3)
             mean, scale = zscore_params(count, mean, m2, ddof)
             zeros = np.zeros_like(mean)
-            sub, mul, div, add = device_params(dev, mean, np.ones_like(mean), scale, zeros)
+            if x3.dtype == np.float32:
+                # float32 results: one float64 product by 1/scale (an all-ones ``div`` the
+                # kernel leaves out) instead of a float64 division per element, as on the GPU;
+                # the float32 result differs from the quotient's in rare last-bit cases only
+                with np.errstate(divide="ignore"):
+                    mul, div = 1.0 / scale, np.ones_like(scale)
+            else:
+                mul, div = np.ones_like(mean), scale
+            sub, mul, div, add = device_params(dev, mean, mul, div, zeros)
         dev.kernels(_OP).transform(x3, sub, mul, div, add, 0.0, 0.0, False, buf)
     return finish()
