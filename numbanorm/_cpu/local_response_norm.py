@@ -293,23 +293,28 @@ def _backward_chunks(grad_out, x, sp, wa, lo, hi, k, alpha, beta, one, pk, rows,
                     _prefetch_task(gf, t, ntasks, outer, length, inner, rows, cb)
                 _prefetch_task(gf, t + 1, ntasks, outer, length, inner, rows, cb)
                 _prefetch_task(xf, t + 1, ntasks, outer, length, inner, rows, cb)
-            _window(buf, offs, Z, sp, wa, lo[nd - 1], hi[nd - 1], nr, cb, mg)
-            # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
-            if cb == 1 and nd == 1:
-                _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
-                        k, alpha, beta, one, pk)
-            else:
-                for r in range(nr):
-                    for p in range(nps):
-                        b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
-                        pos = r * length + p * seglen
-                        if cb == 1:
-                            _grad_t(gf, xf, o0 * length + pos, Z, buf, so + pos, Z, buf, b, Z, I1, seglen,
-                                    k, alpha, beta, one, pk)
-                        else:
-                            _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
-                                    buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
-            _window(buf, offs, nd + 1, sp, wa, hi[nd - 1], lo[nd - 1], nr, cb, mg)
+            # the forward window sums, then (phase 1) those of t over the transposed window:
+            # one inlined copy of _window for both
+            for ph in range(2):
+                _window(buf, offs, Z if ph == 0 else nd + 1, sp, wa, lo[nd - 1] if ph == 0 else hi[nd - 1],
+                        hi[nd - 1] if ph == 0 else lo[nd - 1], nr, cb, mg)
+                if ph == 1:
+                    break
+                # p = s ** -beta (in place), t = dy x p / s into the transposed stage 0
+                if cb == 1 and nd == 1:
+                    _grad_t(gf, xf, o0 * length, Z, buf, so, Z, buf, t0 + mg, Z, I1, nr * length,
+                            k, alpha, beta, one, pk)
+                else:
+                    for r in range(nr):
+                        for p in range(nps):
+                            b = t0 + _seg(sp, wa, hi, r, p, cb, mg)
+                            pos = r * length + p * seglen
+                            if cb == 1:
+                                _grad_t(gf, xf, o0 * length + pos, Z, buf, so + pos, Z, buf, b, Z, I1, seglen,
+                                        k, alpha, beta, one, pk)
+                            else:
+                                _grad_t(gf, xf, (o0 * length + pos) * inner + c0, inner, buf, so + pos * cb, cb,
+                                        buf, b, cb, seglen, nc, k, alpha, beta, one, pk)
             if cb == 1:
                 _grad_x(gf, xf, o0 * length, Z, buf, so, Z, buf, uo, df, I1, nr * length, c2)
             else:
