@@ -61,7 +61,8 @@ njit functions, typed and lowered once instead of once per call site; the tree a
 (``_load``, ``_window``, ``_edge_fix``, ``_seg``, ``_task``, the forward prefetch) is
 ``inline="always"``, because Numba links a called helper's LLVM module into every caller,
 which re-optimises and re-emits it: three levels of calls emitted the window sums three
-times (forward first call 3.4 -> 2.4 CPU s, backward 4.1 -> 3.4). The
+times (forward first call 3.4 -> 2.4 CPU s, backward 4.1 -> 3.4); the backward kernel's
+two window passes share one inlined copy (a two-phase loop). The
 chunk kernels run in parallel on threads rather than in a ``prange``: a ``parallel=True``
 kernel re-optimises and re-emits the linked chunk code in four LLVM modules, which was
 about half of the first call's compile time (see :mod:`._threads`). Calls pass ``np.int64``
