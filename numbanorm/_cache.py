@@ -59,6 +59,9 @@ _THIS_FILE = os.path.abspath(__file__)
 #: cache paths handed out by our locator (index files there are locked)
 _OUR_PATHS = set()
 
+#: cache paths found writable in this process (:meth:`Locator.ensure_cache_path`)
+_WRITABLE = set()
+
 _RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*)", re.M)
 
 
@@ -157,6 +160,13 @@ class Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
 
     def get_cache_path(self):
         return self._cache_path
+
+    def ensure_cache_path(self):
+        # Numba's check creates and deletes a temporary file in the directory for every
+        # decorated function; once one succeeded, the directory is known to be writable
+        if self._cache_path not in _WRITABLE:
+            super().ensure_cache_path()
+            _WRITABLE.add(self._cache_path)
 
     def get_source_stamp(self):
         return source_stamp(self._py_file)

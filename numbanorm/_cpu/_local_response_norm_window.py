@@ -61,7 +61,7 @@ def _tapsum(src, sbase, stride, w, n, dst, dbase):
                 dst[U(dbase + i)] += src[U(sd + i)]
 
 
-@njit(**_helper_opts)
+@njit(inline="always", **_helper_opts)
 def _seg(sp, wa, off, r, p, cb, mg):
     """Stage-0 index of the first element of interior segment ``p`` of row ``r``.
 
@@ -97,7 +97,7 @@ def _sq_block(xf, xo, xs, dst, do, ds, nl, n):
             dst[U(db + i)] = v * v
 
 
-@njit(**_helper_opts)
+@njit(inline="always", **_helper_opts)
 def _load(xf, o0, nr, c0, nc, length, inner, sp, wa, off, cb, mg, buf, b0):
     """Squares of the block into the stage-0 buffer at ``buf[b0:]`` (interior at ``off``)."""
     nd = sp.shape[0]
@@ -136,7 +136,7 @@ def _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi):
             buf[U(o + q)] += buf[U(sj + q)]
 
 
-@njit(**_helper_opts)
+@njit(inline="always", **_helper_opts)
 def _edge_fix(buf, src, dst, nruns, last, cb, lo, hi):
     """Recompute the clipped last-axis window sums of the first ``lo`` and the last ``hi``
     positions of every run (the flat tap sum read across run boundaries there)."""
@@ -150,7 +150,7 @@ def _edge_fix(buf, src, dst, nruns, last, cb, lo, hi):
             _edge_sum(buf, src, dst, rb, l, last, cb, lo, hi)
 
 
-@njit(**_helper_opts)
+@njit(inline="always", **_helper_opts)
 def _window(buf, offs, first, sp, wa, lo, hi, nr, cb, mg):
     """Window sums of the stage-0 buffer ``first`` through the stage buffers
     first+1 .. first+nd of ``buf`` (last axis first, then axes nd-2 .. 0). ``lo``/``hi``:
@@ -182,7 +182,7 @@ def _window(buf, offs, first, sp, wa, lo, hi, nr, cb, mg):
             _tapsum(buf, src + pr * la_src * post, post, wa[a], la_dst * post, buf, dst + pr * la_dst * post)
 
 
-@njit(**_helper_opts)
+@njit(inline="always", **_helper_opts)
 def _task(t, outer, inner, rows, cb):
     """(o0, number of rows, c0, number of valid lanes) of task ``t``."""
     if inner == 1:
@@ -213,4 +213,8 @@ def _ntasks(outer, inner, rows, cb):
     return outer * ((inner + cb - 1) // cb)
 
 
-_ntasks_nb = njit(**_helper_opts)(_ntasks)
+_ntasks_nb = njit(inline="always", **_helper_opts)(_ntasks)
+
+#: :func:`_prefetch_task` inlined (Numba IR level) into the forward kernel, its only call
+#: site there; the backward kernel's three call sites share the called form
+_prefetch_task_inline = njit(inline="always", **_helper_opts)(_prefetch_task.py_func)
