@@ -59,8 +59,8 @@ import numpy as np
 from .. import _config
 from .._config import REDUCE_CHUNKS
 from ._channels_forward import BLOCK  # noqa: F401  (documented above)
-from ._channels_forward import _apply_inner, _apply_last, _expand, _group_stats, _moments_inner, _moments_last
-from ._channels_forward import _rows_forward, _slab_forward
+from ._channels_forward import _apply_inner, _apply_last, _expand, _finish, _group_stats, _moments_inner, _moments_last
+from ._channels_forward import _rows_forward, _rows_forward_flat, _slab_forward
 from ._channels_grad import _expand_mean, _grad_apply_inner, _grad_apply_last, _grad_coefficients, _grad_eval_inner
 from ._channels_grad import _grad_eval_last, _grad_moments_inner, _grad_moments_last, _merge_partials, _param_grads
 from ._channels_grad import _rows_backward, _slab_backward
@@ -111,8 +111,19 @@ def _path_of(shape, groups):
     return "generic"
 
 
-def stats(x, groups, eps, mean, rstd, var):
-    """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
+def _forward_path(shape, groups):
+    """:func:`_path_of` for the forward, which also runs 2-D (N, C) GroupNorm inputs
+    (O = I = 1, each group a contiguous run of channels) on the rows path (the slab path's
+    per-channel merges cost ~4x on (256, 1024))."""
+    nb, no, nc, ni = shape
+    if no == 1 and ni == 1 and nb * groups >= ROWS_MIN and groups < nc:
+        return "rows"
+    return _path_of(shape, groups)
+
+
+def _moments(x):
+    """The generic path's partial sums of ``x`` (B, O, C, I): (Σ(x−K), Σ(x−K)²) partials
+    (B, KO·KI, C) each."""
     nb, no, nc, ni = x.shape
     ko, ki, p1, p2 = _partials(x)
     if ni == 1:
@@ -120,47 +131,67 @@ def stats(x, groups, eps, mean, rstd, var):
         launch(_moments_last, x.size, nb * ko, x.reshape(nb, no, nc), ko, p1, p2, scratch[0], scratch[1])
     else:
         launch(_moments_inner, x.size, nb * ko * ki, x, ko, ki, p1, p2)
+    return p1, p2
+
+
+def stats(x, groups, eps, mean, rstd, var):
+    """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
+    p1, p2 = _moments(x)
     _group_stats(x, p1, p2, groups, eps, mean, var, rstd)
+
+
+def _apply(x, coef, out):
+    """The generic element-wise pass with the (3, B, C) coefficients of :func:`_expand`."""
+    nb, no, nc, ni = x.shape
+    if ni == 1:
+        launch(_apply_last, x.size, nb * no, x.reshape(nb, no, nc), coef[0], coef[1], coef[2],
+               out.reshape(nb, no, nc))
+    else:
+        launch(_apply_inner, x.size, nb * no * nc, x, coef[0], coef[1], coef[2], out)
 
 
 def normalize(x, mean, rstd, weight, bias, out):
     """out = (x − mean)·rstd·weight + bias with per-(b, g) float64 ``mean``/``rstd``."""
-    nb, no, nc, ni = x.shape
-    m_bc = np.empty((nb, nc), x.dtype)
-    s_bc = np.empty((nb, nc), x.dtype)
-    h_bc = np.empty((nb, nc), x.dtype)
-    _expand(mean, rstd, weight, bias, m_bc, s_bc, h_bc)
-    if ni == 1:
-        launch(_apply_last, x.size, nb * no, x.reshape(nb, no, nc), m_bc, s_bc, h_bc, out.reshape(nb, no, nc))
-    else:
-        launch(_apply_inner, x.size, nb * no * nc, x, m_bc, s_bc, h_bc, out)
+    coef = np.empty((3, x.shape[0], x.shape[2]), x.dtype)
+    _expand(mean, rstd, weight, bias, coef[0], coef[1], coef[2])
+    _apply(x, coef, out)
 
 
 def small_rows(shape, groups):
     """Whether :func:`forward` runs a (B, O, C, I) ``shape`` in one call of the rows path's
     kernel, which small callers may then call directly as :func:`rows_forward_serial` on
     the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype)."""
-    return math.prod(shape) < _config.SERIAL_THRESHOLD and _path_of(shape, groups) == "rows"
+    return math.prod(shape) < _config.SERIAL_THRESHOLD and _forward_path(shape, groups) == "rows"
 
 
 def rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
     """The rows path's kernel on the (B, C, I) view, in one call (one chunk)."""
-    _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, 1, SERIAL_COUNTER)
+    nb, nc, ni = x.shape
+    if ni == 1:
+        _rows_forward_flat(x.reshape(nb, nc), groups, eps, weight, bias, out.reshape(nb, nc), mean, rstd, var,
+                           coef.reshape(nb, 3, nc), 1, SERIAL_COUNTER)
+    else:
+        _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, 1, SERIAL_COUNTER)
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     """Statistics of ``x`` per (b, g) into ``mean``/``rstd``/``var``, then normalize into ``out``."""
     nb, no, nc, ni = x.shape
-    path = _path(x, groups)
-    if path == "rows":
+    path = _forward_path(x.shape, groups)
+    if path == "rows" and ni == 1:
+        launch(_rows_forward_flat, x.size, nb * groups, x.reshape(nb, nc), groups, eps, weight, bias,
+               out.reshape(nb, nc), mean, rstd, var, np.empty((nb, 3, nc), x.dtype))
+    elif path == "rows":
         launch(_rows_forward, x.size, nb * groups, x.reshape(nb, nc, ni), groups, eps, weight, bias,
                out.reshape(nb, nc, ni), mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
     elif path == "slab":
         launch(_slab_forward, x.size, nb, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
                mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))
-    else:
-        stats(x, groups, eps, mean, rstd, var)
-        normalize(x, mean, rstd, weight, bias, out)
+    else:  # statistics and coefficients in one finishing dispatch
+        p1, p2 = _moments(x)
+        coef = np.empty((3, nb, nc), x.dtype)
+        _finish(x, p1, p2, groups, eps, mean, var, rstd, weight, bias, coef)
+        _apply(x, coef, out)
 
 
 def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, grad_bias):
