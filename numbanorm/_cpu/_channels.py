@@ -111,14 +111,18 @@ def _path_of(shape, groups):
     return "generic"
 
 
-def _forward_path(shape, groups):
-    """:func:`_path_of` for the forward, which also runs 2-D (N, C) GroupNorm inputs
-    (O = I = 1, each group a contiguous run of channels) on the rows path (the slab path's
-    per-channel merges cost ~4x on (256, 1024))."""
+def _flat_rows(shape, groups):
+    """Whether the forward runs a (B, O, C, I) ``shape`` on the rows path's I = 1 kernel:
+    2-D (N, C) GroupNorm inputs (O = I = 1, each group a contiguous run of channels; the
+    slab path's per-channel merges cost ~4x on (256, 1024)). Not BatchNorm/InstanceNorm
+    (one channel per group), nor the backward (its slab path)."""
     nb, no, nc, ni = shape
-    if no == 1 and ni == 1 and nb * groups >= ROWS_MIN and groups < nc:
-        return "rows"
-    return _path_of(shape, groups)
+    return no == 1 and ni == 1 and nb * groups >= ROWS_MIN and groups < nc
+
+
+def _forward_path(x, groups):
+    """:func:`_path` for the forward (see :func:`_flat_rows`)."""
+    return "rows" if _flat_rows(x.shape, groups) else _path(x, groups)
 
 
 def _moments(x):
@@ -161,7 +165,9 @@ def small_rows(shape, groups):
     """Whether :func:`forward` runs a (B, O, C, I) ``shape`` in one call of the rows path's
     kernel, which small callers may then call directly as :func:`rows_forward_serial` on
     the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype)."""
-    return math.prod(shape) < _config.SERIAL_THRESHOLD and _forward_path(shape, groups) == "rows"
+    if math.prod(shape) >= _config.SERIAL_THRESHOLD:
+        return False
+    return _flat_rows(shape, groups) or _path_of(shape, groups) == "rows"
 
 
 def rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
@@ -177,7 +183,7 @@ def rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     """Statistics of ``x`` per (b, g) into ``mean``/``rstd``/``var``, then normalize into ``out``."""
     nb, no, nc, ni = x.shape
-    path = _forward_path(x.shape, groups)
+    path = _forward_path(x, groups)
     if path == "rows" and ni == 1:
         launch(_rows_forward_flat, x.size, nb * groups, x.reshape(nb, nc), groups, eps, weight, bias,
                out.reshape(nb, nc), mean, rstd, var, np.empty((nb, 3, nc), x.dtype))
