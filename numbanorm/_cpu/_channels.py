@@ -60,7 +60,7 @@ from .. import _config
 from .._config import REDUCE_CHUNKS
 from ._channels_forward import BLOCK  # noqa: F401  (documented above)
 from ._channels_forward import _apply_inner, _apply_last, _expand, _finish, _group_stats, _moments_inner, _moments_last
-from ._channels_forward import _rows_forward, _rows_forward_flat, _slab_forward
+from ._channels_forward import _rows_forward, _rows_forward_flat, _running_coefficients, _slab_forward
 from ._channels_grad import _expand_mean, _grad_apply_inner, _grad_apply_last, _grad_coefficients, _grad_eval_inner
 from ._channels_grad import _grad_eval_last, _grad_moments_inner, _grad_moments_last, _merge_partials, _param_grads
 from ._channels_grad import _rows_backward, _slab_backward
@@ -158,6 +158,15 @@ def normalize(x, mean, rstd, weight, bias, out):
     """out = (x − mean)·rstd·weight + bias with per-(b, g) float64 ``mean``/``rstd``."""
     coef = np.empty((3, x.shape[0], x.shape[2]), x.dtype)
     _expand(mean, rstd, weight, bias, coef[0], coef[1], coef[2])
+    _apply(x, coef, out)
+
+
+def normalize_running(x, running_mean, running_var, eps, weight, bias, out):
+    """Eval-mode BatchNorm of the (1, O, C, I) ``x`` with the (C,) float32/float64 running
+    statistics: :func:`normalize` of their mean and ``1/sqrt(var + eps)``, the coefficients
+    computed in one dispatch."""
+    coef = np.empty((3, 1, x.shape[2]), x.dtype)
+    _running_coefficients(running_mean, running_var, eps, weight, bias, coef)
     _apply(x, coef, out)
 
 

@@ -451,3 +451,23 @@ def _finish(x, p1, p2, groups, eps, mean, var, rstd, weight, bias, coef):
     the generic forward's finishing steps in one dispatch."""
     _group_stats_into(x, p1, p2, groups, eps, mean, var, rstd)
     _expand_into(mean, rstd, weight, bias, coef[0], coef[1], coef[2])
+
+
+@njit(**_opts)
+def _running_coefficients(running_mean, running_var, eps, weight, bias, coef):
+    """The (3, 1, C) coefficients of an eval-mode BatchNorm pass straight from the running
+    statistics (float32 or float64 ``(C,)``, read exactly as float64): what
+    ``running_stats`` then :func:`_expand` compute, in one dispatch without the (1, C)
+    float64 mean/rstd or float64 copies of float32 running arrays."""
+    m_c = coef[0, 0]
+    s_c = coef[1, 0]
+    h_c = coef[2, 0]
+    rstd = np.empty(m_c.shape[0])
+    for c in range(m_c.shape[0]):  # rstd first, as its own loop: in one expression with the
+        rstd[c] = 1.0 / np.sqrt(running_var[c] + eps)  # weight LLVM (reassoc) rewrote it (1 ulp)
+    for c in range(m_c.shape[0]):
+        mu = np.float64(running_mean[c])
+        sc = rstd[c] * weight[c]
+        m_c[c] = mu
+        s_c[c] = sc
+        h_c[c] = bias[c] - (mu - m_c[c]) * sc
