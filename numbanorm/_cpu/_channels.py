@@ -20,14 +20,18 @@ reproducible on any machine:
   channels-first): chunks
   of the ``B·G`` rows; a row (its C/G channel rows) is read from memory once for its
   statistics and normalized while it is still in cache; the backward likewise, with
-  per-``(b, c)`` float64 sums for grad_weight/grad_bias added over ``b`` in order.
+  per-``(b, c)`` float64 sums for grad_weight/grad_bias added over ``b`` in order. The
+  forward also takes 2-D ``(N, C)`` GroupNorm inputs (``O = I = 1``, ``G < C``; a group is
+  ``C/G`` contiguous channels) with a kernel of its own (:func:`_flat_rows`); their
+  backward stays on the slab path.
 * **slab** (``I = 1``, ``B >= SLAB_MIN_BATCH``: channels-last GroupNorm/InstanceNorm): chunks
   of the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
   over the contiguous channels) and normalized while it is in cache.
 * **generic** (BatchNorm, and whatever the others do not take): a reduction over a fixed
   grid of ``B × KO × KI`` work items (chunks of O and I) writing float64 partial sums
-  ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics), then one
-  element-wise pass over chunks of rows.
+  ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics) by one
+  finishing dispatch (statistics and the pass's coefficients), then one element-wise pass
+  over chunks of rows.
 
 Numerics. Statistics are shifted sums: each ``(b, c)`` channel (rows kernels: each ``(b, g)``
 group) is shifted by its first element ``K`` and one pass accumulates ``Σ(x−K)`` and
