@@ -184,11 +184,12 @@ def small_rows(shape, groups):
 
 
 def rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
-    """The rows path's kernel on the (B, C, I) view, in one call (one chunk)."""
+    """The rows path's kernel on the (B, C, I) view, in one call (one chunk); ``coef`` is
+    not used with I = 1 (:func:`_flat_rows`: that kernel keeps its coefficients in L1)."""
     nb, nc, ni = x.shape
     if ni == 1:
-        _rows_forward_flat(x.reshape(nb, nc), groups, eps, weight, bias, out.reshape(nb, nc), mean, rstd, var,
-                           coef.reshape(nb, 3, nc), 1, SERIAL_COUNTER)
+        _rows_forward_flat(x.reshape(nb, nc), groups, eps, weight, bias, out.reshape(nb, nc), mean, rstd, var, 1,
+                           SERIAL_COUNTER)
     else:
         _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, 1, SERIAL_COUNTER)
 
@@ -199,7 +200,7 @@ def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     path = _forward_path(x, groups)
     if path == "rows" and ni == 1:
         launch(_rows_forward_flat, x.size, nb * groups, x.reshape(nb, nc), groups, eps, weight, bias,
-               out.reshape(nb, nc), mean, rstd, var, np.empty((nb, 3, nc), x.dtype))
+               out.reshape(nb, nc), mean, rstd, var)
     elif path == "rows":
         launch(_rows_forward, x.size, nb * groups, x.reshape(nb, nc, ni), groups, eps, weight, bias,
                out.reshape(nb, nc, ni), mean, rstd, var, np.empty((nb, nc, 3), x.dtype))

@@ -254,11 +254,12 @@ def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef
 
 
 @njit(nogil=True, **_opts)
-def _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, coef, nch, counter):
+def _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, nch, counter):
     """:func:`_rows_forward` of an I = 1 input ((N, C) GroupNorm) on its (B, C) view: each
     (b, g) row is a contiguous run of channels, normalized by loops over them (the general
     kernel's per-channel loop would run once per value). Same statistics and coefficients
-    (μ_hi, scale, shift), the latter into ``coef`` (B, 3, C) of the data dtype.
+    (μ_hi, then scale and shift per channel into a (3, C/G) scratch of the data dtype that
+    each chunk allocates: it stays in L1, where a (B, 3, C) one tripled the memory traffic).
     """
     nb, nc = x.shape
     cg = nc // groups
@@ -266,6 +267,7 @@ def _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, coef,
     nt = nb * groups
     ch = first_chunk(counter, nch)
     while ch < nch:
+        cf = np.empty((3, cg), x.dtype)
         t0 = ch * nt // nch
         b, g = _split(t0, groups)
         for t in range(t0, (ch + 1) * nt // nch):
@@ -283,12 +285,11 @@ def _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, coef,
             mean[b, g] = mu
             var[b, g] = v
             rstd[b, g] = r
-            cf = coef[b]
-            cf[0, c0] = mu
-            m_t = cf[0, c0]
+            cf[0, 0] = mu
+            m_t = cf[0, 0]
             lo = mu - m_t
-            s_t = cf[1, c0:c0 + cg]
-            h_t = cf[2, c0:c0 + cg]
+            s_t = cf[1]
+            h_t = cf[2]
             for j in range(cg):
                 sc = r * weight[c0 + j]
                 s_t[j] = sc

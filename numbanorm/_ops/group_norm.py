@@ -204,7 +204,7 @@ def _plain_forward(x, ax, groups, weight, bias, eps, out):
     kern = _dispatch.CPU.kernels(_OP)
     if rows is not None:  # what kern.forward runs for it, without its path choice
         kern.rows_forward_serial(x.reshape(rows), groups, eps, w, b, y.reshape(rows), st[0], st[1], st[2],
-                                 np.empty((nb, c, 3), dt))
+                                 np.empty((nb, c, 3), dt) if rows[2] > 1 else None)
     else:
         kern.forward(x.reshape(view), groups, eps, w, b, y.reshape(view), st[0], st[1], st[2])
     return y
