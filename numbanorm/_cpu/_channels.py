@@ -177,21 +177,21 @@ def normalize_running(x, running_mean, running_var, eps, weight, bias, out):
 def small_rows(shape, groups):
     """Whether :func:`forward` runs a (B, O, C, I) ``shape`` in one call of the rows path's
     kernel, which small callers may then call directly as :func:`rows_forward_serial` on
-    the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype)."""
+    the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype), or with
+    I = 1 (always O = 1 there) as :func:`flat_rows_forward_serial` on the (B, C) view."""
     if math.prod(shape) >= _config.SERIAL_THRESHOLD:
         return False
     return _flat_rows(shape, groups) or _path_of(shape, groups) == "rows"
 
 
 def rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
-    """The rows path's kernel on the (B, C, I) view, in one call (one chunk); ``coef`` is
-    not used with I = 1 (:func:`_flat_rows`: that kernel keeps its coefficients in L1)."""
-    nb, nc, ni = x.shape
-    if ni == 1:
-        _rows_forward_flat(x.reshape(nb, nc), groups, eps, weight, bias, out.reshape(nb, nc), mean, rstd, var, 1,
-                           SERIAL_COUNTER)
-    else:
-        _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, 1, SERIAL_COUNTER)
+    """The rows path's kernel on the (B, C, I > 1) view, in one call (one chunk)."""
+    _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, 1, SERIAL_COUNTER)
+
+
+def flat_rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var):
+    """The rows path's I = 1 kernel (:func:`_flat_rows`) on the (B, C) view, in one call."""
+    _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, 1, SERIAL_COUNTER)
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
