@@ -333,12 +333,23 @@ def factor(mom, count, arr):
     return 1.0 / (count + 1)
 
 
+def _plain_running(a):
+    """Whether the CPU kernels update running statistics ``a`` in place: a writeable
+    C-contiguous float32/float64 NumPy array (float32 values are read exactly and stored
+    rounded, as the float64 copy's ``copyto`` back rounds them)."""
+    return (type(a) is np.ndarray and (a.dtype == np.float32 or a.dtype == np.float64) and a.flags.c_contiguous
+            and a.flags.writeable)
+
+
 def update_running(dev, kern, mean, var, count, factor, unbiased, running, user):
     """Update the caller's running statistics in place (in float64, stored in their dtype).
 
     ``running``: the (mean, var) arrays of the device; ``user``: the objects the caller
     passed (NumPy arrays forced through the GPU get the result copied back).
     """
+    if dev.name == "cpu" and all(_plain_running(a) for a in running):  # in place: the kernel reads
+        kern.update_running(mean, var, count, factor, unbiased, *running)  # and computes in float64
+        return
     rm, rv = (dev.contiguous(a, F64) for a in running)
     kern.update_running(mean, var, count, factor, unbiased, rm, rv)
     for new, arr, obj in zip((rm, rv), running, user):

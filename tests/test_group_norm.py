@@ -154,6 +154,31 @@ def test_kernel_paths_match_reference(rng, monkeypatch, path):
             np.testing.assert_allclose(gx, rx, rtol=1e-3, atol=1e-3)
 
 
+def test_2d_inputs_take_the_rows_kernel(rng, monkeypatch):
+    """(N, C) inputs run the rows path's I = 1 kernel (serial and on the pool), as the reference."""
+    from numbanorm import _config
+    from numbanorm._cpu import _channels, _threads
+
+    assert _channels._forward_path(np.empty((64, 1, 600, 1)), 4) == "rows"
+    assert _channels._path(np.empty((64, 1, 600, 1)), 4) == "slab"  # the backward's
+    assert _channels._forward_path(np.empty((1, 64, 600, 1)), 600) == "generic"  # BatchNorm
+    for shape, serial in (((16, 64), True), ((64, 600), True), ((64, 600), False)):  # small plain call; rows
+        x = _data(rng, shape)  # of 150 and 300 values (over one BLOCK), one chunk and on the pool
+        w, b = _affine(rng, shape[1])
+        if not serial:
+            monkeypatch.setattr(_config, "SERIAL_THRESHOLD", 1)
+            monkeypatch.setattr(_threads, "PASS_GRAIN", 1024)
+        for groups in (2, 4):
+            for ax in (1, -1):
+                y, mean, rstd = group_norm(x, groups, w, b, channel_axis=ax, return_stats=True)
+                np.testing.assert_allclose(y, ref.group_norm(x, groups, w, b, channel_axis=ax), rtol=1e-11,
+                                           atol=1e-11)
+                np.testing.assert_allclose(group_norm(x, groups, w, b, channel_axis=ax), y, rtol=1e-15, atol=1e-15)
+            x32 = (x + 3e3).astype(np.float32)
+            np.testing.assert_allclose(group_norm(x32, groups, w.astype(np.float32), b.astype(np.float32)),
+                                       ref.group_norm(x32, groups, w, b), rtol=1e-3, atol=1e-3)
+
+
 def test_float32_large_offset(rng):
     x = (rng.standard_normal((4, 32, 24, 24)) + 1e4).astype(np.float32)
     for ax, xx in ((1, x), (-1, _last(x))):

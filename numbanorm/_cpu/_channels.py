@@ -20,14 +20,18 @@ reproducible on any machine:
   channels-first): chunks
   of the ``B·G`` rows; a row (its C/G channel rows) is read from memory once for its
   statistics and normalized while it is still in cache; the backward likewise, with
-  per-``(b, c)`` float64 sums for grad_weight/grad_bias added over ``b`` in order.
+  per-``(b, c)`` float64 sums for grad_weight/grad_bias added over ``b`` in order. The
+  forward also takes 2-D ``(N, C)`` GroupNorm inputs (``O = I = 1``, ``G < C``; a group is
+  ``C/G`` contiguous channels) with a kernel of its own (:func:`_flat_rows`); their
+  backward stays on the slab path.
 * **slab** (``I = 1``, ``B >= SLAB_MIN_BATCH``: channels-last GroupNorm/InstanceNorm): chunks
   of the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
   over the contiguous channels) and normalized while it is in cache.
 * **generic** (BatchNorm, and whatever the others do not take): a reduction over a fixed
   grid of ``B × KO × KI`` work items (chunks of O and I) writing float64 partial sums
-  ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics), then one
-  element-wise pass over chunks of rows.
+  ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics) by one
+  finishing dispatch (statistics and the pass's coefficients), then one element-wise pass
+  over chunks of rows.
 
 Numerics. Statistics are shifted sums: each ``(b, c)`` channel (rows kernels: each ``(b, g)``
 group) is shifted by its first element ``K`` and one pass accumulates ``Σ(x−K)`` and
@@ -59,8 +63,8 @@ import numpy as np
 from .. import _config
 from .._config import REDUCE_CHUNKS
 from ._channels_forward import BLOCK  # noqa: F401  (documented above)
-from ._channels_forward import _apply_inner, _apply_last, _expand, _group_stats, _moments_inner, _moments_last
-from ._channels_forward import _rows_forward, _slab_forward
+from ._channels_forward import _apply_inner, _apply_last, _expand, _finish, _group_stats, _moments_inner, _moments_last
+from ._channels_forward import _rows_forward, _rows_forward_flat, _running_coefficients, _slab_forward
 from ._channels_grad import _expand_mean, _grad_apply_inner, _grad_apply_last, _grad_coefficients, _grad_eval_inner
 from ._channels_grad import _grad_eval_last, _grad_moments_inner, _grad_moments_last, _merge_partials, _param_grads
 from ._channels_grad import _rows_backward, _slab_backward
@@ -111,8 +115,23 @@ def _path_of(shape, groups):
     return "generic"
 
 
-def stats(x, groups, eps, mean, rstd, var):
-    """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
+def _flat_rows(shape, groups):
+    """Whether the forward runs a (B, O, C, I) ``shape`` on the rows path's I = 1 kernel:
+    2-D (N, C) GroupNorm inputs (O = I = 1, each group a contiguous run of channels; the
+    slab path's per-channel merges cost ~4x on (256, 1024)). Not BatchNorm/InstanceNorm
+    (one channel per group), nor the backward (its slab path)."""
+    nb, no, nc, ni = shape
+    return no == 1 and ni == 1 and nb * groups >= ROWS_MIN and groups < nc
+
+
+def _forward_path(x, groups):
+    """:func:`_path` for the forward (see :func:`_flat_rows`)."""
+    return "rows" if _flat_rows(x.shape, groups) else _path(x, groups)
+
+
+def _moments(x):
+    """The generic path's partial sums of ``x`` (B, O, C, I): (Σ(x−K), Σ(x−K)²) partials
+    (B, KO·KI, C) each."""
     nb, no, nc, ni = x.shape
     ko, ki, p1, p2 = _partials(x)
     if ni == 1:
@@ -120,47 +139,79 @@ def stats(x, groups, eps, mean, rstd, var):
         launch(_moments_last, x.size, nb * ko, x.reshape(nb, no, nc), ko, p1, p2, scratch[0], scratch[1])
     else:
         launch(_moments_inner, x.size, nb * ko * ki, x, ko, ki, p1, p2)
+    return p1, p2
+
+
+def stats(x, groups, eps, mean, rstd, var):
+    """Per-(b, g) float64 ``mean``, ``rstd`` and biased ``var`` ``(B, G)`` of ``x`` (B, O, C, I)."""
+    p1, p2 = _moments(x)
     _group_stats(x, p1, p2, groups, eps, mean, var, rstd)
+
+
+def _apply(x, coef, out):
+    """The generic element-wise pass with the (3, B, C) coefficients of :func:`_expand`."""
+    nb, no, nc, ni = x.shape
+    if ni == 1:
+        launch(_apply_last, x.size, nb * no, x.reshape(nb, no, nc), coef[0], coef[1], coef[2],
+               out.reshape(nb, no, nc))
+    else:
+        launch(_apply_inner, x.size, nb * no * nc, x, coef[0], coef[1], coef[2], out)
 
 
 def normalize(x, mean, rstd, weight, bias, out):
     """out = (x − mean)·rstd·weight + bias with per-(b, g) float64 ``mean``/``rstd``."""
-    nb, no, nc, ni = x.shape
-    m_bc = np.empty((nb, nc), x.dtype)
-    s_bc = np.empty((nb, nc), x.dtype)
-    h_bc = np.empty((nb, nc), x.dtype)
-    _expand(mean, rstd, weight, bias, m_bc, s_bc, h_bc)
-    if ni == 1:
-        launch(_apply_last, x.size, nb * no, x.reshape(nb, no, nc), m_bc, s_bc, h_bc, out.reshape(nb, no, nc))
-    else:
-        launch(_apply_inner, x.size, nb * no * nc, x, m_bc, s_bc, h_bc, out)
+    coef = np.empty((3, x.shape[0], x.shape[2]), x.dtype)
+    _expand(mean, rstd, weight, bias, coef[0], coef[1], coef[2])
+    _apply(x, coef, out)
+
+
+def normalize_running(x, running_mean, running_var, eps, weight, bias, out):
+    """Eval-mode BatchNorm of the (1, O, C, I) ``x`` with the (C,) float32/float64 running
+    statistics: :func:`normalize` of their mean and ``1/sqrt(var + eps)``, the coefficients
+    computed in one dispatch."""
+    coef = np.empty((3, 1, x.shape[2]), x.dtype)
+    _running_coefficients(running_mean, running_var, eps, weight, bias, coef)
+    _apply(x, coef, out)
 
 
 def small_rows(shape, groups):
     """Whether :func:`forward` runs a (B, O, C, I) ``shape`` in one call of the rows path's
     kernel, which small callers may then call directly as :func:`rows_forward_serial` on
-    the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype)."""
-    return math.prod(shape) < _config.SERIAL_THRESHOLD and _path_of(shape, groups) == "rows"
+    the (B, C, I) view (with a (B, C, 3) ``coef`` scratch of the data dtype), or with
+    I = 1 (always O = 1 there) as :func:`flat_rows_forward_serial` on the (B, C) view."""
+    if math.prod(shape) >= _config.SERIAL_THRESHOLD:
+        return False
+    return _flat_rows(shape, groups) or _path_of(shape, groups) == "rows"
 
 
 def rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var, coef):
-    """The rows path's kernel on the (B, C, I) view, in one call (one chunk)."""
+    """The rows path's kernel on the (B, C, I > 1) view, in one call (one chunk)."""
     _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, 1, SERIAL_COUNTER)
+
+
+def flat_rows_forward_serial(x, groups, eps, weight, bias, out, mean, rstd, var):
+    """The rows path's I = 1 kernel (:func:`_flat_rows`) on the (B, C) view, in one call."""
+    _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, 1, SERIAL_COUNTER)
 
 
 def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     """Statistics of ``x`` per (b, g) into ``mean``/``rstd``/``var``, then normalize into ``out``."""
     nb, no, nc, ni = x.shape
-    path = _path(x, groups)
-    if path == "rows":
+    path = _forward_path(x, groups)
+    if path == "rows" and ni == 1:
+        launch(_rows_forward_flat, x.size, nb * groups, x.reshape(nb, nc), groups, eps, weight, bias,
+               out.reshape(nb, nc), mean, rstd, var)
+    elif path == "rows":
         launch(_rows_forward, x.size, nb * groups, x.reshape(nb, nc, ni), groups, eps, weight, bias,
                out.reshape(nb, nc, ni), mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
     elif path == "slab":
         launch(_slab_forward, x.size, nb, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
                mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))
-    else:
-        stats(x, groups, eps, mean, rstd, var)
-        normalize(x, mean, rstd, weight, bias, out)
+    else:  # statistics and coefficients in one finishing dispatch
+        p1, p2 = _moments(x)
+        coef = np.empty((3, nb, nc), x.dtype)
+        _finish(x, p1, p2, groups, eps, mean, var, rstd, weight, bias, coef)
+        _apply(x, coef, out)
 
 
 def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, grad_bias):

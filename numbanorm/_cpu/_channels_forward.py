@@ -254,6 +254,56 @@ def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef
 
 
 @njit(nogil=True, **_opts)
+def _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, nch, counter):
+    """:func:`_rows_forward` of an I = 1 input ((N, C) GroupNorm) on its (B, C) view: each
+    (b, g) row is a contiguous run of channels, normalized by loops over them (the general
+    kernel's per-channel loop would run once per value). Same statistics and coefficients
+    (μ_hi, then scale and shift per channel into a (3, C/G) scratch of the data dtype that
+    each chunk allocates: it stays in L1, where a (B, 3, C) one tripled the memory traffic).
+    """
+    nb, nc = x.shape
+    cg = nc // groups
+    n = np.float64(cg)
+    nt = nb * groups
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        cf = np.empty((3, cg), x.dtype)
+        t0 = ch * nt // nch
+        b, g = _split(t0, groups)
+        for t in range(t0, (ch + 1) * nt // nch):
+            c0 = g * cg
+            xr = x[b, c0:c0 + cg]
+            yr = out[b, c0:c0 + cg]
+            k = xr[0]
+            s, ss = _row_moments(xr, k)
+            d = s / n
+            v = ss / n - d * d
+            if v < 0.0:
+                v = 0.0
+            r = 1.0 / np.sqrt(v + eps)
+            mu = k + d
+            mean[b, g] = mu
+            var[b, g] = v
+            rstd[b, g] = r
+            cf[0, 0] = mu
+            m_t = cf[0, 0]
+            lo = mu - m_t
+            s_t = cf[1]
+            h_t = cf[2]
+            for j in range(cg):
+                sc = r * weight[c0 + j]
+                s_t[j] = sc
+                h_t[j] = bias[c0 + j] - lo * sc
+            for j in range(cg):
+                yr[j] = (xr[j] - m_t) * s_t[j] + h_t[j]
+            g += 1
+            if g == groups:
+                g = 0
+                b += 1
+        ch = later_chunk(counter, nch)
+
+
+@njit(nogil=True, **_opts)
 def _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, nch, counter):
     """One (b, g) row per step: shifted sums, then normalize while the row is in cache;
     chunks of the B·G rows from ``counter``, (b, g) advanced per row (no division).
@@ -325,9 +375,12 @@ def _slab_forward(x, groups, eps, weight, bias, out, mean, rstd, var, acc, tmp, 
 # --- small serial finishing steps (per (b, c) / (b, g) arrays) ---------------------------
 
 
-@njit(**_opts)
-def _group_stats(x, p1, p2, groups, eps, mean, var, rstd):
-    """Merge the partials into per-(b, g) mean, biased variance and 1/sqrt(var + eps)."""
+@njit(**_opts, inline="always")
+def _group_stats_into(x, p1, p2, groups, eps, mean, var, rstd):
+    """Body of :func:`_group_stats`: the partials added in part order (the inner loops run
+    over the contiguous channels of one part row), then per group Chan's merge; with one
+    channel per group (BatchNorm) the merge is its closed form, vectorized over channels
+    (what :func:`_merge_group` computes for ``cg = 1``: the μ_c − μ_g term is 0)."""
     nb, no, nc, ni = x.shape
     n = np.float64(no * ni)
     cg = nc // groups
@@ -338,23 +391,43 @@ def _group_stats(x, p1, p2, groups, eps, mean, var, rstd):
     for b in range(nb):
         for c in range(nc):
             k[c] = x[b, 0, c, 0]
-            a = np.float64(0.0)
-            q = np.float64(0.0)
-            for r in range(nparts):
-                a += p1[b, r, c]
-                q += p2[b, r, c]
-            s1[c] = a
-            s2[c] = q
-        for g in range(groups):
-            mu, v = _merge_group(k, s1, s2, n, g * cg, cg)
-            mean[b, g] = mu
-            var[b, g] = v
-            rstd[b, g] = 1.0 / np.sqrt(v + eps)
+            s1[c] = 0.0
+            s2[c] = 0.0
+        for r in range(nparts):
+            q1 = p1[b, r]
+            q2 = p2[b, r]
+            for c in range(nc):
+                s1[c] += q1[c]
+                s2[c] += q2[c]
+        if cg == 1:
+            mb = mean[b]
+            vb = var[b]
+            rb = rstd[b]
+            for c in range(nc):
+                d = s1[c] / n
+                v = (s2[c] - s1[c] * d) / n
+                if v < 0.0:  # NaN stays NaN
+                    v = 0.0
+                mb[c] = k[c] + d
+                vb[c] = v
+                rb[c] = 1.0 / np.sqrt(v + eps)
+        else:
+            for g in range(groups):
+                mu, v = _merge_group(k, s1, s2, n, g * cg, cg)
+                mean[b, g] = mu
+                var[b, g] = v
+                rstd[b, g] = 1.0 / np.sqrt(v + eps)
 
 
 @njit(**_opts)
-def _expand(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc):
-    """Per-(b, c) coefficients of the normalize pass: μ_hi, scale, bias − μ_lo·scale."""
+def _group_stats(x, p1, p2, groups, eps, mean, var, rstd):
+    """Merge the partials into per-(b, g) mean, biased variance and 1/sqrt(var + eps)."""
+    _group_stats_into(x, p1, p2, groups, eps, mean, var, rstd)
+
+
+@njit(**_opts, inline="always")
+def _expand_into(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc):
+    """Body of :func:`_expand`."""
     nb, nc = m_bc.shape
     cg = nc // mean.shape[1]
     for b in range(nb):
@@ -365,3 +438,37 @@ def _expand(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc):
             sc = rstd[b, g] * weight[c]
             scale_bc[b, c] = sc
             shift_bc[b, c] = bias[c] - (mu - m_bc[b, c]) * sc
+
+
+@njit(**_opts)
+def _expand(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc):
+    """Per-(b, c) coefficients of the normalize pass: μ_hi, scale, bias − μ_lo·scale."""
+    _expand_into(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc)
+
+
+@njit(**_opts)
+def _finish(x, p1, p2, groups, eps, mean, var, rstd, weight, bias, coef):
+    """:func:`_group_stats`, then :func:`_expand` into ``coef`` (3, B, C) of the data dtype:
+    the generic forward's finishing steps in one dispatch."""
+    _group_stats_into(x, p1, p2, groups, eps, mean, var, rstd)
+    _expand_into(mean, rstd, weight, bias, coef[0], coef[1], coef[2])
+
+
+@njit(**_opts)
+def _running_coefficients(running_mean, running_var, eps, weight, bias, coef):
+    """The (3, 1, C) coefficients of an eval-mode BatchNorm pass straight from the running
+    statistics (float32 or float64 ``(C,)``, read exactly as float64): what
+    ``running_stats`` then :func:`_expand` compute, in one dispatch without the (1, C)
+    float64 mean/rstd or float64 copies of float32 running arrays."""
+    m_c = coef[0, 0]
+    s_c = coef[1, 0]
+    h_c = coef[2, 0]
+    rstd = np.empty(m_c.shape[0])
+    for c in range(m_c.shape[0]):  # rstd first, as its own loop: in one expression with the
+        rstd[c] = 1.0 / np.sqrt(running_var[c] + eps)  # weight LLVM (reassoc) rewrote it (1 ulp)
+    for c in range(m_c.shape[0]):
+        mu = np.float64(running_mean[c])
+        sc = rstd[c] * weight[c]
+        m_c[c] = mu
+        s_c[c] = sc
+        h_c[c] = bias[c] - (mu - m_c[c]) * sc

@@ -11,6 +11,6 @@ chunk order; element-wise passes over chunks of O; both run on the :mod:`._threa
 statistics (the eval-mode ``rstd`` and PyTorch's in-place update) and the one-dispatch
 forwards of small calls, all in :mod:`._channels_small`.
 """
-from ._channels import backward, chunking, fill, forward, normalize, stats  # noqa: F401  (entry points)
+from ._channels import backward, chunking, fill, forward, normalize, normalize_running, stats  # noqa: F401
 from ._channels_small import running_stats, update_running  # noqa: F401  (entry points)
 from ._channels_small import EVAL_SERIAL_THRESHOLD, NO_RUNNING, small_kernels, small_path  # noqa: F401

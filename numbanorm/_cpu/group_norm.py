@@ -10,4 +10,4 @@ grid of (n, chunk) work items with float64 partial sums merged in item order; el
 passes over chunks of rows; both run on the :mod:`._threads` pool).
 """
 from ._channels import backward, fill, forward, normalize, stats  # noqa: F401  (entry points)
-from ._channels import rows_forward_serial, small_rows  # noqa: F401  (small plain calls)
+from ._channels import flat_rows_forward_serial, rows_forward_serial, small_rows  # noqa: F401  (small plain calls)

@@ -319,16 +319,15 @@ def _plain_forward(x, ax, rm, rv, weight, bias, training, momentum, eps, out, un
         else:
             small_train(x4, ko, ki, eps, w, b, y4, factor, unbiased, rm, rv)
         return y
-    mean = np.empty((1, c))
-    rstd = np.empty((1, c))
     if training:
+        mean = np.empty((1, c))
+        rstd = np.empty((1, c))
         var = np.empty((1, c))
         kern.forward(x4, c, eps, w, b, y4, mean, rstd, var)
         if rm is not None:
             update_running(_dispatch.CPU, kern, mean, var, n, factor, unbiased, (rm, rv), (rm, rv))
     else:
-        kern.running_stats(np.ascontiguousarray(rm, F64), np.ascontiguousarray(rv, F64), eps, mean, rstd)
-        kern.normalize(x4, mean, rstd, w, b, y4)
+        kern.normalize_running(x4, rm, rv, eps, w, b, y4)
     return y
 
 

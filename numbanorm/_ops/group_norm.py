@@ -179,22 +179,28 @@ def _compute(dev, xa, ax, groups, w, b, eps, ctype, rtype, return_stats, *, out=
 
 #: per (shape, channel axis, groups) of plain calls: the (N, O, C, I) view and, when the
 #: rows path's serial kernel runs it, the (N, C, I) view to call that kernel on directly
+#: (I > 1) or the (N, C) view of its I = 1 kernel (else None each)
 _PLANS = {}
 
 
 def _plan(shape, ax, groups):
     view = group_view(shape, ax)
-    rows = (view[0], view[2], view[3]) if _dispatch.CPU.kernels(_OP).small_rows(view, groups) else None
+    rows = flat = None
+    if _dispatch.CPU.kernels(_OP).small_rows(view, groups):
+        if view[3] == 1:
+            flat = (view[0], view[2])
+        else:
+            rows = (view[0], view[2], view[3])
     if len(_PLANS) >= 256:
         _PLANS.clear()
-    plan = _PLANS[shape, ax, groups] = (view, rows)
+    plan = _PLANS[shape, ax, groups] = (view, rows, flat)
     return plan
 
 
 def _plain_forward(x, ax, groups, weight, bias, eps, out):
     """:func:`group_norm` for a call the ``_plain`` checks accepted: the general path's
     kernel without its checks (small calls are dominated by them)."""
-    view, rows = _PLANS.get((x.shape, ax, groups)) or _plan(x.shape, ax, groups)
+    view, rows, flat = _PLANS.get((x.shape, ax, groups)) or _plan(x.shape, ax, groups)
     nb, c = view[0], view[2]
     dt = x.dtype
     y = np.empty(x.shape, dt) if out is None else out
@@ -205,6 +211,8 @@ def _plain_forward(x, ax, groups, weight, bias, eps, out):
     if rows is not None:  # what kern.forward runs for it, without its path choice
         kern.rows_forward_serial(x.reshape(rows), groups, eps, w, b, y.reshape(rows), st[0], st[1], st[2],
                                  np.empty((nb, c, 3), dt))
+    elif flat is not None:  # (N, C): the rows path's I = 1 kernel
+        kern.flat_rows_forward_serial(x.reshape(flat), groups, eps, w, b, y.reshape(flat), st[0], st[1], st[2])
     else:
         kern.forward(x.reshape(view), groups, eps, w, b, y.reshape(view), st[0], st[1], st[2])
     return y
