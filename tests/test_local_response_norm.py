@@ -513,8 +513,9 @@ def test_gpu_fused_forward_2d_four_warps(rng, dtype, tol, monkeypatch):
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-5), (np.float64, 1e-11)])
 def test_gpu_direct_passes_four_warps(rng, dtype, tol, monkeypatch):
     """Windows too wide for a tiny shared tile take the direct passes ``_wpass_direct_m<mode>
-    [_sq]`` at 4 warps per block and 4 blocks, with more outputs (598, 540) than the grid's
-    512 threads (a partial second grid-stride round): across channels (forward mode 1 on
+    [_sq]`` at 4 warps per block and 4 blocks, with more outputs (1380, 598, 540) than the
+    grid's 512 threads (partial grid-stride rounds; 1380 = 2 x 30 x 23 > 2 x 512 with the
+    (a, l, b) digits' carries into l and a): across channels (forward mode 1 on
     squares; backward sums of squares, then mode 2) and within channel over two axes (mode
     0 on squares and on sums, mode 1 on sums), beta = 0.75 and the generic power; every
     (mode, square) variant must have run."""
@@ -526,7 +527,7 @@ def test_gpu_direct_passes_four_warps(rng, dtype, tol, monkeypatch):
     monkeypatch.setattr(K, "wpass_direct", lambda mode, square: used.add((mode, square)) or direct(mode, square))
     monkeypatch.setattr(K, "SHARED", 12)  # halo 12 or more: no shared tile fits
     with _layout.launch_settings(threads_per_block=128, max_blocks=4):
-        for shape, size, beta, kw in (((2, 13, 23), 16, 0.75, {}), ((2, 13, 23), 15, 0.6, dict(convention="paper")),
+        for shape, size, beta, kw in (((2, 30, 23), 16, 0.75, {}), ((2, 13, 23), 15, 0.6, dict(convention="paper")),
                                       ((1, 2, 9, 30), 13, 0.6, dict(mode="within_channel")),
                                       ((1, 2, 9, 30), 14, 0.75, dict(mode="within_channel", convention="onnx"))):
             x = rng.standard_normal(shape).astype(dtype)

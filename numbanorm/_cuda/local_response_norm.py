@@ -178,6 +178,15 @@ def wpass(mode, kind=KGEN, f32=False):
     return cuda.jit(_wpass)
 
 
+@cuda.jit(device=True, inline="always")
+def _digits(i, length, nb):
+    """(a, l, b) of flat index ``i`` of an (A, length, nb) array."""
+    a = i // (length * nb)
+    rem = i - a * length * nb
+    l = rem // nb
+    return a, l, rem - l * nb
+
+
 @functools.lru_cache(maxsize=None)
 def wpass_direct(mode, square):
     """``_wpass_direct_m<mode>[_sq]``: the window pass for windows wider than the shared
@@ -194,11 +203,11 @@ def wpass_direct(mode, square):
         mode = MODE
         square = SQUARE
         na, length, nb = src.shape
-        for idx in range(cuda.grid(1), na * length * nb, cuda.gridsize(1)):
-            a = idx // (length * nb)
-            rem = idx - a * length * nb
-            l = rem // nb
-            b = rem - l * nb
+        # (a, l, b) of the thread's first output and of the grid size, stepped as mixed-radix
+        # digits with carries: no division per output (its fast/slow paths duplicated the loop)
+        a, l, b = _digits(cuda.grid(1), length, nb)
+        ga, gl, gb = _digits(cuda.gridsize(1), length, nb)
+        while a < na:
             j0 = max(0, l - lo)
             j1 = min(length, l + hi + 1)
             off = uint64((a * length + j0) * nb + b)
@@ -215,6 +224,15 @@ def wpass_direct(mode, square):
             if mode == 1:
                 xc = float64(x[a, l, b])
             _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+            b += gb
+            l += gl
+            a += ga
+            if b >= nb:
+                b -= nb
+                l += 1
+            if l >= length:
+                l -= length
+                a += 1
 
     name = f"_wpass_direct_m{mode}" + ("_sq" if square else "")
     _wpass_direct.__name__ = _wpass_direct.__qualname__ = name
