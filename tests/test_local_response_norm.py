@@ -507,3 +507,34 @@ def test_gpu_fused_forward_2d_four_warps(rng, dtype, tol, monkeypatch):
             gpu = LRN(x, 5, 0.5, **kw)
         np.testing.assert_allclose(gpu, LRN(x, 5, 0.5, **kw), rtol=tol, atol=tol)
         assert calls[-1] is False
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-5), (np.float64, 1e-11)])
+def test_gpu_direct_passes_four_warps(rng, dtype, tol, monkeypatch):
+    """Windows too wide for a tiny shared tile take the direct passes ``_wpass_direct_m<mode>
+    [_sq]`` at 4 warps per block and 4 blocks, with more outputs (1380, 598, 540) than the
+    grid's 512 threads (partial grid-stride rounds; 1380 = 2 x 30 x 23 > 2 x 512 with the
+    (a, l, b) digits' carries into l and a): across channels (forward mode 1 on
+    squares; backward sums of squares, then mode 2) and within channel over two axes (mode
+    0 on squares and on sums, mode 1 on sums), beta = 0.75 and the generic power; every
+    (mode, square) variant must have run."""
+    from numbanorm._cuda import _layout
+    from numbanorm._cuda import local_response_norm as K
+
+    used = set()
+    direct = K.wpass_direct
+    monkeypatch.setattr(K, "wpass_direct", lambda mode, square: used.add((mode, square)) or direct(mode, square))
+    monkeypatch.setattr(K, "SHARED", 12)  # halo 12 or more: no shared tile fits
+    with _layout.launch_settings(threads_per_block=128, max_blocks=4):
+        for shape, size, beta, kw in (((2, 30, 23), 16, 0.75, {}), ((2, 13, 23), 15, 0.6, dict(convention="paper")),
+                                      ((1, 2, 9, 30), 13, 0.6, dict(mode="within_channel")),
+                                      ((1, 2, 9, 30), 14, 0.75, dict(mode="within_channel", convention="onnx"))):
+            x = rng.standard_normal(shape).astype(dtype)
+            g = rng.standard_normal(shape).astype(dtype)
+            cpu = LRN(x, size, 0.5, beta, 1.0, **kw), LRNB(g, x, size, 0.5, beta, 1.0, **kw)
+            with _dispatch.force_device("cuda"):
+                gpu = LRN(x, size, 0.5, beta, 1.0, **kw), LRNB(g, x, size, 0.5, beta, 1.0, **kw)
+            for u, v in zip(cpu, gpu):
+                np.testing.assert_allclose(v, u, rtol=tol, atol=tol)
+    assert used == set(K.DIRECT_VARIANTS)

@@ -95,6 +95,12 @@ BUDGET_OTHER = [
     ("local_response_norm", "_bwd_fused_p75", 256),
     ("local_response_norm", "_fwd_fused2_p75", 256),
     ("local_response_norm", "_fwd_fused2_pgen", 256),
+    # the direct passes (windows wider than the shared tile), compile-time (mode, square)
+    ("local_response_norm", "_wpass_direct_m0_sq", 256),
+    ("local_response_norm", "_wpass_direct_m0", 256),
+    ("local_response_norm", "_wpass_direct_m1_sq", 256),
+    ("local_response_norm", "_wpass_direct_m1", 256),
+    ("local_response_norm", "_wpass_direct_m2", 256),
 ]
 
 

@@ -37,7 +37,7 @@ grid-stride) writes ``p = (k + alpha s) ** -beta`` and ``t = dy x p / (k + alpha
 the transposed window (``lo``/``hi`` swapped) over ``t`` ends in mode 2. Power kinds are
 compile-time (``_p75`` for beta = 0.75, ``_pgen`` for the rest) and the element math runs
 in the data dtype. Windows too wide for the shared tile (more than ``SHARED - 1`` halo
-positions) use ``_wpass_direct``, which reads the window from global memory (and the
+positions) use ``_wpass_direct_m<mode>[_sq]``, which reads the window from global memory (and the
 fused kernels fall back to the passes). A forward with ``out`` aliasing ``x`` and a
 single window axis writes a temporary first (a block's halo is another block's tile); so
 does the fused backward when ``grad_x`` overlaps ``x`` or ``dy``.
@@ -178,27 +178,69 @@ def wpass(mode, kind=KGEN, f32=False):
     return cuda.jit(_wpass)
 
 
-@cuda.jit
-def _wpass_direct(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2):
-    """The same pass for windows wider than the shared tile: one thread per output,
-    grid-stride, the window read from global memory (L1/L2)."""
-    na, length, nb = src.shape
-    for idx in range(cuda.grid(1), na * length * nb, cuda.gridsize(1)):
-        a = idx // (length * nb)
-        rem = idx - a * length * nb
-        l = rem // nb
-        b = rem - l * nb
-        acc = float64(0.0)
-        for j in range(max(0, l - lo), min(length, l + hi + 1)):
-            v = float64(src[a, j, b])
-            if square:
-                acc += v * v
-            else:
-                acc += v
-        xc = float64(0.0)
-        if mode == 1:
-            xc = float64(x[a, l, b])
-        _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+@cuda.jit(device=True, inline="always")
+def _digits(i, length, nb):
+    """(a, l, b) of flat index ``i`` of an (A, length, nb) array."""
+    a = i // (length * nb)
+    rem = i - a * length * nb
+    l = rem // nb
+    return a, l, rem - l * nb
+
+
+@functools.lru_cache(maxsize=None)
+def wpass_direct(mode, square):
+    """``_wpass_direct_m<mode>[_sq]``: the window pass for windows wider than the shared
+    tile, with ``mode`` and ``square`` compile-time constants (one copy of the window loop:
+    a runtime ``square`` made the compiler unswitch it into two, both hot)."""
+    MODE = mode
+    SQUARE = square
+
+    def _wpass_direct(src, x, g, pb, dst, lo, hi, square, mode, k, alpha, beta, pk, c2, flat):
+        """One thread per output ``(a, l, b)`` of the (A, La, B) view, grid-stride; its
+        window ``src[a, j0:j1, b]`` is read from global memory (L1/L2) through the unsigned
+        flat offset ``(a La + j) B + b`` of ``flat`` (``src`` flat), advanced by the constant
+        step ``B``: no per-element index multiply or negative-index wraparound."""
+        mode = MODE
+        square = SQUARE
+        na, length, nb = src.shape
+        # (a, l, b) of the thread's first output and of the grid size, stepped as mixed-radix
+        # digits with carries: no division per output (its fast/slow paths duplicated the loop)
+        a, l, b = _digits(cuda.grid(1), length, nb)
+        ga, gl, gb = _digits(cuda.gridsize(1), length, nb)
+        while a < na:
+            j0 = max(0, l - lo)
+            j1 = min(length, l + hi + 1)
+            off = uint64((a * length + j0) * nb + b)
+            end = off + uint64((j1 - j0) * nb)
+            acc = float64(0.0)
+            while off < end:
+                v = float64(flat[off])
+                if square:
+                    acc += v * v
+                else:
+                    acc += v
+                off += uint64(nb)
+            xc = float64(0.0)
+            if mode == 1:
+                xc = float64(x[a, l, b])
+            _emit(dst, x, g, pb, a, l, b, acc, xc, mode, k, alpha, beta, pk, c2)
+            b += gb
+            l += gl
+            a += ga
+            if b >= nb:
+                b -= nb
+                l += 1
+            if l >= length:
+                l -= length
+                a += 1
+
+    name = f"_wpass_direct_m{mode}" + ("_sq" if square else "")
+    _wpass_direct.__name__ = _wpass_direct.__qualname__ = name
+    return cuda.jit(_wpass_direct)
+
+
+#: (mode, square) of the direct passes: a direction's first pass sums squares, later ones sums
+DIRECT_VARIANTS = ((0, True), (0, False), (1, True), (1, False), (2, False))
 
 
 def _f32(a):
@@ -226,7 +268,7 @@ def _pass(src, x, g, pb, dst, shape3, lo, hi, square, mode, k, alpha, beta, pk, 
     tile = _tile(nt, nb, lo + hi)
     if tile is None:
         blocks, threads = _layout.launch_1d(na * length * nb)
-        _wpass_direct[blocks, threads, _layout.stream()](*views, *args)
+        wpass_direct(mode, bool(square))[blocks, threads, _layout.stream()](*views, *args, src.reshape(src.size))
         return
     tl, ti = tile
     tl = min(tl, length)
@@ -469,7 +511,7 @@ def _signatures():
         sigs += [
             *[(wpass(m, kd, f32 and m == 1), f"void({arrs}, {common}, int64, int64, {a1})")
               for m, kd in ((0, KGEN), (1, K75), (1, KGEN), (2, KGEN))],
-            (_wpass_direct, f"void({arrs}, {common})"),
+            *[(wpass_direct(m, sq), f"void({arrs}, {common}, {a1})") for m, sq in DIRECT_VARIANTS],
             *[(grad_tp(kd, f32), f"void({a1}, {a1}, {a1}, float64, float64, float64, {a1}, {a1})") for kd in (K75, KGEN)],
             *[(bwd_fused(kd, SHARED, f32), f"void({a3}, {a1}, {a1}, int64, int64, float64, float64, float64, float64, "
                f"int64, int64, {a1})") for kd in (K75, KGEN)],
