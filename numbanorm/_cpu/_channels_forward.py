@@ -222,13 +222,10 @@ def _apply_last(x, mean, scale, shift, out, nch, counter):
 
 
 @njit(**_opts, inline="always")
-def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef):
-    """Row (b, g) of :func:`_rows_forward`: its shifted sums (over the group's channels as
-    one contiguous row of ``xg``, the (B·G, C/G·I) view), then normalize it."""
-    ni = x.shape[2]
-    c0 = g * cg
-    k = x[b, c0, 0]
-    s, ss = _row_moments(xg[b * (x.shape[1] // cg) + g], k)
+def _group_moments(s, ss, n, k, eps, b, g, mean, rstd, var):
+    """Mean, biased variance (clamped at 0) and 1/sqrt(var + eps) of group (b, g) from its
+    sums shifted by ``k`` (``s = Σ(x − k)``, ``ss = Σ(x − k)²`` over ``n`` values), stored
+    in ``mean``/``var``/``rstd`` and returned as ``(mean, rstd)``."""
     d = s / n
     v = ss / n - d * d
     if v < 0.0:
@@ -238,6 +235,18 @@ def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef
     mean[b, g] = mu
     var[b, g] = v
     rstd[b, g] = r
+    return mu, r
+
+
+@njit(**_opts, inline="always")
+def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef):
+    """Row (b, g) of :func:`_rows_forward`: its shifted sums (over the group's channels as
+    one contiguous row of ``xg``, the (B·G, C/G·I) view), then normalize it."""
+    ni = x.shape[2]
+    c0 = g * cg
+    k = x[b, c0, 0]
+    s, ss = _row_moments(xg[b * (x.shape[1] // cg) + g], k)
+    mu, r = _group_moments(s, ss, n, k, eps, b, g, mean, rstd, var)
     for c in range(c0, c0 + cg):
         cf = coef[b, c]
         cf[0] = mu
@@ -276,15 +285,7 @@ def _rows_forward_flat(x, groups, eps, weight, bias, out, mean, rstd, var, nch, 
             yr = out[b, c0:c0 + cg]
             k = xr[0]
             s, ss = _row_moments(xr, k)
-            d = s / n
-            v = ss / n - d * d
-            if v < 0.0:
-                v = 0.0
-            r = 1.0 / np.sqrt(v + eps)
-            mu = k + d
-            mean[b, g] = mu
-            var[b, g] = v
-            rstd[b, g] = r
+            mu, r = _group_moments(s, ss, n, k, eps, b, g, mean, rstd, var)
             cf[0, 0] = mu
             m_t = cf[0, 0]
             lo = mu - m_t

@@ -287,19 +287,27 @@ def nt_store4(typingctx, arr, idx, c0, c1, c2, c3):
     return types.void(arr, idx, c0, c1, c2, c3), _packed_codegen
 
 
-@intrinsic
-def _misalignment(typingctx, arr, idx):
-    """Address of ``arr.flat[idx]`` modulo :data:`STREAM_ALIGN` (bytes)."""
-    if not isinstance(arr, types.Array):
-        return None
+def _address_mod(modulus):
+    """An intrinsic ``(arr, idx) -> int64``: the address of ``arr.flat[idx]`` modulo
+    ``modulus`` bytes (a power of two)."""
 
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i64 = ir.IntType(64)
-        addr = builder.ptrtoint(builder.gep(ary.data, [args[1]]), i64)
-        return builder.and_(addr, ir.Constant(i64, STREAM_ALIGN - 1))
+    def typer(typingctx, arr, idx):
+        if not isinstance(arr, types.Array):
+            return None
 
-    return types.int64(arr, idx), codegen
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            i64 = ir.IntType(64)
+            addr = builder.ptrtoint(builder.gep(ary.data, [args[1]]), i64)
+            return builder.and_(addr, ir.Constant(i64, modulus - 1))
+
+        return types.int64(arr, idx), codegen
+
+    return intrinsic(typer)
+
+
+#: ``_misalignment(arr, idx)``: the address of ``arr.flat[idx]`` modulo :data:`STREAM_ALIGN`
+_misalignment = _address_mod(STREAM_ALIGN)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -348,19 +356,8 @@ LINE = 64
 LINE_ROW_BYTES = 1024
 
 
-@intrinsic
-def _line_offset(typingctx, arr, idx):
-    """Address of ``arr.flat[idx]`` modulo :data:`LINE` (bytes)."""
-    if not isinstance(arr, types.Array):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i64 = ir.IntType(64)
-        addr = builder.ptrtoint(builder.gep(ary.data, [args[1]]), i64)
-        return builder.and_(addr, ir.Constant(i64, LINE - 1))
-
-    return types.int64(arr, idx), codegen
+#: ``_line_offset(arr, idx)``: the address of ``arr.flat[idx]`` modulo :data:`LINE` (bytes)
+_line_offset = _address_mod(LINE)
 
 
 @njit(inline="always", **JIT_OPTIONS)
