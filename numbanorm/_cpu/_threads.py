@@ -84,15 +84,17 @@ def _helper_loop(jobs):
     chunks are all taken already (no dispatch of a kernel that would find none)."""
     while True:
         job = jobs.get()
-        if not job.lock.acquire(False):
-            continue
-        try:
-            if job.counter[0] < job.nch:
-                job.call(job.counter)
-        except BaseException as e:  # re-raised by the caller
-            job.error = e
-        finally:
-            job.lock.release()
+        if job.lock.acquire(False):
+            try:
+                if job.counter[0] < job.nch:
+                    job.call(job.counter)
+            except BaseException as e:  # re-raised by the caller
+                job.error = e
+            finally:
+                job.lock.release()
+        # drop the job before blocking again: its call holds the kernel's arguments, and
+        # a held output array is never recycled by the output pool (numbanorm._pool)
+        job = None
 
 
 def _helpers(n):
@@ -223,6 +225,9 @@ def _run(call, nch, threads):
     finally:
         for job in jobs:  # cancels a job not taken yet, or waits for its call to return
             job.lock.acquire()
+            # a cancelled job stays on its helper's queue until that helper wakes: it must
+            # not keep the arguments (and so the outputs) alive
+            job.call = job.counter = None
     for job in jobs:
         if job.error is not None:
             raise job.error
