@@ -43,17 +43,9 @@ def main(name, size, top=20):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for kind in ("numba:run_pass", "numba:compile"):
         event.register(kind, _Listener())
-    import numpy as np
+    from numbanorm._bench._compile import CALLS, call_env
 
-    import numbanorm as nn
-    from numbanorm._bench._compile import CALLS, SIZES
-
-    shape = SIZES[size]
-    rng = np.random.default_rng(0)
-    env = dict(np=np, nn=nn, x=rng.standard_normal(shape).astype(np.float32),
-               g=rng.standard_normal(shape).astype(np.float32), w=np.ones(8, np.float32),
-               b=np.zeros(8, np.float32), wl=np.ones(shape[-1], np.float32), bl=np.zeros(shape[-1], np.float32))
-    env["x2"] = env["x"].reshape(-1, 8)
+    env = call_env(size)
     c0 = time.process_time()
     exec(CALLS[name], env)
     total = time.process_time() - c0

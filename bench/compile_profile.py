@@ -61,21 +61,13 @@ def _wrap(cls, meth, key):
 
 def main(name, size, top=20):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from numbanorm._bench._compile import CALLS, SIZES
+    from numbanorm._bench._compile import CALLS, call_env
 
     event.register("numba:compile", _Listener())
     _wrap(cg.CPUCodeLibrary, "_optimize_functions", "function")
     _wrap(cg.CPUCodeLibrary, "_optimize_final_module", "module")
     _wrap(cg.JITCodeLibrary, "_finalize_specific", "emit")
-    import numpy as np
-
-    import numbanorm as nn
-    shape = SIZES[size]
-    rng = np.random.default_rng(0)
-    env = dict(np=np, nn=nn, x=rng.standard_normal(shape).astype(np.float32),
-               g=rng.standard_normal(shape).astype(np.float32), w=np.ones(8, np.float32),
-               b=np.zeros(8, np.float32), wl=np.ones(shape[-1], np.float32), bl=np.zeros(shape[-1], np.float32))
-    env["x2"] = env["x"].reshape(-1, 8)
+    env = call_env(size)
     c0 = time.process_time()
     exec(CALLS[name], env)
     total = time.process_time() - c0

@@ -72,6 +72,22 @@ print(json.dumps({{"import": t1 - t0, "call": t3 - t2, "call_cpu": cpu() - c2}})
 """
 
 
+def call_env(size):
+    """The names a :data:`CALLS` entry uses, for an in-process run (``bench/compile_profile.py``,
+    ``bench/compile_passes.py``): the same arrays :data:`_CHILD` makes."""
+    import numpy as np
+
+    import numbanorm as nn
+
+    shape = SIZES[size]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    return dict(np=np, nn=nn, x=x, g=rng.standard_normal(shape).astype(np.float32),
+                w=np.ones(8, np.float32), b=np.zeros(8, np.float32),
+                wl=np.ones(shape[-1], np.float32), bl=np.zeros(shape[-1], np.float32),
+                x2=x.reshape(-1, 8))
+
+
 def child_code(name, size):
     """The Python source one measurement process runs."""
     return _CHILD.format(shape=SIZES[size], call=CALLS[name])
