@@ -134,3 +134,14 @@ def test_time_interleaved_times_slow_baselines_twice_only():
     calls.update(kernel=0, baseline=0)
     _bench.time_interleaved({"kernel": kernel, "baseline": baseline}, repeat=5)
     assert calls == {"kernel": 6, "baseline": 6}
+
+
+def test_spinning_peers_are_timed_in_their_own_groups():
+    # torch's and onnxruntime's threads keep spinning after a call, so run() times each alone,
+    # after numbanorm with the copies and the single-threaded baselines
+    fns = {k: (lambda: None) for k in ("copyto", "stream", "numbanorm", "numpy", "torch", "sklearn",
+                                          "onnxruntime", "numbanorm_new")}
+    groups = _bench.timing_groups(fns)
+    assert [list(g) for g in groups] == [
+        ["copyto", "stream", "numbanorm", "numpy", "sklearn", "numbanorm_new"], ["torch"], ["onnxruntime"]]
+    assert [list(g) for g in _bench.timing_groups({"numbanorm": fns["numbanorm"]})] == [["numbanorm"]]
