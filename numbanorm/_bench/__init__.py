@@ -144,15 +144,22 @@ IMPLS = ("numbanorm", "numpy", "torch", "sklearn", "onnxruntime", "numbanorm_new
 #: onnxruntime's spinning thread pool): each is timed in its own interleaved group
 SPINNING = ("torch", "onnxruntime")
 
+#: the copy-limit denominators: each is timed in its own group too (the streaming copy's
+#: pool helpers and the copies' cache footprint slowed the call timed right after them)
+COPIES = ("copyto", "stream")
+
 
 def timing_groups(fns):
     """Split a case's callables into the groups :func:`run` times one after another: first
-    numbanorm with the copies and the single-threaded baselines (NumPy, scikit-learn),
-    interleaved, then each :data:`SPINNING` peer alone. Interleaved with numbanorm, a
-    peer's threads still spinning after its call took one of the 2 cores from the next
-    callable: numbanorm's layer_norm (256, 1024) ran 1.2x slower right after torch's."""
-    own = {k: f for k, f in fns.items() if k not in SPINNING}
-    return [own] + [{k: fns[k]} for k in SPINNING if k in fns]
+    numbanorm with the single-threaded baselines (NumPy, scikit-learn), interleaved, then
+    each copy (:data:`COPIES`) alone, then each :data:`SPINNING` peer alone. Interleaved with
+    numbanorm, a peer's threads still spinning after its call took one of the 2 cores from
+    the next callable: numbanorm's layer_norm (256, 1024) ran 1.2x slower right after
+    torch's; batch_norm (256, 1024) train ran 93-97 µs right after the two copies and
+    72-74 µs alone (load ~1)."""
+    apart = COPIES + SPINNING
+    own = {k: f for k, f in fns.items() if k not in apart}
+    return [own] + [{k: fns[k]} for k in apart if k in fns]
 
 
 def _warm_case(op, label, shape, dtype, full):
