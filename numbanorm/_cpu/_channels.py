@@ -65,8 +65,8 @@ from .._config import REDUCE_CHUNKS
 from ._channels_forward import BLOCK  # noqa: F401  (documented above)
 from ._channels_forward import _apply_inner, _apply_last, _expand, _finish, _group_stats, _moments_inner, _moments_last
 from ._channels_forward import _rows_forward, _rows_forward_flat, _running_coefficients, _slab_forward
-from ._channels_grad import _expand_mean, _grad_apply_inner, _grad_apply_last, _grad_coefficients, _grad_eval_inner
-from ._channels_grad import _grad_eval_last, _grad_moments_inner, _grad_moments_last, _merge_partials, _param_grads
+from ._channels_grad import _grad_apply_inner, _grad_apply_last, _grad_eval_inner, _grad_eval_last, _grad_finish
+from ._channels_grad import _grad_moments_inner, _grad_moments_last, _grad_prepare, _param_grads
 from ._channels_grad import _rows_backward, _slab_backward
 from ._threads import SERIAL_COUNTER
 from ._threads import launch_pass as launch  # at most one thread per PASS_GRAIN elements
@@ -219,10 +219,13 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
 
     ``training=False`` treats ``mean``/``rstd`` as constants (BatchNorm in eval mode).
     """
+    path = _path(x, mean.shape[1]) if training else "generic"
+    if path == "generic":
+        _generic_backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, grad_bias)
+        return
     nb, no, nc, ni = x.shape
     sum1 = np.zeros((nb, nc))
     sum2 = np.zeros((nb, nc))
-    path = _path(x, mean.shape[1]) if training else "generic"
     if path == "rows":
         shape3 = (nb, nc, ni)
         launch(_rows_backward, x.size, nb * mean.shape[1], grad_out.reshape(shape3), x.reshape(shape3), weight,
@@ -231,40 +234,45 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
         shape3 = (nb, no, nc)
         launch(_slab_backward, x.size, nb, grad_out.reshape(shape3), x.reshape(shape3), weight, mean, rstd,
                grad_x.reshape(shape3), sum1, sum2, np.empty((nb, 6, nc), x.dtype))
-    else:
-        m_bc = np.empty((nb, nc), x.dtype)
-        _expand_mean(mean, m_bc)
-        ko, ki, q1, q2 = _partials(x)
-        last = ni == 1
-        if last:
-            shape3 = (nb, no, nc)
-            dy_v, x_v, dx_v = (a.reshape(shape3) for a in (grad_out, x, grad_x))
-            scratch = np.empty((2, nb * ko, nc), x.dtype)
-        else:
-            dy_v, x_v, dx_v = grad_out, x, grad_x
-        alpha = np.empty((nb, nc), x.dtype)
-        beta = np.empty((nb, nc), x.dtype)
-        gamma = np.empty((nb, nc), x.dtype)
-        if training:
-            if last:
-                launch(_grad_moments_last, x.size, nb * ko, dy_v, x_v, m_bc, ko, q1, q2, scratch[0], scratch[1])
-            else:
-                launch(_grad_moments_inner, x.size, nb * ko * ki, dy_v, x_v, m_bc, ko, ki, q1, q2)
-            _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
-            _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, True, alpha, beta, gamma)
-            if last:
-                launch(_grad_apply_last, x.size, nb * no, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
-            else:
-                launch(_grad_apply_inner, x.size, nb * no * nc, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
-        else:  # constant statistics: dx = r·w·dy, fused with the parameter-gradient sums
-            _grad_coefficients(sum1, sum2, weight, mean, m_bc, rstd, no * ni, False, alpha, beta, gamma)
-            if last:
-                launch(_grad_eval_last, x.size, nb * ko, dy_v, x_v, m_bc, alpha, ko, q1, q2, dx_v, scratch[0],
-                       scratch[1])
-            else:
-                launch(_grad_eval_inner, x.size, nb * ko * ki, dy_v, x_v, m_bc, alpha, ko, ki, q1, q2, dx_v)
-            _merge_partials(q1, q2, mean, m_bc, sum1, sum2)
     _param_grads(sum1, sum2, rstd, grad_weight, grad_bias)
+
+
+def _generic_backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, grad_bias):
+    """:func:`backward` on the generic path: a reduction pass (Σdy, Σdy·(x − μ) partials;
+    with constant statistics fused with dx = alpha·dy) and, in training, the dx pass; the
+    small per-(b, c) steps in two dispatches (:func:`._channels_grad._grad_prepare` and
+    :func:`._channels_grad._grad_finish`)."""
+    nb, no, nc, ni = x.shape
+    count = no * ni
+    ko, ki, q1, q2 = _partials(x)
+    sums = np.zeros((2, nb, nc))
+    coef = np.empty((4, nb, nc), x.dtype)  # μ_hi, alpha, beta, gamma per (b, c)
+    _grad_prepare(weight, mean, rstd, count, training, coef, sums)
+    m_bc, alpha, beta, gamma = coef
+    last = ni == 1
+    if last:
+        shape3 = (nb, no, nc)
+        dy_v, x_v, dx_v = (a.reshape(shape3) for a in (grad_out, x, grad_x))
+        scratch = np.empty((2, nb * ko, nc), x.dtype)
+    else:
+        dy_v, x_v, dx_v = grad_out, x, grad_x
+    if training:
+        if last:
+            launch(_grad_moments_last, x.size, nb * ko, dy_v, x_v, m_bc, ko, q1, q2, scratch[0], scratch[1])
+        else:
+            launch(_grad_moments_inner, x.size, nb * ko * ki, dy_v, x_v, m_bc, ko, ki, q1, q2)
+        _grad_finish(q1, q2, weight, mean, rstd, count, True, coef, sums, grad_weight, grad_bias)
+        if last:
+            launch(_grad_apply_last, x.size, nb * no, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
+        else:
+            launch(_grad_apply_inner, x.size, nb * no * nc, dy_v, x_v, m_bc, alpha, beta, gamma, dx_v)
+    else:  # constant statistics: dx = r·w·dy, fused with the parameter-gradient sums
+        if last:
+            launch(_grad_eval_last, x.size, nb * ko, dy_v, x_v, m_bc, alpha, ko, q1, q2, dx_v, scratch[0],
+                   scratch[1])
+        else:
+            launch(_grad_eval_inner, x.size, nb * ko * ki, dy_v, x_v, m_bc, alpha, ko, ki, q1, q2, dx_v)
+        _grad_finish(q1, q2, weight, mean, rstd, count, False, coef, sums, grad_weight, grad_bias)
 
 
 def fill(a, value):
