@@ -94,3 +94,61 @@ def test_group_norm_fast_path_is_the_general_path(rng, shape, ca, groups, dtype)
         np.testing.assert_array_equal(fast, general)
     with pytest.raises(ValueError, match="group_norm\\(\\): argument 'num_groups' must divide"):
         numbanorm.group_norm(x, c + 1, channel_axis=ca)
+
+
+@pytest.mark.parametrize("shape,ca", [((32, 8, 16), 1), ((8, 64, 14, 14), 1), ((4, 5, 5, 6), -1), ((2, 3, 40, 40), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_instance_norm_fast_path_is_the_general_path(rng, shape, ca, dtype):
+    """Plain instance_norm calls (no running statistics) take group_norm's fast path with
+    one channel per group: the general path's kernels, bitwise its results."""
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    c = shape[ca]
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    for weights in ((w, b), (None, None)):
+        fast = numbanorm.instance_norm(x, None, None, *weights, channel_axis=ca)
+        general = numbanorm.instance_norm(x, None, None, *weights, channel_axis=np.int64(ca))
+        np.testing.assert_array_equal(fast, general)
+        out = np.empty_like(x)
+        assert numbanorm.instance_norm(x, None, None, *weights, channel_axis=ca, out=out) is out
+        np.testing.assert_array_equal(out, general)
+    xc = x.copy()
+    assert numbanorm.instance_norm(xc, out=xc, channel_axis=ca) is xc
+    np.testing.assert_array_equal(xc, numbanorm.instance_norm(x, channel_axis=np.int64(ca)))
+    for one in (np.ones((3, 4), dtype), np.ones((3, 4, 1), dtype), np.ones((3, 1, 1, 4), dtype)):
+        with pytest.raises(ValueError, match="more than 1 spatial element per instance"):
+            numbanorm.instance_norm(one, channel_axis=1 if one.shape[1] == 4 else -1)
+
+
+@pytest.mark.parametrize("shape,ca", [((32, 8, 16), 1), ((256, 1024), 1), ((4, 5, 5, 6), -1), ((64, 24), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_backward_fast_path_is_the_general_path(rng, shape, ca, dtype, training):
+    """batch_norm_backward with saved statistics and plain arrays skips the general checks:
+    bitwise the general path's results (a NumPy integer channel_axis takes that path)."""
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    c = shape[ca]
+    w = rng.standard_normal(c).astype(dtype)
+    _, mean, rstd = numbanorm.batch_norm(x, None, None, w, training=True, channel_axis=ca, return_stats=True)
+    for stats in ((mean, rstd), (mean.astype(np.float64), rstd.astype(np.float64))):
+        for wk in (w, None):
+            kw = dict(training=training, mean=stats[0], rstd=stats[1])
+            fast = numbanorm.batch_norm_backward(g, x, wk, channel_axis=ca, **kw)
+            general = numbanorm.batch_norm_backward(g, x, wk, channel_axis=np.int64(ca), **kw)
+            assert (fast[1] is None) == (wk is None)
+            for u, v in zip(fast, general):
+                if v is not None:
+                    assert u.dtype == v.dtype and u.shape == v.shape
+                    np.testing.assert_array_equal(u, v)
+            out = np.empty_like(x)
+            assert numbanorm.batch_norm_backward(g, x, wk, channel_axis=ca, out=out, **kw)[0] is out
+            np.testing.assert_array_equal(out, general[0])
+            gc = g.copy()  # out=grad_out: overlapping, through the general path's scratch buffer
+            assert numbanorm.batch_norm_backward(gc, x, wk, channel_axis=ca, out=gc, **kw)[0] is gc
+            np.testing.assert_array_equal(gc, general[0])
+    with pytest.raises(ValueError, match="must be given together"):
+        numbanorm.batch_norm_backward(g, x, w, mean=mean, channel_axis=ca)
+    with pytest.raises(ValueError, match="must have shape"):
+        numbanorm.batch_norm_backward(g, x, w, mean=mean[:-1], rstd=rstd[:-1], channel_axis=ca)
+    with pytest.raises(ValueError, match="grad_out"):
+        numbanorm.batch_norm_backward(g[:1], x, w, mean=mean, rstd=rstd, channel_axis=ca)

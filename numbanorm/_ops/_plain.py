@@ -91,3 +91,35 @@ def running(running_mean, running_var, c, training):
 def real_or_none(value):
     """Whether ``value`` is None or a finite Python float (a plain ``momentum``)."""
     return value is None or (type(value) is float and math.isfinite(value))
+
+
+def grads(grad_out, x, channel_axis, eps, out, weight, saved):
+    """The channel axis of a plain channel backward with saved statistics, else None.
+
+    Plain: :func:`channels` of ``x``, ``channel_axis``, ``eps``, ``weight``; ``grad_out`` a
+    C-contiguous NumPy array of x's shape and dtype; the ``saved`` statistics C-contiguous
+    float32/float64 NumPy arrays of shape ``(C,)``; ``out`` None or a writeable C-contiguous
+    array of x's shape and dtype sharing no memory with any of them (the general path
+    writes an overlapping ``out`` through a scratch buffer).
+    """
+    ax = channels(x, channel_axis, eps, None, weight, None)
+    if ax is None or type(grad_out) is not _NDARRAY or grad_out.dtype is not x.dtype:
+        return None
+    if grad_out.shape != x.shape or not grad_out.flags.c_contiguous:
+        return None
+    c1 = (x.shape[ax],)
+    for a in saved:
+        dt = a.dtype if type(a) is _NDARRAY else None
+        if (dt is not F32 and dt is not F64) or a.shape != c1 or not a.flags.c_contiguous:
+            return None
+    if out is not None:
+        if type(out) is not _NDARRAY or out.dtype is not x.dtype or out.shape != x.shape:
+            return None
+        flags = out.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return None
+        owns = flags.owndata
+        for a in (x, grad_out, weight) + tuple(saved):
+            if a is not None and not _apart(out, owns, a):
+                return None
+    return ax

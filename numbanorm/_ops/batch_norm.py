@@ -11,7 +11,7 @@ live in :mod:`numbanorm._stats_host`.
 """
 import numpy as np
 
-from .. import _config, _dispatch, _interop, _validate
+from .. import _config, _dispatch, _interop, _pool, _validate
 from .._stats_host import batches_tracked, factor, increment, momentum_arg, update_running  # noqa: F401 - also instance_norm's
 from . import _plain
 from ._common import Output, canonical, check_disjoint, prod, stat_result
@@ -411,6 +411,10 @@ def batch_norm_backward(grad_out, x, weight=None, *, training=True, running_mean
     >>> bool(np.abs(gx).max() < 1e-12), gb
     (True, array([2., 2.]))
     """
+    if running_mean is None and running_var is None and mean is not None and (training is True or training is False):
+        ax = _plain.grads(grad_out, x, channel_axis, eps, out, weight, (mean, rstd))
+        if ax is not None:
+            return _plain_backward(grad_out, x, ax, weight, training, mean, rstd, out)
     fn = _OP + "_backward"
     dev = _dispatch.device_of(fn, x=x, grad_out=grad_out, weight=weight, running_mean=running_mean,
                               running_var=running_var, mean=mean, rstd=rstd, out=out)
@@ -464,3 +468,19 @@ def _compute_backward(dev, ga, xa, ax, training, w, rm, rv, eps, mean, rstd, cty
         kern.backward(canonical(dev, ga, view, ctype), x4, wk, mean, rstd, training, grad_x, grad_w, grad_b)
     grad_w = None if w is None else stat_result(dev, grad_w, (c,), rtype)
     return res.result(), grad_w, stat_result(dev, grad_b, (c,), rtype)
+
+
+def _plain_backward(g, x, ax, weight, training, mean, rstd, out):
+    """:func:`batch_norm_backward` for a call the ``_plain`` checks accepted (saved
+    statistics): the general path's kernels without its checks."""
+    o, c, i = channel_view(x.shape, ax)
+    view = (1, o, c, i)
+    dt = x.dtype
+    gx = _pool.empty(x.shape, dt) if out is None else out
+    gw = np.zeros(c, dt)
+    gb = np.zeros(c, dt)
+    _dispatch.CPU.kernels(_OP).backward(g.reshape(view), x.reshape(view), np.ones(c, dt) if weight is None else weight,
+                                        np.ascontiguousarray(mean, F64).reshape(1, c),
+                                        np.ascontiguousarray(rstd, F64).reshape(1, c), training, gx.reshape(view), gw,
+                                        gb)
+    return gx, (None if weight is None else gw), gb

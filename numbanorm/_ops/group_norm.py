@@ -12,7 +12,7 @@ The backward here is shared with :mod:`.instance_norm` (GroupNorm with one chann
 """
 import numpy as np
 
-from .. import _dispatch, _validate
+from .. import _dispatch, _pool, _validate
 from . import _plain
 from ._common import Output, canonical, prod, stat_result
 from .batch_norm import F64, check_grad, saved_stats
@@ -203,7 +203,12 @@ def _plain_forward(x, ax, groups, weight, bias, eps, out):
     view, rows, flat = _PLANS.get((x.shape, ax, groups)) or _plan(x.shape, ax, groups)
     nb, c = view[0], view[2]
     dt = x.dtype
-    y = np.empty(x.shape, dt) if out is None else out
+    if out is not None:
+        y = out
+    elif x.nbytes >= _pool.MIN_BYTES:  # returned to the caller: recycled, as the general path's
+        y = _pool.empty(x.shape, dt)
+    else:
+        y = np.empty(x.shape, dt)
     st = np.empty((3, nb, groups))
     w = np.ones(c, dt) if weight is None else weight
     b = np.zeros(c, dt) if bias is None else bias
