@@ -96,8 +96,10 @@ def first_valid(x):
 
 @njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def merge_partials(pc, pm, pq, shift, count, mean, m2):
-    """Merge the (P, C) chunk partials (of x − shift) in chunk order into (C,) results."""
+    """Merge the (P, C) chunk partials (of x − shift) in chunk order into (C,) results;
+    True when every mean and M2 is finite."""
     p, c = pc.shape
+    finite = 0.0
     for j in range(c):
         n = np.float64(0.0)
         m = np.float64(0.0)
@@ -107,6 +109,8 @@ def merge_partials(pc, pm, pq, shift, count, mean, m2):
         count[j] = n
         mean[j] = shift[j] + m if n > 0 else np.nan
         m2[j] = q if n > 0 else np.nan
+        finite += (mean[j] + m2[j]) * 0.0  # NaN iff either is NaN or inf
+    return finite == 0.0
 
 
 def row_plan(r, c):
@@ -331,15 +335,22 @@ def _moments_segs(x, shift, pc, pm, pq, nch, counter):
 _MOMENTS_ROWS = _moments_rows
 _MOMENTS_SEGS = _moments_segs
 
-def moments(x, weight, count, mean, m2):
+def moments(x, weight, count, mean, m2, shift=None):
     """Per-channel (count, mean, M2) of the non-NaN values of ``x`` (O, C, I).
 
     ``weight``: None or (O,) float64 per-sample weights (count = Σ w, M2 = Σ w·(x − mean)²).
     Channels without values get count 0 and NaN mean/M2.
+
+    ``shift`` (the statistics' per-channel shift, :func:`first_valid`'s) is first taken as
+    the first row ``x[0, :, 0]``: when that is finite it *is* first_valid's, so
+    first_valid is called (and compiled) only when some result is not finite and the
+    first row is not either; the call is then redone with its shift.
     """
     o, c, ni = x.shape
     size = x.size
-    shift = first_valid(x)
+    row0 = shift is None
+    if row0:
+        shift = x[0, :, 0].astype(np.float64)
     if ni == 1 and c == 1 and weight is None:
         x = x.reshape(1, 1, o)  # one long run: the piecewise kernel splits it
         o, ni = 1, o
@@ -354,7 +365,7 @@ def moments(x, weight, count, mean, m2):
     elif weight is not None:
         # per-outer weights on a (O, C, I) layout: weight each (o, c) run separately
         x2 = np.ascontiguousarray(np.moveaxis(x, 1, 2)).reshape(o * ni, c)
-        moments(x2.reshape(o * ni, c, 1), np.repeat(weight, ni), count, mean, m2)
+        moments(x2.reshape(o * ni, c, 1), np.repeat(weight, ni), count, mean, m2, None if row0 else shift)
         return
     else:
         p = seg_plan(o, ni)
@@ -362,7 +373,8 @@ def moments(x, weight, count, mean, m2):
         pm = np.empty((p, c))
         pq = np.empty((p, c))
         launch(_MOMENTS_SEGS, size, p * c, x, shift, pc, pm, pq)
-    merge_partials(pc, pm, pq, shift, count, mean, m2)
+    if not merge_partials(pc, pm, pq, shift, count, mean, m2) and row0 and not np.isfinite(shift).all():
+        moments(x, weight, count, mean, m2, first_valid(x))
 
 
 # --------------------------------------------------------------------------- checks
