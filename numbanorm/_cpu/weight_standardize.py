@@ -36,20 +36,11 @@ def _forward(w, eps, out, nch, counter):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _coef_one_pass(row, dy, eps):
-    """(mean, rstd, mean(dy), mean(dy ŵ)) of one row in one pass, or NaN rstd to redo it.
-
-    Σ(w − k), Σ(w − k)², Σdy and Σdy·(w − k) about k = the mean of the row's first
-    ``LEAD`` elements (``_stats.mean_var``'s shift and acceptance test: the shift within a
-    standard deviation of the mean); mean(dy ŵ) = rstd (Σdy·(w − k) − (μ − k) Σdy) / n.
-    """
+def _row_sums(row, dy, k):
+    """(Σ(w − k), Σ(w − k)², Σdy, Σdy·(w − k)) of one row as float64, in one blocked pass
+    (``BLOCK`` elements in the data dtype, block totals in float64)."""
     n = row.shape[0]
     t = row.dtype.type
-    lead = min(n, LEAD)
-    k = t(0.0)
-    for j in range(U(lead)):
-        k += row[j]
-    k = t(k / lead)
     s1 = np.float64(0.0)
     s2 = np.float64(0.0)
     a = np.float64(0.0)
@@ -69,6 +60,25 @@ def _coef_one_pass(row, dy, eps):
         s2 += b2
         a += ba
         c += bc
+    return s1, s2, a, c
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _coef_one_pass(row, dy, eps):
+    """(mean, rstd, mean(dy), mean(dy ŵ)) of one row in one pass, or NaN rstd to redo it.
+
+    :func:`_row_sums` about k = the mean of the row's first ``LEAD`` elements
+    (``_stats.mean_var``'s shift and acceptance test: the shift within a standard deviation
+    of the mean); mean(dy ŵ) = rstd (Σdy·(w − k) − (μ − k) Σdy) / n.
+    """
+    n = row.shape[0]
+    t = row.dtype.type
+    lead = min(n, LEAD)
+    k = t(0.0)
+    for j in range(U(lead)):
+        k += row[j]
+    k = t(k / lead)
+    s1, s2, a, c = _row_sums(row, dy, k)
     dm = s1 / n
     var = s2 / n - dm * dm
     if not dm * dm <= var:  # shift too far from the mean, or NaN/inf in the row
@@ -79,27 +89,13 @@ def _coef_one_pass(row, dy, eps):
 
 @njit(inline="always", **JIT_OPTIONS)
 def _coef_two_pass(row, dy, eps):
-    """:func:`_coef_one_pass` about the row's mean (any shift; NaN propagates)."""
+    """:func:`_coef_one_pass` about the row's mean rounded to the data dtype (any shift; NaN
+    propagates): the mean from Σ(w − w₀) first, then :func:`_row_sums` about it."""
     n = row.shape[0]
-    t = row.dtype.type
     x0 = row[0]
     mu = x0 + sum_shifted(row, x0) / n
-    mu_t = t(mu)
-    q = np.float64(0.0)
-    a = np.float64(0.0)
-    c = np.float64(0.0)
-    for j0 in range(0, n, BLOCK):
-        sq = t(0.0)
-        sa = t(0.0)
-        sc = t(0.0)
-        for j in range(U(j0), U(min(j0 + BLOCK, n))):
-            d = row[j] - mu_t
-            sq += d * d
-            sa += dy[j]
-            sc += dy[j] * d
-        q += sq
-        a += sa
-        c += sc
+    mu_t = row.dtype.type(mu)
+    _, q, a, c = _row_sums(row, dy, mu_t)
     dm = mu - mu_t
     var = q / n - dm * dm
     var = max(var, 0.0) if var == var else var

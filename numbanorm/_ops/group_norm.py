@@ -203,12 +203,7 @@ def _plain_forward(x, ax, groups, weight, bias, eps, out):
     view, rows, flat = _PLANS.get((x.shape, ax, groups)) or _plan(x.shape, ax, groups)
     nb, c = view[0], view[2]
     dt = x.dtype
-    if out is not None:
-        y = out
-    elif x.nbytes >= _pool.MIN_BYTES:  # returned to the caller: recycled, as the general path's
-        y = _pool.empty(x.shape, dt)
-    else:
-        y = np.empty(x.shape, dt)
+    y = _pool.empty(x.shape, dt) if out is None else out  # recycled, as the general path's
     st = np.empty((3, nb, groups))
     w = np.ones(c, dt) if weight is None else weight
     b = np.zeros(c, dt) if bias is None else bias
