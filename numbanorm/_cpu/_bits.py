@@ -157,7 +157,9 @@ def _strict(op):
 
         def codegen(context, builder, signature, args):
             x, y = (context.cast(builder, v, ty, t) for v, ty in zip(args, signature.args))
-            r = getattr(builder, op)(x, y)
+            # 'nsz' only: Numba's fast-math pass adds the kernel's flags to a float operation
+            # only when it has none, so this one never gets 'reassoc' or 'contract'
+            r = getattr(builder, op)(x, y, flags=("nsz",))
             fz = ir.instructions.Instruction(builder.block, r.type, "freeze", [r])
             builder._insert(fz)  # not an fmul/fadd: no reassociation or contraction across it
             return fz
@@ -166,11 +168,14 @@ def _strict(op):
     return strict
 
 
-#: ``a * b`` / ``a + b`` followed by a ``freeze`` (a no-op on the defined value): the kernels'
-#: fast-math flags (which Numba puts on every float operation) cannot reassociate or
-#: contract across it, so an expression of them rounds the same in every loop it is
-#: compiled into (the cached, streamed and packed-pair loops of ``_rows_lowp.write_row``),
-#: and unlike ``llvm.arithmetic.fence`` it vectorises
+#: ``a * b`` / ``a + b`` with only the ``nsz`` flag, followed by a ``freeze`` (a no-op on the
+#: defined value): neither LLVM's IR passes nor its instruction selection may reassociate
+#: or contract them, so an expression of them rounds the same in every loop it is compiled
+#: into (the cached, streamed and packed-pair loops of ``_rows_lowp.write_row``), and unlike
+#: ``llvm.arithmetic.fence`` it vectorises. The ``freeze`` alone was not enough: instruction
+#: selection drops it, and on an AVX-512 Xeon the packed-pair loop of the float16 fused
+#: add + RMSNorm computed its even elements as ``x·(r·w)`` (with the kernel's ``reassoc``
+#: flag on both products), 1 ulp off ``(x·r)·w`` near a rounding tie.
 mul = _strict("fmul")
 add = _strict("fadd")
 
