@@ -2,6 +2,8 @@
 local response norm): every chunk runs exactly once, parallel and serial results are
 bitwise equal, concurrent callers and forked children work."""
 import multiprocessing
+import threading
+import time
 
 import numba
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 import numbanorm
 from numbanorm import _config
-from numbanorm._cpu import _threads
+from numbanorm._cpu import _spin, _threads
 from reference import in_threads
 
 
@@ -21,12 +23,65 @@ def _take(counter, hits):
         ch = _threads.next_chunk(counter)
 
 
+@pytest.mark.parametrize("spin", [True, False], ids=["polling", "blocking"])
 @pytest.mark.parametrize("nch", [1, 2, 3, 64, 1000])
-def test_every_chunk_runs_exactly_once(nch):
-    for _ in range(20):
+def test_every_chunk_runs_exactly_once(nch, spin, monkeypatch):
+    if not spin:  # helpers block in their queue's get between jobs, callers in the job's lock
+        monkeypatch.setattr(_threads, "SPIN_ROUNDS", 0)
+    for i in range(40):
         hits = np.zeros(nch, np.int64)
         _threads.run(lambda counter: _take(counter, hits), nch)
         assert (hits == 1).all()
+        if i % 10 == 9:
+            time.sleep(0.002)  # longer than a helper polls: the next run finds it blocked
+
+
+def test_poll_waits_with_the_gil_released_until_the_word_changes():
+    _spin.build()
+    word = np.zeros(1, np.int64)
+    assert _spin.poll(word.ctypes.data, 1, 10**9) == 0  # differs already: returns at once
+    assert _spin.poll(word.ctypes.data, 0, 100) == 0  # unchanged: gives up after its rounds
+
+    def change():  # Python: needs the GIL, so it runs only while poll has released it
+        time.sleep(0.01)
+        word[0] = 7
+
+    t = threading.Thread(target=change)
+    t.start()
+    assert _spin.poll(word.ctypes.data, 0, 10**12) == 7
+    t.join()
+
+
+def test_post_bumps_the_helpers_and_waits_only_for_a_polling_one():
+    _spin.build()
+    posts = np.zeros((3, 2), np.int64)
+    counter = np.zeros(1, np.int64)
+    assert _spin.post(posts.ctypes.data, 2, counter.ctypes.data, 10**12) == 0  # none polls: no wait
+    assert posts[:, 0].tolist() == [1, 1, 0]
+    posts[1, 1] = 1  # helper 1 polls: wait for the counter, here for 100 rounds only
+    t0 = time.perf_counter()
+    _spin.post(posts.ctypes.data, 2, counter.ctypes.data, 100)
+    assert posts[:, 0].tolist() == [2, 2, 0] and time.perf_counter() - t0 < 1
+    counter[0] = 3
+    assert _spin.post(posts.ctypes.data, 2, counter.ctypes.data, 10**12) == 3  # taken: returns
+
+
+def test_park_marks_the_job_done_and_polls_its_post_count():
+    _spin.build()
+    box = np.array([5, 0], np.int64)
+    done = np.zeros(1, np.int64)
+    seen = []
+
+    def post():
+        time.sleep(0.01)
+        seen.append(int(box[1]))  # polling while parked
+        box[0] = 6
+
+    t = threading.Thread(target=post)
+    t.start()
+    assert _spin.park(box.ctypes.data, 5, 10**12, done.ctypes.data) == 6
+    t.join()
+    assert done[0] == 1 and seen == [1] and box[1] == 0
 
 
 @numba.njit(nogil=True)

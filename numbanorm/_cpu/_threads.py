@@ -17,15 +17,26 @@ did), so each thread enters compiled code once: a Python-level call per chunk co
 of held GIL each (a 20-argument dispatch), which showed at the parallel threshold.
 Results must not depend on which thread runs which chunk.
 
-The pool: persistent daemon helper threads, each blocked in its own C-level
-``queue.SimpleQueue.get``; a run puts one :class:`_Job` (a lock) on the queues of the helpers it
+The pool: persistent daemon helper threads, each waiting on its own C-level
+``queue.SimpleQueue``; a run puts one :class:`_Job` (a lock) on the queues of the helpers it
 wants, runs ``call`` itself, then takes each job's lock, which cancels a job no helper has
 started (on a loaded machine the caller often takes every chunk before a helper is scheduled)
 or waits for a started one. No Futures, Conditions or executor bookkeeping: an 8-chunk launch
 of a trivial kernel on 2 threads cost ~5 µs against ~9.5 µs on a ``ThreadPoolExecutor``
-(TBB's ``prange``: ~2.2 µs; a plain call: ~0.8 µs). The rest is the helper's wake-up and its
-GIL hand-offs, which no Python-level helper avoids; :data:`PASS_GRAIN` keeps passes too
-small to pay for them on fewer threads.
+(TBB's ``prange``: ~2.2 µs; a plain call: ~0.8 µs), on the 2-core EPYC.
+
+Polling (:mod:`._spin`): on a virtual machine whose idle vCPUs halt (the 2-core Xeon here),
+a thread blocked in the kernel wakes ~20 µs or more after it is signalled, and every GIL
+hand-off to a thread blocked on the GIL is such a wake-up: a launch cost 40-100 µs there
+(batch_norm (256, 1024) eval 98 µs on the pool against 50 µs serial). So, as OpenMP and TBB
+pools spin between parallel regions, a helper polls its post count for :data:`SPIN_ROUNDS`
+rounds after each job (GIL released) before it blocks in ``get``; the caller bumps the
+counts with the GIL released and, if a helper is polling, keeps the GIL free until that
+helper has taken a chunk (inside its kernel); a helper marks its job done from its poll,
+with the GIL released, and the caller polls for that before it blocks on the job's lock.
+So no thread takes the GIL while another holds it at the launch or the join (the two
+kernels' dispatches still run one after the other): eval 98 -> 37 µs, median of 2000 calls.
+:data:`PASS_GRAIN` keeps passes too small to pay for a launch on fewer threads.
 
 :func:`launch` is the common form: a kernel ``kernel(*args, nch, counter)`` whose ``nch``
 chunks are consecutive ranges of its work items, run in one call (``nch = 1``, no thread
@@ -44,6 +55,7 @@ from numba.np.ufunc import parallel as _parallel
 from numba.extending import intrinsic
 
 from .. import _config
+from . import _spin
 
 #: chunks per thread of a :func:`launch` (several let a thread on a core shared with other
 #: processes take fewer; results do not depend on the chunking)
@@ -60,6 +72,11 @@ PASS_GRAIN = 65536
 _QUEUES = []
 _POOL_LOCK = threading.Lock()
 
+#: per helper thread (row ``i`` for ``_QUEUES[i]``): its post count and its polling flag
+#: (:mod:`._spin`)
+_POSTS = np.zeros((max(1, numba.config.NUMBA_NUM_THREADS), 2), np.int64)
+_POSTS_AT = _POSTS.ctypes.data
+
 
 class _Job:
     """One helper's share of a :func:`run`: ``lock`` is free until the helper takes the job
@@ -68,7 +85,7 @@ class _Job:
     helper has taken yet (the helper's ``acquire(False)`` then fails) or waits for the one
     running."""
 
-    __slots__ = ("call", "counter", "nch", "lock", "error")
+    __slots__ = ("call", "counter", "nch", "lock", "error", "done", "done_at")
 
     def __init__(self, call, counter, nch):
         self.call = call
@@ -76,25 +93,49 @@ class _Job:
         self.nch = nch
         self.lock = _thread.allocate_lock()
         self.error = None
+        self.done = np.zeros(1, np.int64)
+        self.done_at = self.done.ctypes.data  # (the helper's path after its call stays short)
 
 
-def _helper_loop(jobs):
-    """A helper thread: runs the jobs put on its queue (C-level ``SimpleQueue.get``, no
-    Future or Condition objects), skipping those the caller cancelled and those whose
-    chunks are all taken already (no dispatch of a kernel that would find none)."""
+#: how long an idle helper polls for its next job before it blocks, in ``pause`` rounds of
+#: :func:`._spin.park` (~10-40 ns each on x86: ~0.2-0.8 ms): on a virtual machine a thread blocked
+#: in the kernel wakes tens of µs after it is signalled, which a run of medium-size calls
+#: would otherwise pay at every launch and every GIL hand-off (an OpenMP or TBB pool spins
+#: likewise between parallel regions). 0: never poll.
+SPIN_ROUNDS = int(os.environ.get("NUMBANORM_SPIN_ROUNDS", 20000))
+
+#: how long the caller waits (``pause`` rounds) for a polling helper to take its first chunk
+#: before the caller takes the GIL back for its own call (see :func:`_run`)
+START_ROUNDS = 4000
+
+def _helper_loop(jobs, i):
+    """Helper ``i``: runs the jobs put on its queue (C-level ``SimpleQueue.get``, no Future
+    or Condition objects), skipping those the caller cancelled and those whose chunks are
+    all taken already (no dispatch of a kernel that would find none). Between jobs it polls
+    its post count ``_POSTS[i, 0]`` (bumped after each put) with the GIL released
+    (:func:`._spin.park`, which also marks its last job done) for :data:`SPIN_ROUNDS` rounds,
+    and blocks in ``get`` only then."""
+    box = _POSTS[i]
+    box_at = box.ctypes.data
+    park = _spin.park
     while True:
         job = jobs.get()
+        seen = int(box[0])  # (a post after this one ends the next poll at once)
+        done, done_at = job.done, job.done_at
         if job.lock.acquire(False):
             try:
                 if job.counter[0] < job.nch:
                     job.call(job.counter)
             except BaseException as e:  # re-raised by the caller
                 job.error = e
-            finally:
-                job.lock.release()
-        # drop the job before blocking again: its call holds the kernel's arguments, and
+            job.lock.release()
+        # drop the job before waiting again: its call holds the kernel's arguments, and
         # a held output array is never recycled by the output pool (numbanorm._pool)
         job = None
+        if SPIN_ROUNDS > 0 and jobs.empty():  # few bytecodes after the call: see _run
+            park(box_at, seen, SPIN_ROUNDS, done_at)
+        else:
+            done[0] = 1
 
 
 def _helpers(n):
@@ -103,9 +144,10 @@ def _helpers(n):
     if len(queues) >= n:
         return queues
     with _POOL_LOCK:
+        _spin.build()
         while len(queues) < n:
             q = queue.SimpleQueue()
-            threading.Thread(target=_helper_loop, args=(q,), daemon=True,
+            threading.Thread(target=_helper_loop, args=(q, len(queues)), daemon=True,
                              name=f"numbanorm-cpu-{len(queues)}").start()
             queues.append(q)
     return queues
@@ -117,6 +159,7 @@ def _forget_pool():
     chunk itself: correct, but serial); the child starts its own on first use."""
     global _QUEUES, _POOL_LOCK
     _QUEUES, _POOL_LOCK = [], threading.Lock()
+    _POSTS[:] = 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -220,11 +263,20 @@ def _run(call, nch, threads):
     jobs = [_Job(call, counter, nch) for _ in range(helpers)]
     for q, job in zip(_helpers(helpers), jobs):
         q.put(job)
+    if SPIN_ROUNDS > 0:
+        # bump the helpers' post counts with the GIL released and, if one is polling, wait
+        # until it has taken a chunk (inside its kernel, the GIL released again): a woken
+        # helper that finds the GIL held blocks in the kernel and wakes only tens of µs
+        # after it is released
+        _spin.post(_POSTS_AT, helpers, counter.ctypes.data, START_ROUNDS)
     try:
         call(counter)
     finally:
         for job in jobs:  # cancels a job not taken yet, or waits for its call to return
-            job.lock.acquire()
+            if not job.lock.acquire(False):
+                if SPIN_ROUNDS > 0:  # set by the helper from _spin.park: the GIL is free then
+                    _spin.poll(job.done_at, 0, SPIN_ROUNDS)
+                job.lock.acquire()
             # a cancelled job stays on its helper's queue until that helper wakes: it must
             # not keep the arguments (and so the outputs) alive
             job.call = job.counter = None
