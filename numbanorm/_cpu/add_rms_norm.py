@@ -62,8 +62,8 @@ def _write_row(srow, i, start, stop, mu_t, r_t, weight, bias, out, s, of, sf, st
         h, e, lined = line_span(of, base, n)
         if lined and i > start:
             p = pend[0]
-            for j in range(h):
-                eo[p + j] = _y(srow, mu_t, r_t, weight, bias, j)
+            for j in range(U(h)):  # unsigned indices: no wrap-around gathers/scatters
+                eo[U(p) + j] = _y(srow, mu_t, r_t, weight, bias, j)
             flush_edge(of, base - p, eo, p + h)
         else:
             for j in range(U(h)):
@@ -71,8 +71,8 @@ def _write_row(srow, i, start, stop, mu_t, r_t, weight, bias, out, s, of, sf, st
         for j in range(U(h), U(e)):
             nt_store(of, base + j, _y(srow, mu_t, r_t, weight, bias, j))
         if lined and i < stop - 1:
-            for j in range(e, n):
-                eo[j - e] = _y(srow, mu_t, r_t, weight, bias, j)
+            for j in range(U(e), U(n)):
+                eo[j - U(e)] = _y(srow, mu_t, r_t, weight, bias, j)
             pend[0] = n - e
         else:
             for j in range(U(e), U(n)):
@@ -86,8 +86,8 @@ def _write_row(srow, i, start, stop, mu_t, r_t, weight, bias, out, s, of, sf, st
         h, e, lined = line_span(sf, base, n)
         if lined and i > start:
             p = pend[1]
-            for j in range(h):
-                es[p + j] = srow[j]
+            for j in range(U(h)):
+                es[U(p) + j] = srow[j]
             flush_edge(sf, base - p, es, p + h)
         else:
             for j in range(U(h)):
@@ -95,8 +95,8 @@ def _write_row(srow, i, start, stop, mu_t, r_t, weight, bias, out, s, of, sf, st
         for j in range(U(h), U(e)):
             nt_store(sf, base + j, srow[j])
         if lined and i < stop - 1:
-            for j in range(e, n):
-                es[j - e] = srow[j]
+            for j in range(U(e), U(n)):
+                es[j - U(e)] = srow[j]
             pend[1] = n - e
         else:
             for j in range(U(e), U(n)):

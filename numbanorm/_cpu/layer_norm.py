@@ -65,8 +65,8 @@ def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream, counter):
                 base = i * n
                 h, e, lined = line_span(of, base, n)
                 if lined and i > start:  # the line shared with row i - 1, whole
-                    for j in range(h):
-                        edge[pend + j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+                    for j in range(U(h)):  # unsigned indices: no wrap-around gathers/scatters
+                        edge[U(pend) + j] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
                     flush_edge(of, base - pend, edge, pend + h)
                 else:
                     for j in range(U(h)):
@@ -77,8 +77,8 @@ def _forward(x, weight, bias, eps, out, mean, rstd, scratch, stream, counter):
                     for j in range(U(j0), U(j1)):
                         nt_store(of, base + j, (row[j] - mu_t) * r_t * weight[j] + bias[j])
                 if lined and i < stop - 1:  # staged until row i + 1's head is known
-                    for j in range(e, n):
-                        edge[j - e] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
+                    for j in range(U(e), U(n)):
+                        edge[j - U(e)] = (row[j] - mu_t) * r_t * weight[j] + bias[j]
                     pend = n - e
                 else:
                     for j in range(U(e), U(n)):

@@ -47,7 +47,7 @@ def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
             nc = c1 - c0
             lo = scratch[t, 0]  # in the data dtype: no conversion in the loop
             hi = scratch[t, 1]
-            for j in range(nc):
+            for j in range(U(nc)):
                 lo[j] = np.inf
                 hi[j] = -np.inf
             for i in range(k * r // p, (k + 1) * r // p):
@@ -57,9 +57,9 @@ def _extrema_rows(x, pmn, pmx, ntiles, scratch, nch, counter):
                     # NaN compares false: skipped
                     lo[j] = v if v < lo[j] else lo[j]
                     hi[j] = v if v > hi[j] else hi[j]
-            for j in range(nc):
-                pmn[k, c0 + j] = lo[j]
-                pmx[k, c0 + j] = hi[j]
+            for j in range(U(nc)):
+                pmn[k, U(c0) + j] = lo[j]
+                pmx[k, U(c0) + j] = hi[j]
         chunk = later_chunk(counter, nch)
 
 

@@ -154,11 +154,11 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
             bd = scratch[t, 2]
             bq = scratch[t, 3]
             sh = scratch[t, 4]
-            for j in range(nc):
-                sh[j] = shift[c0 + j]
+            for j in range(U(nc)):
+                sh[j] = shift[U(c0) + j]
             for b0 in range(r0, r1, ROW_BLOCK):
                 b1 = min(r1, b0 + ROW_BLOCK)
-                for j in range(nc):
+                for j in range(U(nc)):
                     bm[j] = 0.0
                     bn[j] = 0.0
                     bd[j] = 0.0
@@ -172,22 +172,22 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                 fast = False
                 if w is None:
                     k0 = U(b0 * c + c0)
-                    for j in range(nc):
+                    for j in range(U(nc)):
                         bm[j] = np.float64(xf[k0 + j])
                     for i in range(b0, b1):
                         base = U(i * c + c0)
-                        for j in range(nc):
+                        for j in range(U(nc)):
                             d = np.float64(xf[base + j]) - bm[j]
                             bd[j] += d
                             bq[j] += d * d
                     nrow = np.float64(b1 - b0)
                     probe = 0.0
                     far = 0.0
-                    for j in range(nc):
+                    for j in range(U(nc)):
                         probe += (bm[j] + bq[j]) * 0.0  # NaN iff K or Σd² is NaN or inf
                         far += 1.0 if 17.0 * bd[j] * bd[j] > 16.0 * nrow * bq[j] else 0.0
                     fast = probe == 0.0 and far == 0.0
-                    for j in range(nc):
+                    for j in range(U(nc)):
                         if fast:
                             bn[j] = nrow
                             bm[j] = bm[j] - sh[j]  # K relative to the channel shift
@@ -201,7 +201,7 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                     for i in range(b0, b1):
                         base = U(i * c + c0)
                         wi = w[i]
-                        for j in range(nc):
+                        for j in range(U(nc)):
                             v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             bm[j] += wi * v if ok else 0.0
@@ -209,13 +209,13 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                 elif not fast:
                     for i in range(b0, b1):
                         base = U(i * c + c0)
-                        for j in range(nc):
+                        for j in range(U(nc)):
                             v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             bm[j] += v if ok else 0.0
                             bn[j] += 1.0 if ok else 0.0
                 if not fast:
-                    for j in range(nc):
+                    for j in range(U(nc)):
                         bm[j] = bm[j] / bn[j] if bn[j] != 0.0 else 0.0
                 # pass 2 (the block is still in cache): Σ w·d and Σ w·d² of the deviations
                 if fast:
@@ -224,7 +224,7 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                     for i in range(b0, b1):
                         base = U(i * c + c0)
                         wi = w[i]
-                        for j in range(nc):
+                        for j in range(U(nc)):
                             v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             d = v - bm[j]
@@ -233,7 +233,7 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                 else:
                     for i in range(b0, b1):
                         base = U(i * c + c0)
-                        for j in range(nc):
+                        for j in range(U(nc)):
                             v = np.float64(xf[base + j]) - sh[j]
                             ok = v == v
                             d = v - bm[j]
@@ -243,7 +243,7 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                 pmk = pm[k]
                 pqk = pq[k]
                 if fast:  # nb > 0 everywhere: _chan's update, as selects (the loop vectorises)
-                    for j in range(nc):
+                    for j in range(U(nc)):
                         nb = bn[j]
                         mb = bm[j] + bd[j] / nb
                         qb = bq[j] - bd[j] * (bd[j] / nb)
@@ -257,7 +257,7 @@ def _moments_rows(x, shift, w, pc, pm, pq, scratch, nch, counter):
                         pqk[q_] = qb if na == 0.0 else pqk[q_] + qb + d * d * (na * f)
                         pck[q_] = n
                     continue
-                for j in range(nc):
+                for j in range(U(nc)):
                     nb = bn[j]
                     if nb != 0.0:
                         mb = bm[j] + bd[j] / nb
