@@ -108,6 +108,7 @@ SPIN_ROUNDS = int(os.environ.get("NUMBANORM_SPIN_ROUNDS", 20000))
 #: before the caller takes the GIL back for its own call (see :func:`_run`)
 START_ROUNDS = 4000
 
+
 def _helper_loop(jobs, i):
     """Helper ``i``: runs the jobs put on its queue (C-level ``SimpleQueue.get``, no Future
     or Condition objects), skipping those the caller cancelled and those whose chunks are
