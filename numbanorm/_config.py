@@ -19,6 +19,9 @@ NUMBANORM_THREADING_LAYER
     ``NUMBA_THREADING_LAYER`` is respected too.
 NUMBANORM_SERIAL_THRESHOLD
     Element count below which the serial kernel twin is used (default 32768).
+NUMBANORM_SPIN_ROUNDS
+    ``pause`` rounds an idle pool helper polls for its next job before it blocks (default
+    20000, ~0.2-0.5 ms; 0: block at once), see :mod:`numbanorm._cpu._threads`.
 NUMBA_CACHE_DIR
     Where compiled kernels are cached (default: the user cache directory, see
     :mod:`numbanorm._cache`; never the installed package).
