@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nb
+from numbanorm import _config
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -364,15 +365,19 @@ def test_cuda_bfloat16_copy_paths():
     _close(out, nb.normalize(x, axis=1), BF16)
 
 
+@pytest.mark.parametrize("rows", [20, 40])
 @pytest.mark.parametrize("dt", DTYPES)
-def test_streamed_outputs_equal_cached_ones(dt, monkeypatch):
-    """Outputs of at least STREAM_BYTES go through a scratch row and non-temporal stores
+def test_streamed_outputs_equal_cached_ones(dt, rows, monkeypatch):
+    """Outputs of at least STREAM_BYTES go through a staging buffer and non-temporal stores
     (forced here on small arrays; the flag is a kernel argument, so the same machine code
-    runs): same bits, misaligned outputs and odd rows included."""
+    runs): same bits, misaligned outputs and odd rows included; 40 rows are above
+    SERIAL_THRESHOLD, so several chunks run on the pool and the lines two chunks share
+    take ordinary stores (``_rows_lowp.write_row``'s ``first``/``last``)."""
     from numbanorm._cpu import _rows_lowp
 
-    x, r = _data((20, 1027), dt), _data((20, 1027), dt, 1)  # below SERIAL_THRESHOLD: no new compiles
+    x, r = _data((rows, 1027), dt), _data((rows, 1027), dt, 1)  # same kernels at both sizes: no new compiles
     w = _data(1027, F32, 2)
+    assert (x.size < _config.SERIAL_THRESHOLD) == (rows == 20)
     calls = [lambda o: nb.rms_norm(x, 1027, w, out=o), lambda o: nb.layer_norm(x, 1027, w, w, out=o),
              lambda o: nb.add_rms_norm(x, r, 1027, w, out=o)[0], lambda o: nb.add_layer_norm(x, r, 1027, out=o)[0],
              lambda o: nb.normalize(x, axis=-1, out=o)]

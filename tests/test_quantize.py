@@ -146,11 +146,12 @@ def test_cuda_kernels_match_cpu(quantize):
             assert a.dtype == b.dtype and np.allclose(a.astype(F32), b.astype(F32), rtol=1e-6)
 
 
+@pytest.mark.parametrize("rows", [20, 40])  # one chunk; several (above SERIAL_THRESHOLD)
 @pytest.mark.parametrize("quantize", ["int8", "float8_e4m3"])
-def test_streamed_codes_equal_cached_ones(quantize, monkeypatch):
+def test_streamed_codes_equal_cached_ones(quantize, rows, monkeypatch):
     from numbanorm._cpu import _rows_lowp
 
-    x = _data((20, 1029))
+    x = _data((rows, 1029))
     ref = nb.rms_norm(x, 1029, quantize=quantize)
     ref2 = nb.add_rms_norm(x, x, 1029, quantize=quantize)
     monkeypatch.setattr(_rows_lowp, "STREAM_BYTES", 0)

@@ -28,9 +28,9 @@ from numba.extending import overload
 
 from .. import _config
 from ._bits import abs_max_bits, float_from_bits, load
-from ._rows_lowp import QUANT, _add_rows, launch, write_row
+from ._rows_lowp import QUANT, STAGE, _add_rows, launch, write_row
 from ._stats import BLOCK, U
-from ._stream import stream_fence
+from ._stream import stream_fence, wide_vectors
 from ._threads import first_chunk, later_chunk
 
 
@@ -60,10 +60,10 @@ def _sq_amax(row, n, weight):
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
-def _quant_row(row, n, eps, weight, qmax, qf, base, stream, nxt):
+def _quant_row(row, n, eps, weight, qmax, qf, base, stream, nxt, stage, pend, first, last):
     """Quantize one row into the row of the flat ``qf`` at ``base`` (streamed when
-    ``stream``, prefetching ``nxt``: :func:`._rows_lowp.write_row`); returns ``(rstd,
-    scale)`` (module doc).
+    ``stream``, prefetching ``nxt``, staging shared lines: :func:`._rows_lowp.write_row`);
+    returns ``(rstd, scale, pend)`` (module doc; ``pend`` as ``write_row`` returns it).
 
     max|y| = r · max|x w| (r > 0 is common to the row), so the statistics pass also
     finds the maximum and the codes are written in the second pass, from cache."""
@@ -74,19 +74,24 @@ def _quant_row(row, n, eps, weight, qmax, qf, base, stream, nxt):
     amax = r_t * mxw  # NaN when y has a NaN
     inv = qmax / amax if amax > 0.0 else t(0.0)  # 0 for zero and NaN rows
     k = r_t * inv
-    write_row(QUANT, row, n, k, k, weight, weight, qf, base, stream, nxt)
-    return r, amax / qmax
+    pend = write_row(QUANT, row, n, k, k, weight, weight, qf, base, stream, nxt, stage, pend, first, last)
+    return r, amax / qmax, pend
 
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks, stream, counter):
+    wide_vectors()
     m, n = x.shape
     qf = q.reshape(-1)
+    stage = np.empty(STAGE if stream else 0, q.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
+        start = c * m // nchunks
         stop = (c + 1) * m // nchunks
-        for i in range(c * m // nchunks, stop):
-            rstd[i], scale[i] = _quant_row(x[i], n, eps, weight, qmax, qf, i * n, stream, x[min(i + 1, stop - 1)])
+        pend = 0
+        for i in range(start, stop):
+            rstd[i], scale[i], pend = _quant_row(x[i], n, eps, weight, qmax, qf, i * n, stream, x[min(i + 1, stop - 1)],
+                                                 stage, pend, i == start, i == stop - 1)
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
         c = later_chunk(counter, nchunks)
@@ -94,14 +99,20 @@ def _rms_quant(x, weight, eps, qmax, q, scale, rstd, nchunks, stream, counter):
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _add_rms_quant(x, res, weight, eps, qmax, s, q, scale, rstd, nchunks, stream, counter):
+    wide_vectors()
     m, n = x.shape
     qf = q.reshape(-1)
+    stage = np.empty(STAGE if stream else 0, q.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        start = c * m // nchunks
+        stop = (c + 1) * m // nchunks
+        pend = 0
+        for i in range(start, stop):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
-            rstd[i], scale[i] = _quant_row(srow, n, eps, weight, qmax, qf, i * n, stream, x[min(i + 1, m - 1)])
+            rstd[i], scale[i], pend = _quant_row(srow, n, eps, weight, qmax, qf, i * n, stream,
+                                                 x[min(i + 1, stop - 1)], stage, pend, i == start, i == stop - 1)
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
         c = later_chunk(counter, nchunks)

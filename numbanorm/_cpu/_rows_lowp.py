@@ -19,11 +19,13 @@ by element, so ``out`` may be ``x`` and ``s`` may be ``x`` or ``res``.
 Thread mapping: serial ``nogil`` chunk kernels over the fixed row chunks of
 :func:`.layer_norm._chunks` (one chunk below ``SERIAL_THRESHOLD`` elements), run on the
 thread pool by :func:`.layer_norm.run_chunks`. Outputs of at least ``STREAM_BYTES`` that
-overlap no input are written straight from the row loop with non-temporal stores of their
-bits (:func:`write_row`: 32-bit packed ``vmovntdq`` stores over each row's
-:func:`._stream.row_span`, prefetching the next row), as the float32 kernels stream
-theirs: one expression for streamed and cached elements, bitwise equal. :func:`write_row`
-is shared with the quantized kernels (:mod:`._quant`).
+overlap no input are written from the row loop with non-temporal stores of their bits
+(:func:`write_row`: each block converted into a cached staging buffer, then copied out
+with ``vmovntdq`` over each row's :func:`._stream.line_span`, the lines shared by two rows
+streamed whole, prefetching the next row), as the float32 kernels stream theirs: one
+expression for streamed and cached elements, bitwise equal. :func:`write_row` is shared
+with the quantized kernels (:mod:`._quant`). The kernels use 512-bit vectors where the
+CPU has them (:func:`._stream.wide_vectors`: their conversions, not memory, bound them).
 """
 import numpy as np
 from numba import njit
@@ -32,8 +34,8 @@ from numba.extending import overload
 from .. import _config
 from ._bits import add, code, load, mul, narrow32, put, qcode
 from ._stats import BLOCK, U
-from ._stream import (PREFETCH_BLOCK, STREAM_BYTES, nt_store, nt_store2, nt_store4, overlaps, prefetch_run, row_span,
-                      stream_fence)
+from ._stream import (EDGE, PREFETCH_BLOCK, STREAM_BYTES, line_span, nt_copy, overlaps, prefetch_run, stream_fence,
+                      wide_vectors)
 from ._threads import first_chunk, later_chunk
 from ._threads import launch as launch_rows
 from .layer_norm import _chunks, run_chunks
@@ -99,69 +101,72 @@ def _code(kind, dst, v):
     return qcode(dst, v) if kind == QUANT else code(dst, v)
 
 
-def _stream_run(kind, src, j0, j1, a, b, weight, bias, of, base):
-    """Elements ``[j0, j1)`` of a stream span with streaming stores, 32 bits at a time
-    (:func:`._stream.nt_store2` / ``nt_store4``) for 16-bit and 8-bit outputs."""
-
-
-@overload(_stream_run, inline="always", jit_options=_config.JIT_OPTIONS)
-def _stream_run_impl(kind, src, j0, j1, a, b, weight, bias, of, base):
-    if of.dtype.bitwidth == 16:
-        def pairs(kind, src, j0, j1, a, b, weight, bias, of, base):
-            for k in range(U((j1 - j0) // 2)):
-                j = U(j0) + U(2) * k
-                nt_store2(of, base + j, _code(kind, of, _value(kind, src, j, a, b, weight, bias)),
-                          _code(kind, of, _value(kind, src, j + U(1), a, b, weight, bias)))
-        return pairs
-    if of.dtype.bitwidth == 8:
-        def quads(kind, src, j0, j1, a, b, weight, bias, of, base):
-            for k in range(U((j1 - j0) // 4)):
-                j = U(j0) + U(4) * k
-                nt_store4(of, base + j, _code(kind, of, _value(kind, src, j, a, b, weight, bias)),
-                          _code(kind, of, _value(kind, src, j + U(1), a, b, weight, bias)),
-                          _code(kind, of, _value(kind, src, j + U(2), a, b, weight, bias)),
-                          _code(kind, of, _value(kind, src, j + U(3), a, b, weight, bias)))
-        return quads
-
-    def singles(kind, src, j0, j1, a, b, weight, bias, of, base):
-        for j in range(U(j0), U(j1)):
-            nt_store(of, base + j, _code(kind, of, _value(kind, src, j, a, b, weight, bias)))
-    return singles
+#: elements of a kernel's :func:`write_row` staging buffer: a shared-line edge, then a block
+STAGE = EDGE + PREFETCH_BLOCK
 
 
 @njit(inline="always", **_config.JIT_OPTIONS)
-def write_row(kind, src, n, a, b, weight, bias, of, base, stream, nxt):
+def write_row(kind, src, n, a, b, weight, bias, of, base, stream, nxt, stage, pend, first, last):
     """Write row ``base // n`` of the flat output ``of`` from the row ``src`` (element
-    :func:`_value` rounded to ``of``'s format, or quantized): ordinary stores, or when
-    ``stream`` streaming stores over its :func:`._stream.row_span` while prefetching the
-    next row ``nxt`` — the same values either way, bitwise."""
-    h, e = row_span(of, base, n, stream)
+    :func:`_value` rounded to ``of``'s format, or quantized); returns how many elements of
+    its tail wait in ``stage`` for the next row (below).
+
+    Not ``stream``: ordinary stores. ``stream``: the row's :func:`._stream.line_span` run
+    is converted block by block (:data:`PREFETCH_BLOCK` elements, prefetching the same
+    block of the next row ``nxt``) into ``stage[EDGE:]`` with ordinary contiguous stores
+    and copied out with :func:`._stream.nt_copy`; the cache lines the row shares with its
+    neighbours are streamed whole through ``stage[:EDGE]``: ``pend`` elements of the
+    previous row's tail wait there unless ``first`` (a chunk's first row: its head takes
+    ordinary stores), and this row's tail is left there unless ``last``. One expression
+    for every element, so streamed and cached bits are equal. ``stage`` is a
+    :data:`STAGE`-element array of ``of``'s dtype (any, when not ``stream``)."""
     ub = U(base)  # unsigned: a signed ``base + j`` would index with wrap-around, which
     # LLVM vectorised as 8 scattered 16-bit stores (a cached bf16 row 3x slower than float32)
-    for j in range(U(h)):
-        of[ub + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
+    if not stream:
+        for j in range(U(n)):
+            of[ub + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
+        return 0
+    h, e, lined = line_span(of, base, n)
+    if lined and not first:  # the line shared with the previous row, whole
+        for j in range(U(h)):
+            stage[U(pend) + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
+        nt_copy(of, base - pend, stage, 0, pend + h)
+    else:
+        for j in range(U(h)):
+            of[ub + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
     for j0 in range(h, e, PREFETCH_BLOCK):
         j1 = min(j0 + PREFETCH_BLOCK, e)
         prefetch_run(nxt, j0, j1)
-        _stream_run(kind, src, j0, j1, a, b, weight, bias, of, base)
+        for k in range(U(j1 - j0)):
+            stage[U(EDGE) + k] = _code(kind, of, _value(kind, src, U(j0) + k, a, b, weight, bias))
+        nt_copy(of, base + j0, stage, EDGE, j1 - j0)
+    if lined and not last:  # staged until the next row's head is known
+        for j in range(U(e), U(n)):
+            stage[j - U(e)] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
+        return n - e
     for j in range(U(e), U(n)):
         of[ub + j] = _code(kind, of, _value(kind, src, j, a, b, weight, bias))
+    return 0
 
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _rms_forward(x, weight, eps, out, rstd, nchunks, stream, counter):
     """Streamed outputs prefetch the next row run by run, as ``rms_norm``'s forward."""
+    wide_vectors()
     m, n = x.shape
     of = out.reshape(-1)
+    stage = np.empty(STAGE if stream else 0, out.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
+        start = c * m // nchunks
         stop = (c + 1) * m // nchunks
-        for i in range(c * m // nchunks, stop):
+        pend = 0
+        for i in range(start, stop):
             row = x[i]
             r = 1.0 / np.sqrt(_row_sq(row, n) / n + eps)
             rstd[i] = r
-            write_row(SCALE, row, n, np.float32(r), np.float32(0.0), weight, weight, of, i * n, stream,
-                      x[min(i + 1, stop - 1)])
+            pend = write_row(SCALE, row, n, np.float32(r), np.float32(0.0), weight, weight, of, i * n, stream,
+                             x[min(i + 1, stop - 1)], stage, pend, i == start, i == stop - 1)
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
         c = later_chunk(counter, nchunks)
@@ -169,18 +174,23 @@ def _rms_forward(x, weight, eps, out, rstd, nchunks, stream, counter):
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _ln_forward(x, weight, bias, eps, out, mean, rstd, nchunks, stream, counter):
+    wide_vectors()
     m, n = x.shape
     of = out.reshape(-1)
+    stage = np.empty(STAGE if stream else 0, out.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        start = c * m // nchunks
+        stop = (c + 1) * m // nchunks
+        pend = 0
+        for i in range(start, stop):
             row = x[i]
             mu, var = _row_mean_var(row, n)
             r = 1.0 / np.sqrt(var + eps)
             mean[i] = mu
             rstd[i] = r
-            write_row(AFFINE, row, n, np.float32(r), np.float32(-mu * r), weight, bias, of, i * n, stream,
-                      x[min(i + 1, m - 1)])
+            pend = write_row(AFFINE, row, n, np.float32(r), np.float32(-mu * r), weight, bias, of, i * n, stream,
+                             x[min(i + 1, stop - 1)], stage, pend, i == start, i == stop - 1)
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
         c = later_chunk(counter, nchunks)
@@ -195,17 +205,22 @@ def _add_rows(xr, rr, sr, n):
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks, stream, counter):
+    wide_vectors()
     m, n = x.shape
     of = out.reshape(-1)
+    stage = np.empty(STAGE if stream else 0, out.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        start = c * m // nchunks
+        stop = (c + 1) * m // nchunks
+        pend = 0
+        for i in range(start, stop):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
             r = 1.0 / np.sqrt(_row_sq(srow, n) / n + eps)
             rstd[i] = r
-            write_row(SCALE, srow, n, np.float32(r), np.float32(0.0), weight, weight, of, i * n, stream,
-                      x[min(i + 1, m - 1)])
+            pend = write_row(SCALE, srow, n, np.float32(r), np.float32(0.0), weight, weight, of, i * n, stream,
+                             x[min(i + 1, stop - 1)], stage, pend, i == start, i == stop - 1)
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
         c = later_chunk(counter, nchunks)
@@ -213,19 +228,24 @@ def _add_rms_forward(x, res, weight, eps, s, out, rstd, nchunks, stream, counter
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks, stream, counter):
+    wide_vectors()
     m, n = x.shape
     of = out.reshape(-1)
+    stage = np.empty(STAGE if stream else 0, out.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        start = c * m // nchunks
+        stop = (c + 1) * m // nchunks
+        pend = 0
+        for i in range(start, stop):
             srow = s[i]
             _add_rows(x[i], res[i], srow, n)
             mu, var = _row_mean_var(srow, n)
             r = 1.0 / np.sqrt(var + eps)
             mean[i] = mu
             rstd[i] = r
-            write_row(AFFINE, srow, n, np.float32(r), np.float32(-mu * r), weight, bias, of, i * n, stream,
-                      x[min(i + 1, m - 1)])
+            pend = write_row(AFFINE, srow, n, np.float32(r), np.float32(-mu * r), weight, bias, of, i * n, stream,
+                             x[min(i + 1, stop - 1)], stage, pend, i == start, i == stop - 1)
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
         c = later_chunk(counter, nchunks)
@@ -235,18 +255,24 @@ def _add_ln_forward(x, res, weight, bias, eps, s, out, mean, rstd, nchunks, stre
 def _normalize_forward(x, pk, p, eps, out, nchunks, stream, counter):
     """Lp normalize each row: ``y = x / max(||x||_p, eps)`` (norm accumulated in float64,
     the division in float32 as torch's float32 composition does)."""
+    wide_vectors()
     m, n = x.shape
     of = out.reshape(-1)
     no_w = np.empty(0, np.float32)  # DIVIDE reads no weight
+    stage = np.empty(STAGE if stream else 0, out.dtype)
     c = first_chunk(counter, nchunks)
     while c < nchunks:
-        for i in range(c * m // nchunks, (c + 1) * m // nchunks):
+        start = c * m // nchunks
+        stop = (c + 1) * m // nchunks
+        pend = 0
+        for i in range(start, stop):
             row = x[i]
             a = _init(pk)
             for j in range(n):
                 a = _acc(np.float64(load(row, j)), a, pk, p)
             d = np.float32(_clamp(_finish(a, pk, p), eps))
-            write_row(DIVIDE, row, n, d, d, no_w, no_w, of, i * n, stream, x[min(i + 1, m - 1)])
+            pend = write_row(DIVIDE, row, n, d, d, no_w, no_w, of, i * n, stream, x[min(i + 1, stop - 1)], stage,
+                             pend, i == start, i == stop - 1)
         if stream:  # order this chunk's streaming stores (see _stream.stream_fence)
             stream_fence()
         c = later_chunk(counter, nchunks)

@@ -272,19 +272,53 @@ def nt_store2(typingctx, arr, idx, c0, c1):
     on converted values vectorises to a narrowing conversion feeding the store, which the
     x86 back end folds into an AVX-512 truncating store (``vpmovdw``/``vpmovdb`` to
     memory) that has no non-temporal form, silently dropping the hint; packed into 32
-    bits in integer arithmetic the store stays ``vmovntdq``."""
+    bits in integer arithmetic the store stays ``vmovntdq``. (The forwards' 16-bit and
+    8-bit rows stream through a staging buffer instead, :func:`nt_copy`.)"""
     if not _packed_ok(arr, (c0, c1)):
         return None
     return types.void(arr, idx, c0, c1), _packed_codegen
 
 
 @intrinsic
-def nt_store4(typingctx, arr, idx, c0, c1, c2, c3):
-    """``arr.flat[idx:idx + 4] = (c0, c1, c2, c3)`` (8-bit integer ``arr``) as one 32-bit
-    :func:`nt_store`; see :func:`nt_store2`."""
-    if not _packed_ok(arr, (c0, c1, c2, c3)):
+def nt_copy(typingctx, dst, dstart, src, sstart, n):
+    """``dst.flat[dstart:dstart + n] = src.flat[sstart:sstart + n]`` (C-contiguous arrays
+    of one integer dtype) with ``!nontemporal`` 32-byte vector stores (``vmovntdq``) of
+    the bytes: ``dst.flat[dstart]`` must be :data:`STREAM_ALIGN`-aligned and ``n`` elements
+    a multiple of 32 bytes (a :func:`line_span` run or shared-line edge); ``src`` may be
+    anywhere (unaligned loads).
+
+    How the 8- and 16-bit forward outputs stream (``_rows_lowp.write_row``): a kernel
+    converts a block of values into a small cached buffer with ordinary stores (contiguous
+    narrowing stores, ``vpmovdb``/``vpmovdw`` or packs) and copies it out with this.
+    Converting straight into 32-bit words for :func:`nt_store` (an ``nt_store4`` of four
+    int8 codes, as :func:`nt_store2` packs two 16-bit ones) made the loop deinterleave its
+    lanes (``vpermt2ps``: one shuffle port) and left int8 rows ~1.45 x the float32 row
+    time on the AVX-512 Xeon of issue 14 (0.93-1.0 x through the buffer)."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array) and dst.dtype == src.dtype
+            and isinstance(dst.dtype, types.Integer)):
         return None
-    return types.void(arr, idx, c0, c1, c2, c3), _packed_codegen
+
+    def codegen(context, builder, signature, args):
+        size = signature.args[0].dtype.bitwidth // 8
+        i8 = ir.IntType(8)
+        i32 = ir.IntType(32)
+        i64 = ir.IntType(64)
+        vec = ir.VectorType(i8, STREAM_ALIGN)
+        darr = context.make_array(signature.args[0])(context, builder, args[0])
+        sarr = context.make_array(signature.args[2])(context, builder, args[2])
+        dstart, sstart, n = (context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 3, 4))
+        dp = builder.bitcast(builder.gep(darr.data, [dstart]), i8.as_pointer())
+        sp = builder.bitcast(builder.gep(sarr.data, [sstart]), i8.as_pointer())
+        nvec = builder.udiv(builder.mul(n, ir.Constant(i64, size)), ir.Constant(i64, STREAM_ALIGN))
+        md = builder.module.add_metadata([ir.Constant(i32, 1)])
+        with cgutils.for_range(builder, nvec) as loop:
+            off = builder.mul(loop.index, ir.Constant(i64, STREAM_ALIGN))
+            v = builder.load(builder.bitcast(builder.gep(sp, [off]), vec.as_pointer()), align=1)
+            st = builder.store(v, builder.bitcast(builder.gep(dp, [off]), vec.as_pointer()), align=STREAM_ALIGN)
+            st.set_metadata("nontemporal", md)
+        return context.get_dummy_value()
+
+    return types.void(dst, dstart, src, sstart, n), codegen
 
 
 def _address_mod(modulus):
@@ -443,3 +477,24 @@ def prefetch_run(row, j0, j1):
     """Prefetch the cache lines of ``row[j0:j1]`` (a C-contiguous 1-D row)."""
     for q in range(j0, j1, max(1, 64 // row.itemsize)):
         prefetch(row, np.uintp(q))
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM vectorise the calling kernel with 512-bit vectors (function attribute
+    ``"prefer-vector-width"="512"``); a no-op on CPUs without AVX-512.
+
+    LLVM's x86 tuning for AVX-512 server cores caps its vectors at 256 bits
+    (``prefer-256-bit``, from Skylake-SP, whose clock dropped under 512-bit code). The
+    16-bit and quantized row kernels are bound by their per-element conversion work (a
+    bfloat16 rounding is 7 integer ops, the codes narrowing shuffles), not memory, on a
+    2-thread AVX-512 machine: with 512-bit vectors bfloat16 ``rms_norm`` (8192, 4096)
+    went 9.3 -> 6.6-6.9 ms on the Xeon of issue 14 (float32: ~9.6 ms either way, so the
+    float32 kernels keep the default). Call it once at the top of a kernel."""
+    def codegen(context, builder, signature, args):
+        # llvmlite's FunctionAttributes accepts only LLVM's keyword attributes; a string
+        # attribute is printed verbatim in the function's definition
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.void(), codegen
