@@ -171,8 +171,8 @@ def _strict(op):
 #: ``a * b`` / ``a + b`` with only the ``nsz`` flag, followed by a ``freeze`` (a no-op on the
 #: defined value): neither LLVM's IR passes nor its instruction selection may reassociate
 #: or contract them, so an expression of them rounds the same in every loop it is compiled
-#: into (the cached, streamed and packed-pair loops of ``_rows_lowp.write_row``), and unlike
-#: ``llvm.arithmetic.fence`` it vectorises. The ``freeze`` alone was not enough: instruction
+#: into (the cached and staged loops of ``_rows_lowp.write_row``, the packed pairs of
+#: ``_rows_grad``), and unlike ``llvm.arithmetic.fence`` it vectorises. The ``freeze`` alone was not enough: instruction
 #: selection drops it, and on an AVX-512 Xeon the packed-pair loop of the float16 fused
 #: add + RMSNorm computed its even elements as ``x·(r·w)`` (with the kernel's ``reassoc``
 #: flag on both products), 1 ulp off ``(x·r)·w`` near a rounding tie.
