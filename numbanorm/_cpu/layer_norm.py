@@ -116,6 +116,36 @@ GROUP_BYTES = 16 << 10
 TILE = 512
 
 
+#: rows whose element-wise backward pass runs in one loop (:func:`_quad_tile`)
+QUAD = 4
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _quad_tile(grad_out, x, weight, mean, rstd, cf, k, i, aw, ab, j0, j1, d0, d1, d2, d3):
+    """Columns ``j0:j1`` of the element-wise backward of rows ``i .. i + 3`` (group rows
+    ``k .. k + 3``, coefficients ``cf``): each row's grad_x into ``d0 .. d3`` (the one-row
+    loop's expression, bitwise), and the four rows' dy·x̂ and dy added into ``aw``/``ab``
+    with one load and store of each accumulator element."""
+    m0, m1, m2, m3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
+    r0, r1, r2, r3 = rstd[i], rstd[i + 1], rstd[i + 2], rstd[i + 3]
+    a0, a1, a2, a3 = cf[0, k], cf[0, k + 1], cf[0, k + 2], cf[0, k + 3]
+    b0, b1, b2, b3 = cf[1, k], cf[1, k + 1], cf[1, k + 2], cf[1, k + 3]
+    g0, g1, g2, g3 = grad_out[i], grad_out[i + 1], grad_out[i + 2], grad_out[i + 3]
+    x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+    for j in range(U(j0), U(j1)):
+        w = weight[j]
+        h0 = (x0[j] - m0) * r0
+        h1 = (x1[j] - m1) * r1
+        h2 = (x2[j] - m2) * r2
+        h3 = (x3[j] - m3) * r3
+        d0[j] = r0 * (g0[j] * w - a0 - h0 * b0)
+        d1[j] = r1 * (g1[j] * w - a1 - h1 * b1)
+        d2[j] = r2 * (g2[j] * w - a2 - h2 * b2)
+        d3[j] = r3 * (g3[j] * w - a3 - h3 * b3)
+        aw[j] += (g0[j] * h0 + g1[j] * h1) + (g2[j] * h2 + g3[j] * h3)
+        ab[j] += (g0[j] + g1[j]) + (g2[j] + g3[j])
+
+
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, part_b, coef, scratch, stream, counter):
     """grad_x = rstd * (w·dy − mean(w·dy) − x̂ · mean(w·dy·x̂)); Σdy·x̂ and Σdy per chunk.
@@ -162,7 +192,15 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
                 coef[c, 1, k] = t(b / n)
             for j0 in range(0, n, TILE):
                 j1 = min(j0 + TILE, n)
-                for k in range(g1 - g0):
+                k = 0
+                while k + QUAD <= g1 - g0:  # four rows per accumulator load and store
+                    i = g0 + k
+                    _quad_tile(grad_out, x, weight, mean, rstd, coef[c], k, i, aw, ab, j0, j1,
+                               scratch[c, k] if stream else grad_x[i], scratch[c, k + 1] if stream else grad_x[i + 1],
+                               scratch[c, k + 2] if stream else grad_x[i + 2],
+                               scratch[c, k + 3] if stream else grad_x[i + 3])
+                    k += QUAD
+                while k < g1 - g0:
                     i = g0 + k
                     mu = mean[i]
                     r = rstd[i]
@@ -176,6 +214,7 @@ def _backward(grad_out, x, weight, mean, rstd, grad_x, acc_w, acc_b, part_w, par
                         dst[j] = r * (dy[j] * weight[j] - a_t - xhat * b_t)
                         aw[j] += dy[j] * xhat
                         ab[j] += dy[j]
+                    k += 1
             if stream:
                 for k in range(g1 - g0):
                     stream_scale(grad_x, (g0 + k) * n, scratch, (c * group + k) * n, one, n)
@@ -241,7 +280,7 @@ def backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias):
     part_b = _work.zeros("rows.part_b", (nchunks, n), np.float64)
     acc_w = _work.zeros("rows.acc_w", (nchunks, n), x.dtype)
     acc_b = _work.zeros("rows.acc_b", (nchunks, n), x.dtype)
-    group = GROUP if 2 * n * x.itemsize > GROUP_BYTES else 1
+    group = GROUP if 2 * n * x.itemsize > GROUP_BYTES else QUAD
     coef = _work.empty("rows.coef", (nchunks, 2, group), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
     scratch = _work.empty("rows.scratch", (nchunks, group, n if stream else 0), x.dtype)
