@@ -250,13 +250,6 @@ _NO_SCRATCH = {np.dtype(t): np.empty((REDUCE_CHUNKS, 0), t) for t in (np.float32
 _ONE_CHUNK = {t: a[:1] for t, a in _NO_SCRATCH.items()}  # the small calls' serial kernels
 
 
-def _scratch(nchunks, n, dtype, stream):
-    """The chunks' scratch rows for streamed outputs (a shared empty array otherwise)."""
-    if not stream:
-        return _NO_SCRATCH[dtype][:nchunks]
-    return _work.empty("rows.scratch", (nchunks, n), dtype)
-
-
 def forward(x, weight, bias, eps, out, mean, rstd):
     """Normalize each row of ``x`` into ``out``; fill ``mean`` and ``rstd``."""
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming

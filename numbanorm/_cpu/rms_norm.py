@@ -18,7 +18,7 @@ from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
 from ._stream import (EDGE, PREFETCH_BLOCK, STREAM_BYTES, flush_edge, line_span, nt_store, overlaps, prefetch_run,
                       stream_fence, stream_scale)
 from ._threads import SERIAL_COUNTER, first_chunk, launch, later_chunk
-from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, _chunks, _scratch, run_chunks
+from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, QUAD, _chunks, run_chunks
 
 
 @njit(nogil=True, **_config.JIT_OPTIONS)
@@ -83,13 +83,53 @@ def _stats(x, eps, rstd, nch, counter):
         c = later_chunk(counter, nch)
 
 
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _row_b(dy, row, weight, r, n):
+    """mean(w·dy·x̂) of a row (blocked into float64), in the data dtype."""
+    t = row.dtype.type
+    b = np.float64(0.0)
+    for j0 in range(0, n, BLOCK):
+        sb = t(0.0)
+        for j in range(U(j0), U(min(j0 + BLOCK, n))):
+            sb += dy[j] * weight[j] * (row[j] * r)
+        b += sb
+    return t(b / n)
+
+
+@njit(inline="always", **_config.JIT_OPTIONS)
+def _quad_rows(grad_out, x, weight, rstd, i, aw, d0, d1, d2, d3):
+    """grad_x of rows ``i .. i + 3`` into ``d0 .. d3`` (the one-row loop's expression,
+    bitwise) and their dy·x̂ added into ``aw`` with one load and store per element."""
+    n = x.shape[1]
+    r0, r1, r2, r3 = rstd[i], rstd[i + 1], rstd[i + 2], rstd[i + 3]
+    g0, g1, g2, g3 = grad_out[i], grad_out[i + 1], grad_out[i + 2], grad_out[i + 3]
+    x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+    b0 = _row_b(g0, x0, weight, r0, n)
+    b1 = _row_b(g1, x1, weight, r1, n)
+    b2 = _row_b(g2, x2, weight, r2, n)
+    b3 = _row_b(g3, x3, weight, r3, n)
+    for j in range(U(n)):
+        w = weight[j]
+        h0 = x0[j] * r0
+        h1 = x1[j] * r1
+        h2 = x2[j] * r2
+        h3 = x3[j] * r3
+        d0[j] = r0 * (g0[j] * w - h0 * b0)
+        d1[j] = r1 * (g1[j] * w - h1 * b1)
+        d2[j] = r2 * (g2[j] * w - h2 * b2)
+        d3[j] = r3 * (g3[j] * w - h3 * b3)
+        aw[j] += (g0[j] * h0 + g1[j] * h1) + (g2[j] * h2 + g3[j] * h3)
+
+
 @njit(nogil=True, **_config.JIT_OPTIONS)
 def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream, counter):
     """grad_x = rstd * (w·dy − x̂ · mean(w·dy·x̂)), x̂ = x·rstd; Σdy·x̂ per chunk.
 
-    Per row: a reduction loop (blocked into float64), then an elementwise loop writing
-    grad_x (streamed for large outputs) and adding dy·x̂ into the chunk's data-dtype row,
-    flushed into the float64 partial row every ``FLUSH`` rows. Both loops vectorise.
+    Rows go four at a time (:data:`.layer_norm.QUAD`; the chunk's last rows one by one):
+    their reduction loops (blocked into float64), then one elementwise loop writing their
+    grad_x (into the chunk's scratch rows when streaming, then streamed out) and adding
+    their dy·x̂ into the chunk's data-dtype row, flushed into the float64 partial row
+    every ``FLUSH`` rows. The loops vectorise.
     """
     m, n = x.shape
     nchunks = part_w.shape[0]
@@ -100,25 +140,31 @@ def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream,
         start = c * m // nchunks
         stop = (c + 1) * m // nchunks
         aw = acc_w[c]
-        for i in range(start, stop):
-            r = rstd[i]
-            dy = grad_out[i]
-            row = x[i]
-            b = np.float64(0.0)
-            for j0 in range(0, n, BLOCK):
-                sb = t(0.0)
-                for j in range(U(j0), U(min(j0 + BLOCK, n))):
-                    sb += dy[j] * weight[j] * (row[j] * r)
-                b += sb
-            b_t = t(b / n)
-            dst = scratch[c] if stream else grad_x[i]
-            for j in range(U(n)):
-                xhat = row[j] * r
-                dst[j] = r * (dy[j] * weight[j] - xhat * b_t)
-                aw[j] += dy[j] * xhat
-            if stream:
-                stream_scale(grad_x, i * n, scratch, c * n, one, n)
-            if (i - start) % FLUSH == FLUSH - 1 or i == stop - 1:
+        i = start
+        while i < stop:
+            if i + QUAD <= stop:
+                if stream:
+                    _quad_rows(grad_out, x, weight, rstd, i, aw, scratch[c, 0], scratch[c, 1], scratch[c, 2],
+                               scratch[c, 3])
+                    for k in range(QUAD):
+                        stream_scale(grad_x, (i + k) * n, scratch, (c * QUAD + k) * n, one, n)
+                else:
+                    _quad_rows(grad_out, x, weight, rstd, i, aw, grad_x[i], grad_x[i + 1], grad_x[i + 2], grad_x[i + 3])
+                i += QUAD
+            else:
+                r = rstd[i]
+                dy = grad_out[i]
+                row = x[i]
+                b_t = _row_b(dy, row, weight, r, n)
+                dst = scratch[c, 0] if stream else grad_x[i]
+                for j in range(U(n)):
+                    xhat = row[j] * r
+                    dst[j] = r * (dy[j] * weight[j] - xhat * b_t)
+                    aw[j] += dy[j] * xhat
+                if stream:
+                    stream_scale(grad_x, i * n, scratch, c * QUAD * n, one, n)
+                i += 1
+            if (i - start) % FLUSH == 0 or i == stop:
                 for j in range(U(n)):
                     part_w[c, j] += aw[j]
                     aw[j] = 0.0
@@ -147,6 +193,6 @@ def backward(grad_out, x, weight, rstd, grad_x, grad_weight):
     part_w = _work.zeros("rows.part_w", (nchunks, n), np.float64)
     acc_w = _work.zeros("rows.acc_w", (nchunks, n), x.dtype)
     stream = grad_x.nbytes >= STREAM_BYTES
-    scratch = _scratch(nchunks, n, x.dtype, stream)
+    scratch = _work.empty("rows.scratch", (nchunks, QUAD, n if stream else 0), x.dtype)
     run_chunks(_backward, x.size, nchunks, grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream)
     sum_chunks(part_w, grad_weight)
