@@ -321,3 +321,28 @@ def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
         ):
             return False
     return x.flags.c_contiguous and _dispatch._FORCED.get() is None
+
+
+
+def plain_rows_backward(grad_out, x, normalized_shape, eps, weight, stats):
+    """Fast path of ``layer_norm_backward`` / ``rms_norm_backward`` without ``out=``:
+    :func:`plain_rows` of ``x``, ``grad_out`` a C-contiguous NumPy array of x's shape and
+    dtype, and the saved statistics ``stats`` (mean and rstd, or rstd) all None or all
+    C-contiguous NumPy arrays of x's dtype shaped as ``return_stats=True`` returns them or
+    as the leading dims. False never means an error (see :func:`plain_rows`)."""
+    if not plain_rows(x, normalized_shape, eps, None, weight):
+        return False
+    dt = x.dtype
+    shape = x.shape
+    if not (type(grad_out) is _NDARRAY and grad_out.dtype is dt and grad_out.shape == shape
+            and grad_out.flags.c_contiguous):
+        return False
+    if stats[0] is None:
+        return all(a is None for a in stats)
+    lead = shape[:-1]
+    keep = lead + (1,)
+    for a in stats:
+        if not (type(a) is _NDARRAY and a.dtype is dt and (a.shape == keep or a.shape == lead)
+                and a.flags.c_contiguous):
+            return False
+    return True

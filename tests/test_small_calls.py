@@ -152,3 +152,49 @@ def test_batch_norm_backward_fast_path_is_the_general_path(rng, shape, ca, dtype
         numbanorm.batch_norm_backward(g, x, w, mean=mean[:-1], rstd=rstd[:-1], channel_axis=ca)
     with pytest.raises(ValueError, match="grad_out"):
         numbanorm.batch_norm_backward(g[:1], x, w, mean=mean, rstd=rstd, channel_axis=ca)
+
+
+@pytest.mark.parametrize("shape", [(32, 768), (4, 5, 6), (64, 24), (256, 1024)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_row_backward_fast_path_is_the_general_path(rng, monkeypatch, shape, dtype, op):
+    """Plain row backwards (``_validate.plain_rows_backward``) run the same kernels as the
+    general path (sent there by a NumPy-integer ``normalized_shape``): bitwise equal, with
+    and without weight and saved statistics (both shapes the forward's forms take)."""
+    from numbanorm._ops import layer_norm as ln_ops, rms_norm as rms_ops
+
+    mod = ln_ops if op == "layer_norm" else rms_ops
+    calls = []
+    plain = mod._plain_backward
+    monkeypatch.setattr(mod, "_plain_backward", lambda *a: calls.append(1) or plain(*a))
+    fwd, bwd = getattr(numbanorm, op), getattr(numbanorm, op + "_backward")
+    n = shape[-1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(n).astype(dtype)
+    for weight in (w, None):
+        stats = fwd(x, n, weight, return_stats=True)[1:]
+        for saved in (stats, tuple(s.reshape(shape[:-1]) for s in stats), None):
+            kw = {} if saved is None else dict(zip(("mean", "rstd") if op == "layer_norm" else ("rstd",), saved))
+            before = len(calls)
+            fast = bwd(g, x, n, weight, **kw)
+            assert len(calls) == before + 1
+            general = bwd(g, x, np.int64(n), weight, **kw)
+            assert len(calls) == before + 1
+            assert len(fast) == len(general)
+            for a, b in zip(fast, general):
+                if b is None:
+                    assert a is None
+                else:
+                    assert a.shape == b.shape and a.dtype == b.dtype
+                    np.testing.assert_array_equal(a, b)
+
+
+def test_row_backward_fast_path_keeps_the_errors(rng):
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="grad_out"):
+        numbanorm.layer_norm_backward(x[:4], x, 16)
+    with pytest.raises(ValueError, match="mean"):
+        numbanorm.layer_norm_backward(x, x, 16, mean=np.zeros((8, 1), np.float32))
+    with pytest.raises(ValueError, match="rstd"):
+        numbanorm.rms_norm_backward(x, x, 16, rstd=np.zeros((4, 1), np.float32))

@@ -169,6 +169,9 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     >>> bool(np.abs(gx).max() < 1e-12), gb
     (True, array([1., 1., 1.]))
     """
+    if (out is None and y is None and bias is None and type(weight_offset) in (float, int) and weight_offset == 0
+            and _validate.plain_rows_backward(grad_out, x, normalized_shape, eps, weight, (mean, rstd))):
+        return _plain_backward(grad_out, x, normalized_shape, weight, eps, mean, rstd)
     if _lowp.wanted_backward(x if y is None else y, grad_out):  # 16-bit data: no float32 copy
         return _lowp.rows_backward(_OP + "_backward", True, grad_out, None, x, normalized_shape, weight, eps=eps,
                                    mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out,
@@ -224,3 +227,25 @@ def _compute_backward(dev, ga, xa, nshape, w, eps, mean, rstd, ctype, rtype, *, 
         kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, mean, rstd, grad_x, grad_w, grad_b)
     grad_w = None if w is None else stat_result(dev, grad_w, nshape, rtype)
     return res.result(), grad_w, stat_result(dev, grad_b, nshape, rtype)
+
+
+def _plain_backward(ga, xa, n, w, eps, mean, rstd):
+    """:func:`layer_norm_backward` for a call :func:`_validate.plain_rows_backward`
+    accepted: what :func:`_compute_backward` does for it, without re-checking (small calls
+    are dominated by the checks)."""
+    dt = xa.dtype
+    m = xa.size // n
+    kern = _dispatch.CPU.kernels(_OP)
+    x2 = xa.reshape(m, n)
+    grad_x = _pool.empty((m, n), dt)
+    grad_w = np.zeros(n, dt)
+    grad_b = np.zeros(n, dt)
+    if mean is None:
+        mean = np.empty(m, dt)
+        rstd = np.empty(m, dt)
+        kern.stats(x2, eps, mean, rstd)
+    else:
+        mean = mean.reshape(m)
+        rstd = rstd.reshape(m)
+    kern.backward(ga.reshape(m, n), x2, np.ones(n, dt) if w is None else w, mean, rstd, grad_x, grad_w, grad_b)
+    return grad_x.reshape(xa.shape), None if w is None else grad_w, grad_b

@@ -170,6 +170,9 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     >>> gx.round(4), gw
     (array([[ 0.181 , -0.1358]]), None)
     """
+    if (out is None and y is None and type(weight_offset) in (float, int) and weight_offset == 0
+            and _validate.plain_rows_backward(grad_out, x, normalized_shape, eps, weight, (rstd,))):
+        return _plain_backward(grad_out, x, normalized_shape, weight, eps, rstd)
     if _lowp.wanted_backward(x if y is None else y, grad_out):  # 16-bit data: no float32 copy
         return _lowp.rows_backward(_OP + "_backward", False, grad_out, None, x, normalized_shape, weight, eps=eps,
                                    rstd=rstd, y=y, weight_offset=weight_offset, out=out, add=False)
@@ -217,3 +220,21 @@ def _compute_backward(dev, ga, xa, nshape, w, eps, rstd, ctype, rtype, *, out=No
         wk = dev.xp.ones(n, ctype) if w is None else w
         kern.backward(canonical(dev, ga, (m, n), ctype), x2, wk, rstd, grad_x, grad_w)
     return res.result(), None if w is None else stat_result(dev, grad_w, nshape, rtype)
+
+
+def _plain_backward(ga, xa, n, w, eps, rstd):
+    """:func:`rms_norm_backward` for a call :func:`_validate.plain_rows_backward` accepted:
+    what :func:`_compute_backward` does for it, without re-checking."""
+    dt = xa.dtype
+    m = xa.size // n
+    kern = _dispatch.CPU.kernels(_OP)
+    x2 = xa.reshape(m, n)
+    grad_x = _pool.empty((m, n), dt)
+    grad_w = np.zeros(n, dt)
+    if rstd is None:
+        rstd = np.empty(m, dt)
+        kern.stats(x2, _MACHINE_EPS[dt] if eps is None else eps, rstd)
+    else:
+        rstd = rstd.reshape(m)
+    kern.backward(ga.reshape(m, n), x2, np.ones(n, dt) if w is None else w, rstd, grad_x, grad_w)
+    return grad_x.reshape(xa.shape), None if w is None else grad_w
