@@ -29,7 +29,6 @@ CPU has them (:func:`._stream.wide_vectors`: their conversions, not memory, boun
 """
 import numpy as np
 from numba import njit
-from numba.extending import overload
 
 from .. import _config
 from ._bits import add, code, load, mul, narrow32, put, qcode
