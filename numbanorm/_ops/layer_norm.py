@@ -231,21 +231,9 @@ def _compute_backward(dev, ga, xa, nshape, w, eps, mean, rstd, ctype, rtype, *, 
 
 def _plain_backward(ga, xa, n, w, eps, mean, rstd):
     """:func:`layer_norm_backward` for a call :func:`_validate.plain_rows_backward`
-    accepted: what :func:`_compute_backward` does for it, without re-checking (small calls
-    are dominated by the checks)."""
-    dt = xa.dtype
-    m = xa.size // n
-    kern = _dispatch.CPU.kernels(_OP)
-    x2 = xa.reshape(m, n)
-    grad_x = _pool.empty((m, n), dt)
-    grad_w = np.zeros(n, dt)
-    grad_b = np.zeros(n, dt)
-    if mean is None:
-        mean = np.empty(m, dt)
-        rstd = np.empty(m, dt)
-        kern.stats(x2, eps, mean, rstd)
-    else:
-        mean = mean.reshape(m)
-        rstd = rstd.reshape(m)
-    kern.backward(ga.reshape(m, n), x2, np.ones(n, dt) if w is None else w, mean, rstd, grad_x, grad_w, grad_b)
-    return grad_x.reshape(xa.shape), None if w is None else grad_w, grad_b
+    accepted: :func:`_compute_backward` on the CPU without the checks before it (small
+    calls are dominated by the checks)."""
+    if mean is not None:
+        m = xa.size // n
+        mean, rstd = mean.reshape(m), rstd.reshape(m)
+    return _compute_backward(_dispatch.CPU, ga, xa, (n,), w, eps, mean, rstd, xa.dtype, xa.dtype)

@@ -224,17 +224,8 @@ def _compute_backward(dev, ga, xa, nshape, w, eps, rstd, ctype, rtype, *, out=No
 
 def _plain_backward(ga, xa, n, w, eps, rstd):
     """:func:`rms_norm_backward` for a call :func:`_validate.plain_rows_backward` accepted:
-    what :func:`_compute_backward` does for it, without re-checking."""
-    dt = xa.dtype
-    m = xa.size // n
-    kern = _dispatch.CPU.kernels(_OP)
-    x2 = xa.reshape(m, n)
-    grad_x = _pool.empty((m, n), dt)
-    grad_w = np.zeros(n, dt)
-    if rstd is None:
-        rstd = np.empty(m, dt)
-        kern.stats(x2, _MACHINE_EPS[dt] if eps is None else eps, rstd)
-    else:
-        rstd = rstd.reshape(m)
-    kern.backward(ga.reshape(m, n), x2, np.ones(n, dt) if w is None else w, rstd, grad_x, grad_w)
-    return grad_x.reshape(xa.shape), None if w is None else grad_w
+    :func:`_compute_backward` on the CPU without the checks before it."""
+    if rstd is not None:
+        rstd = rstd.reshape(xa.size // n)
+    return _compute_backward(_dispatch.CPU, ga, xa, (n,), w, _eps("rms_norm_backward", eps, xa.dtype), rstd,
+                             xa.dtype, xa.dtype)
