@@ -143,13 +143,11 @@ def _backward(grad_out, x, weight, rstd, grad_x, acc_w, part_w, scratch, stream,
         i = start
         while i < stop:
             if i + QUAD <= stop:
+                d = scratch[c] if stream else grad_x[i:i + QUAD]  # one inlined _quad_rows, not two
+                _quad_rows(grad_out, x, weight, rstd, i, aw, d[0], d[1], d[2], d[3])
                 if stream:
-                    _quad_rows(grad_out, x, weight, rstd, i, aw, scratch[c, 0], scratch[c, 1], scratch[c, 2],
-                               scratch[c, 3])
                     for k in range(QUAD):
                         stream_scale(grad_x, (i + k) * n, scratch, (c * QUAD + k) * n, one, n)
-                else:
-                    _quad_rows(grad_out, x, weight, rstd, i, aw, grad_x[i], grad_x[i + 1], grad_x[i + 2], grad_x[i + 3])
                 i += QUAD
             else:
                 r = rstd[i]
