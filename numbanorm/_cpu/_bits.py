@@ -172,10 +172,11 @@ def _strict(op):
 #: defined value): neither LLVM's IR passes nor its instruction selection may reassociate
 #: or contract them, so an expression of them rounds the same in every loop it is compiled
 #: into (the cached and staged loops of ``_rows_lowp.write_row``, the packed pairs of
-#: ``_rows_grad``), and unlike ``llvm.arithmetic.fence`` it vectorises. The ``freeze`` alone was not enough: instruction
-#: selection drops it, and on an AVX-512 Xeon the packed-pair loop of the float16 fused
-#: add + RMSNorm computed its even elements as ``x·(r·w)`` (with the kernel's ``reassoc``
-#: flag on both products), 1 ulp off ``(x·r)·w`` near a rounding tie.
+#: ``_rows_grad``), and unlike ``llvm.arithmetic.fence`` it vectorises. The ``freeze``
+#: alone was not enough: instruction selection drops it, and on an AVX-512 Xeon the
+#: packed-pair loop of the float16 fused add + RMSNorm computed its even elements as
+#: ``x·(r·w)`` (with the kernel's ``reassoc`` flag on both products), 1 ulp off
+#: ``(x·r)·w`` near a rounding tie.
 mul = _strict("fmul")
 add = _strict("fadd")
 
