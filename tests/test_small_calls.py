@@ -190,6 +190,55 @@ def test_row_backward_fast_path_is_the_general_path(rng, monkeypatch, shape, dty
                     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape", [(32, 768), (4, 5, 6), (256, 1024)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["add_layer_norm", "add_rms_norm"])
+def test_fused_backward_fast_path_is_the_general_path(rng, monkeypatch, shape, dtype, op):
+    """Plain fused backwards (``_fused.plain_backward``) give what the general path gives
+    (sent there by a NumPy-integer ``normalized_shape``), bitwise: with and without weight,
+    ``grad_s``, saved statistics (both shapes) and ``out=``; an ``out`` overlapping an input
+    is declined and still right."""
+    from numbanorm._ops import _fused
+
+    taken = []
+    plain = _fused.plain_backward
+    monkeypatch.setattr(_fused, "plain_backward", lambda *a: taken.append(r := plain(*a)) or r)
+    fwd, bwd = getattr(numbanorm, op), getattr(numbanorm, op + "_backward")
+    names = ("mean", "rstd") if op == "add_layer_norm" else ("rstd",)
+    n = shape[-1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    r = rng.standard_normal(shape).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    gs = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(n).astype(dtype)
+    for weight in (w, None):
+        _, s, *stats = fwd(x, r, n, weight, return_stats=True)
+        for saved in (stats, [a.reshape(shape[:-1]) for a in stats], None):
+            kw = {} if saved is None else dict(zip(names, saved))
+            for grad_s in (gs, None):
+                general = bwd(gy, grad_s, s, np.int64(n), weight, **kw)
+                assert taken[-1] is None
+                for out in (None, np.empty_like(s)):
+                    fast = bwd(gy, grad_s, s, n, weight, out=out, **kw)
+                    assert taken[-1] is not None
+                    assert out is None or fast[0] is out
+                    assert len(fast) == len(general)
+                    for a, b in zip(fast, general):
+                        if b is None:
+                            assert a is None
+                        else:
+                            assert a.shape == b.shape and a.dtype == b.dtype
+                            np.testing.assert_array_equal(a, b)
+                gc = gy.copy()  # out=grad_y: declined, through the general path's scratch buffer
+                assert bwd(gc, grad_s, s, n, weight, out=gc, **kw)[0] is gc
+                assert taken[-1] is None
+                np.testing.assert_array_equal(gc, general[0])
+    with pytest.raises(ValueError, match="grad_s"):
+        bwd(gy, gs[:1], s, n, w)
+    with pytest.raises(ValueError, match=f"'{names[0]}' must have shape"):
+        bwd(gy, gs, s, n, w, **dict(zip(names, [a[:1] for a in stats])))
+
+
 def test_row_backward_fast_path_keeps_the_errors(rng):
     x = rng.standard_normal((8, 16)).astype(np.float32)
     with pytest.raises(ValueError, match="grad_out"):

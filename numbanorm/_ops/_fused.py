@@ -138,6 +138,37 @@ def plain_add(centered, x, residual, n, weight, bias, eps, out, residual_out):
     return y, s
 
 
+def plain_backward(centered, grad_y, grad_s, v, n, weight, eps, stats, y, bias, weight_offset, out):
+    """The fused add norms' backward fast path for plain NumPy calls (as ``layer_norm_backward``'s
+    ``_plain_backward``): ``(grad_x, grad_weight[, grad_bias])``, or None when the call needs
+    the general checks. Accepts what :func:`_validate.plain_rows_backward` accepts for
+    ``v`` (the forward's ``s``), ``grad_y``, ``weight`` and the saved statistics ``stats``
+    ((mean, rstd) or (rstd,)), ``grad_s`` None or like ``grad_y``, no ``y``/``bias``/offset,
+    and ``out`` None or a writeable C-contiguous array of v's shape and dtype that overlaps
+    no input (any overlap takes the general path's scratch buffer). None never means an error."""
+    if y is not None or bias is not None or not (type(weight_offset) in (float, int) and weight_offset == 0):
+        return None
+    if (centered and eps is None) or not _validate.plain_rows_backward(grad_y, v, n, eps, weight, stats):
+        return None
+    dt = v.dtype
+    shape = v.shape
+    if grad_s is not None and not (type(grad_s) is np.ndarray and grad_s.dtype is dt and grad_s.shape == shape
+                                   and grad_s.flags.c_contiguous):
+        return None
+    if out is not None:
+        if not (type(out) is np.ndarray and out.dtype is dt and out.shape == shape and out.flags.c_contiguous
+                and out.flags.writeable):
+            return None
+        share = np.may_share_memory
+        if any(a is not None and share(out, a) for a in (grad_y, grad_s, v, weight, *stats)):
+            return None
+    m = v.size // n
+    rstd = None if stats[-1] is None else stats[-1].reshape(m)
+    mean = stats[0].reshape(m) if centered and rstd is not None else None
+    return _compute_backward(_dispatch.CPU, centered, False, grad_y, grad_s, v, (n,), weight, None,
+                             _eps("", eps, centered, dt), 0.0, mean, rstd, dt, dt, out=out, out_a=out)
+
+
 def forward(fn, centered, x, residual, normalized_shape, weight, bias, eps, *, weight_offset=0.0,
             casting=None, residual_dtype=None, out=None, residual_out=None, return_stats=False, add=True):
     """See the module doc; returns what the public function returns."""

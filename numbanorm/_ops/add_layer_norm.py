@@ -70,6 +70,10 @@ def add_layer_norm_backward(grad_y, grad_s, s, normalized_shape, weight=None, *,
     >>> gx.round(6), gb
     (array([[2., 2., 2.]]), array([1., 1., 1.]))
     """
+    res = _fused.plain_backward(True, grad_y, grad_s, s, normalized_shape, weight, eps, (mean, rstd), y, bias,
+                                weight_offset, out)
+    if res is not None:  # a plain NumPy call: the checks above stand for the general ones
+        return res
     bw = _lowp.rows_backward if _lowp.wanted_backward(y if s is None else s, grad_y, grad_s) else _fused.backward
     return bw(_OP + "_backward", True, grad_y, grad_s, s, normalized_shape, weight, eps=eps,
               mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out)

@@ -119,6 +119,10 @@ def add_rms_norm_backward(grad_y, grad_s, s, normalized_shape, weight=None, *, e
     >>> gx.round(4)
     array([[1.181 , 0.8642]])
     """
+    res = _fused.plain_backward(False, grad_y, grad_s, s, normalized_shape, weight, eps, (rstd,), y, None,
+                                weight_offset, out)
+    if res is not None:  # a plain NumPy call: the checks above stand for the general ones
+        return res
     bw = _lowp.rows_backward if _lowp.wanted_backward(y if s is None else s, grad_y, grad_s) else _fused.backward
     return bw(_OP + "_backward", False, grad_y, grad_s, s, normalized_shape, weight, eps=eps,
               rstd=rstd, y=y, weight_offset=weight_offset, out=out)
