@@ -280,6 +280,23 @@ def _writeable(a):
 _MAY_SHARE = np.may_share_memory
 
 
+def apart(o, arrays):
+    """True when the NumPy array ``o`` shares memory with none of the NumPy ``arrays``
+    (None entries skipped; ``o`` itself among them counts as sharing). Two distinct arrays
+    that both own their data (``flags.owndata``: NumPy allocated each buffer for that array
+    alone) are apart without a memory test; any other pair takes ``np.may_share_memory``
+    (0.35 us a pair, a fifth of a small fused call's checks)."""
+    own = o.flags.owndata
+    for a in arrays:
+        if a is None:
+            continue
+        if a is o:
+            return False
+        if not (own and a.flags.owndata) and _MAY_SHARE(o, a):
+            return False
+    return True
+
+
 def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     """Fast path of the row normalizations' forward (``layer_norm``, ``rms_norm``).
 
@@ -316,12 +333,37 @@ def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
         flags = out.flags
         if not (flags.c_contiguous and flags.writeable):
             return False
-        if (out is not x and _MAY_SHARE(out, x)) or (weight is not None and _MAY_SHARE(out, weight)) or (
-            bias is not None and _MAY_SHARE(out, bias)
-        ):
+        if not apart(out, (None if out is x else x, weight, bias)):
             return False
     return x.flags.c_contiguous and _dispatch._FORCED.get() is None
 
+
+
+def plain_fused(x, residual, normalized_shape, eps, out, residual_out, weight, bias=None):
+    """Fast path of ``add_layer_norm`` / ``add_rms_norm``: :func:`plain_rows` of ``x`` (and
+    ``weight``/``bias``), ``residual`` a C-contiguous NumPy array of x's shape and dtype,
+    ``out``/``residual_out`` None or writeable C-contiguous arrays of that shape and dtype,
+    each either exactly ``x`` or ``residual`` (the kernels read a row before writing it) or
+    sharing no memory with any input, and not with each other. False never means an error."""
+    if not plain_rows(x, normalized_shape, eps, None, weight, bias):
+        return False
+    dt = x.dtype
+    shape = x.shape
+    if not (type(residual) is _NDARRAY and residual.dtype is dt and residual.shape == shape
+            and residual.flags.c_contiguous):
+        return False
+    for o in (out, residual_out):
+        if o is None:
+            continue
+        if type(o) is not _NDARRAY or o.dtype is not dt or o.shape != shape:
+            return False
+        flags = o.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return False
+        exact = o is x or o is residual
+        if not apart(o, (None if exact else x, None if exact else residual, weight, bias)):
+            return False
+    return out is None or residual_out is None or apart(out, (residual_out,))
 
 
 def plain_rows_backward(grad_out, x, normalized_shape, eps, weight, stats):

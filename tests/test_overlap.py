@@ -68,7 +68,30 @@ def _gx_inputs(shape):
     return lambda rng: dict(grad_out=rng.standard_normal(shape), x=rng.standard_normal(shape))
 
 
+def _add_inputs(rng):
+    return dict(x=rng.standard_normal((6, 8)), residual=rng.standard_normal((6, 8)), weight=rng.standard_normal(8),
+                bias=rng.standard_normal(8))
+
+
+def _add_stats(centered):
+    def make(rng):
+        x, r = rng.standard_normal((6, 8)), rng.standard_normal((6, 8))
+        fwd = nn.add_layer_norm if centered else nn.add_rms_norm
+        _, s, *stats = fwd(x, r, 8, return_stats=True)
+        return dict(grad_y=rng.standard_normal((6, 8)), grad_s=rng.standard_normal((6, 8)), s=s,
+                    weight=rng.standard_normal(8), **dict(zip(("mean", "rstd") if centered else ("rstd",), stats)))
+    return make
+
+
 FORWARD = {
+    # the fused add norms: out= and (returned first) residual_out=
+    "add_layer_norm": (_add_inputs, lambda a, out: nn.add_layer_norm(
+        a["x"], a["residual"], 8, a["weight"], a["bias"], out=out)),
+    "add_layer_norm_s": (_add_inputs, lambda a, out: nn.add_layer_norm(
+        a["x"], a["residual"], 8, a["weight"], a["bias"], residual_out=out)[::-1]),
+    "add_rms_norm": (_add_inputs, lambda a, out: nn.add_rms_norm(a["x"], a["residual"], 8, a["weight"], out=out)),
+    "add_rms_norm_s": (_add_inputs, lambda a, out: nn.add_rms_norm(
+        a["x"], a["residual"], 8, a["weight"], residual_out=out)[::-1]),
     "layer_norm": (_affine((6, 8), 8), lambda a, out: nn.layer_norm(a["x"], 8, a["weight"], a["bias"], out=out)),
     "layer_norm_stats": (_affine((3, 2, 8), 8), lambda a, out: nn.layer_norm(
         a["x"], 8, a["weight"], a["bias"], out=out, return_stats=True)),
@@ -100,6 +123,10 @@ FORWARD = {
 }
 
 BACKWARD = {
+    "add_layer_norm_backward": (_add_stats(True), lambda a, out: nn.add_layer_norm_backward(
+        a["grad_y"], a["grad_s"], a["s"], 8, a["weight"], mean=a["mean"], rstd=a["rstd"], out=out)),
+    "add_rms_norm_backward": (_add_stats(False), lambda a, out: nn.add_rms_norm_backward(
+        a["grad_y"], a["grad_s"], a["s"], 8, a["weight"], rstd=a["rstd"], out=out)),
     "layer_norm_backward": (_ln_stats, lambda a, out: nn.layer_norm_backward(
         a["grad_out"], a["x"], 8, a["weight"], mean=a["mean"], rstd=a["rstd"], out=out)),
     "rms_norm_backward": (_rms_stats, lambda a, out: nn.rms_norm_backward(

@@ -247,3 +247,29 @@ def test_row_backward_fast_path_keeps_the_errors(rng):
         numbanorm.layer_norm_backward(x, x, 16, mean=np.zeros((8, 1), np.float32))
     with pytest.raises(ValueError, match="rstd"):
         numbanorm.rms_norm_backward(x, x, 16, rstd=np.zeros((4, 1), np.float32))
+
+
+def test_apart_shortcut_never_misses_an_overlap():
+    """``_validate.apart`` skips the memory test only for two distinct arrays that own their data."""
+    from numbanorm._validate import apart
+
+    a, b = np.empty(16), np.empty(16)
+    assert apart(a, (b, None)) and not apart(a, (a,))
+    assert not apart(a, (a[1:],)) and not apart(a[:4], (a,)) and apart(a[:4], (a[4:],))
+    buf = np.empty(64, np.uint8)
+    assert not apart(buf[:32].view(np.float64), (buf[16:48].view(np.float64),))
+
+
+def test_fused_fast_path_declines_an_output_over_the_weight(rng):
+    """A residual_out overlapping the weight it is normalized with takes the general path's
+    scratch buffer: the result is that of the untouched weight."""
+    x = rng.standard_normal((64, 32)).astype(np.float32)
+    r = rng.standard_normal((64, 32)).astype(np.float32)
+    buf = rng.standard_normal(64 * 32).astype(np.float32)
+    w = buf[:32]
+    expect = numbanorm.add_rms_norm(x, r, 32, w.copy())
+    s = buf.reshape(64, 32)  # its first row is w's memory: written before rows 1.. are normalized
+    y, s_out = numbanorm.add_rms_norm(x, r, 32, w, residual_out=s)
+    assert s_out is s
+    np.testing.assert_array_equal(y, expect[0])
+    np.testing.assert_array_equal(s, expect[1])
