@@ -48,23 +48,27 @@ def test_fork_after_kernels_ran_in_parent():
 
 
 def test_work_buffers_are_reused_per_thread_and_private_to_it():
-    """Kernels' partial/scratch rows come from per-thread reusable buffers (_cpu._work)."""
+    """Kernels' partial/scratch rows come from per-thread reusable buffers (_cpu._work),
+    except small ones (fresh arrays, cheaper than the lookup) and huge ones (not kept)."""
     import threading
 
     from numbanorm._cpu import _work
 
-    a = _work.empty("test.buf", (4, 8), np.float64)
-    b = _work.zeros("test.buf", (2, 3), np.float32)  # smaller: the same memory again
-    assert np.shares_memory(a, b) and not b.any() and b.shape == (2, 3) and b.dtype == np.float32
-    c = _work.empty("test.buf", (64, 64), np.float64)  # larger: grown
-    assert c.shape == (64, 64) and c.flags.c_contiguous
+    k = _work.SMALL_BYTES // 8  # float64 elements of the smallest kept buffer
+    a = _work.empty("test.buf", (4, k), np.float64)
+    b = _work.zeros("test.buf", (2, k), np.float32)  # smaller: the same memory again
+    assert np.shares_memory(a, b) and not b.any() and b.shape == (2, k) and b.dtype == np.float32
+    c = _work.empty("test.buf", (64, k), np.float64)  # larger: grown
+    assert c.shape == (64, k) and c.flags.c_contiguous
     other = []
-    t = threading.Thread(target=lambda: other.append(_work.empty("test.buf", (4, 8), np.float64)))
+    t = threading.Thread(target=lambda: other.append(_work.empty("test.buf", (4, k), np.float64)))
     t.start()
     t.join()
-    assert not np.shares_memory(other[0], _work.empty("test.buf", (4, 8), np.float64))
+    assert not np.shares_memory(other[0], _work.empty("test.buf", (4, k), np.float64))
     big = _work.empty("test.big", (_work.KEEP_BYTES // 8 + 1,), np.float64)  # not kept
-    assert not np.shares_memory(big, _work.empty("test.big", (8,), np.float64))
+    assert not np.shares_memory(big, _work.empty("test.big", (k,), np.float64))
+    small = _work.zeros("test.small", (4, 8), np.float64)  # below SMALL_BYTES: a fresh array each time
+    assert not small.any() and not np.shares_memory(small, _work.empty("test.small", (4, 8), np.float64))
 
 
 # --- the workqueue fallback (no TBB: macOS arm64, Linux aarch64), in child processes ---

@@ -17,6 +17,11 @@ import numpy as np
 #: work buffers up to this size are kept for reuse by the calling thread
 KEEP_BYTES = 64 << 20
 
+#: work buffers below this size are fresh arrays: small allocations come from the heap
+#: (no fresh pages to fault in), and ``np.empty`` takes ~0.25 us against ~1.5 us for the
+#: lookup here, a tenth of a small fused call's overhead
+SMALL_BYTES = 64 << 10
+
 _LOCAL = threading.local()
 
 
@@ -25,7 +30,7 @@ def empty(name, shape, dtype):
     later calls with the same ``name`` (so its contents live until then only)."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > KEEP_BYTES:
+    if nbytes > KEEP_BYTES or nbytes < SMALL_BYTES:
         return np.empty(shape, dtype)
     bufs = getattr(_LOCAL, "bufs", None)
     if bufs is None:
@@ -38,6 +43,8 @@ def empty(name, shape, dtype):
 
 def zeros(name, shape, dtype):
     """As :func:`empty`, filled with zeros."""
+    if math.prod(shape) * np.dtype(dtype).itemsize < SMALL_BYTES:
+        return np.zeros(shape, dtype)
     a = empty(name, shape, dtype)
     a.fill(0)
     return a
