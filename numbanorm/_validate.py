@@ -234,6 +234,8 @@ def param(fn, arg, dev, value, shape, dtype):
     ):
         return value
     value = array(fn, arg, dev, value)
+    if value.dtype.name == "bfloat16":  # ml_dtypes (model checkpoints' weights): exactly float32
+        value = value.astype(F32) if dev.name == "cpu" else dev.kernels("_rows_lowp").widen(value)
     if value.dtype.kind not in "fiub":
         raise _type_error(fn, arg, "a real array", f"dtype {value.dtype}")
     if tuple(value.shape) != tuple(shape):

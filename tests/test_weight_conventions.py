@@ -251,3 +251,24 @@ def test_gpu_casting_calls_equal_cpu(half):
             assert gg.dtype == aa.dtype
             np.testing.assert_array_equal(gg.view(np.uint16 if aa.itemsize == 2 else np.uint32),
                                           aa.view(np.uint16 if aa.itemsize == 2 else np.uint32))
+
+
+@pytest.mark.parametrize("casting", [None, "gemma", "llama", "none"])
+@pytest.mark.parametrize("op", ["rms_norm", "layer_norm", "add_rms_norm", "add_layer_norm"])
+def test_bfloat16_weights_take_every_casting(rng, casting, op):
+    """bfloat16 data with bfloat16 weights (a Llama/Gemma checkpoint as loaded) under every
+    ``casting``: the result of the same call with the weights widened to float32 (exact),
+    where the float32-copy paths ("llama", "none") used to reject the weight's dtype."""
+    bf16 = pytest.importorskip("ml_dtypes").bfloat16
+    x = rng.standard_normal((4, 32)).astype(bf16)
+    r = rng.standard_normal((4, 32)).astype(bf16)
+    w = rng.standard_normal(32).astype(bf16)
+    b = rng.standard_normal(32).astype(bf16)
+    f = getattr(numbanorm, op)
+    args = (x, r) if op.startswith("add_") else (x,)
+    params = (w, b) if "layer" in op else (w,)
+    got = f(*args, 32, *params, casting=casting)
+    want = f(*args, 32, *(p.astype(np.float32) for p in params), casting=casting)
+    for g, e in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert g.dtype == bf16
+        np.testing.assert_array_equal(g.astype(np.float32), e.astype(np.float32))
