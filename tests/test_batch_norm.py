@@ -607,3 +607,26 @@ def test_gpu_float32_large_offset_as_accurate_as_cpu(rng, small_blocks, channel_
         cpu_err = np.abs(c - r).max() / scale
         gpu_err = np.abs(d - r).max() / scale
         assert gpu_err <= max(4 * cpu_err, 1e-5), (gpu_err, cpu_err)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 8, 5, 5), (8, 16, 14, 14), (3, 9, 7, 300)])
+def test_per_channel_backward_matches_the_generic_path(monkeypatch, dtype, shape):
+    """The NCHW training backward's per-channel kernel (``_channels._runs``) against the
+    generic two-pass path it replaces for such shapes; a NaN stays in its channel."""
+    from numbanorm._cpu import _channels
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(shape[1]).astype(dtype)
+    x[1, 2, 0, 0] = np.nan
+    _, mean, rstd = batch_norm(x, None, None, w, training=True, return_stats=True)
+    assert _channels._runs(x.reshape(1, shape[0], shape[1], -1), shape[1])
+    fused = batch_norm_backward(g, x, w, mean=mean, rstd=rstd)
+    monkeypatch.setattr(_channels, "_runs", lambda x, groups: False)
+    generic = batch_norm_backward(g, x, w, mean=mean, rstd=rstd)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(fused, generic):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.nanmax(np.abs(b)))
+    assert np.isnan(fused[0][:, 2]).all() and not np.isnan(np.delete(fused[0], 2, axis=1)).any()

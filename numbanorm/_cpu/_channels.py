@@ -27,6 +27,10 @@ reproducible on any machine:
 * **slab** (``I = 1``, ``B >= SLAB_MIN_BATCH``: channels-last GroupNorm/InstanceNorm): chunks
   of the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
   over the contiguous channels) and normalized while it is in cache.
+* **runs** (backward only, BatchNorm channels-first: ``B = 1``, ``O > 1``, ``I > 1``, at
+  least ``RUNS_MIN`` channels of at most ``RUNS_BYTES`` of dy and x each): chunks of the
+  channels; a channel's O runs of I values are reduced, then its dx written while they are
+  in cache, as the rows kernels do.
 * **generic** (BatchNorm, and whatever the others do not take): a reduction over a fixed
   grid of ``B × KO × KI`` work items (chunks of O and I) writing float64 partial sums
   ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics) by one
@@ -67,13 +71,20 @@ from ._channels_forward import _apply_inner, _apply_last, _expand, _finish, _gro
 from ._channels_forward import _rows_forward, _rows_forward_flat, _running_coefficients, _slab_forward
 from ._channels_grad import _grad_apply_inner, _grad_apply_last, _grad_eval_inner, _grad_eval_last, _grad_finish
 from ._channels_grad import _grad_moments_inner, _grad_moments_last, _grad_prepare, _param_grads
-from ._channels_grad import _rows_backward, _slab_backward
+from ._channels_grad import _rows_backward, _runs_backward, _slab_backward
 from ._threads import SERIAL_COUNTER
 from ._threads import launch_pass as launch  # at most one thread per PASS_GRAIN elements
 
 #: the fused kernels parallelize over rows / samples: they need at least this many of them.
 ROWS_MIN = 8
 SLAB_MIN_BATCH = 8
+
+#: the BatchNorm NCHW backward's per-channel kernel (:func:`._channels_grad._runs_backward`)
+#: takes channels whose dy and x (2·O·I values) fit in this many bytes, so they stay in L2
+#: between its two passes (half of the AMD machine's 512 KiB L2), and at least RUNS_MIN
+#: channels (its work items)
+RUNS_BYTES = 256 << 10
+RUNS_MIN = 8
 
 
 def chunking(b, o, i):
@@ -113,6 +124,13 @@ def _path_of(shape, groups):
     if ni == 1 and nb >= SLAB_MIN_BATCH:
         return "slab"
     return "generic"
+
+
+def _runs(x, groups):
+    """Whether a training backward takes the per-channel kernel (module doc, **runs**)."""
+    nb, no, nc, ni = x.shape
+    return (nb == 1 and groups == nc and no > 1 and ni > 1 and nc >= RUNS_MIN
+            and 2 * no * ni * x.itemsize <= RUNS_BYTES)
 
 
 def _flat_rows(shape, groups):
@@ -220,6 +238,14 @@ def backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, gra
     ``training=False`` treats ``mean``/``rstd`` as constants (BatchNorm in eval mode).
     """
     path = _path(x, mean.shape[1]) if training else "generic"
+    if path == "generic" and training and _runs(x, mean.shape[1]):
+        nc = x.shape[2]
+        sum1 = np.zeros((1, nc))
+        sum2 = np.zeros((1, nc))
+        launch(_runs_backward, x.size, nc, grad_out, x, weight, mean, rstd, grad_x, sum1, sum2,
+               np.empty((nc, 4), x.dtype))
+        _param_grads(sum1, sum2, rstd, grad_weight, grad_bias)
+        return
     if path == "generic":
         _generic_backward(grad_out, x, weight, mean, rstd, training, grad_x, grad_weight, grad_bias)
         return

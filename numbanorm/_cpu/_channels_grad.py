@@ -282,6 +282,54 @@ def _rows_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef, nch, counter
         ch = later_chunk(counter, nch)
 
 
+# --- runs: BatchNorm channels-first, fused per channel -----------------------------------
+
+
+@njit(nogil=True, **_opts)
+def _runs_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, coef, nch, counter):
+    """One channel per step (BatchNorm NCHW, ``(1, O, C, I)``, O > 1): Σdy, Σdy(x−μ) over
+    its O runs of I values (in o order, each blocked as :func:`_row_grad_sums`), then dx
+    from those runs while they are still in L1/L2 (the generic path reads dy and x from
+    memory twice). The coefficients as :func:`_rows_backward`'s with one channel a group.
+
+    ``sum1``/``sum2``: (1, C) float64 outputs; ``coef``: (C, 4) scratch of the data dtype.
+    """
+    _, no, nc, ni = x.shape
+    ng = np.float64(no * ni)
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for c in range(ch * nc // nch, (ch + 1) * nc // nch):
+            mu = mean[0, c]
+            r = rstd[0, c]
+            cf = coef[c]
+            cf[0] = mu
+            m_t = cf[0]
+            lo = mu - m_t
+            a = np.float64(0.0)
+            bx = np.float64(0.0)
+            for o in range(no):
+                s, sx = _row_grad_sums(dy[0, o, c], x[0, o, c], m_t)
+                a += s
+                bx += sx
+            bx -= lo * a
+            sum1[0, c] = a
+            sum2[0, c] = bx
+            be = -r * r * r * (weight[c] * bx) / ng
+            cf[1] = r * weight[c]
+            cf[2] = be
+            cf[3] = -r * (weight[c] * a) / ng - be * lo
+            al = cf[1]
+            be_t = cf[2]
+            ga_t = cf[3]
+            for o in range(no):
+                gr = dy[0, o, c]
+                xr = x[0, o, c]
+                dr = dx[0, o, c]
+                for i in range(ni):
+                    dr[i] = al * gr[i] + be_t * (xr[i] - m_t) + ga_t
+        ch = later_chunk(counter, nch)
+
+
 # --- slab: channels-last groups, fused per sample ----------------------------------------
 
 
