@@ -630,3 +630,17 @@ def test_per_channel_backward_matches_the_generic_path(monkeypatch, dtype, shape
     for a, b in zip(fused, generic):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.nanmax(np.abs(b)))
     assert np.isnan(fused[0][:, 2]).all() and not np.isnan(np.delete(fused[0], 2, axis=1)).any()
+
+
+def test_per_channel_backward_rule_is_shape_only():
+    """Which BatchNorm backwards take the per-channel kernel: NCHW shapes with small enough
+    channels whose run stride spreads over the cache sets (not 64 KiB multiples with many runs)."""
+    from numbanorm._cpu import _channels
+
+    def runs(n, c, hw, dt=np.float32):
+        return _channels._runs(np.empty((1, n, c, hw), dt), c)
+
+    assert runs(8, 256, 784) and runs(32, 64, 3136) and runs(4, 8, 1024)
+    assert not runs(128, 64, 256) and not runs(64, 32, 1024)  # 64 KiB / 128 KiB strides
+    assert not runs(8, 4, 784) and not runs(1, 64, 784)  # too few channels, one run
+    assert not runs(64, 16, 3136)  # 1.6 MiB of dy and x a channel

@@ -28,7 +28,8 @@ reproducible on any machine:
   of the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
   over the contiguous channels) and normalized while it is in cache.
 * **runs** (backward only, BatchNorm channels-first: ``B = 1``, ``O > 1``, ``I > 1``, at
-  least ``RUNS_MIN`` channels of at most ``RUNS_BYTES`` of dy and x each): chunks of the
+  least ``RUNS_MIN`` channels of at most ``RUNS_BYTES`` of dy and x each, run strides that
+  do not pile a channel's runs into a few cache sets): chunks of the
   channels; a channel's O runs of I values are reduced, then its dx written while they are
   in cache, as the rows kernels do.
 * **generic** (BatchNorm, and whatever the others do not take): a reduction over a fixed
@@ -80,11 +81,17 @@ ROWS_MIN = 8
 SLAB_MIN_BATCH = 8
 
 #: the BatchNorm NCHW backward's per-channel kernel (:func:`._channels_grad._runs_backward`)
-#: takes channels whose dy and x (2·O·I values) fit in this many bytes, so they stay in L2
-#: between its two passes (half of the AMD machine's 512 KiB L2), and at least RUNS_MIN
-#: channels (its work items)
-RUNS_BYTES = 256 << 10
+#: takes channels whose dy and x (2·O·I values) fit in this many bytes (in this Xeon's
+#: 1.25 MiB L2 between its two passes; where they do not, its second pass reads what the
+#: generic path's second pass reads), at least RUNS_MIN channels (its work items), and
+#: run strides that spread a channel's O runs over the cache sets (:func:`_runs`)
+RUNS_BYTES = 1 << 20
 RUNS_MIN = 8
+
+#: cache sets of 64-byte lines whose period the run-stride rule of :func:`_runs` assumes
+#: (a 64 KiB period: L2s of 1-2 MiB at 16-20 ways), and the most runs one set may get
+RUNS_SETS = 1024
+RUNS_PER_SET = 8
 
 
 def chunking(b, o, i):
@@ -127,10 +134,19 @@ def _path_of(shape, groups):
 
 
 def _runs(x, groups):
-    """Whether a training backward takes the per-channel kernel (module doc, **runs**)."""
+    """Whether a training backward takes the per-channel kernel (module doc, **runs**).
+
+    Also the stride rule: a channel's O runs start ``C·I·itemsize`` bytes apart, and with a
+    stride that is a multiple of 64 KiB they all map to the same cache sets, which then
+    thrash between the kernel's two passes ((128, 64, 16, 16): 1.2-1.4x the generic path's
+    time). The runs' starts fall on ``RUNS_SETS / gcd(stride in lines, RUNS_SETS)``
+    distinct sets; at most ``RUNS_PER_SET`` runs may share one."""
     nb, no, nc, ni = x.shape
-    return (nb == 1 and groups == nc and no > 1 and ni > 1 and nc >= RUNS_MIN
-            and 2 * no * ni * x.itemsize <= RUNS_BYTES)
+    if not (nb == 1 and groups == nc and no > 1 and ni > 1 and nc >= RUNS_MIN
+            and 2 * no * ni * x.itemsize <= RUNS_BYTES):
+        return False
+    sets = RUNS_SETS // math.gcd((nc * ni * x.itemsize // 64) % RUNS_SETS, RUNS_SETS)
+    return -(-no // sets) <= RUNS_PER_SET
 
 
 def _flat_rows(shape, groups):
