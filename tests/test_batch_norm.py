@@ -611,25 +611,31 @@ def test_gpu_float32_large_offset_as_accurate_as_cpu(rng, small_blocks, channel_
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(4, 8, 5, 5), (8, 16, 14, 14), (3, 9, 7, 300)])
-def test_per_channel_backward_matches_the_generic_path(monkeypatch, dtype, shape):
-    """The NCHW training backward's per-channel kernel (``_channels._runs``) against the
-    generic two-pass path it replaces for such shapes; a NaN stays in its channel."""
+def test_per_channel_kernels_match_the_generic_path(monkeypatch, dtype, shape):
+    """The NCHW training forward's and backward's per-channel kernels (``_channels._runs``)
+    against the generic two-pass path they replace for such shapes (output, statistics,
+    running statistics, gradients); a NaN stays in its channel."""
     from numbanorm._cpu import _channels
 
     rng = np.random.default_rng(5)
     x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal(shape[1]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
     x[1, 2, 0, 0] = np.nan
-    _, mean, rstd = batch_norm(x, None, None, w, training=True, return_stats=True)
     assert _channels._runs(x.reshape(1, shape[0], shape[1], -1), shape[1])
-    fused = batch_norm_backward(g, x, w, mean=mean, rstd=rstd)
-    monkeypatch.setattr(_channels, "_runs", lambda x, groups: False)
-    generic = batch_norm_backward(g, x, w, mean=mean, rstd=rstd)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    for a, b in zip(fused, generic):
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.nanmax(np.abs(b)))
-    assert np.isnan(fused[0][:, 2]).all() and not np.isnan(np.delete(fused[0], 2, axis=1)).any()
+    results = []
+    for generic in (False, True):
+        if generic:
+            monkeypatch.setattr(_channels, "_runs", lambda x, groups: False)
+        rm, rv = np.zeros(shape[1], dtype), np.ones(shape[1], dtype)
+        y, mean, rstd = batch_norm(x, rm, rv, w, b, training=True, return_stats=True)
+        results.append((y, mean, rstd, rm, rv) + tuple(batch_norm_backward(g, x, w, mean=mean, rstd=rstd)))
+    for a, e in zip(*results):
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * np.nanmax(np.abs(e)))
+    for a in (results[0][0], results[0][5]):  # y and grad_x: NaN in channel 2 only
+        assert np.isnan(a[:, 2]).all() and not np.isnan(np.delete(a, 2, axis=1)).any()
 
 
 def test_per_channel_backward_rule_is_shape_only():

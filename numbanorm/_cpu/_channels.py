@@ -27,11 +27,11 @@ reproducible on any machine:
 * **slab** (``I = 1``, ``B >= SLAB_MIN_BATCH``: channels-last GroupNorm/InstanceNorm): chunks
   of the ``B`` samples, each ``(O, C)`` slab reduced per channel (inner loop
   over the contiguous channels) and normalized while it is in cache.
-* **runs** (backward only, BatchNorm channels-first: ``B = 1``, ``O > 1``, ``I > 1``, at
+* **runs** (BatchNorm channels-first training: ``B = 1``, ``O > 1``, ``I > 1``, at
   least ``RUNS_MIN`` channels of at most ``RUNS_BYTES`` of dy and x each, run strides that
   do not pile a channel's runs into a few cache sets): chunks of the
-  channels; a channel's O runs of I values are reduced, then its dx written while they are
-  in cache, as the rows kernels do.
+  channels; a channel's O runs of I values are reduced, then normalized (backward: its dx
+  written) while they are in cache, as the rows kernels do.
 * **generic** (BatchNorm, and whatever the others do not take): a reduction over a fixed
   grid of ``B × KO × KI`` work items (chunks of O and I) writing float64 partial sums
   ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics) by one
@@ -69,7 +69,7 @@ from .. import _config
 from .._config import REDUCE_CHUNKS
 from ._channels_forward import BLOCK  # noqa: F401  (documented above)
 from ._channels_forward import _apply_inner, _apply_last, _expand, _finish, _group_stats, _moments_inner, _moments_last
-from ._channels_forward import _rows_forward, _rows_forward_flat, _running_coefficients, _slab_forward
+from ._channels_forward import _rows_forward, _rows_forward_flat, _running_coefficients, _runs_forward, _slab_forward
 from ._channels_grad import _grad_apply_inner, _grad_apply_last, _grad_eval_inner, _grad_eval_last, _grad_finish
 from ._channels_grad import _grad_moments_inner, _grad_moments_last, _grad_prepare, _param_grads
 from ._channels_grad import _rows_backward, _runs_backward, _slab_backward
@@ -80,8 +80,9 @@ from ._threads import launch_pass as launch  # at most one thread per PASS_GRAIN
 ROWS_MIN = 8
 SLAB_MIN_BATCH = 8
 
-#: the BatchNorm NCHW backward's per-channel kernel (:func:`._channels_grad._runs_backward`)
-#: takes channels whose dy and x (2·O·I values) fit in this many bytes (in this Xeon's
+#: the BatchNorm NCHW per-channel kernels (:func:`._channels_grad._runs_backward`,
+#: :func:`._channels_forward._runs_forward`) take channels whose dy and x (2·O·I values) fit
+#: in this many bytes (in this Xeon's
 #: 1.25 MiB L2 between its two passes; where they do not, its second pass reads what the
 #: generic path's second pass reads), at least RUNS_MIN channels (its work items), and
 #: run strides that spread a channel's O runs over the cache sets (:func:`_runs`)
@@ -134,7 +135,7 @@ def _path_of(shape, groups):
 
 
 def _runs(x, groups):
-    """Whether a training backward takes the per-channel kernel (module doc, **runs**).
+    """Whether a training forward/backward takes the per-channel kernels (module doc, **runs**).
 
     Also the stride rule: a channel's O runs start ``C·I·itemsize`` bytes apart, and with a
     stride that is a multiple of 64 KiB they all map to the same cache sets, which then
@@ -238,6 +239,8 @@ def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     elif path == "rows":
         launch(_rows_forward, x.size, nb * groups, x.reshape(nb, nc, ni), groups, eps, weight, bias,
                out.reshape(nb, nc, ni), mean, rstd, var, np.empty((nb, nc, 3), x.dtype))
+    elif path == "generic" and _runs(x, groups):
+        launch(_runs_forward, x.size, nc, x, eps, weight, bias, out, mean, rstd, var, np.empty((nc, 3), x.dtype))
     elif path == "slab":
         launch(_slab_forward, x.size, nb, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
                mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))

@@ -330,6 +330,45 @@ def _rows_forward(x, groups, eps, weight, bias, out, mean, rstd, var, coef, nch,
         ch = later_chunk(counter, nch)
 
 
+# --- runs: BatchNorm channels-first, fused per channel -----------------------------------
+
+
+@njit(nogil=True, **_opts)
+def _runs_forward(x, eps, weight, bias, out, mean, rstd, var, coef, nch, counter):
+    """One channel per step (BatchNorm NCHW, ``(1, O, C, I)``, O > 1): the shifted sums of
+    its O runs of I values (``k`` its first value; the runs in o order, each blocked as
+    :func:`_row_moments`), then the runs normalized while they are in cache, as
+    :func:`_rows_item` does a row. ``mean``/``rstd``/``var``: (1, C); ``coef``: (C, 3)
+    scratch of the data dtype (μ_hi, scale, shift)."""
+    _, no, nc, ni = x.shape
+    n = np.float64(no * ni)
+    ch = first_chunk(counter, nch)
+    while ch < nch:
+        for c in range(ch * nc // nch, (ch + 1) * nc // nch):
+            k = x[0, 0, c, 0]
+            s = np.float64(0.0)
+            ss = np.float64(0.0)
+            for o in range(no):
+                a, q = _row_moments(x[0, o, c], k)
+                s += a
+                ss += q
+            mu, r = _group_moments(s, ss, n, k, eps, 0, c, mean, rstd, var)
+            cf = coef[c]
+            cf[0] = mu
+            sc = r * weight[c]
+            cf[1] = sc
+            cf[2] = bias[c] - (mu - cf[0]) * sc
+            m_t = cf[0]
+            s_t = cf[1]
+            h_t = cf[2]
+            for o in range(no):
+                xr = x[0, o, c]
+                yr = out[0, o, c]
+                for i in range(ni):
+                    yr[i] = (xr[i] - m_t) * s_t + h_t
+        ch = later_chunk(counter, nch)
+
+
 # --- slab: channels-last groups, fused per sample ----------------------------------------
 
 
