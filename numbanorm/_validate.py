@@ -299,6 +299,19 @@ def apart(o, arrays):
     return True
 
 
+def plain_like(a, dt, shape):
+    """Whether ``a`` is a C-contiguous NumPy array of dtype ``dt`` (the same object) and ``shape``."""
+    return type(a) is _NDARRAY and a.dtype is dt and a.shape == shape and a.flags.c_contiguous
+
+
+def plain_out(a, dt, shape):
+    """:func:`plain_like`, and writeable: an ``out=`` the kernels may write directly."""
+    if type(a) is not _NDARRAY or a.dtype is not dt or a.shape != shape:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.writeable
+
+
 def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     """Fast path of the row normalizations' forward (``layer_norm``, ``rms_norm``).
 
@@ -321,24 +334,11 @@ def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     if eps is not None and not (type(eps) is float and 0.0 <= eps < _INF):
         return False
     n1 = (normalized_shape,)
-    if weight is not None and not (
-        type(weight) is _NDARRAY and weight.dtype is dt and weight.shape == n1 and weight.flags.c_contiguous
-    ):
+    if (weight is not None and not plain_like(weight, dt, n1)) or (bias is not None and not plain_like(bias, dt, n1)):
         return False
-    if bias is not None and not (
-        type(bias) is _NDARRAY and bias.dtype is dt and bias.shape == n1 and bias.flags.c_contiguous
-    ):
+    if out is not None and not (plain_out(out, dt, shape) and apart(out, (None if out is x else x, weight, bias))):
         return False
-    if out is not None:
-        if type(out) is not _NDARRAY or out.dtype is not dt or out.shape != shape:
-            return False
-        flags = out.flags
-        if not (flags.c_contiguous and flags.writeable):
-            return False
-        if not apart(out, (None if out is x else x, weight, bias)):
-            return False
     return x.flags.c_contiguous and _dispatch._FORCED.get() is None
-
 
 
 def plain_fused(x, residual, normalized_shape, eps, out, residual_out, weight, bias=None):
@@ -351,16 +351,12 @@ def plain_fused(x, residual, normalized_shape, eps, out, residual_out, weight, b
         return False
     dt = x.dtype
     shape = x.shape
-    if not (type(residual) is _NDARRAY and residual.dtype is dt and residual.shape == shape
-            and residual.flags.c_contiguous):
+    if not plain_like(residual, dt, shape):
         return False
     for o in (out, residual_out):
         if o is None:
             continue
-        if type(o) is not _NDARRAY or o.dtype is not dt or o.shape != shape:
-            return False
-        flags = o.flags
-        if not (flags.c_contiguous and flags.writeable):
+        if not plain_out(o, dt, shape):
             return False
         exact = o is x or o is residual
         if not apart(o, (None if exact else x, None if exact else residual, weight, bias)):
@@ -378,8 +374,7 @@ def plain_rows_backward(grad_out, x, normalized_shape, eps, weight, stats):
         return False
     dt = x.dtype
     shape = x.shape
-    if not (type(grad_out) is _NDARRAY and grad_out.dtype is dt and grad_out.shape == shape
-            and grad_out.flags.c_contiguous):
+    if not plain_like(grad_out, dt, shape):
         return False
     if stats[0] is None:
         return all(a is None for a in stats)

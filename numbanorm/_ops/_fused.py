@@ -143,15 +143,11 @@ def plain_backward(centered, grad_y, grad_s, v, n, weight, eps, stats, y, bias, 
         return None
     dt = v.dtype
     shape = v.shape
-    if grad_s is not None and not (type(grad_s) is np.ndarray and grad_s.dtype is dt and grad_s.shape == shape
-                                   and grad_s.flags.c_contiguous):
+    if grad_s is not None and not _validate.plain_like(grad_s, dt, shape):
         return None
-    if out is not None:
-        if not (type(out) is np.ndarray and out.dtype is dt and out.shape == shape and out.flags.c_contiguous
-                and out.flags.writeable):
-            return None
-        if not _validate.apart(out, (grad_y, grad_s, v, weight, *stats)):
-            return None
+    if out is not None and not (_validate.plain_out(out, dt, shape)
+                                and _validate.apart(out, (grad_y, grad_s, v, weight, *stats))):
+        return None
     m = v.size // n
     rstd = None if stats[-1] is None else stats[-1].reshape(m)
     mean = stats[0].reshape(m) if centered and rstd is not None else None
