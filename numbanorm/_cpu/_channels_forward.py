@@ -239,27 +239,34 @@ def _group_moments(s, ss, n, k, eps, b, g, mean, rstd, var):
 
 
 @njit(**_opts, inline="always")
+def _normalize_channel(cf, mu, r, w, b):
+    """Channel coefficients into ``cf`` (data dtype: μ_hi, scale ``r·w``, shift
+    ``b − μ_lo·scale``), returned as read back: ``y = (x − μ_hi)·scale + shift``."""
+    cf[0] = mu
+    sc = r * w
+    cf[1] = sc
+    cf[2] = b - (mu - cf[0]) * sc
+    return cf[0], cf[1], cf[2]
+
+
+@njit(**_opts, inline="always")
+def _normalize_run(xr, yr, m_t, s_t, h_t):
+    """``yr = (xr − m_t)·s_t + h_t`` over a run of one channel."""
+    for i in range(xr.shape[0]):
+        yr[i] = (xr[i] - m_t) * s_t + h_t
+
+
+@njit(**_opts, inline="always")
 def _rows_item(x, xg, b, g, cg, n, eps, weight, bias, out, mean, rstd, var, coef):
     """Row (b, g) of :func:`_rows_forward`: its shifted sums (over the group's channels as
     one contiguous row of ``xg``, the (B·G, C/G·I) view), then normalize it."""
-    ni = x.shape[2]
     c0 = g * cg
     k = x[b, c0, 0]
     s, ss = _row_moments(xg[b * (x.shape[1] // cg) + g], k)
     mu, r = _group_moments(s, ss, n, k, eps, b, g, mean, rstd, var)
     for c in range(c0, c0 + cg):
-        cf = coef[b, c]
-        cf[0] = mu
-        sc = r * weight[c]
-        cf[1] = sc
-        cf[2] = bias[c] - (mu - cf[0]) * sc
-        m_t = cf[0]
-        s_t = cf[1]
-        h_t = cf[2]
-        xr = x[b, c]
-        yr = out[b, c]
-        for i in range(ni):
-            yr[i] = (xr[i] - m_t) * s_t + h_t
+        m_t, s_t, h_t = _normalize_channel(coef[b, c], mu, r, weight[c], bias[c])
+        _normalize_run(x[b, c], out[b, c], m_t, s_t, h_t)
 
 
 @njit(nogil=True, **_opts)
@@ -353,19 +360,9 @@ def _runs_forward(x, eps, weight, bias, out, mean, rstd, var, coef, nch, counter
                 s += a
                 ss += q
             mu, r = _group_moments(s, ss, n, k, eps, 0, c, mean, rstd, var)
-            cf = coef[c]
-            cf[0] = mu
-            sc = r * weight[c]
-            cf[1] = sc
-            cf[2] = bias[c] - (mu - cf[0]) * sc
-            m_t = cf[0]
-            s_t = cf[1]
-            h_t = cf[2]
+            m_t, s_t, h_t = _normalize_channel(coef[c], mu, r, weight[c], bias[c])
             for o in range(no):
-                xr = x[0, o, c]
-                yr = out[0, o, c]
-                for i in range(ni):
-                    yr[i] = (xr[i] - m_t) * s_t + h_t
+                _normalize_run(x[0, o, c], out[0, o, c], m_t, s_t, h_t)
         ch = later_chunk(counter, nch)
 
 
