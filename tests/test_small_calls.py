@@ -154,6 +154,18 @@ def test_batch_norm_backward_fast_path_is_the_general_path(rng, shape, ca, dtype
         numbanorm.batch_norm_backward(g[:1], x, w, mean=mean, rstd=rstd, channel_axis=ca)
 
 
+def _assert_same_results(fast, general):
+    """A fast path's results are the general path's: same count, None where it has None,
+    else the same shape, dtype and bits."""
+    assert len(fast) == len(general)
+    for a, b in zip(fast, general):
+        if b is None:
+            assert a is None
+        else:
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("shape", [(32, 768), (4, 5, 6), (64, 24), (256, 1024)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
@@ -181,13 +193,7 @@ def test_row_backward_fast_path_is_the_general_path(rng, monkeypatch, shape, dty
             assert len(calls) == before + 1
             general = bwd(g, x, np.int64(n), weight, **kw)
             assert len(calls) == before + 1
-            assert len(fast) == len(general)
-            for a, b in zip(fast, general):
-                if b is None:
-                    assert a is None
-                else:
-                    assert a.shape == b.shape and a.dtype == b.dtype
-                    np.testing.assert_array_equal(a, b)
+            _assert_same_results(fast, general)
 
 
 @pytest.mark.parametrize("shape", [(32, 768), (4, 5, 6), (256, 1024)])
@@ -222,13 +228,7 @@ def test_fused_backward_fast_path_is_the_general_path(rng, monkeypatch, shape, d
                     fast = bwd(gy, grad_s, s, n, weight, out=out, **kw)
                     assert taken[-1] is not None
                     assert out is None or fast[0] is out
-                    assert len(fast) == len(general)
-                    for a, b in zip(fast, general):
-                        if b is None:
-                            assert a is None
-                        else:
-                            assert a.shape == b.shape and a.dtype == b.dtype
-                            np.testing.assert_array_equal(a, b)
+                    _assert_same_results(fast, general)
                 gc = gy.copy()  # out=grad_y: declined, through the general path's scratch buffer
                 assert bwd(gc, grad_s, s, n, weight, out=gc, **kw)[0] is gc
                 assert taken[-1] is None
