@@ -315,30 +315,37 @@ def plain_out(a, dt, shape):
 def plain_rows(x, normalized_shape, eps, out, weight, bias=None):
     """Fast path of the row normalizations' forward (``layer_norm``, ``rms_norm``).
 
-    True when every check of the general path would pass with nothing to convert: ``x``
-    a non-empty C-contiguous float32/float64 NumPy array, ``normalized_shape`` the int
-    length of its last axis, ``eps`` a float >= 0 or None, ``weight``/``bias`` None or
+    The row length N (an int > 0) when every check of the general path would pass with
+    nothing to convert, else 0: ``x`` a non-empty C-contiguous float32/float64 NumPy array,
+    ``normalized_shape`` the length of its last axis as an int or as torch spells it, a
+    1-tuple or 1-list of an int (``(768,)``), ``eps`` a float >= 0 or None, ``weight``/``bias`` None or
     C-contiguous ``(N,)`` NumPy arrays of x's dtype (the layouts the kernels are compiled
     for), ``out`` None or a writeable C-contiguous array of x's shape and dtype that is
     either ``x`` itself or shares no memory with ``x``, ``weight`` or ``bias`` (any other
     overlap goes through the general path's scratch buffer), and no device forced.
-    False sends the call through the general checks (which then pass or raise the usual
+    0 sends the call through the general checks (which then pass or raise the usual
     error). Written for speed: small calls are dominated by argument checking.
     """
-    if type(x) is not _NDARRAY or type(normalized_shape) is not int:
-        return False
+    if type(x) is not _NDARRAY:
+        return 0
+    n = normalized_shape
+    t = type(n)
+    if t is not int:
+        if (t is not tuple and t is not list) or len(n) != 1 or type(n[0]) is not int:
+            return 0
+        n = n[0]
     dt = x.dtype
     shape = x.shape
-    if (dt is not F32 and dt is not F64) or not shape or shape[-1] != normalized_shape or not x.size:
-        return False
+    if (dt is not F32 and dt is not F64) or not shape or shape[-1] != n or not x.size:
+        return 0
     if eps is not None and not (type(eps) is float and 0.0 <= eps < _INF):
-        return False
-    n1 = (normalized_shape,)
+        return 0
+    n1 = (n,)
     if (weight is not None and not plain_like(weight, dt, n1)) or (bias is not None and not plain_like(bias, dt, n1)):
-        return False
+        return 0
     if out is not None and not (plain_out(out, dt, shape) and apart(out, (None if out is x else x, weight, bias))):
-        return False
-    return x.flags.c_contiguous and _dispatch._FORCED.get() is None
+        return 0
+    return n if x.flags.c_contiguous and _dispatch._FORCED.get() is None else 0
 
 
 def plain_fused(x, residual, normalized_shape, eps, out, residual_out, weight, bias=None):
@@ -346,22 +353,24 @@ def plain_fused(x, residual, normalized_shape, eps, out, residual_out, weight, b
     ``weight``/``bias``), ``residual`` a C-contiguous NumPy array of x's shape and dtype,
     ``out``/``residual_out`` None or writeable C-contiguous arrays of that shape and dtype,
     each either exactly ``x`` or ``residual`` (the kernels read a row before writing it) or
-    sharing no memory with any input, and not with each other. False never means an error."""
-    if not plain_rows(x, normalized_shape, eps, None, weight, bias):
-        return False
+    sharing no memory with any input, and not with each other. Returns the row length N,
+    or 0 (never an error), as :func:`plain_rows`."""
+    n = plain_rows(x, normalized_shape, eps, None, weight, bias)
+    if not n:
+        return 0
     dt = x.dtype
     shape = x.shape
     if not plain_like(residual, dt, shape):
-        return False
+        return 0
     for o in (out, residual_out):
         if o is None:
             continue
         if not plain_out(o, dt, shape):
-            return False
+            return 0
         exact = o is x or o is residual
         if not apart(o, (None if exact else x, None if exact else residual, weight, bias)):
-            return False
-    return out is None or residual_out is None or apart(out, (residual_out,))
+            return 0
+    return n if out is None or residual_out is None or apart(out, (residual_out,)) else 0
 
 
 def plain_rows_backward(grad_out, x, normalized_shape, eps, weight, stats):
@@ -369,19 +378,20 @@ def plain_rows_backward(grad_out, x, normalized_shape, eps, weight, stats):
     :func:`plain_rows` of ``x``, ``grad_out`` a C-contiguous NumPy array of x's shape and
     dtype, and the saved statistics ``stats`` (mean and rstd, or rstd) all None or all
     C-contiguous NumPy arrays of x's dtype shaped as ``return_stats=True`` returns them or
-    as the leading dims. False never means an error (see :func:`plain_rows`)."""
-    if not plain_rows(x, normalized_shape, eps, None, weight):
-        return False
+    as the leading dims. Returns the row length N, or 0 (never an error), as :func:`plain_rows`."""
+    n = plain_rows(x, normalized_shape, eps, None, weight)
+    if not n:
+        return 0
     dt = x.dtype
     shape = x.shape
     if not plain_like(grad_out, dt, shape):
-        return False
+        return 0
     if stats[0] is None:
-        return all(a is None for a in stats)
+        return n if all(a is None for a in stats) else 0
     lead = shape[:-1]
     keep = lead + (1,)
     for a in stats:
         if not (type(a) is _NDARRAY and a.dtype is dt and (a.shape == keep or a.shape == lead)
                 and a.flags.c_contiguous):
-            return False
-    return True
+            return 0
+    return n

@@ -273,3 +273,33 @@ def test_fused_fast_path_declines_an_output_over_the_weight(rng):
     assert s_out is s
     np.testing.assert_array_equal(y, expect[0])
     np.testing.assert_array_equal(s, expect[1])
+
+
+@pytest.mark.parametrize("spelling", [lambda n: n, lambda n: (n,), lambda n: [n]], ids=["int", "tuple", "list"])
+def test_row_fast_paths_take_torchs_normalized_shape(rng, monkeypatch, spelling):
+    """``F.layer_norm(x, (768,))`` is how torch users write it: the 1-tuple and 1-list take
+    the fast paths of every row op (forward, backward, fused), with the int's results."""
+    from numbanorm import _validate
+
+    seen = []
+    for name in ("plain_rows", "plain_fused", "plain_rows_backward"):
+        real = getattr(_validate, name)
+        monkeypatch.setattr(_validate, name, lambda *a, _f=real: seen.append(r := _f(*a)) or r)
+    x, r, g = (rng.standard_normal((4, 24)).astype(np.float32) for _ in range(3))
+    w = rng.standard_normal(24).astype(np.float32)
+    ns = spelling(24)
+    calls = [
+        lambda ns: numbanorm.layer_norm(x, ns, w, w),
+        lambda ns: numbanorm.rms_norm(x, ns, w),
+        lambda ns: numbanorm.add_layer_norm(x, r, ns, w, w),
+        lambda ns: numbanorm.add_rms_norm(x, r, ns, w),
+        lambda ns: numbanorm.layer_norm_backward(g, x, ns, w),
+        lambda ns: numbanorm.rms_norm_backward(g, x, ns, w),
+        lambda ns: numbanorm.add_layer_norm_backward(g, g, x, ns, w),
+        lambda ns: numbanorm.add_rms_norm_backward(g, g, x, ns, w),
+    ]
+    for call in calls:
+        del seen[:]
+        got = call(ns)
+        assert seen and seen[-1] == 24
+        _assert_same_results(got, call(24))

@@ -109,7 +109,10 @@ def _plain_cases(rng):
     yield True, dict(base, x=x[None], out=np.empty((1, 6, 16), np.float32))  # 3-D
     yield False, dict(base, w=np.repeat(w, 2)[::2])  # strided parameter: made contiguous
     yield True, dict(base, x=x.astype(np.float64), w=w.astype(np.float64), b=None, out=None)
-    yield False, dict(base, ns=(16,))  # tuple normalized_shape
+    yield True, dict(base, ns=(16,))  # torch's spelling: a 1-tuple
+    yield True, dict(base, ns=[16], w=None)  # or a 1-list
+    yield False, dict(base, ns=(np.int64(16),))  # a NumPy integer: converted
+    yield False, dict(base, ns=(6, 16), w=None, b=None)  # two normalized dims
     yield False, dict(base, eps=0)  # int eps
     yield False, dict(base, x=x.astype(np.float16), w=None, b=None, out=None)
     yield False, dict(base, x=x[::-1])  # negative strides
@@ -127,19 +130,20 @@ def test_plain_rows_fast_path_equals_the_general_path(rng):
 
     for plain, c in _plain_cases(rng):
         x, ns, w, b, eps, out = c["x"], c["ns"], c["w"], c["b"], c["eps"], c["out"]
-        assert _validate.plain_rows(x, ns, eps, out, w, b) is plain, c
+        n = _validate.plain_rows(x, ns, eps, out, w, b)
+        assert bool(n) is plain and n in (0, 16), c
         got = layer_norm(x, ns, w, b, eps, out=out)
         if out is not None:
             assert got is out
         got = np.array(got, copy=True)
         xa = np.asarray(x)
         if xa.size:
-            want = layer_norm(xa, (xa.shape[-1],), w, b, float(eps), return_stats=True)[0]  # general path
+            want = layer_norm(xa, ns, w, b, float(eps), return_stats=True)[0]  # general path
             np.testing.assert_array_equal(got, want.astype(got.dtype))
         got = rms_norm(x, ns, w, eps, out=out)
         got = np.array(got, copy=True)
         if xa.size:
-            want = rms_norm(xa, (xa.shape[-1],), w, float(eps), return_stats=True)[0]
+            want = rms_norm(xa, ns, w, float(eps), return_stats=True)[0]
             np.testing.assert_array_equal(got, want.astype(got.dtype))
 
 

@@ -108,7 +108,10 @@ def plain_add(centered, x, residual, n, weight, bias, eps, out, residual_out):
     """The fused add norms' fast path for plain NumPy calls (as ``layer_norm``'s ``_plain``):
     ``(y, s)``, or None when the call needs the general checks. Accepts what
     :func:`_validate.plain_fused` accepts (outputs that either are an input or overlap none)."""
-    if (centered and eps is None) or not _validate.plain_fused(x, residual, n, eps, out, residual_out, weight, bias):
+    if centered and eps is None:
+        return None
+    n = _validate.plain_fused(x, residual, n, eps, out, residual_out, weight, bias)
+    if not n:
         return None
     m = x.size // n
     dt = x.dtype
@@ -139,7 +142,10 @@ def plain_backward(centered, grad_y, grad_s, v, n, weight, eps, stats, y, bias, 
     no input (any overlap takes the general path's scratch buffer). None never means an error."""
     if y is not None or bias is not None or not (type(weight_offset) in (float, int) and weight_offset == 0):
         return None
-    if (centered and eps is None) or not _validate.plain_rows_backward(grad_y, v, n, eps, weight, stats):
+    if centered and eps is None:
+        return None
+    n = _validate.plain_rows_backward(grad_y, v, n, eps, weight, stats)
+    if not n:
         return None
     dt = v.dtype
     shape = v.shape

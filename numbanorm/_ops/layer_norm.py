@@ -58,8 +58,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
            [ 0.    ,  0.    ,  0.    ]])
     """
     if (not weight_offset and casting is None and return_stats is False
-            and _validate.plain_rows(x, normalized_shape, eps, out, weight, bias)):
-        return _plain(x, normalized_shape, weight, bias, eps, out)
+            and (n := _validate.plain_rows(x, normalized_shape, eps, out, weight, bias))):
+        return _plain(x, n, weight, bias, eps, out)
     if _lowp.wanted(x, casting):  # bfloat16 / float16 data: the 16-bit kernels (no float32 copy)
         return _lowp.rows_forward(_OP, True, x, None, normalized_shape, weight, bias, eps,
                                   weight_offset=weight_offset, casting=casting, out=out, return_stats=return_stats)
@@ -170,8 +170,8 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=1e-5,
     (True, array([1., 1., 1.]))
     """
     if (out is None and y is None and bias is None and type(weight_offset) in (float, int) and weight_offset == 0
-            and _validate.plain_rows_backward(grad_out, x, normalized_shape, eps, weight, (mean, rstd))):
-        return _plain_backward(grad_out, x, normalized_shape, weight, eps, mean, rstd)
+            and (n := _validate.plain_rows_backward(grad_out, x, normalized_shape, eps, weight, (mean, rstd)))):
+        return _plain_backward(grad_out, x, n, weight, eps, mean, rstd)
     if _lowp.wanted_backward(x if y is None else y, grad_out):  # 16-bit data: no float32 copy
         return _lowp.rows_backward(_OP + "_backward", True, grad_out, None, x, normalized_shape, weight, eps=eps,
                                    mean=mean, rstd=rstd, y=y, bias=bias, weight_offset=weight_offset, out=out,

@@ -69,8 +69,8 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_sta
     array([[0.8485, 1.1314]])
     """
     if (quantize is None and not weight_offset and casting is None and return_stats is False
-            and _validate.plain_rows(x, normalized_shape, eps, out, weight)):
-        return _plain(x, normalized_shape, weight, eps, out)
+            and (n := _validate.plain_rows(x, normalized_shape, eps, out, weight))):
+        return _plain(x, n, weight, eps, out)
     if quantize is not None or _lowp.wanted(x, casting):  # 16-bit data / quantized outputs (extensions)
         return _lowp.rows_forward(_OP, False, x, None, normalized_shape, weight, None, eps,
                                   weight_offset=weight_offset, casting=casting, out=out, return_stats=return_stats,
@@ -171,8 +171,8 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight=None, *, eps=None, r
     (array([[ 0.181 , -0.1358]]), None)
     """
     if (out is None and y is None and type(weight_offset) in (float, int) and weight_offset == 0
-            and _validate.plain_rows_backward(grad_out, x, normalized_shape, eps, weight, (rstd,))):
-        return _plain_backward(grad_out, x, normalized_shape, weight, eps, rstd)
+            and (n := _validate.plain_rows_backward(grad_out, x, normalized_shape, eps, weight, (rstd,)))):
+        return _plain_backward(grad_out, x, n, weight, eps, rstd)
     if _lowp.wanted_backward(x if y is None else y, grad_out):  # 16-bit data: no float32 copy
         return _lowp.rows_backward(_OP + "_backward", False, grad_out, None, x, normalized_shape, weight, eps=eps,
                                    rstd=rstd, y=y, weight_offset=weight_offset, out=out, add=False)
