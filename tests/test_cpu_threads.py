@@ -162,3 +162,57 @@ def test_fork_after_the_pool_ran_in_the_parent():
     p.join(timeout=60)
     assert p.exitcode == 0
     assert got == expected
+
+
+def _generic_last_steps(x, groups, w, b):
+    """The generic channels-last forward as separate steps (two launches and a dispatch)."""
+    from numbanorm._cpu import _channels
+    from numbanorm._cpu._channels_forward import _finish
+
+    nb, no, nc, _ = x.shape
+    stats = [np.empty((nb, groups)) for _ in range(3)]  # mean, var, rstd
+    p1, p2 = _channels._moments(x)
+    coef = np.empty((3, nb, nc), x.dtype)
+    _finish(x, p1, p2, groups, 1e-5, *stats, w, b, coef)
+    out = np.empty_like(x)
+    _channels._apply(x, coef, out)
+    return out, stats
+
+
+@pytest.mark.parametrize("shape,groups", [((1, 256, 1024, 1), 1024), ((3, 20000, 12, 1), 4), ((1, 70000, 3, 1), 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_phase_channels_last_forward(shape, groups, dtype, monkeypatch):
+    """``_channels_last._last_forward`` (one launch: partials, the last chunk's thread
+    finishes, each thread normalizes its own chunks) equals the generic steps bitwise, on
+    the pool, with one thread taking every chunk of a many-chunk call (a helper that never
+    starts: nobody waits for it) and as a one-chunk call; the pool run 20 times (a lost
+    wake-up would hang here)."""
+    from numbanorm._cpu import _channels, _channels_last
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)
+    nb, no, nc, _ = shape
+    w, b = rng.standard_normal(nc).astype(dtype), rng.standard_normal(nc).astype(dtype)
+    want, want_stats = _generic_last_steps(x, groups, w, b)
+
+    def direct(nch, counter):
+        ko, _, p1, p2 = _channels._partials(x)
+        scratch = np.empty((2, nb * ko, nc), x.dtype)
+        out = np.empty_like(x)
+        stats = [np.empty((nb, groups)) for _ in range(3)]
+        _channels_last._last_forward(x, ko, p1, p2, scratch[0], scratch[1], groups, 1e-5, w, b, out, *stats,
+                                     np.empty((3, nb, nc), x.dtype), np.zeros(2, np.int64), nch, counter)
+        return out, stats
+
+    ko = _channels.chunking(nb, no, 1)[0]
+    for nch, counter in ((nb * ko, np.zeros(1, np.int64)), (1, _threads.SERIAL_COUNTER)):
+        got, stats = direct(nch, counter)
+        np.testing.assert_array_equal(got, want)
+        for a, e in zip(stats, want_stats):
+            np.testing.assert_array_equal(a, e)
+    for _ in range(20):
+        stats = [np.empty((nb, groups)) for _ in range(3)]
+        out = np.empty_like(x)
+        _channels.forward(x, groups, 1e-5, w, b, out, stats[0], stats[2], stats[1])
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(stats[0], want_stats[0])

@@ -36,7 +36,10 @@ reproducible on any machine:
   grid of ``B × KO × KI`` work items (chunks of O and I) writing float64 partial sums
   ``(B, KO·KI, C)`` that are merged in item order (deterministic, no atomics) by one
   finishing dispatch (statistics and the pass's coefficients), then one element-wise pass
-  over chunks of rows.
+  over chunks of rows. The forward of an ``I = 1`` input (BatchNorm of ``(N, C)`` and of
+  channels-last data) runs these steps in one launch (:mod:`._channels_last`): the thread
+  that finishes the last partial merges them, and each thread then normalizes the rows it
+  reduced, still in its cache (bitwise the same results; (256, 1024) 124 -> 99 µs).
 
 Numerics. Statistics are shifted sums: each ``(b, c)`` channel (rows kernels: each ``(b, g)``
 group) is shifted by its first element ``K`` and one pass accumulates ``Σ(x−K)`` and
@@ -73,6 +76,7 @@ from ._channels_forward import _rows_forward, _rows_forward_flat, _running_coeff
 from ._channels_grad import _grad_apply_inner, _grad_apply_last, _grad_eval_inner, _grad_eval_last, _grad_finish
 from ._channels_grad import _grad_moments_inner, _grad_moments_last, _grad_prepare, _param_grads
 from ._channels_grad import _rows_backward, _runs_backward, _slab_backward
+from ._channels_last import _last_forward
 from ._threads import SERIAL_COUNTER
 from ._threads import launch_pass as launch  # at most one thread per PASS_GRAIN elements
 
@@ -244,6 +248,11 @@ def forward(x, groups, eps, weight, bias, out, mean, rstd, var):
     elif path == "slab":
         launch(_slab_forward, x.size, nb, x.reshape(nb, no, nc), groups, eps, weight, bias, out.reshape(nb, no, nc),
                mean, rstd, var, np.empty((nb, 3, nc)), np.empty((nb, 5, nc), x.dtype))
+    elif ni == 1:  # the generic path's steps in one launch (see _channels_last)
+        ko, _, p1, p2 = _partials(x)
+        scratch = np.empty((2, nb * ko, nc), x.dtype)
+        launch(_last_forward, x.size, nb * ko, x, ko, p1, p2, scratch[0], scratch[1], groups, eps, weight, bias,
+               out, mean, var, rstd, np.empty((3, nb, nc), x.dtype), np.zeros(2, np.int64))
     else:  # statistics and coefficients in one finishing dispatch
         p1, p2 = _moments(x)
         coef = np.empty((3, nb, nc), x.dtype)

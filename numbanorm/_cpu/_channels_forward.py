@@ -464,17 +464,34 @@ def _group_stats(x, p1, p2, groups, eps, mean, var, rstd):
 
 @njit(**_opts, inline="always")
 def _expand_into(mean, rstd, weight, bias, m_bc, scale_bc, shift_bc):
-    """Body of :func:`_expand`."""
+    """Body of :func:`_expand`: loops over rows of the (B, C) arrays and, with one channel
+    per group (BatchNorm), one vectorized loop over the channels (2-D indexing and a
+    ``c // cg`` per channel made it ~4 ns a channel, ~5 µs of a (256, 1024) BatchNorm)."""
     nb, nc = m_bc.shape
-    cg = nc // mean.shape[1]
+    groups = mean.shape[1]
+    cg = nc // groups
     for b in range(nb):
-        for c in range(nc):
-            g = c // cg
-            mu = mean[b, g]
-            m_bc[b, c] = mu
-            sc = rstd[b, g] * weight[c]
-            scale_bc[b, c] = sc
-            shift_bc[b, c] = bias[c] - (mu - m_bc[b, c]) * sc
+        mb = mean[b]
+        rb = rstd[b]
+        m_r = m_bc[b]
+        s_r = scale_bc[b]
+        h_r = shift_bc[b]
+        if cg == 1:
+            for c in range(nc):
+                mu = mb[c]
+                m_r[c] = mu
+                sc = rb[c] * weight[c]
+                s_r[c] = sc
+                h_r[c] = bias[c] - (mu - m_r[c]) * sc
+        else:
+            for g in range(groups):
+                mu = mb[g]
+                r = rb[g]
+                for c in range(g * cg, (g + 1) * cg):
+                    m_r[c] = mu
+                    sc = r * weight[c]
+                    s_r[c] = sc
+                    h_r[c] = bias[c] - (mu - m_r[c]) * sc
 
 
 @njit(**_opts)

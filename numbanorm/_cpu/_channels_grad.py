@@ -352,7 +352,9 @@ def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp, nch, counter)
             for c in range(nc):
                 a1[c] = 0.0
                 a2[c] = 0.0
-                m_t[c] = mean[b, c // cg]
+            for g in range(groups):
+                for c in range(g * cg, (g + 1) * cg):
+                    m_t[c] = mean[b, g]
             _slab_grad_sums(dy[b], x[b], 0, no, m_t, a1, a2, tmp[b, 4], tmp[b, 5])
             al = tmp[b, 1]
             be = tmp[b, 2]
@@ -391,26 +393,31 @@ def _slab_backward(dy, x, weight, mean, rstd, dx, sum1, sum2, tmp, nch, counter)
 def _expand_mean(mean, m_bc):
     """m_bc[b, c] = mean[b, g] in the data dtype (μ_hi)."""
     nb, nc = m_bc.shape
-    cg = nc // mean.shape[1]
+    groups = mean.shape[1]
+    cg = nc // groups
     for b in range(nb):
-        for c in range(nc):
-            m_bc[b, c] = mean[b, c // cg]
+        for g in range(groups):  # no c // cg per channel (see _channels_forward._expand_into)
+            for c in range(g * cg, (g + 1) * cg):
+                m_bc[b, c] = mean[b, g]
 
 
 @njit(**_opts, inline="always")
 def _merge_partials(q1, q2, mean, m_bc, sum1, sum2):
     """sum1 = Σ_k q1, sum2 = Σ_k q2 − μ_lo·sum1 (chunk order): Σdy and Σdy·(x − μ)."""
     nb, nparts, nc = q1.shape
-    cg = nc // mean.shape[1]
+    groups = mean.shape[1]
+    cg = nc // groups
     for b in range(nb):
-        for c in range(nc):
-            a = np.float64(0.0)
-            q = np.float64(0.0)
-            for k in range(nparts):
-                a += q1[b, k, c]
-                q += q2[b, k, c]
-            sum1[b, c] = a
-            sum2[b, c] = q - (mean[b, c // cg] - m_bc[b, c]) * a
+        for g in range(groups):
+            mu = mean[b, g]
+            for c in range(g * cg, (g + 1) * cg):
+                a = np.float64(0.0)
+                q = np.float64(0.0)
+                for k in range(nparts):
+                    a += q1[b, k, c]
+                    q += q2[b, k, c]
+                sum1[b, c] = a
+                sum2[b, c] = q - (mu - m_bc[b, c]) * a
 
 
 @njit(**_opts, inline="always")
@@ -451,15 +458,17 @@ def _param_grads(sum1, sum2, rstd, grad_weight, grad_bias):
 def _param_grads_into(sum1, sum2, rstd, grad_weight, grad_bias):
     """Body of :func:`_param_grads`."""
     nb, nc = sum1.shape
-    cg = nc // rstd.shape[1]
-    for c in range(nc):
-        sw = np.float64(0.0)
-        sb = np.float64(0.0)
-        for b in range(nb):
-            sw += rstd[b, c // cg] * sum2[b, c]
-            sb += sum1[b, c]
-        grad_weight[c] = sw
-        grad_bias[c] = sb
+    groups = rstd.shape[1]
+    cg = nc // groups
+    for g in range(groups):
+        for c in range(g * cg, (g + 1) * cg):
+            sw = np.float64(0.0)
+            sb = np.float64(0.0)
+            for b in range(nb):
+                sw += rstd[b, g] * sum2[b, c]
+                sb += sum1[b, c]
+            grad_weight[c] = sw
+            grad_bias[c] = sb
 
 
 @njit(**_opts)

@@ -50,12 +50,15 @@ import threading
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.np.ufunc import parallel as _parallel
 from numba.extending import intrinsic
 
 from .. import _config
 from . import _spin
+from ._spin import _X86
 
 #: chunks per thread of a :func:`launch` (several let a thread on a core shared with other
 #: processes take fewer; results do not depend on the chunking)
@@ -239,6 +242,77 @@ first_chunk = _chunk_taker(lambda context, n: context.get_constant(types.int64, 
 #: ``later_chunk(counter, nch)``: the chunk after the one a thread finished: :func:`next_chunk`
 #: (``nch`` for a one-chunk call: done)
 later_chunk = _chunk_taker(lambda context, n: n)
+
+
+def _sync_array(ty):
+    return isinstance(ty, types.Array) and ty.dtype == types.int64 and ty.ndim == 1
+
+
+@intrinsic
+def arrive(typingctx, sync):
+    """``sync[0]`` before atomically adding 1 to it, ordered (acquire-release) after every
+    store the thread made before and before every load after: a two-phase kernel's count of
+    finished first-phase chunks (``sync``: a zeroed 1-d int64 array of length 2). The thread
+    that reads ``nch - 1`` finished the last one and sees every other chunk's results."""
+    if not _sync_array(sync):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        one = context.get_constant(types.int64, 1)
+        return builder.atomic_rmw("add", ary.data, one, "acq_rel")
+
+    return types.int64(sync), codegen
+
+
+@intrinsic
+def release_flag(typingctx, sync):
+    """``sync[1] = 1`` as a release store: every store before it is seen by a thread whose
+    :func:`wait_flag` returns."""
+    if not _sync_array(sync):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        one = context.get_constant(types.int64, 1)
+        ptr = builder.gep(ary.data, [one])
+        builder.store_atomic(one, ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.none(sync), codegen
+
+
+@intrinsic
+def wait_flag(typingctx, sync):
+    """Spin (x86 ``pause`` per round) until ``sync[1]`` is non-zero (acquire loads): the
+    second phase of a two-phase kernel waits for the thread finishing the first. Only a
+    thread that ran first-phase chunks waits, and only for chunks other running threads have
+    taken, so it never waits on a helper that has not started."""
+    if not _sync_array(sync):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [context.get_constant(types.int64, 1)])
+        zero = context.get_constant(types.int64, 0)
+        fn = builder.function
+        loop = fn.append_basic_block("wait_flag.loop")
+        again = fn.append_basic_block("wait_flag.again")
+        done = fn.append_basic_block("wait_flag.done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        v = builder.load_atomic(ptr, "acquire", 8)
+        builder.cbranch(builder.icmp_signed("!=", v, zero), done, again)
+        builder.position_at_end(again)
+        if _X86:
+            pause = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                   "llvm.x86.sse2.pause")
+            builder.call(pause, [])
+        builder.branch(loop)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return types.none(sync), codegen
 
 
 #: the ``counter`` of one-chunk calls (never written: see :func:`first_chunk`)
