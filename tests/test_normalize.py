@@ -245,6 +245,7 @@ def test_streaming_store_path_matches(rng, monkeypatch, dtype):
         expected = [(normalize(v, 2.0, -1), normalize_backward(g[:, : v.shape[1]], v, 2.0, -1),
                      normalize(v, 1.5, -1)) for v in views]
         monkeypatch.setattr(kernels, "STREAM_BYTES", 0)
+        monkeypatch.setattr(kernels, "FORWARD_STREAM_BYTES", 0)
         got = [(normalize(v, 2.0, -1), normalize_backward(g[:, : v.shape[1]], v, 2.0, -1),
                 normalize(v, 1.5, -1)) for v in views]
         monkeypatch.undo()
@@ -254,6 +255,7 @@ def test_streaming_store_path_matches(rng, monkeypatch, dtype):
                 np.testing.assert_allclose(v, u, rtol=tol, atol=tol)
         out = np.empty((shape[0], shape[1] + 1), dtype)[:, 1:]  # non-contiguous out
         monkeypatch.setattr(kernels, "STREAM_BYTES", 0)
+        monkeypatch.setattr(kernels, "FORWARD_STREAM_BYTES", 0)
         normalize(x, 2.0, -1, out=out)
         monkeypatch.undo()
         np.testing.assert_allclose(out, expected[0][0], rtol=tol, atol=tol)

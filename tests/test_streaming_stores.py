@@ -1,6 +1,6 @@
 """Row forwards with non-temporal (streaming) output stores: bitwise the ordinary path.
 
-Outputs of at least ``STREAM_BYTES`` are written by the parallel kernels with
+Outputs of at least ``FORWARD_STREAM_BYTES`` are written by the parallel kernels with
 ``_stream.nt_store`` (a ``!nontemporal`` store LLVM vectorises to ``vmovntps``); patching the
 threshold to 0 sends a small call (above the serial threshold, so the parallel kernel runs)
 down that path, with misaligned rows (odd row length, output offset by one element).
@@ -40,7 +40,7 @@ def _misaligned(shape, dtype):
 def _stream_everything(monkeypatch, op):
     """Threshold 0 (the fused kernels read it in add_rms_norm's ``stream_flags``)."""
     name = "add_rms_norm" if op.startswith("add") else op
-    monkeypatch.setattr(importlib.import_module(f"numbanorm._cpu.{name}"), "STREAM_BYTES", 0)
+    monkeypatch.setattr(importlib.import_module(f"numbanorm._cpu.{name}"), "FORWARD_STREAM_BYTES", 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -11,10 +11,11 @@ L1/L2) while its squares are summed (blocked, float64 block totals), then the no
 row is computed from that cached copy, and ``s`` copied out of it in a loop of its own
 (writing ``s`` in the summing loop makes LLVM's runtime alias check fall back to a scalar
 loop when ``s`` is ``res``; writing ``s`` and ``y`` in one loop made the (32, 768) call
-2.2x slower). Outputs of at least ``STREAM_BYTES`` (not in place) are written with non-temporal stores
-(:func:`._stream.nt_store`, no read-for-ownership; the cache lines rows share streamed whole,
-:func:`._stream.line_span`); no software prefetch (the hardware prefetcher streams the reads,
-see :func:`_write_row`). So a call moves 2 reads + 2 writes per element, against 1 + 1 for ``np.copyto``.
+2.2x slower). Outputs of at least ``FORWARD_STREAM_BYTES`` (not in place) are written with
+non-temporal stores (:func:`._stream.nt_store`, no read-for-ownership; the cache lines
+rows share streamed whole, :func:`._stream.line_span`); no software prefetch (the hardware
+prefetcher streams the reads, see :func:`_write_row`). So a call moves 2 reads + 2 writes
+per element, against 1 + 1 for ``np.copyto``.
 
 A row is read completely before any of its outputs is written, so ``s`` may be ``res`` or
 ``x`` and ``out`` may be ``x`` (the in-place residual update of FlashInfer's
@@ -27,7 +28,7 @@ from numba.extending import overload
 from .. import _config
 from . import _work
 from ._stats import BLOCK, U
-from ._stream import EDGE, STREAM_BYTES, flush_edge, line_span, nt_store, overlaps, stream_fence
+from ._stream import EDGE, FORWARD_STREAM_BYTES, flush_edge, line_span, nt_store, overlaps, stream_fence
 from ._threads import SERIAL_COUNTER, first_chunk, later_chunk
 from .layer_norm import _chunks, run_chunks
 
@@ -146,9 +147,9 @@ STREAM_S = 2
 
 
 def stream_flags(out, s, x, res):
-    """The ``stream`` argument: outputs of at least ``STREAM_BYTES`` that are not in place
-    (``s`` may be ``res`` — FlashInfer's in-place update — and ``out`` may be ``x``)."""
-    if out.nbytes < STREAM_BYTES:
+    """The ``stream`` argument: outputs of at least ``FORWARD_STREAM_BYTES`` that are not in
+    place (``s`` may be ``res`` — FlashInfer's in-place update — and ``out`` may be ``x``)."""
+    if out.nbytes < FORWARD_STREAM_BYTES:
         return 0
     return (0 if overlaps(out, x, res) else STREAM_OUT) | (0 if overlaps(s, x, res) else STREAM_S)
 

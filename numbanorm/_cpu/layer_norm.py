@@ -12,10 +12,11 @@ are bitwise the same on any thread count). The kernels are serial ``nogil`` chun
 elements, else on the thread pool, each thread taking chunks from a shared counter, so a
 small and a large call run the same compiled code (no ``prange`` twin: a parfor recompiles
 the inlined row loop into four more LLVM modules, most of a large call's first-call time).
-Every chunk fences its streaming stores (:func:`._stream.stream_fence`) before the next. A row is read from memory once: its statistics and its output are
-computed while it sits in L1/L2. Forward outputs of at least ``STREAM_BYTES`` are written
-with non-temporal stores straight from the row loop (:func:`._stream.nt_store`: no
-read-for-ownership of the output, as ``np.copyto`` does); the backward's go through the
+Every chunk fences its streaming stores (:func:`._stream.stream_fence`) before the next.
+A row is read from memory once: its statistics and its output are computed while it sits
+in L1/L2. Forward outputs of at least ``._stream.FORWARD_STREAM_BYTES`` (backward:
+``STREAM_BYTES``) are written with non-temporal stores straight from the row loop
+(:func:`._stream.nt_store`: no read-for-ownership of the output, as ``np.copyto`` does); the backward's go through the
 chunk's scratch row(s) and :func:`._stream.stream_scale`. The backward gives each chunk a
 data-dtype accumulator row for grad_weight/grad_bias (filled in column tiles over groups
 of rows, see :func:`_backward`), flushed every ``FLUSH`` rows into a float64 partial row;
@@ -29,8 +30,8 @@ from .. import _config
 from .._config import REDUCE_CHUNKS
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_var, sum_chunks
-from ._stream import (EDGE, PREFETCH_BLOCK, STREAM_BYTES, flush_edge, line_span, nt_store, overlaps, prefetch_run,
-                      stream_fence, stream_scale)
+from ._stream import (EDGE, FORWARD_STREAM_BYTES, PREFETCH_BLOCK, STREAM_BYTES, flush_edge, line_span, nt_store,
+                      overlaps, prefetch_run, stream_fence, stream_scale)
 from ._threads import SERIAL_COUNTER, first_chunk, launch, later_chunk, run
 
 
@@ -257,7 +258,7 @@ def forward(x, weight, bias, eps, out, mean, rstd):
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
         _forward(x, weight, bias, eps, out, mean, rstd, _ONE_CHUNK[x.dtype], False, SERIAL_COUNTER)
         return
-    stream = out.nbytes >= STREAM_BYTES and not overlaps(out, x)
+    stream = out.nbytes >= FORWARD_STREAM_BYTES and not overlaps(out, x)
     nchunks = _chunks(x.shape[0])
     run_chunks(_forward, x.size, nchunks, x, weight, bias, eps, out, mean, rstd, _NO_SCRATCH[x.dtype][:nchunks], stream)
 

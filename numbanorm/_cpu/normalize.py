@@ -6,9 +6,9 @@ Two canonical layouts (DESIGN.md):
   a fixed number of row chunks run on a pool of threads (a function of M only, so results do
   not depend on the thread count). For p = 2 (and p = 1) the loop that writes row i also
   accumulates the norm of row i + 1, so memory is streamed once, like a copy. Outputs of
-  at least ``STREAM_BYTES`` are written with non-temporal vector stores (an llvmlite
-  intrinsic, ``_stream_*``) that skip the read-for-ownership of the output lines, as
-  ``np.copyto``'s memcpy does at that size.
+  at least ``FORWARD_STREAM_BYTES`` (backward: ``STREAM_BYTES``) are written with
+  non-temporal vector stores (an llvmlite intrinsic, ``_stream_*``) that skip the
+  read-for-ownership of the output lines, as ``np.copyto``'s memcpy does at that size.
 * channels ``(outer, C, inner)`` (any other axis): one norm per ``(o, j)`` over the C
   values ``x[o, :, j]``. Work is split into tasks ``(o, block of B inner positions)``; a
   fixed number of chunks of consecutive tasks run on the threads, each chunk owning a
@@ -39,7 +39,7 @@ from numba import njit
 from .. import _config
 from . import _threads
 from ._threads import first_chunk, later_chunk
-from ._stream import STREAM_BYTES
+from ._stream import FORWARD_STREAM_BYTES, STREAM_BYTES
 from ._stream import stream_axpby as _stream_axpby
 from ._stream import stream_axpby_next as _stream_axpby_next
 from ._stream import stream_scale as _stream_scale
@@ -423,7 +423,7 @@ def forward_rows(x, p, eps, out):
     dbuf = np.empty(x.shape[0], x.dtype)
     pk = _pkind(p)
     nch = max(1, min(ROW_CHUNKS, x.shape[0]))
-    stream = out.nbytes >= STREAM_BYTES
+    stream = out.nbytes >= FORWARD_STREAM_BYTES
     _run(_rows_forward, x.size < _config.SERIAL_THRESHOLD, nch, x, pk, p, eps, out, dbuf, nch, stream)
 
 
