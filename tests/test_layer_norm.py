@@ -278,6 +278,7 @@ def test_streaming_store_path_matches_cached_path(rng, monkeypatch, op):
     cached = (fwd(x, 77, w),) + tuple(a for a in bwd(g, x, 77, w) if a is not None)
     monkeypatch.setattr(kern, "STREAM_BYTES", 0)
     monkeypatch.setattr(kern, "FORWARD_STREAM_BYTES", 0)
+    monkeypatch.setattr(kern, "FORWARD_STREAM_ROW_BYTES", 0)
     streamed = (fwd(x, 77, w),) + tuple(a for a in bwd(g, x, 77, w) if a is not None)
     xc = x.copy()
     fwd(xc, 77, w, out=xc)  # in place through the scratch row

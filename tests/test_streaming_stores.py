@@ -38,9 +38,12 @@ def _misaligned(shape, dtype):
 
 
 def _stream_everything(monkeypatch, op):
-    """Threshold 0 (the fused kernels read it in add_rms_norm's ``stream_flags``)."""
+    """Thresholds 0 (the fused kernels read it in add_rms_norm's ``stream_flags``)."""
     name = "add_rms_norm" if op.startswith("add") else op
-    monkeypatch.setattr(importlib.import_module(f"numbanorm._cpu.{name}"), "FORWARD_STREAM_BYTES", 0)
+    kern = importlib.import_module(f"numbanorm._cpu.{name}")
+    monkeypatch.setattr(kern, "FORWARD_STREAM_BYTES", 0)
+    if hasattr(kern, "FORWARD_STREAM_ROW_BYTES"):  # layer_norm, rms_norm
+        monkeypatch.setattr(kern, "FORWARD_STREAM_ROW_BYTES", 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -32,14 +32,36 @@ U = np.uintp
 #: glibc's memcpy (np.copyto) does for large copies. Smaller outputs stay cached.
 STREAM_BYTES = 64 << 20
 
+def _cpu_vendor():
+    """``vendor_id`` of the first CPU in /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"), or ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 #: the row forwards (layer_norm, rms_norm, the fused add norms, normalize along the last
-#: axis) stream from this smaller output size: they read each row from memory once and
-#: write its output once, so the read-for-ownership of the output is a third of their
-#: traffic. On the 2-core Xeon streaming was 0.73-0.89x the cached time at 16 MiB
-#: (4096 x 1024 float32) and 1.17-1.51x at 6-8 MiB (1536-2048 x 1024); the backwards and
-#: the scalers' transform, which read two or three arrays per output, still lost 8-11 % at
-#: 16 MiB, so they keep STREAM_BYTES.
-FORWARD_STREAM_BYTES = 16 << 20
+#: axis) stream from this output size. On Intel it is 16 MiB: they read each row from
+#: memory once and write its output once, so the read-for-ownership of the output is a
+#: third of their traffic; on the 2-core Xeon streaming was 0.73-0.89x the cached time at
+#: 16 MiB (4096 x 1024 float32) and 1.17-1.51x at 6-8 MiB, while the backwards and the
+#: scalers' transform, which read two or three arrays per output, still lost 8-11 % at
+#: 16 MiB, so they keep STREAM_BYTES. On the 2-core EPYC (32 MiB L3) streaming lost at
+#: 16 MiB (1.10-1.41x for (4096, 1024), 0.95 for (1024, 4096)) and won only from 64 MiB
+#: ((4096, 4096): 0.77-0.85x), so everywhere but Intel the forwards keep STREAM_BYTES too.
+_INTEL = _cpu_vendor() == "GenuineIntel"
+FORWARD_STREAM_BYTES = 16 << 20 if _INTEL else STREAM_BYTES
+
+#: layer_norm's and rms_norm's forwards stream only rows of at least this many bytes. On
+#: the EPYC their streamed 4 KiB rows lost even at 64-128 MiB (streamed / cached, (16384 and
+#: 32768, 1024) float32: rms_norm 1.07-1.25x, layer_norm 1.00-1.10x), while 8 KiB rows won
+#: ((16384, 2048): 0.89x and 0.76x; (8192, 4096): 0.84x and 0.78x); on the Xeon 4 KiB rows
+#: won (0.72x and 0.76x at (4096, 1024)), so there is no minimum.
+FORWARD_STREAM_ROW_BYTES = 0 if _INTEL else 8 << 10
 
 
 def _stream_codegen(context, builder, signature, args, axpby, acc):

@@ -15,8 +15,9 @@ from numba import njit
 from .. import _config
 from . import _work
 from ._stats import BLOCK, FLUSH, U, mean_square, sum_chunks
-from ._stream import (EDGE, FORWARD_STREAM_BYTES, PREFETCH_BLOCK, STREAM_BYTES, flush_edge, line_span, nt_store,
-                      overlaps, prefetch_run, stream_fence, stream_scale)
+from ._stream import (EDGE, FORWARD_STREAM_BYTES, FORWARD_STREAM_ROW_BYTES, PREFETCH_BLOCK,
+                      STREAM_BYTES, flush_edge, line_span, nt_store, overlaps, prefetch_run, stream_fence,
+                      stream_scale)
 from ._threads import SERIAL_COUNTER, first_chunk, launch, later_chunk
 from .layer_norm import _NO_SCRATCH, _ONE_CHUNK, QUAD, _chunks, run_chunks
 
@@ -174,7 +175,8 @@ def forward(x, weight, eps, out, rstd):
     if x.size < _config.SERIAL_THRESHOLD:  # small call: serial twin, one chunk, no streaming
         _forward(x, weight, eps, out, rstd, _ONE_CHUNK[x.dtype], False, SERIAL_COUNTER)
         return
-    stream = out.nbytes >= FORWARD_STREAM_BYTES and not overlaps(out, x)
+    stream = (out.nbytes >= FORWARD_STREAM_BYTES and x.shape[1] * out.itemsize >= FORWARD_STREAM_ROW_BYTES
+              and not overlaps(out, x))
     nchunks = _chunks(x.shape[0])
     run_chunks(_forward, x.size, nchunks, x, weight, eps, out, rstd, _NO_SCRATCH[x.dtype][:nchunks], stream)
 
