@@ -131,10 +131,15 @@ def mean_square(row):
 
 @njit(**JIT_OPTIONS)
 def sum_chunks(part, out):
-    """out[j] = Σ_c part[c, j], summed in chunk order (deterministic)."""
+    """out[j] = Σ_c part[c, j], summed in chunk order (deterministic).
+
+    Row by row into a float64 total row, so the loops over j vectorise; summing a column
+    at a time walked ``part`` with a row's stride (111 µs for (64, 1024), against ~10)."""
     nchunks, n = part.shape
-    for j in range(n):
-        s = np.float64(0.0)
-        for c in range(nchunks):
-            s += part[c, j]
-        out[j] = s
+    total = np.zeros(n, np.float64)
+    for c in range(nchunks):
+        row = part[c]
+        for j in range(U(n)):
+            total[j] += row[j]
+    for j in range(U(n)):
+        out[j] = total[j]
