@@ -35,7 +35,18 @@ def describe(a):
         return "None"
     if hasattr(a, "shape") and hasattr(a, "dtype"):
         return f"{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
-    return f"{type(a).__name__} {a!r}"
+    if isinstance(a, (tuple, list)) and any(hasattr(v, "shape") for v in a):
+        # a sequence of arrays (``out=(y, r)``): their shapes, not their contents
+        inner = ", ".join(describe(v) for v in a[:4]) + (", ..." if len(a) > 4 else "")
+        return f"{type(a).__name__} of {len(a)} ({inner})"
+    text = repr(a)
+    if len(text) > _REPR_CHARS:
+        text = text[:_REPR_CHARS - 3] + "..."
+    return f"{type(a).__name__} {text}"
+
+
+#: longest repr of a value quoted in an error message
+_REPR_CHARS = 200
 
 
 _RULES = {F32: (F32, F32), F64: (F64, F64), F16: (F32, F16)}

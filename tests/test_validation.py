@@ -155,3 +155,17 @@ def test_plain_rows_declines_when_a_device_is_forced(rng):
     assert _validate.plain_rows(x, 4, 1e-5, None, None)
     with force_device("cpu"):
         assert not _validate.plain_rows(x, 4, 1e-5, None, None)
+
+
+def test_messages_describe_sequences_of_arrays_and_long_values_briefly():
+    """A tuple of arrays where one array goes (``out=(y, r)``) is named by its arrays'
+    shapes, not their printed contents; any other long value is cut short."""
+    x = np.ones((64, 64), np.float32)
+    with pytest.raises(TypeError) as err:
+        numbanorm.add_rms_norm(x, x, 64, out=(np.empty_like(x), np.empty_like(x)))
+    msg = str(err.value)
+    assert "add_rms_norm" in msg and "'out'" in msg
+    assert "tuple of 2 (ndarray of shape (64, 64) and dtype float32" in msg and "1." not in msg
+    with pytest.raises(TypeError) as err:
+        layer_norm(x, 64, eps="a" * 1000)
+    assert "'eps'" in str(err.value) and len(str(err.value)) < 400
