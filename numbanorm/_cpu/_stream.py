@@ -32,6 +32,7 @@ U = np.uintp
 #: glibc's memcpy (np.copyto) does for large copies. Smaller outputs stay cached.
 STREAM_BYTES = 64 << 20
 
+
 def _cpu_vendor():
     """``vendor_id`` of the first CPU in /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"), or ""."""
     try:
@@ -44,6 +45,8 @@ def _cpu_vendor():
     return ""
 
 
+_INTEL = _cpu_vendor() == "GenuineIntel"
+
 #: the row forwards (layer_norm, rms_norm, the fused add norms, normalize along the last
 #: axis) stream from this output size. On Intel it is 16 MiB: they read each row from
 #: memory once and write its output once, so the read-for-ownership of the output is a
@@ -53,7 +56,6 @@ def _cpu_vendor():
 #: 16 MiB, so they keep STREAM_BYTES. On the 2-core EPYC (32 MiB L3) streaming lost at
 #: 16 MiB (1.10-1.41x for (4096, 1024), 0.95 for (1024, 4096)) and won only from 64 MiB
 #: ((4096, 4096): 0.77-0.85x), so everywhere but Intel the forwards keep STREAM_BYTES too.
-_INTEL = _cpu_vendor() == "GenuineIntel"
 FORWARD_STREAM_BYTES = 16 << 20 if _INTEL else STREAM_BYTES
 
 #: layer_norm's and rms_norm's forwards stream only rows of at least this many bytes. On
